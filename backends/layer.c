@@ -1,0 +1,200 @@
+/* diskshelf: the generic half of the layer interface (range checks,
+ * defaults for optional callbacks, seeking over extents). */
+#include "layer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* Check that [offset, offset+count) lies inside the layer. */
+static int
+check_range (struct layer *l, size_t count, uint64_t offset)
+{
+  if (offset > l->size || count > l->size - offset)
+    return error_set (EINVAL, "%s: range %llu+%zu is past the end (%llu)",
+                      l->ops->name, (unsigned long long) offset, count,
+                      (unsigned long long) l->size);
+  return 0;
+}
+
+/* Read with a range check. */
+int
+layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
+{
+  int r = check_range (l, count, offset);
+
+  if (r < 0 || count == 0)
+    return r;
+  return l->ops->pread (l, buf, count, offset);
+}
+
+/* Write with a range check, refusing read-only layers. */
+int
+layer_pwrite (struct layer *l, const void *buf, size_t count,
+              uint64_t offset)
+{
+  int r;
+
+  if (!l->writable || l->ops->pwrite == NULL)
+    return error_set (EROFS, "%s: read-only", l->ops->name);
+  r = check_range (l, count, offset);
+  if (r < 0 || count == 0)
+    return r;
+  return l->ops->pwrite (l, buf, count, offset);
+}
+
+/* Flush; a layer with nothing to flush succeeds. */
+int
+layer_flush (struct layer *l)
+{
+  return l->ops->flush ? l->ops->flush (l) : 0;
+}
+
+/* Discard a range, where the layer can. */
+int
+layer_trim (struct layer *l, uint64_t offset, uint64_t length)
+{
+  int r;
+
+  if (!l->writable)
+    return error_set (EROFS, "%s: read-only", l->ops->name);
+  if (l->ops->trim == NULL)
+    return error_set (EOPNOTSUPP, "%s: cannot discard", l->ops->name);
+  r = check_range (l, length, offset);
+  if (r < 0 || length == 0)
+    return r;
+  return l->ops->trim (l, offset, length);
+}
+
+/* Zero a range, by the layer's own means or by writing zero buffers. */
+int
+layer_zero (struct layer *l, uint64_t offset, uint64_t length)
+{
+  static const size_t step = 1024 * 1024;
+  char *zeroes;
+  int r;
+
+  if (!l->writable)
+    return error_set (EROFS, "%s: read-only", l->ops->name);
+  r = check_range (l, length, offset);
+  if (r < 0 || length == 0)
+    return r;
+  if (l->ops->zero)
+    return l->ops->zero (l, offset, length);
+  if (l->ops->pwrite == NULL)
+    return error_set (EOPNOTSUPP, "%s: cannot write zeroes", l->ops->name);
+  zeroes = calloc (1, step);
+  if (zeroes == NULL)
+    return error_set (ENOMEM, "%s: out of memory", l->ops->name);
+  while (length > 0 && r == 0)
+    {
+      size_t n = length < step ? length : step;
+      r = l->ops->pwrite (l, zeroes, n, offset);
+      offset += n;
+      length -= n;
+    }
+  free (zeroes);
+  return r;
+}
+
+/* The run starting at offset; one data run when the layer cannot tell. */
+int
+layer_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
+{
+  int r;
+
+  if (offset >= l->size)
+    return error_set (ENXIO, "%s: offset %llu is past the end",
+                      l->ops->name, (unsigned long long) offset);
+  if (l->ops->extent == NULL)
+    {
+      out->length = l->size - offset;
+      out->hole = out->zero = false;
+      return 0;
+    }
+  r = l->ops->extent (l, offset, out);
+  if (r == 0 && out->length == 0)
+    return error_set (EIO, "%s: empty extent at %llu", l->ops->name,
+                      (unsigned long long) offset);
+  return r;
+}
+
+/* Walk extents from offset to the next data or hole. */
+int64_t
+layer_seek (struct layer *l, uint64_t offset, bool want_data)
+{
+  while (offset < l->size)
+    {
+      struct layer_extent e;
+      int r = layer_extent (l, offset, &e);
+      bool is_data;
+
+      if (r < 0)
+        return r;
+      /* A run counts as a hole for SEEK_HOLE when it reads as zeroes;
+       * an unallocated run of undefined content is data. */
+      is_data = !e.zero;
+      if (is_data == want_data)
+        return offset;
+      if (e.length > l->size - offset)
+        e.length = l->size - offset;
+      offset += e.length;
+    }
+  return want_data ? -ENXIO : (int64_t) l->size;
+}
+
+/* Pass a read-ahead hint down, ignoring failure. */
+void
+layer_prefetch (struct layer *l, uint64_t offset, uint64_t length)
+{
+  if (l->ops->prefetch)
+    {
+      if (l->ops->prefetch (l, offset, length) < 0)
+        error_clear ();
+    }
+}
+
+/* Status of the stack, top layer first. */
+void
+layer_status (struct layer *l, FILE *out)
+{
+  for (; l; l = l->lower)
+    if (l->ops->status)
+      l->ops->status (l, out);
+}
+
+/* Close a layer and everything below it. */
+void
+layer_close (struct layer *l)
+{
+  if (l == NULL)
+    return;
+  if (l->ops->close)
+    l->ops->close (l);
+  else
+    {
+      layer_close (l->lower);
+      free (l);
+    }
+}
+
+/* "tar < xz < http" */
+void
+layer_describe (struct layer *l, char *buf, size_t size)
+{
+  size_t used = 0;
+
+  if (size == 0)
+    return;
+  buf[0] = '\0';
+  for (; l && used < size; l = l->lower)
+    {
+      int n = snprintf (buf + used, size - used, "%s%s",
+                        used ? " < " : "", l->ops->name);
+      if (n < 0)
+        break;
+      used += (size_t) n;
+    }
+}

@@ -1,0 +1,130 @@
+/* diskshelf: the one interface every layer implements.
+ *
+ * An entry in the mount is a stack of layers.  The bottom one is a
+ * transport (file, http, nbd, torrent); above it may sit a decoder (xz)
+ * and a container (tar member).  Every layer has the same callbacks, so
+ * any layer stacks on any other.
+ *
+ * A layer embeds `struct layer` as its first member and fills in `ops`,
+ * `size`, `writable` and `lower` when it is opened.  The size is fixed for
+ * the life of the open layer (a source that changes size underneath is an
+ * error, reported by pread).
+ *
+ * Thread model: every callback may be called from many FUSE threads at
+ * once; a layer protects its own state.  close is called exactly once,
+ * after every other call has returned.
+ *
+ * Errors: every callback returns 0 (or a count, where said) on success
+ * and a negative errno on failure, with a message recorded by error_set
+ * (common/error.h) that starts with the layer's name and the entry's
+ * source, e.g. "xz: disk.img.xz: block 12: checksum mismatch".
+ *
+ * Ownership: a layer owns its lower layer and closes it in its own close
+ * (layer_close does that for layers that leave close NULL).
+ */
+#ifndef DISKSHELF_LAYER_H
+#define DISKSHELF_LAYER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct layer;
+
+/* One run of bytes with the same allocation state, as extents returns. */
+struct layer_extent
+{
+  uint64_t length;   /* > 0 */
+  bool hole;         /* not allocated; reads as zeroes when zero is set */
+  bool zero;         /* reads as zeroes */
+};
+
+struct layer_ops
+{
+  /* Short name used in messages and status: "file", "http", "xz", ... */
+  const char *name;
+
+  /* Required.  Fill buf with count bytes from offset.  The caller
+   * guarantees offset + count <= size.  Either every byte is read and 0
+   * is returned, or a negative errno is returned; never a short read. */
+  int (*pread) (struct layer *l, void *buf, size_t count, uint64_t offset);
+
+  /* Optional (NULL means read-only: the caller gives EROFS).  Same
+   * contract as pread. */
+  int (*pwrite) (struct layer *l, const void *buf, size_t count,
+                 uint64_t offset);
+
+  /* Optional (NULL means nothing to flush: success). */
+  int (*flush) (struct layer *l);
+
+  /* Optional: discard a range; afterwards it reads as zeroes.  NULL
+   * means not supported: the caller gives EOPNOTSUPP. */
+  int (*trim) (struct layer *l, uint64_t offset, uint64_t length);
+
+  /* Optional: make a range read as zeroes.  NULL: the caller writes
+   * zero buffers through pwrite. */
+  int (*zero) (struct layer *l, uint64_t offset, uint64_t length);
+
+  /* Optional: describe the run of bytes that starts at offset (offset <
+   * size).  The run may be longer or shorter than asked; it must not be
+   * empty.  NULL means the whole layer is data. */
+  int (*extent) (struct layer *l, uint64_t offset, struct layer_extent *out);
+
+  /* Optional: a hint that [offset, offset+length) will be read soon. */
+  int (*prefetch) (struct layer *l, uint64_t offset, uint64_t length);
+
+  /* Optional: write "key: value" lines about this layer's state (cache
+   * fill, progress, peers, last error) for `diskshelf status`.  Secrets
+   * never appear. */
+  void (*status) (struct layer *l, FILE *out);
+
+  /* Optional: free everything the layer owns, including l itself and the
+   * lower layer.  NULL means: layer_close closes lower and frees l. */
+  void (*close) (struct layer *l);
+};
+
+struct layer
+{
+  const struct layer_ops *ops;
+  struct layer *lower;   /* owned; NULL for a transport */
+  uint64_t size;         /* bytes; fixed while open */
+  bool writable;         /* pwrite allowed */
+  bool immutable;        /* content never changes: the kernel may cache */
+};
+
+/* Read count bytes at offset, checking the range against the size.
+ * Returns 0 or a negative errno with a recorded message. */
+int layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset);
+
+/* Write through, refusing with EROFS when the layer is not writable. */
+int layer_pwrite (struct layer *l, const void *buf, size_t count,
+                  uint64_t offset);
+
+/* Flush, trim, zero: with the defaults documented in layer_ops. */
+int layer_flush (struct layer *l);
+int layer_trim (struct layer *l, uint64_t offset, uint64_t length);
+int layer_zero (struct layer *l, uint64_t offset, uint64_t length);
+
+/* The run starting at offset (the default is one data run to the end). */
+int layer_extent (struct layer *l, uint64_t offset, struct layer_extent *out);
+
+/* Find the next offset >= offset that is data (want_data) or a hole.
+ * Returns the offset, or size when there is none (for holes: the
+ * virtual hole at the end), or a negative errno. */
+int64_t layer_seek (struct layer *l, uint64_t offset, bool want_data);
+
+/* Hint a future read; errors are ignored by callers. */
+void layer_prefetch (struct layer *l, uint64_t offset, uint64_t length);
+
+/* Write the status lines of this layer and all below it. */
+void layer_status (struct layer *l, FILE *out);
+
+/* Close the whole stack from l down.  NULL is allowed. */
+void layer_close (struct layer *l);
+
+/* The names of the stack from top to bottom, "tar < xz < http", written
+ * into buf (always NUL-terminated). */
+void layer_describe (struct layer *l, char *buf, size_t size);
+
+#endif

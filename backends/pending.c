@@ -1,0 +1,69 @@
+/* diskshelf: constructors of layers that are not built yet.
+ *
+ * Each piece of work that builds a layer deletes its function from this
+ * file; when the file is empty it goes away. */
+#include <errno.h>
+
+#include "error.h"
+#include "stack.h"
+#include "blockcache.h"
+#include "diskcache.h"
+
+int
+layer_http_open (const struct stack_context *ctx, const char *url,
+                 struct layer **out)
+{
+  return error_set (ENOTSUP, "http: not built yet");
+}
+
+int
+layer_nbd_open (const struct stack_context *ctx, const char *uri,
+                struct layer **out)
+{
+  return error_set (ENOTSUP, "nbd: not built yet");
+}
+
+int
+layer_captive_open (const struct stack_context *ctx, struct layer **out)
+{
+  return error_set (ENOTSUP, "command: not built yet");
+}
+
+int
+layer_xz_open (const struct stack_context *ctx, struct layer *lower,
+               struct layer **out)
+{
+  return error_set (ENOTSUP, "xz: not built yet");
+}
+
+int
+layer_tar_open (const struct stack_context *ctx, struct layer *lower,
+                const char *member, struct layer **out)
+{
+  return error_set (ENOTSUP, "tar: not built yet");
+}
+
+int
+block_cache_new (uint64_t max_bytes, unsigned workers,
+                 struct block_cache **out)
+{
+  *out = NULL;
+  return 0;
+}
+
+void
+block_cache_free (struct block_cache *cache)
+{
+}
+
+int
+disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
+{
+  *out = NULL;
+  return 0;
+}
+
+void
+disk_cache_free (struct disk_cache *cache)
+{
+}

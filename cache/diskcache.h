@@ -1,0 +1,80 @@
+/* diskshelf: the persistent, bounded disk cache (--cache-dir).
+ *
+ * One cache per daemon, shared by every entry.  It stores bytes fetched
+ * from remote objects (HTTP ranges, torrent pieces) and bytes decoded
+ * from single-block xz files, keyed by an identity plus validators.
+ * Each object is a sparse data file, a bitmap of present chunks and a
+ * small header with the validators; it survives restarts.  An object
+ * whose validators no longer match is dropped and starts empty.
+ *
+ * Data is stored in chunks of DISK_CACHE_CHUNK bytes (the last chunk of
+ * an object may be shorter).  Writes must be whole chunks.
+ *
+ * Bounds: the total stays under the configured size; the least recently
+ * used chunks of any object are evicted first; chunks pinned by a reader
+ * are never evicted.  A full disk or an unwritable directory turns
+ * writes into no-ops with one warning: callers then read uncached.
+ * Never wrong data: a crash leaves each object valid or detectably
+ * invalid (dropped on open).
+ *
+ * Thread model: every function is safe from many threads at once.
+ * Ownership: disk_cache_new returns a cache freed by disk_cache_free,
+ * which must come after every object is closed.
+ */
+#ifndef DISKSHELF_DISKCACHE_H
+#define DISKSHELF_DISKCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define DISK_CACHE_CHUNK (1024 * 1024)
+
+struct disk_cache;
+struct disk_cache_object;
+
+/* What identifies one cached object, and how to tell it changed. */
+struct disk_cache_validators
+{
+  const char *kind;          /* "http", "xz", "torrent": part of the key */
+  const char *key;           /* URL (credentials removed), path, info-hash */
+  uint64_t size;             /* object size in bytes */
+  const char *etag;          /* may be NULL */
+  const char *last_modified; /* may be NULL */
+};
+
+/* Open (creating if needed) the cache in dir, bounded by max_bytes. */
+int disk_cache_new (const char *dir, uint64_t max_bytes,
+                    struct disk_cache **out);
+void disk_cache_free (struct disk_cache *cache);
+
+/* Open the object for v; drops stale data whose validators differ. */
+int disk_cache_open_object (struct disk_cache *cache,
+                            const struct disk_cache_validators *v,
+                            struct disk_cache_object **out);
+void disk_cache_close_object (struct disk_cache_object *obj);
+
+/* Copy [offset, offset+count) out of the cache if every chunk of it is
+ * present: returns 0, or -ENODATA when any part is missing. */
+int disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
+                     uint64_t offset);
+
+/* True when every chunk overlapping the range is present. */
+bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
+                     uint64_t count);
+
+/* Store whole chunks starting at a chunk boundary (the object's last
+ * chunk may be short).  Returns 0 even when the data could not be kept
+ * (full disk): the cache is an optimisation, never a source of errors. */
+int disk_cache_write (struct disk_cache_object *obj, const void *buf,
+                      size_t count, uint64_t offset);
+
+/* Bytes of this object present in the cache, and of the whole cache. */
+uint64_t disk_cache_object_present (struct disk_cache_object *obj);
+uint64_t disk_cache_used (struct disk_cache *cache);
+
+/* "cache: ..." status lines for one object. */
+void disk_cache_object_status (struct disk_cache_object *obj, FILE *out);
+
+#endif

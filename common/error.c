@@ -37,10 +37,11 @@ error_prefix (int errnum, const char *fmt, ...)
   va_end (ap);
   memcpy (old, thread_message, sizeof old);
   if (old[0] == '\0')
-    snprintf (thread_message, sizeof thread_message, "%s: %s", prefix,
-              strerror (errnum < 0 ? -errnum : errnum));
+    snprintf (thread_message, sizeof thread_message, "%.500s: %.500s",
+              prefix, strerror (errnum < 0 ? -errnum : errnum));
   else
-    snprintf (thread_message, sizeof thread_message, "%s: %s", prefix, old);
+    snprintf (thread_message, sizeof thread_message, "%.400s: %.600s",
+              prefix, old);
   return errnum > 0 ? -errnum : errnum;
 }
 

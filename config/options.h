@@ -24,6 +24,7 @@ struct daemon_options
   char *fuse_options;       /* options passed through to FUSE (allow_other, ...) */
 
   char *cache_dir;          /* NULL when --cache-dir=none */
+  bool cache_dir_set;       /* given explicitly (else the default) */
   uint64_t cache_size;      /* disk cache bound in bytes */
   uint64_t memory_cache_size;  /* decoded-block cache bound in bytes */
   uint64_t max_block_size;  /* largest xz block decoded in memory */

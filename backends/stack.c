@@ -1,0 +1,108 @@
+/* diskshelf: choosing and building the layers behind one entry.
+ *
+ * transport (by URI scheme or `command`) -> xz (by magic bytes or
+ * `compression = xz`) -> tar member (by `entry =`). */
+#include "stack.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+#include "entry.h"
+#include "error.h"
+#include "text.h"
+
+static const unsigned char xz_magic[6] = { 0xFD, '7', 'z', 'X', 'Z', 0x00 };
+
+/* Open the transport named by the entry's source or command. */
+static int
+open_transport (const struct stack_context *ctx, struct layer **out)
+{
+  const char *source = ctx->entry->source;
+
+  if (ctx->entry->command)
+    return layer_captive_open (ctx, out);
+  if (strncasecmp (source, "http://", 7) == 0
+      || strncasecmp (source, "https://", 8) == 0)
+    return layer_http_open (ctx, source, out);
+  if (strncasecmp (source, "nbd", 3) == 0 && strstr (source, "://"))
+    return layer_nbd_open (ctx, source, out);
+  if (strncasecmp (source, "file://", 7) == 0)
+    return layer_file_open (ctx, source + 7, out);
+  return layer_file_open (ctx, source, out);
+}
+
+/* Does the layer start with the xz stream magic? */
+static int
+has_xz_magic (struct layer *l, bool *yes)
+{
+  unsigned char head[sizeof xz_magic];
+  int r;
+
+  *yes = false;
+  if (l->size < 32)
+    return 0;
+  r = layer_pread (l, head, sizeof head, 0);
+  if (r < 0)
+    return r;
+  *yes = memcmp (head, xz_magic, sizeof head) == 0;
+  return 0;
+}
+
+/* Add the decoder the entry asks for or the magic reveals. */
+static int
+add_decoder (const struct stack_context *ctx, struct layer **top)
+{
+  bool is_xz = false;
+  struct layer *decoded;
+  int r;
+
+  switch (ctx->entry->compression)
+    {
+    case COMPRESSION_NONE:
+      return 0;
+    case COMPRESSION_XZ:
+      is_xz = true;
+      break;
+    case COMPRESSION_AUTO:
+      r = has_xz_magic (*top, &is_xz);
+      if (r < 0)
+        return r;
+      break;
+    }
+  if (!is_xz)
+    return 0;
+  r = layer_xz_open (ctx, *top, &decoded);
+  if (r < 0)
+    return r;
+  *top = decoded;
+  return 0;
+}
+
+/* Build the stack for one entry. */
+int
+stack_open (const struct stack_context *ctx, struct layer **out)
+{
+  struct layer *top = NULL, *member;
+  int r;
+
+  r = open_transport (ctx, &top);
+  if (r < 0)
+    return r;
+  r = add_decoder (ctx, &top);
+  if (r < 0)
+    goto fail;
+  if (ctx->entry->member)
+    {
+      r = layer_tar_open (ctx, top, ctx->entry->member, &member);
+      if (r < 0)
+        goto fail;
+      top = member;
+    }
+  *out = top;
+  return 0;
+
+ fail:
+  layer_close (top);
+  return r;
+}

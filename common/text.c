@@ -1,0 +1,197 @@
+/* diskshelf: text helpers (trimming, strict numbers, word splitting,
+ * edit distance, URL redaction). */
+#include "text.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Strip white space at both ends, in place. */
+char *
+text_trim (char *s)
+{
+  char *end;
+
+  while (isspace ((unsigned char) *s))
+    s++;
+  end = s + strlen (s);
+  while (end > s && isspace ((unsigned char) end[-1]))
+    *--end = '\0';
+  return s;
+}
+
+/* Strict unsigned decimal. */
+int
+text_parse_uint (const char *s, uint64_t *out)
+{
+  uint64_t value = 0;
+
+  if (*s == '\0')
+    return -EINVAL;
+  for (; *s; s++)
+    {
+      if (!isdigit ((unsigned char) *s))
+        return -EINVAL;
+      if (value > (UINT64_MAX - (uint64_t) (*s - '0')) / 10)
+        return -ERANGE;
+      value = value * 10 + (uint64_t) (*s - '0');
+    }
+  *out = value;
+  return 0;
+}
+
+/* Free a NULL-ended word array. */
+static void
+free_words (char **words, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    free (words[i]);
+  free (words);
+}
+
+/* Shell-like word splitting without expansion. */
+int
+text_split_words (const char *line, char ***out)
+{
+  size_t n = 0, cap = 4;
+  char **words = calloc (cap + 1, sizeof *words);
+  char *word = malloc (strlen (line) + 1);
+  const char *p = line;
+
+  if (words == NULL || word == NULL)
+    {
+      free (words);
+      free (word);
+      return -ENOMEM;
+    }
+  for (;;)
+    {
+      size_t len = 0;
+      char quote = 0;
+      bool have = false;
+
+      while (isspace ((unsigned char) *p))
+        p++;
+      if (*p == '\0')
+        break;
+      while (*p && (quote || !isspace ((unsigned char) *p)))
+        {
+          have = true;
+          if (quote == 0 && (*p == '\'' || *p == '"'))
+            quote = *p++;
+          else if (quote && *p == quote)
+            {
+              quote = 0;
+              p++;
+            }
+          else if (*p == '\\' && quote != '\'' && p[1])
+            {
+              word[len++] = p[1];
+              p += 2;
+            }
+          else
+            word[len++] = *p++;
+        }
+      if (quote)
+        {
+          free (word);
+          free_words (words, n);
+          return -EINVAL;
+        }
+      if (!have)
+        break;
+      word[len] = '\0';
+      if (n == cap)
+        {
+          char **grown = realloc (words, (cap * 2 + 1) * sizeof *words);
+          if (grown == NULL)
+            {
+              free (word);
+              free_words (words, n);
+              return -ENOMEM;
+            }
+          words = grown;
+          cap *= 2;
+        }
+      words[n] = strdup (word);
+      if (words[n] == NULL)
+        {
+          free (word);
+          free_words (words, n);
+          return -ENOMEM;
+        }
+      words[++n] = NULL;
+    }
+  free (word);
+  words[n] = NULL;
+  *out = words;
+  return (int) n;
+}
+
+/* Levenshtein distance with two rows, capped at 255. */
+unsigned
+text_edit_distance (const char *a, const char *b)
+{
+  size_t la = strlen (a), lb = strlen (b);
+  unsigned *prev, *cur, result;
+
+  if (la > 255 || lb > 255)
+    return 255;
+  prev = malloc ((lb + 1) * sizeof *prev);
+  cur = malloc ((lb + 1) * sizeof *cur);
+  if (prev == NULL || cur == NULL)
+    {
+      free (prev);
+      free (cur);
+      return 255;
+    }
+  for (size_t j = 0; j <= lb; j++)
+    prev[j] = (unsigned) j;
+  for (size_t i = 1; i <= la; i++)
+    {
+      cur[0] = (unsigned) i;
+      for (size_t j = 1; j <= lb; j++)
+        {
+          unsigned cost = a[i - 1] == b[j - 1] ? 0 : 1;
+          unsigned best = prev[j - 1] + cost;
+          if (prev[j] + 1 < best)
+            best = prev[j] + 1;
+          if (cur[j - 1] + 1 < best)
+            best = cur[j - 1] + 1;
+          cur[j] = best;
+        }
+      unsigned *t = prev;
+      prev = cur;
+      cur = t;
+    }
+  result = prev[lb];
+  free (prev);
+  free (cur);
+  return result > 255 ? 255 : result;
+}
+
+/* Replace the userinfo of a URL by "***". */
+void
+text_redact_url (const char *url, char *buf, size_t size)
+{
+  const char *scheme_end = strstr (url, "://");
+  const char *host, *at, *slash;
+
+  if (size == 0)
+    return;
+  if (scheme_end == NULL)
+    {
+      snprintf (buf, size, "%s", url);
+      return;
+    }
+  host = scheme_end + 3;
+  slash = host + strcspn (host, "/?#");
+  at = memchr (host, '@', (size_t) (slash - host));
+  if (at == NULL)
+    snprintf (buf, size, "%s", url);
+  else
+    snprintf (buf, size, "%.*s***%s", (int) (host - url), url, at);
+}

@@ -1,0 +1,300 @@
+/* diskshelf: command-line and -o options of the daemon.
+ *
+ * Every long option also works as `-o name=value`, because fstab and
+ * mount.fuse3 pass only -o, after the two positional arguments.  Options
+ * diskshelf does not know are handed to FUSE (allow_other, ...); mount(8)
+ * words that mean nothing to a FUSE file system are dropped. */
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "entry.h"
+#include "error.h"
+#include "text.h"
+
+#define DEFAULT_CACHE_SIZE (10ULL << 30)
+#define DEFAULT_MEMORY_CACHE_SIZE (256ULL << 20)
+#define DEFAULT_MAX_BLOCK_SIZE (256ULL << 20)
+
+/* mount(8) and systemd words that a FUSE mount must not see. */
+static const char *const ignored_mount_options[] = {
+  "defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
+  "nouser", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev",
+  "atime", "noatime", "relatime",
+};
+
+static void
+print_help (void)
+{
+  printf (
+    "Usage: diskshelf [OPTIONS] CATALOG MOUNTPOINT\n"
+    "       diskshelf check CATALOG\n"
+    "       diskshelf status MOUNTPOINT\n"
+    "\n"
+    "Mount a catalog directory: every CATALOG/**/NAME.conf entry becomes\n"
+    "MOUNTPOINT/**/NAME, a file that reads like a raw disk image, whatever\n"
+    "is behind it (a local file, HTTP(S), xz, a tar member, NBD).\n"
+    "\n"
+    "Options (each also works as -o NAME=VALUE):\n"
+    "  -f, --foreground           stay in the foreground\n"
+    "  -d, --debug                foreground with verbose logging\n"
+    "  -s, --single-thread        serve FUSE requests on one thread\n"
+    "  -o OPT[,OPT...]            diskshelf options and FUSE mount options\n"
+    "                             (allow_other, ro, default_permissions, ...)\n"
+    "  --cache-dir=DIR|none       persistent cache of remote bytes\n"
+    "                             (default: $XDG_CACHE_HOME/diskshelf, or\n"
+    "                             /var/cache/diskshelf for root)\n"
+    "  --cache-size=SIZE          bound of the disk cache (default 10G)\n"
+    "  --memory-cache-size=SIZE   bound of the decoded-block cache\n"
+    "                             (default 256M)\n"
+    "  --max-block-size=SIZE      largest xz block decoded in memory\n"
+    "                             (default 256M)\n"
+    "  --workers=N                decode threads (default: one per core)\n"
+    "  -h, --help                 show this help\n"
+    "  -V, --version              show the version\n"
+    "\n"
+    "Sizes take K, M, G, T suffixes (powers of 1024).\n"
+    "The catalog format is described in diskshelf-catalog(5).\n");
+}
+
+/* Append one option to the comma-separated FUSE option string. */
+static int
+add_fuse_option (struct daemon_options *o, const char *opt)
+{
+  char *joined;
+
+  if (o->fuse_options == NULL)
+    joined = strdup (opt);
+  else if (asprintf (&joined, "%s,%s", o->fuse_options, opt) < 0)
+    joined = NULL;
+  if (joined == NULL)
+    return error_set (ENOMEM, "out of memory");
+  free (o->fuse_options);
+  o->fuse_options = joined;
+  return 0;
+}
+
+/* Parse a size option value into *out, naming the option on error. */
+static int
+size_option (const char *name, const char *value, uint64_t *out)
+{
+  if (value == NULL || parse_size (value, out) < 0)
+    return error_set (EINVAL,
+                      "--%s: '%s' is not a size; give e.g. 512M or 10G",
+                      name, value ? value : "");
+  return 0;
+}
+
+/* Apply one named option ("cache-dir", "DIR"); value may be NULL.
+ * Returns 1 when the name is not one of ours. */
+static int
+apply_option (struct daemon_options *o, const char *name, const char *value)
+{
+  uint64_t n;
+
+  if (strcmp (name, "cache-dir") == 0)
+    {
+      if (value == NULL || *value == '\0')
+        return error_set (EINVAL, "--cache-dir needs a directory or 'none'");
+      free (o->cache_dir);
+      o->cache_dir = strcmp (value, "none") == 0 ? NULL : strdup (value);
+      o->cache_dir_set = true;
+      return 0;
+    }
+  if (strcmp (name, "cache-size") == 0)
+    return size_option (name, value, &o->cache_size);
+  if (strcmp (name, "memory-cache-size") == 0)
+    return size_option (name, value, &o->memory_cache_size);
+  if (strcmp (name, "max-block-size") == 0)
+    return size_option (name, value, &o->max_block_size);
+  if (strcmp (name, "workers") == 0)
+    {
+      if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
+        return error_set (EINVAL, "--workers: give a number from 0 to 256");
+      o->workers = (unsigned) n;
+      return 0;
+    }
+  if (value == NULL)
+    {
+      if (strcmp (name, "foreground") == 0)
+        return o->foreground = true, 0;
+      if (strcmp (name, "debug") == 0)
+        return o->debug = o->foreground = true, 0;
+      if (strcmp (name, "single-thread") == 0)
+        return o->single_thread = true, 0;
+    }
+  return 1;
+}
+
+/* Handle one -o list "a,b=c,d". */
+static int
+apply_o_list (struct daemon_options *o, const char *list)
+{
+  char *copy = strdup (list), *save = NULL;
+  int r = 0;
+
+  if (copy == NULL)
+    return error_set (ENOMEM, "out of memory");
+  for (char *opt = strtok_r (copy, ",", &save); opt && r >= 0;
+       opt = strtok_r (NULL, ",", &save))
+    {
+      char *eq = strchr (opt, '=');
+      bool ignored = false;
+
+      if (eq)
+        *eq = '\0';
+      r = apply_option (o, opt, eq ? eq + 1 : NULL);
+      if (eq)
+        *eq = '=';
+      if (r != 1)
+        continue;
+      r = 0;
+      for (size_t i = 0; i < sizeof ignored_mount_options
+                             / sizeof ignored_mount_options[0]; i++)
+        if (strcmp (opt, ignored_mount_options[i]) == 0)
+          ignored = true;
+      if (strncmp (opt, "x-", 2) == 0 || strncmp (opt, "comment=", 8) == 0)
+        ignored = true;
+      if (strcmp (opt, "ro") == 0)
+        o->readonly = true;
+      if (!ignored)
+        r = add_fuse_option (o, opt);
+    }
+  free (copy);
+  return r;
+}
+
+/* Turn a path into an absolute one (the daemon changes directory). */
+static int
+absolute_path (const char *path, char **out)
+{
+  char *abs = realpath (path, NULL);
+
+  if (abs == NULL)
+    return error_set (errno, "%s: %s", path, strerror (errno));
+  *out = abs;
+  return 0;
+}
+
+/* Parse the daemon's arguments. */
+int
+options_parse (int argc, char **argv, struct daemon_options *o)
+{
+  const char *positional[2];
+  int npositional = 0;
+  int r;
+
+  memset (o, 0, sizeof *o);
+  o->cache_size = DEFAULT_CACHE_SIZE;
+  o->memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE;
+  o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
+  for (int i = 0; i < argc; i++)
+    {
+      const char *arg = argv[i];
+
+      if (strcmp (arg, "-h") == 0 || strcmp (arg, "--help") == 0)
+        {
+          print_help ();
+          return 1;
+        }
+      if (strcmp (arg, "-V") == 0 || strcmp (arg, "--version") == 0)
+        {
+          printf ("diskshelf %s\n", PACKAGE_VERSION);
+          return 1;
+        }
+      if (strcmp (arg, "-f") == 0)
+        r = apply_option (o, "foreground", NULL);
+      else if (strcmp (arg, "-d") == 0)
+        r = apply_option (o, "debug", NULL);
+      else if (strcmp (arg, "-s") == 0)
+        r = apply_option (o, "single-thread", NULL);
+      else if (strcmp (arg, "-o") == 0)
+        {
+          if (++i == argc)
+            return error_set (EINVAL, "-o needs an option list");
+          r = apply_o_list (o, argv[i]);
+        }
+      else if (strncmp (arg, "-o", 2) == 0)
+        r = apply_o_list (o, arg + 2);
+      else if (strncmp (arg, "--", 2) == 0 && arg[2])
+        {
+          char *name = strdup (arg + 2), *eq;
+          if (name == NULL)
+            return error_set (ENOMEM, "out of memory");
+          eq = strchr (name, '=');
+          if (eq)
+            *eq = '\0';
+          r = apply_option (o, name, eq ? eq + 1 : NULL);
+          free (name);
+          if (r == 1)
+            r = error_set (EINVAL, "unknown option '%s'; see --help", arg);
+        }
+      else if (arg[0] == '-' && arg[1])
+        r = error_set (EINVAL, "unknown option '%s'; see --help", arg);
+      else if (npositional < 2)
+        {
+          positional[npositional++] = arg;
+          r = 0;
+        }
+      else
+        r = error_set (EINVAL, "unexpected argument '%s'; see --help", arg);
+      if (r < 0)
+        return r;
+    }
+  if (npositional != 2)
+    return error_set (EINVAL, "usage: diskshelf [OPTIONS] CATALOG MOUNTPOINT"
+                      " (see --help)");
+  r = absolute_path (positional[0], &o->catalog);
+  if (r < 0)
+    return error_prefix (r, "catalog directory");
+  r = absolute_path (positional[1], &o->mountpoint);
+  if (r < 0)
+    return error_prefix (r, "mountpoint");
+  if (!o->cache_dir_set)
+    o->cache_dir = options_default_cache_dir ();
+  return 0;
+}
+
+/* Free the strings options_parse made. */
+void
+options_free (struct daemon_options *o)
+{
+  free (o->catalog);
+  free (o->mountpoint);
+  free (o->fuse_options);
+  free (o->cache_dir);
+  memset (o, 0, sizeof *o);
+}
+
+/* $XDG_CACHE_HOME/diskshelf, ~/.cache/diskshelf, or /var/cache/diskshelf. */
+char *
+options_default_cache_dir (void)
+{
+  const char *xdg = getenv ("XDG_CACHE_HOME");
+  const char *home = getenv ("HOME");
+  char *dir = NULL;
+
+  if (geteuid () == 0)
+    return strdup ("/var/cache/diskshelf");
+  if (xdg && xdg[0] == '/')
+    {
+      if (asprintf (&dir, "%s/diskshelf", xdg) < 0)
+        return NULL;
+      return dir;
+    }
+  if (home == NULL || home[0] != '/')
+    {
+      struct passwd *pw = getpwuid (getuid ());
+      home = pw ? pw->pw_dir : "/tmp";
+    }
+  if (asprintf (&dir, "%s/.cache/diskshelf", home) < 0)
+    return NULL;
+  return dir;
+}

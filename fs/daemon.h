@@ -1,0 +1,46 @@
+/* diskshelf: the state one mounted daemon shares between its FUSE
+ * operations, the catalog reloader and main.
+ *
+ * Thread model: `tree` is swapped under tree_lock (a read lock is held
+ * only while looking up a node and taking references).  The rest is set
+ * before FUSE starts and read-only afterwards.
+ */
+#ifndef DISKSHELF_DAEMON_H
+#define DISKSHELF_DAEMON_H
+
+#include <pthread.h>
+
+#include "options.h"
+#include "stack.h"
+#include "tree.h"
+
+#define STATUS_FILE_NAME ".diskshelf-status"
+
+struct daemon
+{
+  struct daemon_options options;
+  struct services services;
+  struct stack_context base;        /* entry is NULL; filled per entry */
+  pthread_rwlock_t tree_lock;
+  struct fs_tree *tree;             /* protected by tree_lock */
+  struct timespec started;          /* directory times */
+  uid_t uid;
+  gid_t gid;
+};
+
+/* The FUSE operations (fs/ops.c). */
+struct fuse_operations;
+const struct fuse_operations *fs_operations (void);
+
+/* Re-read the catalog and swap in a new tree (fs/reload.c).  Entries
+ * whose files did not change keep their open stacks. */
+int daemon_reload (struct daemon *d);
+
+/* Start the thread that reloads on catalog changes (inotify) and on
+ * SIGHUP.  Must be called after the daemon forked. */
+int daemon_watch_catalog (struct daemon *d);
+
+/* Stop the watcher thread. */
+void daemon_stop_watching (void);
+
+#endif

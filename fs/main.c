@@ -1,0 +1,349 @@
+/* diskshelf: main: subcommands, start-up, daemonizing, FUSE loop, exit.
+ *
+ * Start-up order matters: the catalog is read and the process forks
+ * before any thread, socket or curl handle exists (the parent waits on a
+ * pipe and exits only once the mount is usable, or with the child's
+ * reason for failing); then the shared services start, the stacks open,
+ * FUSE mounts, and the parent is told. */
+#define FUSE_USE_VERSION 35
+#include <fuse.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "blockcache.h"
+#include "catalog.h"
+#include "config.h"
+#include "daemon.h"
+#include "diskcache.h"
+#include "error.h"
+#include "options.h"
+
+/* `diskshelf check CATALOG`: print every problem, exit 1 if any. */
+static int
+run_check (int argc, char **argv)
+{
+  struct catalog *c;
+
+  if (argc != 1)
+    {
+      fprintf (stderr, "usage: diskshelf check CATALOG\n");
+      return 2;
+    }
+  if (catalog_read (argv[0], &c) < 0)
+    {
+      fprintf (stderr, "diskshelf: %s\n", error_message ());
+      return 1;
+    }
+  if (c->errors)
+    fputs (c->errors, stderr);
+  printf ("%zu entr%s ok, %zu broken\n", c->count,
+          c->count == 1 ? "y" : "ies", c->error_count);
+  int status = c->error_count ? 1 : 0;
+  catalog_free (c);
+  return status;
+}
+
+/* `diskshelf status MOUNTPOINT`: print the daemon's status file. */
+static int
+run_status (int argc, char **argv)
+{
+  char path[4096];
+  char buf[65536];
+  size_t n;
+  FILE *fp;
+
+  if (argc != 1)
+    {
+      fprintf (stderr, "usage: diskshelf status MOUNTPOINT\n");
+      return 2;
+    }
+  snprintf (path, sizeof path, "%s/%s", argv[0], STATUS_FILE_NAME);
+  fp = fopen (path, "re");
+  if (fp == NULL)
+    {
+      fprintf (stderr, "diskshelf: %s is not a diskshelf mount: %s\n",
+               argv[0], strerror (errno));
+      return 1;
+    }
+  while ((n = fread (buf, 1, sizeof buf, fp)) > 0)
+    fwrite (buf, 1, n, stdout);
+  fclose (fp);
+  return 0;
+}
+
+/* Fork; the parent waits for the child's word and exits with it.
+ * Returns the write end of the pipe in the child. */
+static int
+daemonize (void)
+{
+  int fds[2];
+  pid_t pid;
+
+  if (pipe2 (fds, O_CLOEXEC) < 0)
+    return error_set (errno, "pipe: %s", strerror (errno));
+  pid = fork ();
+  if (pid < 0)
+    return error_set (errno, "fork: %s", strerror (errno));
+  if (pid > 0)
+    {
+      char message[1024];
+      ssize_t n;
+      size_t got = 0;
+
+      close (fds[1]);
+      while (got < sizeof message - 1
+             && (n = read (fds[0], message + got,
+                           sizeof message - 1 - got)) != 0)
+        {
+          if (n < 0 && errno == EINTR)
+            continue;
+          if (n < 0)
+            break;
+          got += (size_t) n;
+        }
+      message[got] = '\0';
+      if (got > 0 && message[0] == '+')
+        _exit (0);
+      fprintf (stderr, "diskshelf: %s\n",
+               got > 1 ? message + 1 : "the daemon died while starting");
+      _exit (1);
+    }
+  close (fds[0]);
+  setsid ();
+  return fds[1];
+}
+
+/* Tell the waiting parent how start-up went ("+" or "-reason"). */
+static void
+tell_parent (int fd, bool ok, const char *reason)
+{
+  char message[1024];
+  int n;
+
+  if (fd < 0)
+    return;
+  n = snprintf (message, sizeof message, "%c%s", ok ? '+' : '-',
+                ok ? "" : reason);
+  if (write (fd, message, (size_t) n) < 0)
+    {
+      /* The parent is gone; nothing to tell. */
+    }
+  close (fd);
+}
+
+/* Make the cache directory and the shared services. */
+static void
+start_services (struct daemon *d)
+{
+  struct daemon_options *o = &d->options;
+
+  if (block_cache_new (o->memory_cache_size, o->workers,
+                       &d->services.block_cache) < 0)
+    log_warning ("decoded-block cache: %s", error_message ());
+  if (o->cache_dir == NULL)
+    {
+      log_info ("disk cache off (--cache-dir=none): remote bytes are"
+                " fetched again after every restart");
+      return;
+    }
+  if (disk_cache_new (o->cache_dir, o->cache_size,
+                      &d->services.disk_cache) < 0)
+    {
+      log_warning ("disk cache %s unusable, reading uncached: %s",
+                   o->cache_dir, error_message ());
+      d->services.disk_cache = NULL;
+    }
+}
+
+/* Build the FUSE argument vector from the options. */
+static int
+fuse_arguments (struct daemon *d, struct fuse_args *args)
+{
+  char *opts = NULL;
+  int r;
+
+  r = asprintf (&opts, "fsname=diskshelf:%s,subtype=diskshelf%s%s",
+                d->options.catalog,
+                d->options.fuse_options ? "," : "",
+                d->options.fuse_options ? d->options.fuse_options : "");
+  if (r < 0)
+    return error_set (ENOMEM, "out of memory");
+  if (fuse_opt_add_arg (args, "diskshelf") < 0
+      || fuse_opt_add_arg (args, "-o") < 0
+      || fuse_opt_add_arg (args, opts) < 0
+      || (d->options.debug && fuse_opt_add_arg (args, "-d") < 0))
+    {
+      free (opts);
+      return error_set (ENOMEM, "out of memory");
+    }
+  free (opts);
+  return 0;
+}
+
+/* Check the mountpoint before forking, for a clear message. */
+static int
+check_mountpoint (const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) < 0)
+    return error_set (errno, "mountpoint %s: %s", path, strerror (errno));
+  if (!S_ISDIR (st.st_mode))
+    return error_set (ENOTDIR, "mountpoint %s: not a directory", path);
+  if (access ("/dev/fuse", R_OK | W_OK) < 0)
+    return error_set (errno, "/dev/fuse: %s (is the fuse module loaded,"
+                      " and fuse3 installed?)", strerror (errno));
+  return 0;
+}
+
+/* Serve the mount until it is unmounted or signalled. */
+static int
+serve (struct daemon *d, int parent_fd)
+{
+  struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
+  struct fuse_loop_config *loop_config;
+  struct fuse *fuse;
+  struct catalog *c;
+  sigset_t hup;
+  int status = 1;
+
+  /* SIGHUP means "reload": block it in every thread; the watcher
+   * thread takes it from a signalfd. */
+  sigemptyset (&hup);
+  sigaddset (&hup, SIGHUP);
+  pthread_sigmask (SIG_BLOCK, &hup, NULL);
+
+  if (catalog_read (d->options.catalog, &c) < 0)
+    {
+      tell_parent (parent_fd, false, error_message ());
+      return 1;
+    }
+  if (c->errors)
+    log_error ("catalog has broken entries, left out:\n%s", c->errors);
+  start_services (d);
+  if (fs_tree_build (c, NULL, &d->base, &d->tree) < 0)
+    {
+      catalog_free (c);
+      tell_parent (parent_fd, false, error_message ());
+      return 1;
+    }
+  catalog_free (c);
+  if (fuse_arguments (d, &args) < 0)
+    {
+      tell_parent (parent_fd, false, error_message ());
+      return 1;
+    }
+  fuse = fuse_new (&args, fs_operations (), sizeof (struct fuse_operations),
+                   d);
+  if (fuse == NULL)
+    {
+      tell_parent (parent_fd, false, "cannot set up FUSE (bad -o option?)");
+      goto out_args;
+    }
+  if (fuse_mount (fuse, d->options.mountpoint) != 0)
+    {
+      tell_parent (parent_fd, false, "cannot mount (see the message above)");
+      goto out_destroy;
+    }
+  if (fuse_set_signal_handlers (fuse_get_session (fuse)) != 0)
+    {
+      tell_parent (parent_fd, false, "cannot set signal handlers");
+      goto out_unmount;
+    }
+  if (daemon_watch_catalog (d) < 0)
+    log_warning ("catalog changes will need SIGHUP: %s", error_message ());
+  log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
+            d->options.mountpoint, d->tree->entry_count,
+            d->tree->broken_count);
+  tell_parent (parent_fd, true, NULL);
+  if (parent_fd >= 0)
+    {
+      log_use_syslog (1);
+      int null = open ("/dev/null", O_RDWR);
+      if (null >= 0)
+        {
+          dup2 (null, 0);
+          dup2 (null, 1);
+          dup2 (null, 2);
+          close (null);
+        }
+    }
+  if (d->options.single_thread)
+    status = fuse_loop (fuse) == 0 ? 0 : 1;
+  else
+    {
+      loop_config = fuse_loop_cfg_create ();
+      fuse_loop_cfg_set_max_threads (loop_config, 64);
+      fuse_loop_cfg_set_idle_threads (loop_config, 16);
+      status = fuse_loop_mt (fuse, loop_config) == 0 ? 0 : 1;
+      fuse_loop_cfg_destroy (loop_config);
+    }
+  daemon_stop_watching ();
+  fuse_remove_signal_handlers (fuse_get_session (fuse));
+ out_unmount:
+  fuse_unmount (fuse);
+ out_destroy:
+  fuse_destroy (fuse);
+ out_args:
+  fuse_opt_free_args (&args);
+  log_info ("unmounted %s", d->options.mountpoint);
+  return status;
+}
+
+int
+main (int argc, char **argv)
+{
+  static struct daemon d;
+  int parent_fd = -1;
+  int status, r;
+
+  if (argc >= 2 && strcmp (argv[1], "check") == 0)
+    return run_check (argc - 2, argv + 2);
+  if (argc >= 2 && strcmp (argv[1], "status") == 0)
+    return run_status (argc - 2, argv + 2);
+  r = options_parse (argc - 1, argv + 1, &d.options);
+  if (r == 1)
+    return 0;
+  if (r < 0)
+    {
+      fprintf (stderr, "diskshelf: %s\n", error_message ());
+      return 2;
+    }
+  if (d.options.debug)
+    log_set_level (LOG_LEVEL_DEBUG);
+  if (check_mountpoint (d.options.mountpoint) < 0)
+    {
+      fprintf (stderr, "diskshelf: %s\n", error_message ());
+      return 1;
+    }
+  clock_gettime (CLOCK_REALTIME, &d.started);
+  d.uid = getuid ();
+  d.gid = getgid ();
+  d.base.options = &d.options;
+  d.base.services = &d.services;
+  pthread_rwlock_init (&d.tree_lock, NULL);
+  if (!d.options.foreground)
+    {
+      parent_fd = daemonize ();
+      if (parent_fd < 0)
+        {
+          fprintf (stderr, "diskshelf: %s\n", error_message ());
+          return 1;
+        }
+    }
+  signal (SIGPIPE, SIG_IGN);
+  status = serve (&d, parent_fd);
+  fs_tree_unref (d.tree);
+  disk_cache_free (d.services.disk_cache);
+  block_cache_free (d.services.block_cache);
+  options_free (&d.options);
+  return status;
+}

@@ -1,0 +1,454 @@
+/* diskshelf: the FUSE operations (high-level libfuse3 API).
+ *
+ * Paths are looked up in the current tree; an open file holds a
+ * reference to its entry, so a reload never pulls a stack from under an
+ * open file.  Errors from layers are logged with the entry's name and
+ * answered with their errno. */
+#define FUSE_USE_VERSION 35
+#include <fuse.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "error.h"
+
+/* What an open file handle points at. */
+struct open_file
+{
+  struct fs_entry *entry;   /* one reference; NULL for the status file */
+  char *status_text;        /* snapshot for the status file */
+  size_t status_len;
+};
+
+static char *status_text (struct daemon *d, size_t *len);
+
+/* The daemon state given to fuse_new. */
+static struct daemon *
+this_daemon (void)
+{
+  return fuse_get_context ()->private_data;
+}
+
+/* The current tree, with a reference the caller drops. */
+static struct fs_tree *
+current_tree (struct daemon *d)
+{
+  struct fs_tree *t;
+
+  pthread_rwlock_rdlock (&d->tree_lock);
+  t = d->tree;
+  fs_tree_ref (t);
+  pthread_rwlock_unlock (&d->tree_lock);
+  return t;
+}
+
+/* Record and log a layer error; returns the negative errno to answer. */
+static int
+entry_failed (struct fs_entry *e, int r, const char *op)
+{
+  char what[600];
+
+  snprintf (what, sizeof what, "%s: %s", op, error_message ());
+  fs_entry_record_error (e, what);
+  error_clear ();
+  return r;
+}
+
+/* Fill a struct stat for a file entry. */
+static void
+entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
+{
+  memset (st, 0, sizeof *st);
+  st->st_mode = S_IFREG | (e->stack->writable ? 0644 : 0444);
+  st->st_nlink = 1;
+  st->st_size = (off_t) e->stack->size;
+  st->st_blksize = 4096;
+  st->st_blocks = (blkcnt_t) ((e->stack->size + 511) / 512);
+  st->st_mtim = e->mtime;
+  st->st_ctim = e->mtime;
+  st->st_atim = e->mtime;
+  st->st_uid = d->uid;
+  st->st_gid = d->gid;
+}
+
+/* getattr: files from entries, directories from the tree. */
+static int
+ds_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+  struct daemon *d = this_daemon ();
+  struct fs_tree *t;
+  struct fs_node *n;
+
+  if (fi && fi->fh)
+    {
+      struct open_file *of = (struct open_file *) (uintptr_t) fi->fh;
+      if (of->entry)
+        {
+          entry_stat (d, of->entry, st);
+          return 0;
+        }
+    }
+  if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
+    {
+      size_t len = 0;
+      free (status_text (d, &len));
+      memset (st, 0, sizeof *st);
+      st->st_mode = S_IFREG | 0444;
+      st->st_nlink = 1;
+      st->st_uid = d->uid;
+      st->st_gid = d->gid;
+      st->st_size = (off_t) len;
+      return 0;
+    }
+  t = current_tree (d);
+  n = fs_tree_lookup (t, path);
+  if (n == NULL)
+    {
+      fs_tree_unref (t);
+      return -ENOENT;
+    }
+  if (n->entry)
+    entry_stat (d, n->entry, st);
+  else
+    {
+      memset (st, 0, sizeof *st);
+      st->st_mode = S_IFDIR | 0755;
+      st->st_nlink = 2;
+      st->st_mtim = d->started;
+      st->st_ctim = d->started;
+      st->st_atim = d->started;
+      st->st_uid = d->uid;
+      st->st_gid = d->gid;
+    }
+  fs_tree_unref (t);
+  return 0;
+}
+
+/* readdir: the children of a directory node. */
+static int
+ds_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
+            struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+  struct daemon *d = this_daemon ();
+  struct fs_tree *t = current_tree (d);
+  struct fs_node *n = fs_tree_lookup (t, path);
+
+  if (n == NULL || n->entry)
+    {
+      fs_tree_unref (t);
+      return n ? -ENOTDIR : -ENOENT;
+    }
+  fill (buf, ".", NULL, 0, 0);
+  fill (buf, "..", NULL, 0, 0);
+  for (size_t i = 0; i < n->nchildren; i++)
+    fill (buf, n->children[i]->name, NULL, 0, 0);
+  fs_tree_unref (t);
+  return 0;
+}
+
+/* The text of the hidden status file, malloc'd; NULL when out of memory. */
+static char *
+status_text (struct daemon *d, size_t *len)
+{
+  char *text = NULL;
+  struct fs_tree *t;
+  FILE *mem = open_memstream (&text, len);
+
+  if (mem == NULL)
+    return NULL;
+  t = current_tree (d);
+  fprintf (mem, "catalog: %s\nmountpoint: %s\npid: %d\n",
+           d->options.catalog, d->options.mountpoint, (int) getpid ());
+  fs_tree_status (t, mem);
+  fs_tree_unref (t);
+  fclose (mem);
+  return text;
+}
+
+/* Snapshot the status text for an open of the hidden status file. */
+static int
+open_status (struct daemon *d, struct fuse_file_info *fi)
+{
+  struct open_file *of = calloc (1, sizeof *of);
+
+  if (of == NULL)
+    return -ENOMEM;
+  of->status_text = status_text (d, &of->status_len);
+  if (of->status_text == NULL)
+    {
+      free (of);
+      return -ENOMEM;
+    }
+  fi->fh = (uintptr_t) of;
+  fi->direct_io = 1;
+  return 0;
+}
+
+/* open: take a reference on the entry; refuse writes to read-only ones. */
+static int
+ds_open (const char *path, struct fuse_file_info *fi)
+{
+  struct daemon *d = this_daemon ();
+  struct fs_tree *t;
+  struct fs_node *n;
+  struct open_file *of;
+  int accmode = fi->flags & O_ACCMODE;
+
+  if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
+    return accmode == O_RDONLY ? open_status (d, fi) : -EROFS;
+  t = current_tree (d);
+  n = fs_tree_lookup (t, path);
+  if (n == NULL || n->entry == NULL)
+    {
+      fs_tree_unref (t);
+      return n ? -EISDIR : -ENOENT;
+    }
+  if (accmode != O_RDONLY && !n->entry->stack->writable)
+    {
+      fs_tree_unref (t);
+      return -EROFS;
+    }
+  of = calloc (1, sizeof *of);
+  if (of == NULL)
+    {
+      fs_tree_unref (t);
+      return -ENOMEM;
+    }
+  of->entry = n->entry;
+  fs_entry_ref (of->entry);
+  fs_tree_unref (t);
+  fi->fh = (uintptr_t) of;
+  /* Immutable sources let the kernel keep their pages across opens. */
+  fi->keep_cache = of->entry->stack->immutable;
+  return 0;
+}
+
+/* release: drop the entry reference. */
+static int
+ds_release (const char *path, struct fuse_file_info *fi)
+{
+  struct open_file *of = (struct open_file *) (uintptr_t) fi->fh;
+
+  if (of)
+    {
+      fs_entry_unref (of->entry);
+      free (of->status_text);
+      free (of);
+    }
+  return 0;
+}
+
+/* The open file behind fi. */
+static struct open_file *
+file_of (struct fuse_file_info *fi)
+{
+  return (struct open_file *) (uintptr_t) fi->fh;
+}
+
+/* read: clamp to the size and read through the stack. */
+static int
+ds_read (const char *path, char *buf, size_t size, off_t offset,
+         struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  struct layer *l;
+  int r;
+
+  if (of->entry == NULL)
+    {
+      if ((size_t) offset >= of->status_len)
+        return 0;
+      if (size > of->status_len - (size_t) offset)
+        size = of->status_len - (size_t) offset;
+      memcpy (buf, of->status_text + offset, size);
+      return (int) size;
+    }
+  l = of->entry->stack;
+  if (offset < 0)
+    return -EINVAL;
+  if ((uint64_t) offset >= l->size)
+    return 0;
+  if (size > l->size - (uint64_t) offset)
+    size = (size_t) (l->size - (uint64_t) offset);
+  r = layer_pread (l, buf, size, (uint64_t) offset);
+  if (r < 0)
+    return entry_failed (of->entry, r, "read");
+  return (int) size;
+}
+
+/* write: in place only; the image never grows. */
+static int
+ds_write (const char *path, const char *buf, size_t size, off_t offset,
+          struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  struct layer *l;
+  int r;
+
+  if (of->entry == NULL)
+    return -EROFS;
+  l = of->entry->stack;
+  if (offset < 0)
+    return -EINVAL;
+  if ((uint64_t) offset >= l->size || size > l->size - (uint64_t) offset)
+    return -ENOSPC;
+  r = layer_pwrite (l, buf, size, (uint64_t) offset);
+  if (r < 0)
+    return r == -EROFS ? r : entry_failed (of->entry, r, "write");
+  return (int) size;
+}
+
+/* fsync: flush the stack. */
+static int
+ds_fsync (const char *path, int datasync, struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  int r;
+
+  if (of->entry == NULL || !of->entry->stack->writable)
+    return 0;
+  r = layer_flush (of->entry->stack);
+  return r < 0 ? entry_failed (of->entry, r, "flush") : 0;
+}
+
+/* fallocate: punch hole -> trim, zero range -> zero, allocate -> no-op. */
+static int
+ds_fallocate (const char *path, int mode, off_t offset, off_t length,
+              struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  struct layer *l;
+  int r;
+
+  if (of->entry == NULL)
+    return -EROFS;
+  l = of->entry->stack;
+  if (!l->writable)
+    return -EROFS;
+  if (offset < 0 || length <= 0)
+    return -EINVAL;
+  if ((uint64_t) offset >= l->size)
+    return (mode & FALLOC_FL_KEEP_SIZE) ? 0 : -ENOSPC;
+  if ((uint64_t) length > l->size - (uint64_t) offset)
+    {
+      if (!(mode & FALLOC_FL_KEEP_SIZE))
+        return -ENOSPC;
+      length = (off_t) (l->size - (uint64_t) offset);
+    }
+  if (mode & FALLOC_FL_PUNCH_HOLE)
+    r = layer_trim (l, (uint64_t) offset, (uint64_t) length);
+  else if (mode & FALLOC_FL_ZERO_RANGE)
+    r = layer_zero (l, (uint64_t) offset, (uint64_t) length);
+  else if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0)
+    return 0;   /* the space of a fixed-size image is already there */
+  else
+    return -EOPNOTSUPP;
+  if (r == -EOPNOTSUPP)
+    return r;
+  return r < 0 ? entry_failed (of->entry, r, "fallocate") : 0;
+}
+
+/* lseek: SEEK_DATA and SEEK_HOLE from the stack's extents. */
+static off_t
+ds_lseek (const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  struct layer *l;
+  int64_t r;
+
+  if (of->entry == NULL || (whence != SEEK_DATA && whence != SEEK_HOLE))
+    return -EINVAL;
+  l = of->entry->stack;
+  if (off < 0)
+    return -ENXIO;
+  if ((uint64_t) off >= l->size)
+    return -ENXIO;
+  r = layer_seek (l, (uint64_t) off, whence == SEEK_DATA);
+  if (r < 0 && r != -ENXIO)
+    return entry_failed (of->entry, (int) r, "seek");
+  return (off_t) r;
+}
+
+/* truncate: only to the current size (an image's size is fixed). */
+static int
+ds_truncate (const char *path, off_t size, struct fuse_file_info *fi)
+{
+  struct stat st;
+  int r = ds_getattr (path, &st, fi);
+
+  if (r < 0)
+    return r;
+  if (S_ISDIR (st.st_mode))
+    return -EISDIR;
+  if (!(st.st_mode & 0200))
+    return -EROFS;
+  return size == st.st_size ? 0 : -EPERM;
+}
+
+/* utimens: accepted and ignored, so `touch` and `cp -p` work. */
+static int
+ds_utimens (const char *path, const struct timespec tv[2],
+            struct fuse_file_info *fi)
+{
+  return 0;
+}
+
+/* statfs: the catalog's totals. */
+static int
+ds_statfs (const char *path, struct statvfs *sv)
+{
+  struct daemon *d = this_daemon ();
+  struct fs_tree *t = current_tree (d);
+
+  memset (sv, 0, sizeof *sv);
+  sv->f_bsize = 4096;
+  sv->f_frsize = 4096;
+  sv->f_blocks = (fsblkcnt_t) ((t->total_size + 4095) / 4096);
+  sv->f_files = (fsfilcnt_t) t->entry_count;
+  sv->f_namemax = 255;
+  fs_tree_unref (t);
+  return 0;
+}
+
+/* init: let the kernel send big requests and keep caches sane. */
+static void *
+ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+  cfg->use_ino = 0;
+  cfg->entry_timeout = 1.0;
+  cfg->attr_timeout = 1.0;
+  cfg->negative_timeout = 0;
+  /* Parallel reads from one file reach us in parallel. */
+  if (conn->capable & FUSE_CAP_ASYNC_READ)
+    conn->want |= FUSE_CAP_ASYNC_READ;
+  return fuse_get_context ()->private_data;
+}
+
+static const struct fuse_operations operations = {
+  .init = ds_init,
+  .getattr = ds_getattr,
+  .readdir = ds_readdir,
+  .open = ds_open,
+  .release = ds_release,
+  .read = ds_read,
+  .write = ds_write,
+  .fsync = ds_fsync,
+  .fallocate = ds_fallocate,
+  .lseek = ds_lseek,
+  .truncate = ds_truncate,
+  .utimens = ds_utimens,
+  .statfs = ds_statfs,
+};
+
+/* The operations table for fuse_new. */
+const struct fuse_operations *
+fs_operations (void)
+{
+  return &operations;
+}

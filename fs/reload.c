@@ -1,0 +1,195 @@
+/* diskshelf: re-reading the catalog on change (inotify) and on SIGHUP.
+ *
+ * One watcher thread polls an inotify fd (every catalog directory is
+ * watched), a signalfd for SIGHUP and a stop pipe.  Changes are batched:
+ * after the first event it waits until the catalog has been quiet for a
+ * moment, then rebuilds the tree.  Entries whose .conf text is unchanged
+ * keep their open stacks; open files keep their old entries until
+ * closed. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "daemon.h"
+#include "error.h"
+
+#define QUIET_MS 200
+#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE \
+                    | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF)
+
+static pthread_t watcher;
+static bool watching;
+static int stop_pipe[2] = { -1, -1 };
+
+/* Rebuild the tree from the catalog and swap it in. */
+int
+daemon_reload (struct daemon *d)
+{
+  struct fs_tree *old, *fresh;
+  struct catalog *c;
+  int r;
+
+  r = catalog_read (d->options.catalog, &c);
+  if (r < 0)
+    {
+      log_error ("reload: %s; keeping the current entries", error_message ());
+      return r;
+    }
+  if (c->errors)
+    log_error ("catalog has broken entries, left out:\n%s", c->errors);
+  pthread_rwlock_rdlock (&d->tree_lock);
+  old = d->tree;
+  fs_tree_ref (old);
+  pthread_rwlock_unlock (&d->tree_lock);
+  r = fs_tree_build (c, old, &d->base, &fresh);
+  catalog_free (c);
+  fs_tree_unref (old);
+  if (r < 0)
+    {
+      log_error ("reload: %s", error_message ());
+      return r;
+    }
+  pthread_rwlock_wrlock (&d->tree_lock);
+  old = d->tree;
+  d->tree = fresh;
+  pthread_rwlock_unlock (&d->tree_lock);
+  fs_tree_unref (old);
+  log_info ("catalog reloaded: %zu entries, %zu broken", fresh->entry_count,
+            fresh->broken_count);
+  return 0;
+}
+
+/* Watch dir and every directory below it. */
+static void
+watch_tree (int ifd, const char *dir, int depth)
+{
+  DIR *d;
+  struct dirent *de;
+
+  if (depth > 32 || inotify_add_watch (ifd, dir, WATCH_MASK) < 0)
+    return;
+  d = opendir (dir);
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    {
+      char *path;
+      struct stat st;
+
+      if (de->d_name[0] == '.')
+        continue;
+      if (asprintf (&path, "%s/%s", dir, de->d_name) < 0)
+        continue;
+      if (lstat (path, &st) == 0 && S_ISDIR (st.st_mode))
+        watch_tree (ifd, path, depth + 1);
+      free (path);
+    }
+  closedir (d);
+}
+
+/* Drain whatever is readable on fd. */
+static void
+drain (int fd)
+{
+  char buf[4096];
+
+  while (read (fd, buf, sizeof buf) > 0)
+    ;
+}
+
+/* The watcher thread. */
+static void *
+watch_loop (void *arg)
+{
+  struct daemon *d = arg;
+  sigset_t hup;
+  int ifd, sfd;
+
+  sigemptyset (&hup);
+  sigaddset (&hup, SIGHUP);
+  sfd = signalfd (-1, &hup, SFD_NONBLOCK | SFD_CLOEXEC);
+  ifd = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
+  if (ifd >= 0)
+    watch_tree (ifd, d->options.catalog, 0);
+  for (;;)
+    {
+      struct pollfd fds[3] = {
+        { stop_pipe[0], POLLIN, 0 }, { ifd, POLLIN, 0 }, { sfd, POLLIN, 0 },
+      };
+      bool changed = false;
+
+      if (poll (fds, 3, -1) < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          break;
+        }
+      if (fds[0].revents)
+        break;
+      if (fds[2].revents)
+        {
+          drain (sfd);
+          log_info ("SIGHUP: reloading the catalog");
+          changed = true;
+        }
+      if (fds[1].revents)
+        {
+          /* Wait until the catalog has been quiet for a moment. */
+          do
+            drain (ifd);
+          while (poll (&fds[1], 1, QUIET_MS) > 0);
+          changed = true;
+        }
+      if (changed)
+        {
+          daemon_reload (d);
+          if (ifd >= 0)
+            {
+              /* New directories need watches; re-adding is harmless. */
+              watch_tree (ifd, d->options.catalog, 0);
+            }
+        }
+    }
+  if (ifd >= 0)
+    close (ifd);
+  if (sfd >= 0)
+    close (sfd);
+  return NULL;
+}
+
+/* Start the watcher thread. */
+int
+daemon_watch_catalog (struct daemon *d)
+{
+  if (pipe2 (stop_pipe, O_CLOEXEC) < 0)
+    return error_set (errno, "pipe: %s", strerror (errno));
+  if (pthread_create (&watcher, NULL, watch_loop, d) != 0)
+    return error_set (EAGAIN, "cannot start the catalog watcher");
+  watching = true;
+  return 0;
+}
+
+/* Stop and join the watcher thread. */
+void
+daemon_stop_watching (void)
+{
+  if (!watching)
+    return;
+  if (write (stop_pipe[1], "x", 1) < 0)
+    {
+      /* The thread will still see the pipe close below. */
+    }
+  pthread_join (watcher, NULL);
+  close (stop_pipe[0]);
+  close (stop_pipe[1]);
+  watching = false;
+}

@@ -1,0 +1,164 @@
+"""The pytest harness: the built daemon, temporary catalogs, mounts that
+are always unmounted and stopped by PID, and shared peers (test CA,
+nginx).  Fixture API:
+
+    diskshelf            path of the binary (DISKSHELF_BIN or build/diskshelf)
+    catalog              an empty catalog directory (pathlib.Path)
+    mount(catalog, *args, expect_entries=None) -> Mount
+    test_ca              a session-wide TestCA (certtool)
+    nginx                a started Nginx with HTTP and HTTPS (test_ca)
+"""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from peers import Nginx, TestCA, scaled, stop_process, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Lines in the daemon's output that fail a test wherever they appear.
+BAD_OUTPUT = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
+                        r"runtime error:|Segmentation fault|double free|stack smashing")
+
+
+@pytest.fixture(scope="session")
+def diskshelf():
+    path = pathlib.Path(os.environ.get("DISKSHELF_BIN", ROOT / "build" / "diskshelf"))
+    assert path.exists(), f"{path} is not built: run meson setup build && ninja -C build"
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    path = tmp_path / "catalog"
+    path.mkdir()
+    return path
+
+
+def is_mounted(path):
+    """True when path is a mount point listed in /proc/self/mountinfo."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
+                return True
+    return False
+
+
+class Mount:
+    """One running daemon in the foreground (-f), stopped by PID."""
+
+    def __init__(self, binary, catalog, mountpoint, log_path, args):
+        self.path = pathlib.Path(mountpoint)
+        self.catalog = pathlib.Path(catalog)
+        self.log_path = pathlib.Path(log_path)
+        self.args = list(args)
+        self.returncode = None
+        argv = [str(binary), "-f", *map(str, args), str(catalog), str(mountpoint)]
+        self.log_file = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        try:
+            wait_for(lambda: self.proc.poll() is not None or is_mounted(self.path), 30,
+                     "the mount to be ready")
+        except TimeoutError:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            self.log_file.close()
+            raise RuntimeError(f"diskshelf exited with {self.proc.returncode}:\n{self.log()}")
+
+    def log(self):
+        """Everything the daemon wrote so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10):
+        """Wait until the log matches a regular expression."""
+        rx = re.compile(pattern)
+        return wait_for(lambda: rx.search(self.log()), timeout, f"log line /{pattern}/")
+
+    def status(self):
+        """The text of `diskshelf status`."""
+        return (self.path / ".diskshelf-status").read_text()
+
+    def unmount(self):
+        """Unmount with fusermount3 and wait for a clean exit; returns
+        the exit code."""
+        if self.returncode is not None:
+            return self.returncode
+        if is_mounted(self.path):
+            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                               timeout=scaled(30))
+            if r.returncode != 0 and is_mounted(self.path):
+                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                               timeout=scaled(30))
+        try:
+            self.proc.wait(timeout=scaled(30))
+        except subprocess.TimeoutExpired:
+            pass
+        return self.stop()
+
+    def stop(self):
+        """Stop the daemon by PID (SIGTERM, then SIGKILL) and clean up."""
+        code = stop_process(self.proc, timeout=20)
+        if is_mounted(self.path):
+            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                           timeout=scaled(30))
+        if not self.log_file.closed:
+            self.log_file.close()
+        self.returncode = code
+        return code
+
+
+@pytest.fixture
+def mount(diskshelf, tmp_path):
+    """Factory: mount(catalog, *args) -> Mount.  A per-test cache dir is
+    used unless --cache-dir is given.  Teardown unmounts everything, and
+    fails the test if the daemon printed sanitizer errors or did not exit
+    cleanly."""
+    mounts = []
+
+    def make(catalog, *args, name=None):
+        n = len(mounts)
+        mnt = tmp_path / (name or f"mnt{n}")
+        mnt.mkdir(exist_ok=True)
+        args = list(args)
+        if not any(str(a).startswith("--cache-dir") or "cache-dir=" in str(a) for a in args):
+            args.insert(0, f"--cache-dir={tmp_path / 'cache'}")
+        m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args)
+        mounts.append(m)
+        return m
+
+    yield make
+    problems = []
+    for m in mounts:
+        code = m.unmount()
+        log = m.log()
+        if BAD_OUTPUT.search(log):
+            problems.append(f"{m.path}: sanitizer or crash output:\n{log[-4000:]}")
+        elif code not in (0, None) and not getattr(m, "expect_unclean", False):
+            problems.append(f"{m.path}: daemon exit code {code}:\n{log[-2000:]}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def nginx(tmp_path, test_ca):
+    server = Nginx(tmp_path / "nginx", ca=test_ca).start()
+    yield server
+    server.stop()

@@ -32,6 +32,9 @@ struct daemon
 struct fuse_operations;
 const struct fuse_operations *fs_operations (void);
 
+/* Free the file handles still open after the FUSE loop ended. */
+void fs_release_all (void);
+
 /* Re-read the catalog and swap in a new tree (fs/reload.c).  Entries
  * whose files did not change keep their open stacks. */
 int daemon_reload (struct daemon *d);

@@ -213,7 +213,7 @@ serve (struct daemon *d, int parent_fd)
   struct fuse *fuse;
   struct catalog *c;
   sigset_t hup;
-  int status = 1;
+  int status = 1, r;
 
   /* SIGHUP means "reload": block it in every thread; the watcher
    * thread takes it from a signalfd. */
@@ -277,16 +277,21 @@ serve (struct daemon *d, int parent_fd)
         }
     }
   if (d->options.single_thread)
-    status = fuse_loop (fuse) == 0 ? 0 : 1;
+    r = fuse_loop (fuse);
   else
     {
       loop_config = fuse_loop_cfg_create ();
       fuse_loop_cfg_set_max_threads (loop_config, 64);
       fuse_loop_cfg_set_idle_threads (loop_config, 16);
-      status = fuse_loop_mt (fuse, loop_config) == 0 ? 0 : 1;
+      r = fuse_loop_mt (fuse, loop_config);
       fuse_loop_cfg_destroy (loop_config);
     }
+  /* A positive result is the signal that ended the loop: a clean exit. */
+  status = r < 0 ? 1 : 0;
+  if (r < 0)
+    log_error ("FUSE loop failed: %s", strerror (-r));
   daemon_stop_watching ();
+  fs_release_all ();
   fuse_remove_signal_handlers (fuse_get_session (fuse));
  out_unmount:
   fuse_unmount (fuse);

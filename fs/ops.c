@@ -24,7 +24,51 @@ struct open_file
   struct fs_entry *entry;   /* one reference; NULL for the status file */
   char *status_text;        /* snapshot for the status file */
   size_t status_len;
+  struct open_file *prev, *next;   /* protected by open_files_lock */
 };
+
+/* Every open file, so that handles the kernel never released (it sends
+ * RELEASE asynchronously, and an unmount may beat it) are freed at exit. */
+static pthread_mutex_t open_files_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct open_file *open_files;
+
+/* Remember a new open file. */
+static void
+track_open_file (struct open_file *of)
+{
+  pthread_mutex_lock (&open_files_lock);
+  of->prev = NULL;
+  of->next = open_files;
+  if (open_files)
+    open_files->prev = of;
+  open_files = of;
+  pthread_mutex_unlock (&open_files_lock);
+}
+
+/* Free an open file, forgetting it. */
+static void
+free_open_file (struct open_file *of)
+{
+  pthread_mutex_lock (&open_files_lock);
+  if (of->prev)
+    of->prev->next = of->next;
+  else
+    open_files = of->next;
+  if (of->next)
+    of->next->prev = of->prev;
+  pthread_mutex_unlock (&open_files_lock);
+  fs_entry_unref (of->entry);
+  free (of->status_text);
+  free (of);
+}
+
+/* Free the handles still open when the loop ended. */
+void
+fs_release_all (void)
+{
+  while (open_files)
+    free_open_file (open_files);
+}
 
 static char *status_text (struct daemon *d, size_t *len);
 
@@ -185,6 +229,7 @@ open_status (struct daemon *d, struct fuse_file_info *fi)
       free (of);
       return -ENOMEM;
     }
+  track_open_file (of);
   fi->fh = (uintptr_t) of;
   fi->direct_io = 1;
   return 0;
@@ -223,6 +268,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
   of->entry = n->entry;
   fs_entry_ref (of->entry);
   fs_tree_unref (t);
+  track_open_file (of);
   fi->fh = (uintptr_t) of;
   /* Immutable sources let the kernel keep their pages across opens. */
   fi->keep_cache = of->entry->stack->immutable;
@@ -236,11 +282,7 @@ ds_release (const char *path, struct fuse_file_info *fi)
   struct open_file *of = (struct open_file *) (uintptr_t) fi->fh;
 
   if (of)
-    {
-      fs_entry_unref (of->entry);
-      free (of->status_text);
-      free (of);
-    }
+    free_open_file (of);
   return 0;
 }
 

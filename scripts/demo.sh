@@ -1,0 +1,120 @@
+#!/bin/bash
+# Install what is missing, build, make a demo catalog of locally generated
+# sample images, mount it, list it, show its status and a few checksums,
+# and unmount.  Nothing leaves this machine.
+#   DEMO_DIR=/tmp/diskshelf-demo  where the samples, catalog and mount go
+#   KEEP_MOUNTED=1                leave the demo mounted for you to explore
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+scripts/install-deps.sh
+scripts/build.sh
+bin=$top/build/diskshelf
+
+demo=${DEMO_DIR:-/tmp/diskshelf-demo}
+samples=$demo/samples
+catalog=$demo/catalog
+mnt=$demo/mnt
+nbdkit_pid=
+
+cleanup() {
+  if [ -z "${KEEP_MOUNTED:-}" ]; then
+    mountpoint -q "$mnt" && fusermount3 -u "$mnt" || true
+    [ -n "$nbdkit_pid" ] && kill "$nbdkit_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt"
+rm -rf "$catalog"
+mkdir -p "$samples" "$catalog/vm" "$catalog/archives" "$catalog/nbd" "$mnt"
+
+echo "== making sample images in $samples"
+if [ ! -f "$samples/tools.img" ]; then
+  # A small ext4 file system holding real files.
+  mkfs.ext4 -q -F -d /usr/share/perl -L demo "$samples/tools.img" 64M
+fi
+[ -f "$samples/tools.img.xz" ] || xz -T2 --block-size=4MiB -k -c "$samples/tools.img" > "$samples/tools.img.xz"
+[ -f "$samples/tools-1block.img.xz" ] || xz -T1 -1 -c "$samples/tools.img" > "$samples/tools-1block.img.xz"
+if [ ! -f "$samples/sparse.img" ]; then
+  truncate -s 2G "$samples/sparse.img"
+  head -c 1M /dev/urandom | dd of="$samples/sparse.img" bs=1M seek=1000 conv=notrunc status=none
+fi
+if [ ! -f "$samples/appliance.ova" ]; then
+  ( cd "$samples"
+    head -c 8M /dev/urandom > appliance-disk1.vmdk
+    printf '<?xml version="1.0"?>\n<Envelope><References><File ovf:href="appliance-disk1.vmdk"/></References></Envelope>\n' > appliance.ovf
+    printf 'SHA256(appliance.ovf)= %s\nSHA256(appliance-disk1.vmdk)= %s\n' \
+      "$(sha256sum appliance.ovf | cut -d' ' -f1)" "$(sha256sum appliance-disk1.vmdk | cut -d' ' -f1)" > appliance.mf
+    tar --format=ustar -cf appliance.ova appliance.ovf appliance-disk1.vmdk appliance.mf )
+fi
+if [ ! -f "$samples/images.tar.xz" ]; then
+  ( cd "$samples" && tar --format=gnu -cf images.tar tools.img appliance-disk1.vmdk \
+      && xz -T2 --block-size=4MiB -f images.tar )
+fi
+[ -f "$samples/vm.qcow2" ] || qemu-img convert -f raw -O qcow2 "$samples/tools.img" "$samples/vm.qcow2"
+
+echo "== writing the catalog in $catalog"
+cat > "$catalog/tools.img.conf" <<CONF
+# A local raw image, writable.
+source = $samples/tools.img
+CONF
+cat > "$catalog/sparse.img.conf" <<CONF
+# A 2 GiB sparse image: holes come through SEEK_HOLE.
+source = file://$samples/sparse.img
+readonly = yes
+CONF
+cat > "$catalog/vm/tools-xz.img.conf" <<CONF
+# A multi-block xz image: random access, decoded blocks shared in memory.
+source = $samples/tools.img.xz
+CONF
+cat > "$catalog/vm/tools-1block.img.conf" <<CONF
+# A single-block xz image: decoded once into the disk cache.
+source = $samples/tools-1block.img.xz
+CONF
+cat > "$catalog/archives/appliance-disk1.vmdk.conf" <<CONF
+# One member of an OVA (a tar archive).
+source = $samples/appliance.ova
+entry = appliance-disk1.vmdk
+CONF
+cat > "$catalog/archives/tools-from-tarxz.img.conf" <<CONF
+# A member of a multi-block tar.xz, reached without decoding what is before it.
+source = $samples/images.tar.xz
+entry = tools.img
+CONF
+cat > "$catalog/nbd/vm-qcow2.img.conf" <<CONF
+# A captive qemu-nbd, started by the daemon with socket activation.
+command = qemu-nbd -f qcow2 --read-only $samples/vm.qcow2
+CONF
+rm -f "$demo/nbdkit.sock"
+nbdkit --exit-with-parent -f -U "$demo/nbdkit.sock" -P "$demo/nbdkit.pid" memory 256M &
+nbdkit_pid=$!
+for _ in $(seq 50); do [ -S "$demo/nbdkit.sock" ] && break; sleep 0.1; done
+cat > "$catalog/nbd/scratch.img.conf" <<CONF
+# An NBD export over a Unix socket (nbdkit memory plugin), writable.
+source = nbd+unix:///?socket=$demo/nbdkit.sock
+CONF
+
+echo "== diskshelf check $catalog"
+"$bin" check "$catalog" || true
+
+echo "== diskshelf $catalog $mnt"
+"$bin" --cache-dir="$demo/cache" "$catalog" "$mnt"
+
+echo "== ls -lR $mnt"
+ls -lR "$mnt"
+
+echo "== diskshelf status $mnt"
+"$bin" status "$mnt"
+
+echo "== checksums (source vs mount)"
+sha256sum "$samples/tools.img" | sed 's/ .*/  (source tools.img)/'
+for f in tools.img vm/tools-xz.img archives/tools-from-tarxz.img nbd/vm-qcow2.img; do
+  if [ -e "$mnt/$f" ]; then sha256sum "$mnt/$f"; fi
+done
+
+if [ -n "${KEEP_MOUNTED:-}" ]; then
+  echo "== left mounted on $mnt; unmount with: fusermount3 -u $mnt"
+else
+  echo "== unmounting"
+fi

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Install everything diskshelf needs to build, test and benchmark on
+# Debian 12.  Idempotent: does nothing when every package is present.
+set -euo pipefail
+
+packages=(
+  # build
+  gcc meson ninja-build pkg-config
+  libfuse3-dev libcurl4-gnutls-dev liblzma-dev libarchive-dev libgnutls28-dev
+  # run
+  fuse3
+  # tests: the real peers and the tools that make test data
+  python3-pytest python3-pytest-timeout
+  nbdkit qemu-utils nbd-server nginx-light gnutls-bin
+  xz-utils tar e2fsprogs util-linux coreutils
+  # benchmarks: the competing tools
+  libnbd-bin fio
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

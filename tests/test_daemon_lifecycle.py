@@ -196,3 +196,26 @@ def test_status_command(diskshelf, mount, catalog, image):
     r = subprocess.run([diskshelf, "status", image.parent], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 1 and "not a diskshelf mount" in r.stderr
+
+
+def test_fstab_style_mount_via_mount_fuse3(diskshelf, catalog, image, tmp_path):
+    """An fstab line `CATALOG MNT fuse.diskshelf OPTS` runs mount.fuse3, which
+    runs `diskshelf CATALOG MNT -o OPTS`: options after the positionals."""
+    write_entry(catalog, "x.img", f"source = {image}\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "diskshelf").symlink_to(os.path.abspath(diskshelf))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    r = subprocess.run(["mount.fuse3", catalog, mnt, "-t", "diskshelf", "-o",
+                        "cache-dir=none,memory-cache-size=64M,nofail,_netdev,allow_other"],
+                       env=env, capture_output=True, text=True, timeout=scaled(60))
+    try:
+        assert r.returncode == 0, r.stderr
+        assert is_mounted(mnt)
+        assert (mnt / "x.img").read_bytes() == image.read_bytes()
+        pid = daemon_pid(mnt)
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], timeout=scaled(30))
+    wait_gone(pid)

@@ -5,7 +5,7 @@
  * pipe and exits only once the mount is usable, or with the child's
  * reason for failing); then the shared services start, the stacks open,
  * FUSE mounts, and the parent is told. */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <fuse.h>
 
 #include <errno.h>
@@ -281,6 +281,7 @@ serve (struct daemon *d, int parent_fd)
   else
     {
       loop_config = fuse_loop_cfg_create ();
+      fuse_loop_cfg_set_clone_fd (loop_config, 0);
       fuse_loop_cfg_set_max_threads (loop_config, 64);
       fuse_loop_cfg_set_idle_threads (loop_config, 16);
       r = fuse_loop_mt (fuse, loop_config);

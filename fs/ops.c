@@ -4,7 +4,7 @@
  * reference to its entry, so a reload never pulls a stack from under an
  * open file.  Errors from layers are logged with the entry's name and
  * answered with their errno. */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <fuse.h>
 
 #include <errno.h>
@@ -24,6 +24,7 @@ struct open_file
   struct fs_entry *entry;   /* one reference; NULL for the status file */
   char *status_text;        /* snapshot for the status file */
   size_t status_len;
+  char *dir_path;           /* for an open directory */
   struct open_file *prev, *next;   /* protected by open_files_lock */
 };
 
@@ -59,6 +60,7 @@ free_open_file (struct open_file *of)
   pthread_mutex_unlock (&open_files_lock);
   fs_entry_unref (of->entry);
   free (of->status_text);
+  free (of->dir_path);
   free (of);
 }
 
@@ -129,14 +131,19 @@ ds_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
   struct fs_tree *t;
   struct fs_node *n;
 
-  if (fi && fi->fh)
+  if (path == NULL)
     {
-      struct open_file *of = (struct open_file *) (uintptr_t) fi->fh;
+      /* Only open files reach here without a path (nullpath_ok). */
+      struct open_file *of = fi ? (struct open_file *) (uintptr_t) fi->fh
+                                : NULL;
+      if (of == NULL)
+        return -ESTALE;
       if (of->entry)
         {
           entry_stat (d, of->entry, st);
           return 0;
         }
+      path = of->dir_path ? of->dir_path : "/" STATUS_FILE_NAME;
     }
   if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
     {
@@ -174,6 +181,30 @@ ds_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
   return 0;
 }
 
+/* opendir: remember the path, since readdir may get none (nullpath_ok). */
+static int
+ds_opendir (const char *path, struct fuse_file_info *fi)
+{
+  struct open_file *of = calloc (1, sizeof *of);
+
+  if (of == NULL || (of->dir_path = strdup (path)) == NULL)
+    {
+      free (of);
+      return -ENOMEM;
+    }
+  track_open_file (of);
+  fi->fh = (uintptr_t) of;
+  return 0;
+}
+
+/* releasedir: forget the path. */
+static int
+ds_releasedir (const char *path, struct fuse_file_info *fi)
+{
+  free_open_file ((struct open_file *) (uintptr_t) fi->fh);
+  return 0;
+}
+
 /* readdir: the children of a directory node. */
 static int
 ds_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
@@ -181,7 +212,11 @@ ds_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
 {
   struct daemon *d = this_daemon ();
   struct fs_tree *t = current_tree (d);
-  struct fs_node *n = fs_tree_lookup (t, path);
+  struct fs_node *n;
+
+  if (path == NULL && fi && fi->fh)
+    path = ((struct open_file *) (uintptr_t) fi->fh)->dir_path;
+  n = path ? fs_tree_lookup (t, path) : NULL;
 
   if (n == NULL || n->entry)
     {
@@ -463,6 +498,8 @@ static void *
 ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
   cfg->use_ino = 0;
+  /* Operations on open files work from fi alone: skip path building. */
+  cfg->nullpath_ok = 1;
   cfg->entry_timeout = 1.0;
   cfg->attr_timeout = 1.0;
   cfg->negative_timeout = 0;
@@ -475,6 +512,8 @@ ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
 static const struct fuse_operations operations = {
   .init = ds_init,
   .getattr = ds_getattr,
+  .opendir = ds_opendir,
+  .releasedir = ds_releasedir,
   .readdir = ds_readdir,
   .open = ds_open,
   .release = ds_release,

@@ -22,6 +22,7 @@
 #define DEFAULT_CACHE_SIZE (10ULL << 30)
 #define DEFAULT_MEMORY_CACHE_SIZE (256ULL << 20)
 #define DEFAULT_MAX_BLOCK_SIZE (256ULL << 20)
+#define DEFAULT_READAHEAD (1ULL << 20)
 
 /* mount(8) and systemd words that a FUSE mount must not see. */
 static const char *const ignored_mount_options[] = {
@@ -57,6 +58,8 @@ print_help (void)
     "  --max-block-size=SIZE      largest xz block decoded in memory\n"
     "                             (default 256M)\n"
     "  --workers=N                decode threads (default: one per core)\n"
+    "  --readahead=SIZE           kernel read-ahead on the mount (default 1M;\n"
+    "                             0 keeps the kernel's 128K; needs root)\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
@@ -114,6 +117,8 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
     return size_option (name, value, &o->memory_cache_size);
   if (strcmp (name, "max-block-size") == 0)
     return size_option (name, value, &o->max_block_size);
+  if (strcmp (name, "readahead") == 0)
+    return size_option (name, value, &o->readahead);
   if (strcmp (name, "workers") == 0)
     {
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
@@ -195,6 +200,7 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   o->cache_size = DEFAULT_CACHE_SIZE;
   o->memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE;
   o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
+  o->readahead = DEFAULT_READAHEAD;
   for (int i = 0; i < argc; i++)
     {
       const char *arg = argv[i];

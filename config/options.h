@@ -29,6 +29,7 @@ struct daemon_options
   uint64_t memory_cache_size;  /* decoded-block cache bound in bytes */
   uint64_t max_block_size;  /* largest xz block decoded in memory */
   unsigned workers;         /* decode worker threads; 0 = cores */
+  uint64_t readahead;       /* kernel read-ahead on the mount, bytes */
 };
 
 /* Parse argv after the program name (and after a subcommand).  Returns

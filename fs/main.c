@@ -188,6 +188,59 @@ fuse_arguments (struct daemon *d, struct fuse_args *args)
   return 0;
 }
 
+/* Let the kernel read ahead `kib` KiB at a time on our mount: FUSE's
+ * default (128 KiB) turns every sequential read into 128 KiB requests,
+ * and per-request cost then bounds throughput.  The bdi is found in
+ * mountinfo, not by stat (which would ask our own, not yet running, loop).
+ * Needs root; otherwise the kernel's default stays. */
+static void
+set_readahead (const char *mountpoint, uint64_t kib)
+{
+  char line[8192], bdi[64] = "", path[128];
+  FILE *fp;
+
+  if (kib == 0)
+    return;
+  fp = fopen ("/proc/self/mountinfo", "re");
+  if (fp == NULL)
+    return;
+  while (fgets (line, sizeof line, fp))
+    {
+      char devno[64], target[4096];
+      if (sscanf (line, "%*s %*s %63s %*s %4095s", devno, target) == 2
+          && strcmp (target, mountpoint) == 0)
+        snprintf (bdi, sizeof bdi, "%s", devno);
+    }
+  fclose (fp);
+  if (bdi[0] == '\0')
+    return;
+  snprintf (path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", bdi);
+  fp = fopen (path, "we");
+  if (fp == NULL)
+    {
+      log_debug ("read-ahead stays at the kernel default: %s: %s", path,
+                 strerror (errno));
+      return;
+    }
+  fprintf (fp, "%llu\n", (unsigned long long) kib);
+  if (fclose (fp) != 0)
+    log_debug ("read-ahead stays at the kernel default: %s", strerror (errno));
+}
+
+/* Thread body: once the kernel has finished FUSE's INIT (a stat of the
+ * mountpoint answers only then), raise the mount's read-ahead.  Doing it
+ * earlier is undone by INIT, which caps read-ahead at its own value. */
+static void *
+tune_mount (void *arg)
+{
+  struct daemon *d = arg;
+  struct stat st;
+
+  if (stat (d->options.mountpoint, &st) == 0)
+    set_readahead (d->options.mountpoint, d->options.readahead / 1024);
+  return NULL;
+}
+
 /* Check the mountpoint before forking, for a clear message. */
 static int
 check_mountpoint (const char *path)
@@ -213,6 +266,8 @@ serve (struct daemon *d, int parent_fd)
   struct fuse *fuse;
   struct catalog *c;
   sigset_t hup;
+  pthread_t tuner;
+  bool tuner_started = false;
   int status = 1, r;
 
   /* SIGHUP means "reload": block it in every thread; the watcher
@@ -258,6 +313,9 @@ serve (struct daemon *d, int parent_fd)
       tell_parent (parent_fd, false, "cannot set signal handlers");
       goto out_unmount;
     }
+  if (d->options.readahead > 0
+      && pthread_create (&tuner, NULL, tune_mount, d) == 0)
+    tuner_started = true;
   if (daemon_watch_catalog (d) < 0)
     log_warning ("catalog changes will need SIGHUP: %s", error_message ());
   log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
@@ -292,6 +350,8 @@ serve (struct daemon *d, int parent_fd)
   if (r < 0)
     log_error ("FUSE loop failed: %s", strerror (-r));
   daemon_stop_watching ();
+  if (tuner_started)
+    pthread_join (tuner, NULL);
   fs_release_all ();
   fuse_remove_signal_handlers (fuse_get_session (fuse));
  out_unmount:

@@ -85,6 +85,7 @@ def test_checksum_write_and_holes(mount, catalog, server):
     finally:
         os.close(fd)
     assert "error" not in m.log().lower()
+    assert m.unmount() == 0
 
 
 def test_cp_sparse_preserves_holes(mount, catalog, tmp_path, test_ca):
@@ -98,6 +99,7 @@ def test_cp_sparse_preserves_holes(mount, catalog, tmp_path, test_ca):
                        timeout=60)
         assert sha256(out) == sha256(image)
         assert os.stat(out).st_blocks * 512 <= 6 * MiB
+        assert m.unmount() == 0
     finally:
         srv.stop()
 
@@ -118,6 +120,7 @@ def test_readonly_entry_and_readonly_server(mount, catalog, tmp_path):
                 open(m.path / name, "r+b")
             assert e.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
             assert sha256(m.path / name) == sha256(image)
+        assert m.unmount() == 0
     finally:
         rw.stop()
         ro.stop()
@@ -148,6 +151,7 @@ def test_tls_refuses_wrong_ca_and_plaintext(mount, catalog, tmp_path, test_ca):
             if p.exists():
                 with pytest.raises(OSError):
                     p.read_bytes()
+        assert m.unmount() == 0
     finally:
         tls.stop()
         plain.stop()

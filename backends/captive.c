@@ -47,6 +47,8 @@ struct captive
   pid_t pid;                   /* protected by lock; 0 when not running */
   bool stopping;               /* protected by lock */
   unsigned restarts;           /* protected by lock */
+  bool spawned;                /* protected by lock: first start done */
+  int spawn_errno;             /* protected by lock */
   pthread_t monitor;
   bool monitor_started;
 };
@@ -98,6 +100,20 @@ monitor_thread (void *arg)
 {
   struct captive *cp = arg;
   double backoff = 0.2;
+
+  /* The server is started from this long-lived thread: a child may ask
+   * for a signal when the thread that forked it ends (PDEATHSIG), so it
+   * must not be a short-lived thread of the daemon. */
+  pthread_mutex_lock (&cp->lock);
+  cp->pid = spawn (cp);
+  if (cp->pid < 0)
+    {
+      cp->spawn_errno = errno;
+      cp->pid = 0;
+    }
+  cp->spawned = true;
+  pthread_cond_broadcast (&cp->cond);
+  pthread_mutex_unlock (&cp->lock);
 
   for (;;)
     {
@@ -342,14 +358,6 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
       r = error_set (ENOMEM, "%s: cannot prepare the server", cp->display);
       goto fail;
     }
-  cp->pid = spawn (cp);
-  if (cp->pid < 0)
-    {
-      cp->pid = 0;
-      r = error_set (errno, "%s: cannot start the server: %s", cp->display,
-                     strerror (errno));
-      goto fail;
-    }
   r = pthread_create (&cp->monitor, NULL, monitor_thread, cp);
   if (r != 0)
     {
@@ -357,6 +365,17 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
       goto fail;
     }
   cp->monitor_started = true;
+  pthread_mutex_lock (&cp->lock);
+  while (!cp->spawned)
+    pthread_cond_wait (&cp->cond, &cp->lock);
+  r = cp->spawn_errno;
+  pthread_mutex_unlock (&cp->lock);
+  if (r != 0)
+    {
+      r = error_set (r, "%s: cannot start the server: %s", cp->display,
+                     strerror (r));
+      goto fail;
+    }
 
   snprintf (uri, sizeof uri, "nbd+unix:///?socket=%s", cp->sock);
   r = nbd_layer_open_with (ctx, uri, cp->display, captive_free, cp, out);

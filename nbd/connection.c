@@ -93,11 +93,8 @@ nbd_conn_connect (struct nbd_conn *conn)
     }
   if (r == 0)
     {
-      /* Blocking reads without a timeout from now on (requests have their
-       * own deadlines); sends keep theirs so a stuck server cannot hang a
-       * writer. */
-      struct timeval zero = { 0, 0 };
-      setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero);
+      /* The socket keeps its timeout: a server that stops in the
+       * middle of a reply cannot hold the reader role forever. */
       return 0;
     }
   pthread_mutex_lock (&conn->lock);
@@ -146,6 +143,7 @@ nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
             conn->queue = req;
           }
       }
+  pthread_cond_signal (&conn->reader_cond);
   pthread_mutex_unlock (&conn->lock);
 }
 
@@ -207,7 +205,8 @@ reconnect (struct nbd_conn *conn, double *backoff)
   pthread_mutex_unlock (&conn->lock);
 }
 
-/* The reader thread: read replies while connected, reconnect when not. */
+/* The connection's thread: reconnect after a loss (callers read the
+ * replies themselves while the connection is up). */
 void *
 nbd_reader_thread (void *arg)
 {
@@ -216,32 +215,16 @@ nbd_reader_thread (void *arg)
 
   for (;;)
     {
-      enum nbd_conn_state state;
-      bool connected;
-
       pthread_mutex_lock (&conn->lock);
-      while (conn->state == CONN_FAILED && conn->queue == NULL)
+      while (conn->state == CONN_UP
+             || (conn->state == CONN_FAILED && conn->queue == NULL))
         pthread_cond_wait (&conn->reader_cond, &conn->lock);
-      state = conn->state;
-      connected = conn->fd >= 0;
-      pthread_mutex_unlock (&conn->lock);
-
-      if (state == CONN_CLOSING && !connected)
-        break;
-      if (state == CONN_UP || state == CONN_CLOSING)
+      if (conn->state == CONN_CLOSING)
         {
-          bool fatal;
-          int r = nbd_read_replies (conn, &fatal);
-          char why[512];
-
-          if (fatal)
-            snprintf (why, sizeof why, "%s", nbd_get_error ());
-          else
-            snprintf (why, sizeof why, "connection lost: %s",
-                      strerror (-r));
-          nbd_conn_lost (conn, fatal, why);
-          continue;
+          pthread_mutex_unlock (&conn->lock);
+          break;
         }
+      pthread_mutex_unlock (&conn->lock);
       reconnect (conn, &backoff);
     }
   return NULL;

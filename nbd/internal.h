@@ -7,8 +7,13 @@
  *    are replaced (on reconnect) only with both locks held, and gen is
  *    bumped then, so a writer that sees its gen unchanged under wlock
  *    writes to the right socket;
- *  - the reader thread alone reads from the socket and owns the read
- *    buffer and each in-flight request's reply-tracking fields.
+ *  - one thread at a time holds the reader role (conn->reading): a
+ *    caller waiting for its own reply reads the socket itself and
+ *    dispatches every reply it meets (leader/follower), so a lone
+ *    request costs no thread switch; when its reply is in, it hands the
+ *    role to another waiter.  The reader role owns the read buffer and
+ *    the reply-tracking fields of in-flight requests;
+ *  - the connection's own thread only reconnects after a loss.
  * A request lives on its caller's stack; the caller waits on its own
  * condition variable until the reader (or the reconnect logic) marks it
  * done, and only then returns.
@@ -104,7 +109,8 @@ struct nbd_conn
   struct nbd_req *queue;       /* protected by lock */
   size_t in_flight;            /* protected by lock */
   struct timespec down_since;  /* protected by lock */
-  bool had_connection;         /* protected by lock */
+  bool reading;                /* protected by lock: a thread holds the
+                                  reader role */
 
   int fd;                      /* replaced under lock + wlock */
   gnutls_session_t tls;        /* idem */
@@ -159,6 +165,8 @@ int nbd_socket_set_timeout (int fd, double seconds);
 int nbd_conn_send (struct nbd_conn *conn, struct iovec *iov, int iovcnt);
 int nbd_conn_recv (struct nbd_conn *conn, void *buf, size_t n);
 int nbd_conn_skip (struct nbd_conn *conn, size_t n);
+int nbd_conn_wait_readable (struct nbd_conn *conn,
+                            const struct timespec *deadline);
 void nbd_conn_drop_transport (struct nbd_conn *conn);
 
 /* tls.c */
@@ -171,7 +179,7 @@ int nbd_handshake (struct nbd_conn *conn);
 
 /* transmit.c: the reader loop and sending requests. */
 int nbd_send_request (struct nbd_conn *conn, struct nbd_req *req);
-int nbd_read_replies (struct nbd_conn *conn, bool *fatal);
+int nbd_read_one (struct nbd_conn *conn, bool *fatal);
 void nbd_send_disconnect (struct nbd_conn *conn);
 
 /* request.c: the request table and waiting. */

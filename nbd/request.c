@@ -168,6 +168,73 @@ submit (struct nbd_conn *conn, struct nbd_req *req)
     shutdown (conn->fd, SHUT_RDWR);
 }
 
+/* Hand the reader role to some other request waiting for its reply
+ * (lock held). */
+static void
+hand_off (struct nbd_conn *conn)
+{
+  size_t i;
+
+  for (i = 0; i < NBD_TABLE_SIZE; i++)
+    if (conn->table[i])
+      {
+        pthread_cond_signal (&conn->table[i]->cond);
+        return;
+      }
+}
+
+/* Take the reader role and read replies (dispatching them to whoever
+ * they belong to) until req's own reply is in, its deadline passes or
+ * the connection fails (lock held on entry and exit). */
+static void
+lead (struct nbd_conn *conn, struct nbd_req *req)
+{
+  bool fatal = false;
+  int r = 0;
+
+  conn->reading = true;
+  pthread_mutex_unlock (&conn->lock);
+  for (;;)
+    {
+      pthread_mutex_lock (&conn->lock);
+      if (req->state != REQ_SENT)
+        {
+          pthread_mutex_unlock (&conn->lock);
+          break;
+        }
+      pthread_mutex_unlock (&conn->lock);
+      r = nbd_conn_wait_readable (conn, &req->deadline);
+      if (r == -EAGAIN)
+        continue;
+      if (r == -ETIMEDOUT)
+        {
+          pthread_mutex_lock (&conn->lock);
+          req->timed_out = true;
+          pthread_mutex_unlock (&conn->lock);
+          atomic_fetch_add (&conn->client->timeouts, 1);
+          break;
+        }
+      if (r < 0)
+        break;
+      r = nbd_read_one (conn, &fatal);
+      if (r < 0)
+        break;
+    }
+  if (r < 0)
+    {
+      char why[512];
+
+      if (fatal)
+        snprintf (why, sizeof why, "%s", nbd_get_error ());
+      else
+        snprintf (why, sizeof why, "connection lost: %s", strerror (-r));
+      nbd_conn_lost (conn, fatal, why);
+    }
+  pthread_mutex_lock (&conn->lock);
+  conn->reading = false;
+  hand_off (conn);
+}
+
 /* Wait until req is done, resending it after reconnects and enforcing
  * its deadline (lock held). */
 static void
@@ -179,6 +246,12 @@ wait_done (struct nbd_conn *conn, struct nbd_req *req)
         {
           queue_remove (conn, req);
           submit (conn, req);
+          continue;
+        }
+      if (req->state == REQ_SENT && conn->state == CONN_UP
+          && !conn->reading && req->gen == conn->gen)
+        {
+          lead (conn, req);
           continue;
         }
       pthread_cond_timedwait (&req->cond, &conn->lock, &req->deadline);

@@ -335,6 +335,34 @@ nbd_conn_skip (struct nbd_conn *conn, size_t n)
   return 0;
 }
 
+/* Wait until a reply can be read or the deadline passes (-ETIMEDOUT).
+ * Bytes already buffered (ours or GnuTLS's) count as readable. */
+int
+nbd_conn_wait_readable (struct nbd_conn *conn, const struct timespec *deadline)
+{
+  struct pollfd p = { .fd = conn->fd, .events = POLLIN };
+  struct timespec now;
+  long ms;
+  int r;
+
+  if (conn->rpos < conn->rlen
+      || (conn->tls && gnutls_record_check_pending (conn->tls) > 0))
+    return 0;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ms = (deadline->tv_sec - now.tv_sec) * 1000
+       + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+  if (ms <= 0)
+    return -ETIMEDOUT;
+  do
+    r = poll (&p, 1, ms > 60000 ? 60000 : (int) ms);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return -errno;
+  if (r == 0)
+    return ms > 60000 ? -EAGAIN : -ETIMEDOUT;
+  return 0;
+}
+
 /* Close the socket and TLS session (caller holds lock and wlock, or is
  * the only user). */
 void

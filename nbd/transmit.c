@@ -406,38 +406,32 @@ simple_reply (struct nbd_conn *conn, const struct nbd_simple_reply *hdr)
   return 0;
 }
 
-/* The reader loop: handle replies until the connection fails.  Returns
+/* Read and dispatch one reply (or one structured chunk).  Returns 0 or
  * a negative errno; *fatal says it was a protocol violation rather than
- * a lost connection. */
+ * a lost connection.  Only the thread holding the reader role calls it. */
 int
-nbd_read_replies (struct nbd_conn *conn, bool *fatal)
+nbd_read_one (struct nbd_conn *conn, bool *fatal)
 {
-  *fatal = false;
-  for (;;)
-    {
-      union { struct nbd_simple_reply s; char raw[16]; } h;
-      int r = nbd_conn_recv (conn, &h, 16);
+  union { struct nbd_simple_reply s; char raw[16]; } h;
+  int r;
 
-      if (r < 0)
-        return r;
-      switch (be32toh (h.s.magic))
-        {
-        case NBD_SIMPLE_REPLY_MAGIC:
-          r = simple_reply (conn, &h.s);
-          break;
-        case NBD_STRUCTURED_REPLY_MAGIC:
-          r = structured_chunk (conn, h.raw);
-          break;
-        default:
-          r = violation (conn, "bad reply magic");
-          break;
-        }
-      if (r == -EPROTO)
-        {
-          *fatal = true;
-          return r;
-        }
-      if (r < 0)
-        return r;
+  *fatal = false;
+  r = nbd_conn_recv (conn, &h, 16);
+  if (r < 0)
+    return r;
+  switch (be32toh (h.s.magic))
+    {
+    case NBD_SIMPLE_REPLY_MAGIC:
+      r = simple_reply (conn, &h.s);
+      break;
+    case NBD_STRUCTURED_REPLY_MAGIC:
+      r = structured_chunk (conn, h.raw);
+      break;
+    default:
+      r = violation (conn, "bad reply magic");
+      break;
     }
+  if (r == -EPROTO)
+    *fatal = true;
+  return r;
 }

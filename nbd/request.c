@@ -275,6 +275,29 @@ wait_done (struct nbd_conn *conn, struct nbd_req *req)
     }
 }
 
+/* The connection with the fewest requests in flight, the lowest index
+ * on ties: a lone reader keeps to one warm connection, parallel readers
+ * spread out.  The counts are read without the locks: a hint only. */
+static struct nbd_conn *
+pick_conn (struct nbd_client *c)
+{
+  struct nbd_conn *best = c->conns[0];
+  size_t best_load = __atomic_load_n (&best->in_flight, __ATOMIC_RELAXED);
+  unsigned i;
+
+  for (i = 1; i < c->nconns && best_load > 0; i++)
+    {
+      size_t load = __atomic_load_n (&c->conns[i]->in_flight,
+                                     __ATOMIC_RELAXED);
+      if (load < best_load)
+        {
+          best = c->conns[i];
+          best_load = load;
+        }
+    }
+  return best;
+}
+
 /* Run n requests at once (spread over the connections) and wait for all;
  * returns 0 or the first failure as a negative errno with a message. */
 int
@@ -289,9 +312,7 @@ nbd_run (struct nbd_client *c, struct nbd_req *reqs, size_t n)
   for (i = 0; i < n; i++)
     {
       struct nbd_req *req = &reqs[i];
-      unsigned k = c->nconns > 1
-                   ? atomic_fetch_add (&c->next_conn, 1) % c->nconns : 0;
-      req->conn = c->conns[k];
+      req->conn = pick_conn (c);
       pthread_cond_init (&req->cond, &attr);
       req->state = REQ_NEW;
       req->cover = NULL;

@@ -11,6 +11,9 @@
 /* Largest piece for commands without payload (TRIM, WRITE_ZEROES, ...). */
 #define NBD_MAX_EFFECT (1024u * 1024 * 1024)
 
+/* Smallest piece a big read is split into across connections. */
+#define NBD_PARALLEL_PIECE (256u * 1024)
+
 /* Check [offset, offset+count) lies inside the export. */
 static int
 check_range (struct nbd_client *c, uint64_t count, uint64_t offset)
@@ -91,8 +94,23 @@ static int
 read_aligned (struct nbd_client *c, void *buf, uint64_t count,
               uint64_t offset)
 {
+  uint64_t step = c->info.max_payload;
+
+  /* With several connections, a big read goes out in parallel pieces
+   * (at least 256 KiB each) so the server works on them at once. */
+  if (c->nconns > 1 && count >= 2 * NBD_PARALLEL_PIECE)
+    {
+      uint64_t pieces = count / NBD_PARALLEL_PIECE;
+      if (pieces > c->nconns)
+        pieces = c->nconns;
+      step = (count + pieces - 1) / pieces;
+      step += (c->info.min_block - step % c->info.min_block)
+              % c->info.min_block;
+      if (step > c->info.max_payload)
+        step = c->info.max_payload;
+    }
   return run_split (c, NBD_CMD_READ, 0, buf, NULL, count, offset,
-                    c->info.max_payload);
+                    (uint32_t) step);
 }
 
 /* Read count bytes at offset. */

@@ -181,3 +181,40 @@ def test_hostile_server(mount, catalog, hostile):
         bytes((65536 + i) % 251 for i in range(65536))
     assert m.proc.poll() is None
     assert m.unmount() == 0
+
+
+def test_dead_server_gives_eio_after_retry_time_then_recovers(mount, catalog, tmp_path):
+    image = make_random_file(tmp_path / "export.img", 4 * MiB, seed=8)
+    data = image.read_bytes()
+    srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix").start()
+    try:
+        write_entry(catalog, "disk.img",
+                    f"source = {srv.uri()}\ntimeout = 5\nretry-time = 2\n")
+        write_entry(catalog, "other.img", f"source = {image}\n")
+        m = mount(catalog)
+        path = m.path / "disk.img"
+        assert direct_pread(path, 0, 65536) == data[:65536]
+        srv.kill()
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            direct_pread(path, MiB, 65536)
+        took = time.monotonic() - t0
+        assert e.value.errno == errno.EIO
+        assert took < scaled(15), f"took {took:.1f}s"
+        # The mount is fine: other entries still read.
+        assert direct_pread(m.path / "other.img", 0, 4096) == data[:4096]
+        # A server that comes back is used again.
+        srv.start()
+        got = wait_for(lambda: _try_read(path, 2 * MiB, 65536), 20, "the export to come back")
+        assert got == data[2 * MiB:2 * MiB + 65536]
+        assert m.unmount() == 0
+    finally:
+        srv.stop()
+
+
+def _try_read(path, offset, length):
+    """direct_pread, or None on an I/O error."""
+    try:
+        return direct_pread(path, offset, length)
+    except OSError:
+        return None

@@ -155,3 +155,30 @@ def test_tls_refuses_wrong_ca_and_plaintext(mount, catalog, tmp_path, test_ca):
     finally:
         tls.stop()
         plain.stop()
+
+
+def test_multi_conn_only_when_the_server_allows_it(mount, catalog, tmp_path):
+    image = make_sparse_image(tmp_path / "export.img")
+    kit = NbdServer("nbdkit", image, tmp_path / "kit", transport="unix").start()
+    qemu = NbdServer("qemu-nbd", image, tmp_path / "qemu", transport="unix").start()
+    try:
+        write_entry(catalog, "kit.img", f"source = {kit.uri()}\n")
+        write_entry(catalog, "kit2.img", f"source = {kit.uri()}\nconnections = 2\n")
+        # qemu-nbd with the default --shared=1 does not offer multi-conn.
+        write_entry(catalog, "qemu.img", f"source = {qemu.uri()}\n")
+        m = mount(catalog)
+        status = m.status()
+        conns = {}
+        section = None
+        for line in status.splitlines():
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+            elif line.startswith("nbd-connections:"):
+                conns[section] = int(line.split(":")[1])
+        assert conns == {"kit.img": 4, "kit2.img": 2, "qemu.img": 1}, status
+        for name in ("kit.img", "kit2.img", "qemu.img"):
+            assert sha256(m.path / name) == sha256(image)
+        assert m.unmount() == 0
+    finally:
+        kit.stop()
+        qemu.stop()

@@ -14,6 +14,8 @@ replies, base:allocation, GO) and then misbehaves in one way:
   huge-error    sends an error chunk whose message length exceeds the chunk
   silent        reads requests and never answers
   good          behaves (reads return a pattern)
+  no-go         behaves, but knows neither GO nor structured replies, so
+                the client falls back to EXPORT_NAME and simple replies
 
 Each connection is served in its own thread until the client leaves."""
 
@@ -62,7 +64,12 @@ def negotiate(conn, scenario):
     while True:
         magic, opt, length = struct.unpack(">QII", recv_exact(conn, 16))
         data = recv_exact(conn, length)
-        if opt == 8:                       # STRUCTURED_REPLY
+        if scenario == "no-go" and opt == 1:   # EXPORT_NAME: no framing
+            conn.sendall(struct.pack(">QH", SIZE, 1 | 2))  # NO_ZEROES agreed
+            return True
+        if scenario == "no-go" and opt in (7, 8, 10):
+            opt_reply(conn, opt, 0x80000001)
+        elif opt == 8:                     # STRUCTURED_REPLY
             opt_reply(conn, opt, 1)
         elif opt == 10:                    # SET_META_CONTEXT
             opt_reply(conn, opt, 4, struct.pack(">I", 1) + b"base:allocation")
@@ -95,7 +102,9 @@ def serve(conn, scenario):
                 conn.sendall(struct.pack(">IIQ", SIMPLE, 22, cookie))
                 continue
             data = pattern(offset, length)
-            if scenario == "good":
+            if scenario == "no-go":
+                conn.sendall(struct.pack(">IIQ", SIMPLE, 0, cookie) + data)
+            elif scenario == "good":
                 conn.sendall(chunk(cookie, 1, struct.pack(">Q", offset) + data))
             elif scenario == "wrong-cookie":
                 conn.sendall(chunk(cookie + 1000, 1, struct.pack(">Q", offset) + data))

@@ -218,3 +218,25 @@ def _try_read(path, offset, length):
         return direct_pread(path, offset, length)
     except OSError:
         return None
+
+
+def test_export_name_fallback_and_oldstyle_refused(mount, catalog, hostile, tmp_path):
+    """A server without GO and structured replies is used through
+    NBD_OPT_EXPORT_NAME and simple replies; an oldstyle server is refused
+    with a message that says so."""
+    nogo = hostile("no-go")
+    write_entry(catalog, "nogo.img", f"source = nbd+unix:///?socket={nogo}\n")
+    image = make_random_file(tmp_path / "old.img", MiB, seed=2)
+    old = NbdServer("nbdkit", image, tmp_path / "old", transport="unix",
+                    extra_args=["--oldstyle"]).start()
+    write_entry(catalog, "old.img", f"source = {old.uri()}\n")
+    try:
+        m = mount(catalog)
+        assert os.stat(m.path / "nogo.img").st_size == 1 << 20
+        assert direct_pread(m.path / "nogo.img", 4096, 65536) == \
+            bytes((4096 + i) % 251 for i in range(65536))
+        assert not (m.path / "old.img").exists()
+        assert "oldstyle" in m.log()
+        assert m.unmount() == 0
+    finally:
+        old.stop()

@@ -182,3 +182,55 @@ def test_multi_conn_only_when_the_server_allows_it(mount, catalog, tmp_path):
     finally:
         kit.stop()
         qemu.stop()
+
+
+def test_fallocate_and_block_size_constraints(mount, catalog, tmp_path):
+    """Punch-hole reaches the server as TRIM, zero-range as WRITE_ZEROES,
+    and unaligned writes work against a server that refuses unaligned
+    requests (minimum block size 4096)."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    PUNCH, KEEP, ZERO = 0x02, 0x01, 0x10
+
+    image = make_sparse_image(tmp_path / "export.img")
+    srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix",
+                    extra_args=["--filter=blocksize-policy"])
+    srv._orig_argv = srv._nbdkit_argv
+    srv._nbdkit_argv = lambda: srv._orig_argv() + [
+        "blocksize-minimum=4096", "blocksize-preferred=65536",
+        "blocksize-maximum=1M", "blocksize-error-policy=error"]
+    srv.start()
+    try:
+        write_entry(catalog, "disk.img", f"source = {srv.uri()}\n")
+        m = mount(catalog)
+        path = m.path / "disk.img"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            # Unaligned write, read back through the mount and on the server.
+            payload = os.urandom(10000)
+            os.pwrite(fd, payload, 12 * MiB + 777)
+            os.fsync(fd)
+            assert os.pread(fd, len(payload), 12 * MiB + 777) == payload
+            with open(image, "rb") as f:
+                f.seek(12 * MiB + 777)
+                assert f.read(len(payload)) == payload
+            # Zero range inside the data.
+            assert libc.fallocate(fd, ZERO | KEEP, 1 * MiB, 256 * 1024) == 0, ctypes.get_errno()
+            os.fsync(fd)
+            with open(image, "rb") as f:
+                f.seek(1 * MiB)
+                assert f.read(256 * 1024) == bytes(256 * 1024)
+            # Punch a hole: the server's file gets a hole, SEEK_HOLE sees it.
+            assert libc.fallocate(fd, PUNCH | KEEP, 2 * MiB, MiB) == 0, ctypes.get_errno()
+            os.fsync(fd)
+            with open(image, "rb") as f:
+                f.seek(2 * MiB)
+                assert f.read(MiB) == bytes(MiB)
+            assert os.lseek(fd, 0, os.SEEK_HOLE) <= 2 * MiB
+        finally:
+            os.close(fd)
+        assert m.unmount() == 0
+    finally:
+        srv.stop()

@@ -76,6 +76,7 @@ struct nbd_req
   enum nbd_req_state state;
   int error;                 /* positive errno once done */
   bool timed_out;
+  bool waiting;              /* its caller sleeps on cond */
   uint64_t cookie;
   uint64_t gen;              /* connection generation it was sent on */
   struct timespec deadline;

@@ -168,19 +168,22 @@ submit (struct nbd_conn *conn, struct nbd_req *req)
     shutdown (conn->fd, SHUT_RDWR);
 }
 
-/* Hand the reader role to some other request waiting for its reply
- * (lock held). */
+/* Hand the reader role to a caller asleep on one of this connection's
+ * requests (lock held).  Only a sleeping owner can take it: a caller
+ * busy leading another connection will look again when it comes back. */
 static void
 hand_off (struct nbd_conn *conn)
 {
   size_t i;
+  struct nbd_req *req;
 
   for (i = 0; i < NBD_TABLE_SIZE; i++)
-    if (conn->table[i])
-      {
-        pthread_cond_signal (&conn->table[i]->cond);
-        return;
-      }
+    for (req = conn->table[i]; req; req = req->next)
+      if (req->waiting)
+        {
+          pthread_cond_signal (&req->cond);
+          return;
+        }
 }
 
 /* Take the reader role and read replies (dispatching them to whoever
@@ -254,7 +257,9 @@ wait_done (struct nbd_conn *conn, struct nbd_req *req)
           lead (conn, req);
           continue;
         }
+      req->waiting = true;
       pthread_cond_timedwait (&req->cond, &conn->lock, &req->deadline);
+      req->waiting = false;
       if (req->state == REQ_DONE || !nbd_deadline_passed (&req->deadline))
         continue;
       if (req->state == REQ_SENT && !req->timed_out)
@@ -315,6 +320,7 @@ nbd_run (struct nbd_client *c, struct nbd_req *reqs, size_t n)
       req->conn = pick_conn (c);
       pthread_cond_init (&req->cond, &attr);
       req->state = REQ_NEW;
+      req->waiting = false;
       req->cover = NULL;
       req->ncover = req->cover_cap = 0;
       req->message[0] = '\0';

@@ -234,3 +234,36 @@ def test_fallocate_and_block_size_constraints(mount, catalog, tmp_path):
         assert m.unmount() == 0
     finally:
         srv.stop()
+
+
+def test_parallel_big_reads_over_several_connections(mount, catalog, tmp_path):
+    """Big reads split over the connections, from several threads at once,
+    all finish promptly: no reply may wait for a reader that never comes
+    (a lost hand-over of the reader role shows up as timeouts here)."""
+    image = make_random_file(tmp_path / "export.img", 48 * MiB, seed=4)
+    srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix").start()
+    try:
+        write_entry(catalog, "disk.img", f"source = {srv.uri()}\ntimeout = 4\n")
+        m = mount(catalog)
+        data = image.read_bytes()
+        for _ in range(3):
+            outs = [tmp_path / f"part{i}" for i in range(8)]
+            procs = [subprocess.Popen(["dd", f"if={m.path / 'disk.img'}", f"of={out}",
+                                       "bs=1M", f"skip={6 * i}", "count=6", "iflag=direct",
+                                       "status=none"])
+                     for i, out in enumerate(outs)]
+            try:
+                for p in procs:
+                    assert p.wait(timeout=60) == 0
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+            for i, out in enumerate(outs):
+                assert out.read_bytes() == data[6 * i * MiB:6 * (i + 1) * MiB]
+        status = m.status()
+        assert "nbd-timeouts: 0" in status and "nbd-reconnects: 0" in status, status
+        assert m.unmount() == 0
+    finally:
+        srv.stop()

@@ -109,6 +109,9 @@ struct nbd_conn
   struct nbd_req *table[NBD_TABLE_SIZE];  /* protected by lock */
   struct nbd_req *queue;       /* protected by lock */
   size_t in_flight;            /* protected by lock */
+  size_t big_reads;            /* protected by lock (read racily as a
+                                  hint): READs in flight whose payload
+                                  goes straight to the caller's buffer */
   struct timespec down_since;  /* protected by lock */
   bool reading;                /* protected by lock: a thread holds the
                                   reader role */

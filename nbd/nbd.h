@@ -6,11 +6,13 @@
  * constraints.  It knows nothing of FUSE or of the diskshelf catalog.
  *
  * Thread model: an nbd_client may be used from any number of threads at
- * once.  Each of its connections has one reader thread that matches
- * replies to requests by cookie, so many requests are in flight at once.
- * When a connection is lost, the library reconnects with back-off and
- * sends the in-flight requests again; a request fails with EIO when its
- * reply does not come within the timeout or when the server cannot be
+ * once; many requests are in flight on each connection, and replies are
+ * matched to requests by cookie in any order.  The calling threads read
+ * the replies themselves (one at a time per connection, handing the role
+ * on), so a lone request costs no thread switch; each connection also has
+ * a thread that reconnects, with back-off, when it is lost, after which
+ * the interrupted requests are sent again.  A request fails with EIO when
+ * its reply does not come within the timeout or when the server cannot be
  * reached again within the retry time.
  *
  * Errors: functions return 0 (or a count) on success and a negative

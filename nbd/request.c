@@ -44,6 +44,8 @@ nbd_table_insert (struct nbd_conn *conn, struct nbd_req *req)
   req->next = *slot;
   *slot = req;
   conn->in_flight++;
+  if (req->type == NBD_CMD_READ && req->count >= NBD_READ_BUFFER / 2)
+    conn->big_reads++;
 }
 
 /* Find the request with this cookie (lock held), or NULL. */
@@ -72,6 +74,8 @@ nbd_table_remove (struct nbd_conn *conn, uint64_t cookie)
     *p = req->next;
     req->next = NULL;
     conn->in_flight--;
+    if (req->type == NBD_CMD_READ && req->count >= NBD_READ_BUFFER / 2)
+      conn->big_reads--;
     return req;
   }
 }

@@ -309,7 +309,13 @@ nbd_conn_recv (struct nbd_conn *conn, void *buf, size_t n)
           n -= (size_t) r;
           continue;
         }
-      r = raw_recv (conn, conn->rbuf, NBD_READ_BUFFER);
+      /* While big reads are in flight, refill only what is asked for (at
+       * least a reply header and its data offset, 28 bytes), so their
+       * payload is not pulled into the buffer and copied again; otherwise
+       * take whatever has come. */
+      r = raw_recv (conn, conn->rbuf,
+                    __atomic_load_n (&conn->big_reads, __ATOMIC_RELAXED)
+                    ? (n > 28 ? n : 28) : NBD_READ_BUFFER);
       if (r < 0)
         return (int) r;
       conn->rpos = 0;

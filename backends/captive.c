@@ -305,6 +305,31 @@ make_socket (struct captive *cp)
   return 0;
 }
 
+/* True if argv0 names an executable, directly or through $PATH. */
+static bool
+command_exists (const char *argv0)
+{
+  const char *path = getenv ("PATH");
+  char buf[PATH_MAX];
+
+  if (strchr (argv0, '/'))
+    return access (argv0, X_OK) == 0;
+  if (path == NULL)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  while (*path)
+    {
+      size_t len = strcspn (path, ":");
+      if (len > 0 && len + strlen (argv0) + 2 <= sizeof buf)
+        {
+          snprintf (buf, sizeof buf, "%.*s/%s", (int) len, path, argv0);
+          if (access (buf, X_OK) == 0)
+            return true;
+        }
+      path += len + (path[len] == ':');
+    }
+  return false;
+}
+
 /* The constructor for `command = ARGV` entries. */
 int
 layer_captive_open (const struct stack_context *ctx, struct layer **out)
@@ -317,6 +342,9 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
 
   if (argv == NULL || argv[0] == NULL)
     return error_set (EINVAL, "command: empty command");
+  if (!command_exists (argv[0]))
+    return error_set (ENOENT, "command: %s: not found (give its full path "
+                      "or install it)", argv[0]);
   cp = calloc (1, sizeof *cp);
   if (cp == NULL)
     return error_set (ENOMEM, "command: out of memory");

@@ -104,3 +104,15 @@ def test_captive_restarted_after_crash_and_stopped_on_removal(mount, catalog, qc
     assert children_running(m.pid, "nbdkit memory")
     assert m.unmount() == 0
     wait_for(lambda: not children_running(m.pid, "nbdkit memory"), 10, "nbdkit to stop")
+
+
+def test_missing_command_is_a_broken_entry(mount, catalog, tmp_path):
+    write_entry(catalog, "gone.img", "command = no-such-nbd-server --flag\n")
+    write_entry(catalog, "mem.img", "command = nbdkit memory 1M\n")
+    t0 = time.monotonic()
+    m = mount(catalog)
+    assert time.monotonic() - t0 < 20
+    assert "no-such-nbd-server: not found" in m.log()
+    assert not (m.path / "gone.img").exists()
+    assert os.stat(m.path / "mem.img").st_size == 1 << 20
+    assert m.unmount() == 0

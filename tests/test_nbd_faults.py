@@ -72,9 +72,10 @@ def test_error_filter_gives_eio_on_the_failing_reads(mount, catalog, tmp_path):
         srv.stop()
 
 
-def test_server_killed_and_restarted_during_dd(mount, catalog, tmp_path):
+@pytest.mark.parametrize("tls", [None, "psk"], ids=["plain", "psk"])
+def test_server_killed_and_restarted_during_dd(mount, catalog, tmp_path, tls):
     image = make_random_file(tmp_path / "export.img", 32 * MiB, seed=6)
-    srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix")
+    srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix", tls=tls)
     srv._orig_argv = srv._nbdkit_argv
     # Slow reads down so that the kill lands in the middle of the copy.
     srv._nbdkit_argv = lambda: srv._orig_argv()[:-2] + [

@@ -17,19 +17,6 @@ layer_http_open (const struct stack_context *ctx, const char *url,
 }
 
 int
-layer_nbd_open (const struct stack_context *ctx, const char *uri,
-                struct layer **out)
-{
-  return error_set (ENOTSUP, "nbd: not built yet");
-}
-
-int
-layer_captive_open (const struct stack_context *ctx, struct layer **out)
-{
-  return error_set (ENOTSUP, "command: not built yet");
-}
-
-int
 layer_xz_open (const struct stack_context *ctx, struct layer *lower,
                struct layer **out)
 {

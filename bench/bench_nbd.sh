@@ -1,0 +1,107 @@
+#!/bin/bash
+# Benchmark: one nbdkit memory export filled with random data, read
+# through diskshelf and through nbdfuse (libnbd) in the same run.
+#
+#   bench/bench_nbd.sh             # SIZE=1G, RUNTIME=10 seconds per row
+#   SIZE=256M RUNTIME=5 REPEAT=1 bench/bench_nbd.sh
+#
+# Rows: sequential 1 MiB reads (whole export once, through the page cache
+# so FUSE sees the kernel's read-ahead), 4 KiB random reads with 1 and 4
+# readers (fio, psync, O_DIRECT so the page cache is not measured).  Prints MB/s,
+# IOPS and the diskshelf/nbdfuse ratio per row.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DISKSHELF=${DISKSHELF_BIN:-$ROOT/build/diskshelf}
+SIZE=${SIZE:-1G}
+RUNTIME=${RUNTIME:-10}
+REPEAT=${REPEAT:-3}
+WORK=$(mktemp -d /tmp/bench-nbd.XXXXXX)
+SOCK=$WORK/nbdkit.sock
+pids=()
+
+cleanup () {
+  fusermount3 -u "$WORK/ds" 2>/dev/null || true
+  fusermount3 -u "$WORK/nf" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_for () {  # wait_for SECONDS COMMAND...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" 2>/dev/null; do
+    if ((SECONDS > deadline)); then echo "timed out: $*" >&2; exit 1; fi
+    sleep 0.1
+  done
+}
+
+[ -x "$DISKSHELF" ] || { echo "build diskshelf first ($DISKSHELF)" >&2; exit 1; }
+for t in nbdkit nbdfuse nbdcopy fio; do
+  command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }
+done
+
+nbdkit -f -U "$SOCK" --threads 16 memory "$SIZE" &
+pids+=($!)
+wait_for 10 test -S "$SOCK"
+# Fill the export with incompressible data.
+nbdkit -U - random "$SIZE" seed=42 --run "nbdcopy \"\$uri\" 'nbd+unix:///?socket=$SOCK'"
+
+mkdir -p "$WORK/cat" "$WORK/ds" "$WORK/nf"
+echo "source = nbd+unix:///?socket=$SOCK" > "$WORK/cat/disk.img.conf"
+"$DISKSHELF" -f --cache-dir=none "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
+pids+=($!)
+wait_for 20 test -e "$WORK/ds/disk.img"
+
+touch "$WORK/nf/disk.img"
+nbdfuse -r "$WORK/nf/disk.img" "nbd+unix:///?socket=$SOCK" &
+pids+=($!)
+wait_for 20 mountpoint -q "$WORK/nf/disk.img"
+
+# run_fio FILE RW BS JOBS -> "MB/s IOPS".  Sequential rows read the whole
+# export once through the page cache (FUSE gets the kernel's 128 KiB
+# read-ahead requests; the cache is dropped first); random rows use
+# O_DIRECT for RUNTIME seconds.
+run_fio () {
+  local mode
+  if [ "$2" = read ]; then
+    # Each reader reads its own part, so the page cache is not shared.
+    local part
+    part=$(/usr/bin/python3 -c "
+s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+n = int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s)
+print(n // $4)")
+    mode="--direct=0 --invalidate=1 --size=$part --offset_increment=$part"
+  else
+    mode="--direct=1 --time_based --runtime=$RUNTIME --ramp_time=1 --size=$SIZE"
+  fi
+  # shellcheck disable=SC2086
+  fio --name=b --filename="$1" --rw="$2" --bs="$3" --numjobs="$4" \
+      --ioengine=psync $mode --group_reporting \
+      --randrepeat=0 --norandommap --output-format=json 2>/dev/null |
+    /usr/bin/python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]["read"]
+print("%.1f %.0f" % (j["bw_bytes"] / 1e6, j["iops"]))'
+}
+
+printf '%-26s %12s %12s %12s %12s %8s\n' "row (size $SIZE)" "diskshelf" "" "nbdfuse" "" "ratio"
+printf '%-26s %12s %12s %12s %12s %8s\n' "" "MB/s" "IOPS" "MB/s" "IOPS" ""
+# Each row runs REPEAT times, alternating diskshelf and nbdfuse so both
+# see the same machine load, and keeps each one's best run.
+row () {  # row LABEL RW BS JOBS
+  local dmb=0 dio=0 nmb=0 nio=0 a b i
+  for ((i = 0; i < REPEAT; i++)); do
+    read -r a b < <(run_fio "$WORK/ds/disk.img" "$2" "$3" "$4")
+    if /usr/bin/python3 -c "import sys; sys.exit(not $a > $dmb)"; then dmb=$a; dio=$b; fi
+    read -r a b < <(run_fio "$WORK/nf/disk.img" "$2" "$3" "$4")
+    if /usr/bin/python3 -c "import sys; sys.exit(not $a > $nmb)"; then nmb=$a; nio=$b; fi
+  done
+  ratio=$(/usr/bin/python3 -c "print('%.2f' % ($dmb / $nmb if $nmb else 0))")
+  printf '%-26s %12s %12s %12s %12s %7sx\n' "$1" "$dmb" "$dio" "$nmb" "$nio" "$ratio"
+}
+row "seq read 1 MiB, 1 reader" read 1M 1
+row "seq read 1 MiB, 4 readers" read 1M 4
+row "rand read 4 KiB, 1 reader" randread 4k 1
+row "rand read 4 KiB, 4 readers" randread 4k 4

@@ -1,0 +1,231 @@
+/* diskshelf nbd: one connection to the server: connecting and
+ * negotiating, the reader thread, and what happens when the connection
+ * is lost (replay after a reconnect with back-off, or EIO). */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Create an unconnected connection object. */
+int
+nbd_conn_new (struct nbd_client *c, unsigned index, struct nbd_conn **out)
+{
+  struct nbd_conn *conn = calloc (1, sizeof *conn);
+  pthread_condattr_t attr;
+
+  if (conn == NULL || (conn->rbuf = malloc (NBD_READ_BUFFER)) == NULL)
+    {
+      free (conn);
+      return nbd_set_error (ENOMEM, "%s: out of memory", c->name);
+    }
+  conn->client = c;
+  conn->index = index;
+  conn->fd = -1;
+  conn->state = CONN_DOWN;
+  conn->next_cookie = 1;
+  pthread_mutex_init (&conn->lock, NULL);
+  pthread_mutex_init (&conn->wlock, NULL);
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&conn->reader_cond, &attr);
+  pthread_condattr_destroy (&attr);
+  clock_gettime (CLOCK_MONOTONIC, &conn->down_since);
+  *out = conn;
+  return 0;
+}
+
+/* Free a connection whose reader has stopped. */
+void
+nbd_conn_free (struct nbd_conn *conn)
+{
+  if (conn == NULL)
+    return;
+  nbd_conn_drop_transport (conn);
+  pthread_mutex_destroy (&conn->lock);
+  pthread_mutex_destroy (&conn->wlock);
+  pthread_cond_destroy (&conn->reader_cond);
+  free (conn->rbuf);
+  free (conn);
+}
+
+/* Open a socket and negotiate; on success the connection is usable
+ * (state still set by the caller).  Only the reader thread or nbd_open
+ * calls this, while no request can be sent. */
+int
+nbd_conn_connect (struct nbd_conn *conn)
+{
+  struct nbd_client *c = conn->client;
+  int fd, r;
+
+  r = nbd_socket_connect (c, &fd);
+  if (r < 0)
+    return r;
+  nbd_socket_set_timeout (fd, c->timeout);
+  pthread_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->wlock);
+  conn->fd = fd;
+  conn->rpos = conn->rlen = 0;
+  pthread_mutex_unlock (&conn->wlock);
+  pthread_mutex_unlock (&conn->lock);
+
+  r = nbd_handshake (conn);
+  if (r == 0 && c->nconns > 0)
+    {
+      /* A reconnect must find the same export. */
+      if (conn->info.size != c->info.size)
+        r = nbd_set_error (ESTALE, "%s: the export changed size from %llu "
+                           "to %llu", c->name,
+                           (unsigned long long) c->info.size,
+                           (unsigned long long) conn->info.size);
+      else if ((conn->info.eflags & NBD_FLAG_READ_ONLY)
+               && !(c->info.eflags & NBD_FLAG_READ_ONLY))
+        r = nbd_set_error (EROFS, "%s: the export became read-only",
+                           c->name);
+      else if (conn->info.min_block > c->info.min_block
+               || conn->info.max_payload < c->info.max_payload
+               || conn->info.structured != c->info.structured)
+        r = nbd_set_error (EPROTO, "%s: the server's limits changed",
+                           c->name);
+    }
+  if (r == 0)
+    {
+      /* The socket keeps its timeout: a server that stops in the
+       * middle of a reply cannot hold the reader role forever. */
+      return 0;
+    }
+  pthread_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->wlock);
+  nbd_conn_drop_transport (conn);
+  pthread_mutex_unlock (&conn->wlock);
+  pthread_mutex_unlock (&conn->lock);
+  return r;
+}
+
+/* The connection broke (or the server broke the protocol): drop the
+ * transport, replay what was in flight after a reconnect, or fail it. */
+void
+nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
+{
+  size_t i;
+
+  if (conn->fd >= 0)
+    shutdown (conn->fd, SHUT_RDWR);
+  pthread_mutex_lock (&conn->lock);
+  pthread_mutex_lock (&conn->wlock);
+  nbd_conn_drop_transport (conn);
+  conn->gen++;
+  pthread_mutex_unlock (&conn->wlock);
+  if (conn->state != CONN_CLOSING)
+    conn->state = CONN_DOWN;
+  clock_gettime (CLOCK_MONOTONIC, &conn->down_since);
+  for (i = 0; i < NBD_TABLE_SIZE; i++)
+    while (conn->table[i])
+      {
+        struct nbd_req *req = conn->table[i];
+
+        if (req->timed_out)
+          nbd_req_complete (conn, req, ETIMEDOUT, "no reply within the "
+                            "timeout");
+        else if (fatal || conn->state == CONN_CLOSING)
+          nbd_req_complete (conn, req, EIO, why);
+        else
+          {
+            /* Queue it; its caller sends it again after the reconnect. */
+            nbd_table_remove (conn, req->cookie);
+            req->state = REQ_QUEUED;
+            req->deadline = conn->down_since;
+            req->deadline.tv_sec += (time_t) conn->client->retry_time;
+            req->next = conn->queue;
+            conn->queue = req;
+          }
+      }
+  pthread_cond_signal (&conn->reader_cond);
+  pthread_mutex_unlock (&conn->lock);
+}
+
+/* Fail every queued request with EIO (lock held). */
+static void
+fail_queue (struct nbd_conn *conn, const char *why)
+{
+  while (conn->queue)
+    nbd_req_complete (conn, conn->queue, EIO, why);
+}
+
+/* Wake every caller whose request waits for the connection (lock held). */
+static void
+wake_queue (struct nbd_conn *conn)
+{
+  struct nbd_req *req;
+
+  for (req = conn->queue; req; req = req->next)
+    pthread_cond_signal (&req->cond);
+}
+
+/* Try to reconnect once; on failure wait the back-off or give up. */
+static void
+reconnect (struct nbd_conn *conn, double *backoff)
+{
+  struct nbd_client *c = conn->client;
+  struct timespec until;
+  int r = nbd_conn_connect (conn);
+
+  pthread_mutex_lock (&conn->lock);
+  if (conn->state == CONN_CLOSING)
+    ;
+  else if (r == 0)
+    {
+      conn->state = CONN_UP;
+      *backoff = 0.05;
+      atomic_fetch_add (&c->reconnects, 1);
+      wake_queue (conn);
+    }
+  else
+    {
+      char why[512];
+      struct timespec limit = conn->down_since;
+
+      snprintf (why, sizeof why, "%s", nbd_get_error ());
+      limit.tv_sec += (time_t) c->retry_time;
+      if (conn->state == CONN_FAILED || nbd_deadline_passed (&limit))
+        {
+          conn->state = CONN_FAILED;
+          fail_queue (conn, why);
+        }
+      else
+        {
+          nbd_deadline_after (&until, *backoff);
+          pthread_cond_timedwait (&conn->reader_cond, &conn->lock, &until);
+          *backoff = *backoff * 2 > 2.0 ? 2.0 : *backoff * 2;
+        }
+    }
+  pthread_mutex_unlock (&conn->lock);
+}
+
+/* The connection's thread: reconnect after a loss (callers read the
+ * replies themselves while the connection is up). */
+void *
+nbd_reader_thread (void *arg)
+{
+  struct nbd_conn *conn = arg;
+  double backoff = 0.05;
+
+  for (;;)
+    {
+      pthread_mutex_lock (&conn->lock);
+      while (conn->state == CONN_UP
+             || (conn->state == CONN_FAILED && conn->queue == NULL))
+        pthread_cond_wait (&conn->reader_cond, &conn->lock);
+      if (conn->state == CONN_CLOSING)
+        {
+          pthread_mutex_unlock (&conn->lock);
+          break;
+        }
+      pthread_mutex_unlock (&conn->lock);
+      reconnect (conn, &backoff);
+    }
+  return NULL;
+}

@@ -1,0 +1,179 @@
+"""Real NBD servers for the NBD tests: nbdkit, qemu-nbd and nbd-server,
+each over a Unix socket or 127.0.0.1 TCP, in the clear or with TLS
+(X.509 from the test CA, or PSK made by psktool).  Every server is
+started in its own session and stopped by PID; every wait has a timeout."""
+
+import os
+import pathlib
+import socket
+import subprocess
+
+from peers import free_port, port_open, run, scaled, start_process, stop_process, wait_for
+
+PSK_USER = "alice"
+
+
+def make_psk(directory):
+    """A PSK keys file (DIR/keys.psk, the name qemu-nbd wants) made by
+    psktool for PSK_USER."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "keys.psk"
+    if not path.exists():
+        run(["psktool", "-u", PSK_USER, "-p", path], stdin=subprocess.DEVNULL)
+    return path
+
+
+def unix_ready(path):
+    """True when something accepts connections on the Unix socket."""
+    if not os.path.exists(path):
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.5)
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class NbdServer:
+    """One real NBD server exporting `image`.
+
+    kind: "nbdkit", "qemu-nbd" or "nbd-server"; tls: None, "x509" or
+    "psk"; transport: "unix" or "tcp".  `uri()` gives the URI for a
+    catalog entry."""
+
+    def __init__(self, kind, image, workdir, tls=None, transport="unix", ca=None,
+                 extra_args=(), readonly=False):
+        self.kind = kind
+        self.image = pathlib.Path(image)
+        self.dir = pathlib.Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        self.transport = transport
+        self.ca = ca
+        self.extra_args = list(extra_args)
+        self.readonly = readonly
+        self.sock = self.dir / f"{kind}.sock"
+        self.port = free_port()
+        self.proc = None
+        self.pid_file = self.dir / "nbd-server.pid"
+        self.psk = make_psk(self.dir / "psk") if tls == "psk" else None
+        self.export = "disk" if kind == "nbd-server" else ""
+        self.log_path = self.dir / f"{kind}.log"
+
+    # -- command lines --------------------------------------------------
+    def _nbdkit_argv(self):
+        argv = ["nbdkit", "-f"]
+        if self.transport == "unix":
+            argv += ["-U", self.sock]
+        else:
+            argv += ["-i", "127.0.0.1", "-p", str(self.port)]
+        if self.tls == "x509":
+            argv += ["--tls=require", f"--tls-certificates={self.ca.dir}"]
+        elif self.tls == "psk":
+            argv += ["--tls=require", f"--tls-psk={self.psk}"]
+        if self.readonly:
+            argv += ["-r"]
+        return argv + self.extra_args + ["file", self.image]
+
+    def _qemu_argv(self):
+        argv = ["qemu-nbd", "-t", "-f", "raw"]
+        if self.transport == "unix":
+            argv += ["-k", self.sock]
+        else:
+            argv += ["-b", "127.0.0.1", "-p", str(self.port)]
+        if self.tls == "x509":
+            argv += ["--object", f"tls-creds-x509,id=tls0,endpoint=server,dir={self.ca.dir}",
+                     "--tls-creds", "tls0"]
+        elif self.tls == "psk":
+            argv += ["--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={self.psk.parent}",
+                     "--tls-creds", "tls0"]
+        if self.readonly:
+            argv += ["-r"]
+        return argv + self.extra_args + [self.image]
+
+    def _nbd_server_argv(self):
+        lines = ["[generic]", f"port = {self.port}", "listenaddr = 127.0.0.1",
+                 "allowlist = false"]
+        if self.transport == "unix":
+            lines.append(f"unixsock = {self.sock}")
+        if self.tls == "x509":
+            lines += [f"certfile = {self.ca.server_cert}", f"keyfile = {self.ca.server_key}",
+                      f"cacertfile = {self.ca.ca_cert}", "force_tls = true"]
+        elif self.tls == "psk":
+            raise ValueError("nbd-server 3.24 has no PSK support")
+        lines += [f"[{self.export}]", f"exportname = {self.image}",
+                  f"readonly = {'true' if self.readonly else 'false'}",
+                  "flush = true", "fua = true", "trim = true"]
+        conf = self.dir / "nbd-server.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return ["nbd-server", "-C", conf, "-p", self.pid_file]
+
+    # -- life cycle -----------------------------------------------------
+    def start(self):
+        """Start the server and wait until it accepts connections."""
+        if self.transport == "unix" and self.sock.exists():
+            self.sock.unlink()
+        argv = {"nbdkit": self._nbdkit_argv, "qemu-nbd": self._qemu_argv,
+                "nbd-server": self._nbd_server_argv}[self.kind]()
+        if self.kind == "nbd-server" and self.pid_file.exists():
+            self.pid_file.unlink()
+        self.proc = start_process(argv, log_path=self.log_path)
+        if self.kind == "nbd-server":
+            # It forks into the background; the daemon's PID is in the file.
+            wait_for(lambda: self.pid_file.exists() and self.pid_file.read_text().strip(),
+                     15, "nbd-server to write its PID")
+            self.proc.wait(timeout=scaled(10))
+            self.daemon_pid = int(self.pid_file.read_text().strip())
+        ready = (lambda: unix_ready(self.sock)) if self.transport == "unix" \
+            else (lambda: port_open(self.port))
+        wait_for(lambda: ready() or (self.kind != "nbd-server" and self.proc.poll() is not None),
+                 20, f"{self.kind} to listen")
+        if self.kind != "nbd-server" and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.kind} exited: {self.log_path.read_text()}")
+        return self
+
+    def stop(self, sig=None):
+        """Stop the server by PID."""
+        import signal
+        if self.kind == "nbd-server" and getattr(self, "daemon_pid", None):
+            try:
+                os.kill(self.daemon_pid, sig or signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            wait_for(lambda: not os.path.exists(f"/proc/{self.daemon_pid}")
+                     or open(f"/proc/{self.daemon_pid}/stat").read().split()[2] == "Z",
+                     15, "nbd-server to exit")
+            self.daemon_pid = None
+        elif self.proc is not None:
+            stop_process(self.proc, sig=sig or signal.SIGTERM)
+        self.proc = None
+
+    def kill(self):
+        """Kill the server at once (SIGKILL), as a crash would."""
+        import signal
+        self.stop(sig=signal.SIGKILL)
+
+    def uri(self, verify=True):
+        """The NBD URI a catalog entry uses for this server."""
+        scheme = "nbds" if self.tls else "nbd"
+        user = f"{PSK_USER}@" if self.tls == "psk" else ""
+        query = []
+        if self.transport == "unix":
+            scheme += "+unix"
+            query.append(f"socket={self.sock}")
+            authority = user
+        else:
+            authority = f"{user}127.0.0.1:{self.port}"
+        if self.tls == "x509":
+            query.append(f"tls-certificates={self.ca.dir}")
+        elif self.tls == "psk":
+            query.append(f"tls-psk-file={self.psk}")
+        if self.tls and not verify:
+            query.append("tls-verify-peer=0")
+        q = ("?" + "&".join(query)) if query else ""
+        return f"{scheme}://{authority}/{self.export}{q}"

@@ -172,8 +172,8 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
 events {{ worker_connections 256; }}
 http {{
-    access_log {prefix}/access.log ds;
     log_format ds '$request_method $uri $status $body_bytes_sent "$http_range" "$http_if_range" $request_time';
+    access_log {prefix}/access.log ds;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;

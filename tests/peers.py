@@ -89,7 +89,10 @@ def write_entry(catalog, name, text):
     """Write CATALOG/NAME.conf (making subdirectories) and return its path."""
     path = pathlib.Path(catalog) / (name + ".conf")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    # Write then rename, as editors do, so a reload never sees half a file.
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    tmp.rename(path)
     return path
 
 

@@ -1,0 +1,457 @@
+/* diskshelf: reading an HTTP object in chunks: the chunk table (one
+ * fetch per missing chunk, however many readers want it), the worker
+ * threads that fetch, read-ahead for a sequential reader, the disk
+ * cache in front of it all and a small memory cache when the disk cache
+ * is off or full.  See internal.h for the thread model. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+#define WORKER_IDLE_S 60
+
+/* The bucket of chunk index i. */
+static struct chunk **
+bucket (struct http_layer *h, uint64_t i)
+{
+  return &h->table[(i * 0x9E3779B97F4A7C15ull) >> 56 & (HTTP_BUCKETS - 1)];
+}
+
+/* The chunk in the table with index i, or NULL (lock held). */
+static struct chunk *
+lookup (struct http_layer *h, uint64_t i)
+{
+  for (struct chunk *c = *bucket (h, i); c; c = c->hnext)
+    if (c->index == i)
+      return c;
+  return NULL;
+}
+
+/* Unlink a chunk from the memory LRU (lock held). */
+static void
+lru_del (struct http_layer *h, struct chunk *c)
+{
+  if (c->lprev == NULL && h->lru_head != c)
+    return;
+  if (c->lprev)
+    c->lprev->lnext = c->lnext;
+  else
+    h->lru_head = c->lnext;
+  if (c->lnext)
+    c->lnext->lprev = c->lprev;
+  else
+    h->lru_tail = c->lprev;
+  c->lprev = c->lnext = NULL;
+  h->nmem--;
+}
+
+/* Put a chunk at the young end of the memory LRU (lock held). */
+static void
+lru_add (struct http_layer *h, struct chunk *c)
+{
+  c->lprev = NULL;
+  c->lnext = h->lru_head;
+  if (h->lru_head)
+    h->lru_head->lprev = c;
+  h->lru_head = c;
+  if (h->lru_tail == NULL)
+    h->lru_tail = c;
+  h->nmem++;
+}
+
+/* Drop a reference; the last one frees the chunk (lock held). */
+static void
+chunk_unref (struct chunk *c)
+{
+  if (--c->refs > 0)
+    return;
+  free (c->buf);
+  free (c->message);
+  free (c);
+}
+
+/* Take a chunk out of the table and the LRU (lock held). */
+static void
+table_remove (struct http_layer *h, struct chunk *c)
+{
+  if (!c->in_table)
+    return;
+  for (struct chunk **p = bucket (h, c->index); *p; p = &(*p)->hnext)
+    if (*p == c)
+      {
+        *p = c->hnext;
+        break;
+      }
+  c->in_table = false;
+  lru_del (h, c);
+  chunk_unref (c);
+}
+
+/* Keep at most HTTP_MEM_CHUNKS unstored chunks in memory (lock held). */
+static void
+lru_trim (struct http_layer *h)
+{
+  struct chunk *c = h->lru_tail;
+
+  while (c && h->nmem > HTTP_MEM_CHUNKS)
+    {
+      struct chunk *prev = c->lprev;
+      if (c->refs == 1)
+        table_remove (h, c);
+      c = prev;
+    }
+}
+
+static void *worker_main (void *arg);
+
+/* Queue a new fetch of chunk i, at the front for a waiting reader or at
+ * the back for read-ahead, starting a worker if none is free (lock
+ * held).  Returns the chunk (owned by the table) or NULL. */
+static struct chunk *
+start_fetch (struct http_layer *h, uint64_t i, bool front)
+{
+  struct chunk *c = calloc (1, sizeof *c);
+
+  if (c == NULL || (c->buf = malloc (HTTP_CHUNK)) == NULL)
+    {
+      free (c);
+      return NULL;
+    }
+  c->index = i;
+  c->len = i * HTTP_CHUNK + HTTP_CHUNK <= h->layer.size ? HTTP_CHUNK
+    : (size_t) (h->layer.size - i * HTTP_CHUNK);
+  c->state = CHUNK_FETCHING;
+  c->refs = 1;
+  c->in_table = true;
+  c->hnext = *bucket (h, i);
+  *bucket (h, i) = c;
+  c->queued = true;
+  if (front)
+    {
+      c->qnext = h->qhead;
+      h->qhead = c;
+      if (h->qtail == NULL)
+        h->qtail = c;
+    }
+  else
+    {
+      if (h->qtail)
+        h->qtail->qnext = c;
+      else
+        h->qhead = c;
+      h->qtail = c;
+    }
+  h->inflight++;
+  if (h->idle > 0)
+    pthread_cond_signal (&h->work_cond);
+  else if (h->workers < h->max_workers)
+    {
+      pthread_t t;
+      pthread_attr_t attr;
+
+      pthread_attr_init (&attr);
+      pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+      if (pthread_create (&t, &attr, worker_main, h) == 0)
+        h->workers++;
+      pthread_attr_destroy (&attr);
+    }
+  return c;
+}
+
+/* True when the disk cache holds chunk i. */
+static bool
+stored (struct http_layer *h, uint64_t i)
+{
+  return h->dc && disk_cache_has (h->dc, i * HTTP_CHUNK, 1);
+}
+
+/* Update the sequential-reader state after a read of chunks
+ * [first, last] and queue read-ahead beyond it (lock held). */
+static void
+read_ahead (struct http_layer *h, uint64_t first, uint64_t last)
+{
+  bool seq = first == h->ra_last || first == h->ra_last + 1;
+  uint64_t j, to;
+
+  if (!seq)
+    {
+      h->ra_window = 0;
+      h->ra_next = 0;
+      h->ra_last = last;
+      return;
+    }
+  if (last > h->ra_last || h->ra_last == UINT64_MAX)
+    h->ra_last = last;
+  h->ra_window = h->ra_window == 0 ? HTTP_RA_MIN
+    : (h->ra_window * 2 > HTTP_RA_MAX ? HTTP_RA_MAX : h->ra_window * 2);
+  to = last + h->ra_window;
+  if (to >= h->nchunks)
+    to = h->nchunks - 1;
+  for (j = last + 1 > h->ra_next ? last + 1 : h->ra_next; j <= to; j++)
+    {
+      if (h->inflight >= HTTP_RA_MAX)
+        break;
+      if (lookup (h, j) == NULL && !stored (h, j)
+          && start_fetch (h, j, false) == NULL)
+        break;
+    }
+  h->ra_next = j;
+}
+
+/* A worker: takes chunks off the queue, fetches them with its own curl
+ * handle (one kept-alive connection), stores them in the disk cache and
+ * wakes the readers.  Leaves after a minute without work. */
+static void *
+worker_main (void *arg)
+{
+  struct http_layer *h = arg;
+  CURL *curl = NULL;
+
+  pthread_mutex_lock (&h->lock);
+  for (;;)
+    {
+      struct chunk *c;
+      char *message = NULL;
+      bool kept = false;
+      uint64_t off;
+      int r;
+
+      while (h->qhead == NULL && !h->closing)
+        {
+          struct timespec ts;
+          int w;
+          clock_gettime (CLOCK_REALTIME, &ts);
+          ts.tv_sec += WORKER_IDLE_S;
+          h->idle++;
+          w = pthread_cond_timedwait (&h->work_cond, &h->lock, &ts);
+          h->idle--;
+          if (w != 0 && h->qhead == NULL)
+            break;
+        }
+      if (h->closing || h->qhead == NULL)
+        break;
+      c = h->qhead;
+      h->qhead = c->qnext;
+      if (h->qhead == NULL)
+        h->qtail = NULL;
+      c->qnext = NULL;
+      c->queued = false;
+      c->refs++;
+      pthread_mutex_unlock (&h->lock);
+
+      off = c->index * HTTP_CHUNK;
+      if (curl == NULL)
+        curl = http_handle_new (&h->rc, &h->stopping);
+      if (curl == NULL)
+        r = error_set (ENOMEM, "http: %s: cannot create a curl handle",
+                       h->rc.entry_name);
+      else
+        r = http_fetch (h, curl, c->buf, off, c->len);
+      if (r < 0)
+        message = strdup (error_message ());
+      else if (h->dc && !atomic_load (&h->changed))
+        {
+          disk_cache_write (h->dc, c->buf, c->len, off);
+          kept = disk_cache_has (h->dc, off, c->len);
+        }
+
+      pthread_mutex_lock (&h->lock);
+      h->inflight--;
+      if (r == 0)
+        {
+          c->state = CHUNK_READY;
+          c->stored = kept;
+          if (kept)
+            table_remove (h, c);    /* readers now use the disk cache */
+          else if (c->in_table)
+            lru_add (h, c);
+        }
+      else
+        {
+          c->state = CHUNK_FAILED;
+          c->err = r;
+          c->message = message;
+          table_remove (h, c);
+        }
+      pthread_cond_broadcast (&h->chunk_cond);
+      chunk_unref (c);
+      lru_trim (h);
+    }
+  h->workers--;
+  pthread_cond_broadcast (&h->chunk_cond);
+  pthread_mutex_unlock (&h->lock);
+  /* h may be gone from here on. */
+  if (curl)
+    curl_easy_cleanup (curl);
+  return NULL;
+}
+
+/* Find chunk i for a reader: a reference on the chunk in the table (or
+ * on a new fetch), or NULL when the disk cache has it (lock held). */
+static int
+want_chunk (struct http_layer *h, uint64_t i, bool check_cache,
+            struct chunk **out)
+{
+  struct chunk *c = lookup (h, i);
+
+  if (c == NULL && check_cache && stored (h, i))
+    {
+      *out = NULL;
+      return 0;
+    }
+  if (c == NULL)
+    c = start_fetch (h, i, true);
+  if (c == NULL)
+    return error_set (ENOMEM, "http: %s: out of memory", h->rc.entry_name);
+  c->refs++;
+  *out = c;
+  return 0;
+}
+
+/* Copy one chunk's part of a read out of c, waiting for its fetch. */
+static int
+copy_from_chunk (struct http_layer *h, struct chunk *c, char *dst,
+                 uint64_t start, size_t n)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&h->lock);
+  while (c->state == CHUNK_FETCHING)
+    pthread_cond_wait (&h->chunk_cond, &h->lock);
+  pthread_mutex_unlock (&h->lock);
+  if (c->state == CHUNK_READY)
+    memcpy (dst, c->buf + (start - c->index * HTTP_CHUNK), n);
+  else
+    r = error_set (-c->err, "%s", c->message ? c->message
+                   : "http: fetch failed");
+  return r;
+}
+
+/* The layer's pread: the disk cache without locks when it has the whole
+ * range, else chunk by chunk through the table. */
+int
+http_chunks_pread (struct http_layer *h, void *buf, size_t count,
+                   uint64_t offset)
+{
+  uint64_t first = offset / HTTP_CHUNK;
+  uint64_t last = (offset + count - 1) / HTTP_CHUNK;
+  size_t n = (size_t) (last - first + 1);
+  struct chunk *local[8], **cs;
+  int r = 0;
+
+  if (atomic_load (&h->changed))
+    return error_set (EIO, "http: %s: %s changed on the server; reopen "
+                      "the entry", h->rc.entry_name, h->rc.display);
+  if (h->dc && disk_cache_read (h->dc, buf, count, offset) == 0)
+    {
+      /* Warm: only look at read-ahead where the cached run ends. */
+      if (last + 1 < h->nchunks && !stored (h, last + 1))
+        {
+          pthread_mutex_lock (&h->lock);
+          read_ahead (h, first, last);
+          pthread_mutex_unlock (&h->lock);
+        }
+      return 0;
+    }
+
+  cs = n <= 8 ? local : calloc (n, sizeof *cs);
+  if (cs == NULL)
+    return error_set (ENOMEM, "http: %s: out of memory", h->rc.entry_name);
+  pthread_mutex_lock (&h->lock);
+  for (size_t k = 0; k < n; k++)
+    {
+      cs[k] = NULL;
+      if (r == 0)
+        r = want_chunk (h, first + k, true, &cs[k]);
+    }
+  read_ahead (h, first, last);
+  pthread_mutex_unlock (&h->lock);
+
+  for (size_t k = 0; k < n; k++)
+    {
+      uint64_t cstart = (first + k) * HTTP_CHUNK;
+      uint64_t s = offset > cstart ? offset : cstart;
+      uint64_t e = offset + count < cstart + HTTP_CHUNK ? offset + count
+        : cstart + HTTP_CHUNK;
+      char *dst = (char *) buf + (s - offset);
+
+      if (r == 0 && cs[k] == NULL
+          && disk_cache_read (h->dc, dst, (size_t) (e - s), s) < 0)
+        {
+          /* Evicted since we looked: fetch it after all. */
+          pthread_mutex_lock (&h->lock);
+          r = want_chunk (h, first + k, false, &cs[k]);
+          pthread_mutex_unlock (&h->lock);
+        }
+      if (r == 0 && cs[k])
+        r = copy_from_chunk (h, cs[k], dst, s, (size_t) (e - s));
+    }
+
+  pthread_mutex_lock (&h->lock);
+  for (size_t k = 0; k < n; k++)
+    if (cs[k])
+      {
+        if (cs[k]->in_table && cs[k]->state == CHUNK_READY)
+          {
+            lru_del (h, cs[k]);
+            lru_add (h, cs[k]);
+          }
+        chunk_unref (cs[k]);
+      }
+  pthread_mutex_unlock (&h->lock);
+  if (cs != local)
+    free (cs);
+  return r;
+}
+
+/* Queue read-ahead of a range a caller will read soon. */
+int
+http_chunks_prefetch (struct http_layer *h, uint64_t offset, uint64_t length)
+{
+  uint64_t first, last;
+
+  if (length == 0 || offset >= h->layer.size)
+    return 0;
+  if (length > h->layer.size - offset)
+    length = h->layer.size - offset;
+  first = offset / HTTP_CHUNK;
+  last = (offset + length - 1) / HTTP_CHUNK;
+  pthread_mutex_lock (&h->lock);
+  for (uint64_t j = first; j <= last && h->inflight < 4 * HTTP_RA_MAX; j++)
+    if (lookup (h, j) == NULL && !stored (h, j))
+      start_fetch (h, j, false);
+  pthread_mutex_unlock (&h->lock);
+  return 0;
+}
+
+/* Stop the workers (aborting their transfers), fail queued fetches and
+ * free every chunk.  No reader may be inside the layer. */
+void
+http_chunks_shutdown (struct http_layer *h)
+{
+  pthread_mutex_lock (&h->lock);
+  h->closing = true;
+  atomic_store (&h->stopping, true);
+  pthread_cond_broadcast (&h->work_cond);
+  while (h->qhead)
+    {
+      struct chunk *c = h->qhead;
+      h->qhead = c->qnext;
+      c->queued = false;
+      c->state = CHUNK_FAILED;
+      c->err = -EIO;
+      h->inflight--;
+      table_remove (h, c);
+    }
+  h->qtail = NULL;
+  while (h->workers > 0)
+    pthread_cond_wait (&h->chunk_cond, &h->lock);
+  for (int b = 0; b < HTTP_BUCKETS; b++)
+    while (h->table[b])
+      table_remove (h, h->table[b]);
+  pthread_mutex_unlock (&h->lock);
+}

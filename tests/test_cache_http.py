@@ -1,0 +1,105 @@
+"""The disk cache behind HTTP entries: a second daemon run reads from the
+cache without fetching again, the cache stays under --cache-size, and a
+tiny or full file system under the cache dir still gives correct data."""
+
+import os
+import subprocess
+
+import pytest
+
+from http_helpers import data_gets, http_server, place_image  # noqa: F401
+from peers import run, sha256, write_entry
+
+MiB = 1 << 20
+
+
+def dir_bytes(path):
+    """Disk usage of a directory in bytes (allocated blocks)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def read_ranges(path, ranges):
+    with open(path, "rb", buffering=0) as f:
+        out = []
+        for off, n in ranges:
+            f.seek(off)
+            out.append(f.read(n))
+        return out
+
+
+def test_second_run_reads_from_cache(mount, catalog, http_server, tmp_path):
+    image = place_image(http_server, "disk.img", 40 * MiB + 777)
+    data = image.read_bytes()
+    cache = tmp_path / "dc"
+    write_entry(catalog, "c.img", f"source = {http_server.url('disk.img')}\n")
+    ranges = [(0, 65536), (5 * MiB + 3, 200000), (40 * MiB, 777), (17 * MiB, 3 * MiB)]
+
+    m = mount(catalog, f"--cache-dir={cache}")
+    assert read_ranges(m.path / "c.img", ranges) == [data[o:o + n] for o, n in ranges]
+    assert m.unmount() == 0
+    before = len(http_server.requests())
+    assert data_gets(http_server, "/disk.img")
+
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    assert read_ranges(m2.path / "c.img", ranges) == [data[o:o + n] for o, n in ranges]
+    new = http_server.requests()[before:]
+    # At most the validation request at open; no data fetched again.
+    assert [r for r in new if r["method"] == "GET" and r["bytes"] > 1] == []
+    assert len(new) <= 1
+    assert "cache-present:" in m2.status()
+
+
+def test_cache_stays_under_size(mount, catalog, http_server, tmp_path):
+    a = place_image(http_server, "a.img", 48 * MiB, seed=1)
+    b = place_image(http_server, "b.img", 24 * MiB, seed=2)
+    cache = tmp_path / "dc"
+    write_entry(catalog, "a.img", f"source = {http_server.url('a.img')}\n")
+    write_entry(catalog, "b.img", f"source = {http_server.url('b.img')}\n")
+    m = mount(catalog, f"--cache-dir={cache}", "--cache-size=16M")
+    assert sha256(m.path / "a.img") == sha256(a)
+    assert dir_bytes(cache) <= 16 * MiB
+    assert sha256(m.path / "b.img") == sha256(b)
+    assert dir_bytes(cache) <= 16 * MiB
+    assert m.unmount() == 0
+    assert dir_bytes(cache) <= 16 * MiB
+    # The most recently read data is what the cache kept.
+    m2 = mount(catalog, f"--cache-dir={cache}", "--cache-size=16M")
+    before = len(http_server.requests())
+    assert read_ranges(m2.path / "b.img", [(23 * MiB, 4096)]) == [b.read_bytes()[23 * MiB:
+                                                                               23 * MiB + 4096]]
+    assert [r for r in http_server.requests()[before:] if r["method"] == "GET"] == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 3 MiB tmpfs mounted for the test and unmounted after it."""
+    path = tmp_path / "tiny"
+    path.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", path])
+    yield path
+    subprocess.run(["umount", "-l", str(path)], timeout=30)
+
+
+def test_tiny_filesystem_still_correct(mount, catalog, http_server, tiny_fs):
+    image = place_image(http_server, "disk.img", 20 * MiB)
+    write_entry(catalog, "t.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog, f"--cache-dir={tiny_fs / 'cache'}", "--cache-size=1G")
+    assert sha256(m.path / "t.img") == sha256(image)
+    m.wait_log(r"warning: cache: .*(No space left|cannot)")
+    data = image.read_bytes()
+    ranges = [(0, 4096), (7 * MiB + 5, 100000), (19 * MiB, MiB)]
+    assert read_ranges(m.path / "t.img", ranges) == [data[o:o + n] for o, n in ranges]
+
+
+def test_full_filesystem_still_correct(mount, catalog, http_server, tiny_fs):
+    image = place_image(http_server, "disk.img", 8 * MiB)
+    subprocess.run(["dd", "if=/dev/zero", f"of={tiny_fs / 'fill'}", "bs=64k"],
+                   capture_output=True, timeout=30)
+    write_entry(catalog, "t.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog, f"--cache-dir={tiny_fs / 'cache'}")
+    assert sha256(m.path / "t.img") == sha256(image)
+    m.wait_log(r"warning: cache: ")

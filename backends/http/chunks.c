@@ -31,11 +31,18 @@ lookup (struct http_layer *h, uint64_t i)
   return NULL;
 }
 
+/* True when the chunk is in the memory LRU (lock held). */
+static bool
+lru_member (struct http_layer *h, struct chunk *c)
+{
+  return c->lprev != NULL || h->lru_head == c;
+}
+
 /* Unlink a chunk from the memory LRU (lock held). */
 static void
 lru_del (struct http_layer *h, struct chunk *c)
 {
-  if (c->lprev == NULL && h->lru_head != c)
+  if (!lru_member (h, c))
     return;
   if (c->lprev)
     c->lprev->lnext = c->lnext;
@@ -63,13 +70,43 @@ lru_add (struct http_layer *h, struct chunk *c)
   h->nmem++;
 }
 
+/* A chunk buffer, reused when one is free: fresh 1 MiB allocations
+ * are mmaps whose page faults cost more than the copy (lock held). */
+static char *
+buf_get (struct http_layer *h)
+{
+  char *b = h->free_bufs;
+
+  if (b == NULL)
+    return malloc (HTTP_CHUNK);
+  memcpy (&h->free_bufs, b, sizeof (char *));
+  h->nfree_bufs--;
+  return b;
+}
+
+/* Return a chunk buffer to the free list, or free it (lock held). */
+static void
+buf_put (struct http_layer *h, char *b)
+{
+  if (b == NULL)
+    return;
+  if (h->nfree_bufs >= HTTP_FREE_BUFS)
+    {
+      free (b);
+      return;
+    }
+  memcpy (b, &h->free_bufs, sizeof (char *));
+  h->free_bufs = b;
+  h->nfree_bufs++;
+}
+
 /* Drop a reference; the last one frees the chunk (lock held). */
 static void
-chunk_unref (struct chunk *c)
+chunk_unref (struct http_layer *h, struct chunk *c)
 {
   if (--c->refs > 0)
     return;
-  free (c->buf);
+  buf_put (h, c->buf);
   free (c->message);
   free (c);
 }
@@ -88,7 +125,7 @@ table_remove (struct http_layer *h, struct chunk *c)
       }
   c->in_table = false;
   lru_del (h, c);
-  chunk_unref (c);
+  chunk_unref (h, c);
 }
 
 /* Keep at most HTTP_MEM_CHUNKS unstored chunks in memory (lock held). */
@@ -116,7 +153,7 @@ start_fetch (struct http_layer *h, uint64_t i, bool front)
 {
   struct chunk *c = calloc (1, sizeof *c);
 
-  if (c == NULL || (c->buf = malloc (HTTP_CHUNK)) == NULL)
+  if (c == NULL || (c->buf = buf_get (h)) == NULL)
     {
       free (c);
       return NULL;
@@ -253,21 +290,29 @@ worker_main (void *arg)
         r = http_fetch (h, curl, c->buf, off, c->len);
       if (r < 0)
         message = strdup (error_message ());
-      else if (h->dc && !atomic_load (&h->changed))
+      else
         {
-          disk_cache_write (h->dc, c->buf, c->len, off);
-          kept = disk_cache_has (h->dc, off, c->len);
+          /* Wake the readers first; they copy from c->buf while we
+           * store the chunk. */
+          pthread_mutex_lock (&h->lock);
+          c->state = CHUNK_READY;
+          pthread_cond_broadcast (&h->chunk_cond);
+          pthread_mutex_unlock (&h->lock);
+          if (h->dc && !atomic_load (&h->changed))
+            {
+              disk_cache_write (h->dc, c->buf, c->len, off);
+              kept = disk_cache_has (h->dc, off, c->len);
+            }
         }
 
       pthread_mutex_lock (&h->lock);
       h->inflight--;
       if (r == 0)
         {
-          c->state = CHUNK_READY;
           c->stored = kept;
           if (kept)
             table_remove (h, c);    /* readers now use the disk cache */
-          else if (c->in_table)
+          else if (c->in_table && !lru_member (h, c))
             lru_add (h, c);
         }
       else
@@ -278,7 +323,7 @@ worker_main (void *arg)
           table_remove (h, c);
         }
       pthread_cond_broadcast (&h->chunk_cond);
-      chunk_unref (c);
+      chunk_unref (h, c);
       lru_trim (h);
     }
   h->workers--;
@@ -395,12 +440,12 @@ http_chunks_pread (struct http_layer *h, void *buf, size_t count,
   for (size_t k = 0; k < n; k++)
     if (cs[k])
       {
-        if (cs[k]->in_table && cs[k]->state == CHUNK_READY)
+        if (lru_member (h, cs[k]))
           {
             lru_del (h, cs[k]);
             lru_add (h, cs[k]);
           }
-        chunk_unref (cs[k]);
+        chunk_unref (h, cs[k]);
       }
   pthread_mutex_unlock (&h->lock);
   if (cs != local)
@@ -453,5 +498,7 @@ http_chunks_shutdown (struct http_layer *h)
   for (int b = 0; b < HTTP_BUCKETS; b++)
     while (h->table[b])
       table_remove (h, h->table[b]);
+  while (h->free_bufs)
+    free (buf_get (h));
   pthread_mutex_unlock (&h->lock);
 }

@@ -34,6 +34,7 @@
 #define HTTP_RA_MIN 4             /* chunks of read-ahead at first */
 #define HTTP_RA_MAX 32            /* chunks of read-ahead at most */
 #define HTTP_MEM_CHUNKS 64        /* unstored chunks kept in memory */
+#define HTTP_FREE_BUFS 40          /* chunk buffers kept for reuse */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
@@ -91,6 +92,8 @@ struct http_layer
   struct chunk *qhead, *qtail;      /* protected by lock */
   struct chunk *lru_head, *lru_tail;/* protected by lock */
   unsigned nmem;                    /* chunks in the LRU; protected by lock */
+  char *free_bufs;                  /* reusable buffers; protected by lock */
+  unsigned nfree_bufs;              /* protected by lock */
   unsigned workers, idle, max_workers; /* protected by lock */
   unsigned inflight;                /* queued + fetching; protected by lock */
   bool closing;                     /* protected by lock */
@@ -102,6 +105,7 @@ struct http_layer
 
   atomic_bool changed;              /* the object changed: EIO */
   atomic_bool stopping;             /* abort transfers: closing */
+  atomic_bool retrying;             /* a retry episode was logged */
   _Atomic uint64_t requests, bytes, retries;
   pthread_mutex_t error_lock;
   char last_error[256];             /* protected by error_lock */

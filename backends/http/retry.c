@@ -86,7 +86,7 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
         {
         case FETCH_OK:
           atomic_fetch_add (&h->bytes, len);
-          if (attempt > 0)
+          if (attempt > 0 && atomic_exchange (&h->retrying, false))
             log_info ("http: %s: %s: recovered after %u retries",
                       h->rc.entry_name, h->rc.display, attempt);
           return 0;
@@ -112,7 +112,7 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
                             h->rc.entry_name, h->rc.display, why,
                             h->rc.retry_time);
         }
-      if (attempt == 0)
+      if (attempt == 0 && !atomic_exchange (&h->retrying, true))
         log_warning ("http: %s: %s: %s; retrying for up to %.0f s",
                      h->rc.entry_name, h->rc.display, why, h->rc.retry_time);
       attempt++;

@@ -62,6 +62,7 @@ struct disk_cache_object
   bool ready;              /* file attached; protected by cache->lock */
   struct disk_cache_object *next;  /* open list; protected by cache->lock */
 
+  char *version;           /* "etag\nlast-modified" it was opened with */
   uint64_t size;
   uint64_t nchunks;
   uint64_t bitmap_off;

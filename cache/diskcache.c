@@ -282,11 +282,24 @@ object_alloc (struct disk_cache *cache, uint64_t size)
   return obj;
 }
 
+/* The validators other than the key, as one comparable string. */
+static char *
+version_of (const struct disk_cache_validators *v)
+{
+  char *s;
+
+  if (asprintf (&s, "%s\n%s", v->etag ? v->etag : "",
+                v->last_modified ? v->last_modified : "") < 0)
+    return NULL;
+  return s;
+}
+
 /* Free the in-memory object (its file is already closed). */
 static void
 object_free (struct disk_cache_object *obj)
 {
   pthread_mutex_destroy (&obj->sync_lock);
+  free (obj->version);
   free (obj->state);
   free (obj->pins);
   free (obj->stamp);
@@ -412,7 +425,7 @@ disk_cache_open_object (struct disk_cache *cache,
 {
   struct disk_cache_object *obj;
   uint64_t charged;
-  char *path;
+  char *path, *version;
   int r;
 
   if (cache->disabled)
@@ -424,14 +437,20 @@ disk_cache_open_object (struct disk_cache *cache,
       return 0;
     }
   path = object_path (cache, v);
-  if (path == NULL)
-    return error_set (ENOMEM, "cache: out of memory");
+  version = version_of (v);
+  if (path == NULL || version == NULL)
+    {
+      free (path);
+      free (version);
+      return error_set (ENOMEM, "cache: out of memory");
+    }
 
   pthread_mutex_lock (&cache->lock);
   for (obj = cache->open; obj; obj = obj->next)
     if (strcmp (obj->path, path) == 0)
       break;
-  if (obj && obj->size == v->size)
+  if (obj && obj->size == v->size && obj->version && version
+      && strcmp (obj->version, version) == 0)
     {
       /* Another entry reads the same object: share it, once its opener
        * has attached the file. */
@@ -440,14 +459,18 @@ disk_cache_open_object (struct disk_cache *cache,
         pthread_cond_wait (&cache->ready_cond, &cache->lock);
       pthread_mutex_unlock (&cache->lock);
       free (path);
+      free (version);
       *out = obj;
       return 0;
     }
   if (obj)
     {
-      /* Same key, different size, both open: keep the new one uncached. */
+      /* Same key, another version, both open (an entry reopened after
+       * the object changed while the old one is still in use): the new
+       * one stays uncached until the old one is closed. */
       pthread_mutex_unlock (&cache->lock);
       free (path);
+      free (version);
       obj = object_alloc (cache, v->size);
       if (obj == NULL)
         return error_set (ENOMEM, "cache: out of memory");
@@ -460,10 +483,12 @@ disk_cache_open_object (struct disk_cache *cache,
     {
       pthread_mutex_unlock (&cache->lock);
       free (path);
+      free (version);
       return error_set (ENOMEM, "cache: out of memory");
     }
   charged = take_dormant (cache, path);
   obj->path = path;
+  obj->version = version;
   obj->next = cache->open;
   cache->open = obj;
   pthread_mutex_unlock (&cache->lock);

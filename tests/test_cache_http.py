@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from http_helpers import data_gets, http_server, place_image  # noqa: F401
-from peers import run, sha256, write_entry
+from peers import run, sha256, wait_for, write_entry
 
 MiB = 1 << 20
 
@@ -103,3 +103,66 @@ def test_full_filesystem_still_correct(mount, catalog, http_server, tiny_fs):
     m = mount(catalog, f"--cache-dir={tiny_fs / 'cache'}")
     assert sha256(m.path / "t.img") == sha256(image)
     m.wait_log(r"warning: cache: ")
+
+
+def test_changed_object_drops_cache_on_next_run(mount, catalog, http_server, tmp_path):
+    image = place_image(http_server, "disk.img", 8 * MiB, seed=1)
+    cache = tmp_path / "dc"
+    write_entry(catalog, "c.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m.path / "c.img") == sha256(image)
+    assert m.unmount() == 0
+    # Replace it while no daemon runs: same size, new bytes, new mtime.
+    st = image.stat()
+    place_image(http_server, "disk.img", 8 * MiB, seed=5)
+    os.utime(image, (st.st_mtime + 50, st.st_mtime + 50))
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m2.path / "c.img") == sha256(image)
+    m2.wait_log(r"changed; dropping its cached data")
+
+
+def test_killed_daemon_leaves_usable_cache(mount, catalog, http_server, tmp_path):
+    """SIGKILL in the middle of cold reads, then a torn cache file: the
+    next run detects what is invalid and still returns the right bytes."""
+    import signal
+    import threading
+
+    image = place_image(http_server, "disk.img", 48 * MiB, seed=3)
+    data = image.read_bytes()
+    cache = tmp_path / "dc"
+    write_entry(catalog, "k.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog, f"--cache-dir={cache}")
+    m.expect_unclean = True
+
+    def reader():
+        try:
+            with open(m.path / "k.img", "rb") as f:
+                while f.read(MiB):
+                    pass
+        except OSError:
+            pass
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    wait_for(lambda: any(r["method"] == "GET" for r in http_server.requests()), 20,
+             "the first GET")
+    os.kill(m.pid, signal.SIGKILL)
+    m.stop()
+    t.join(30)
+
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m2.path / "k.img") == sha256(image)
+    assert m2.unmount() == 0
+
+    # Tear the header of every cache file: each is dropped, data still right.
+    for f in cache.glob("*.dsc"):
+        with open(f, "r+b") as fh:
+            fh.seek(50)
+            fh.write(b"\xff\xff\xff\xff")
+    before = len(data_gets(http_server, "/disk.img"))
+    m3 = mount(catalog, f"--cache-dir={cache}")
+    with open(m3.path / "k.img", "rb", buffering=0) as f:
+        f.seek(10 * MiB)
+        assert f.read(MiB) == data[10 * MiB:11 * MiB]
+    m3.wait_log(r"invalid cache file \(torn or foreign\), dropped")
+    assert len(data_gets(http_server, "/disk.img")) > before

@@ -117,6 +117,18 @@ test_basic_and_reopen (const char *dir)
   CHECK (read_check (o, 5 * CHUNK, 1234, 1) == 0);
   CHECK (read_check (o, 2 * CHUNK - 10, 20, 1) == -ENODATA);
   CHECK (disk_cache_object_present (o) == 2 * CHUNK + 1234);
+  /* The same key in another version, opened while this one is open,
+   * never sees this version's data. */
+  {
+    struct disk_cache_validators v2 = v;
+    struct disk_cache_object *o2;
+    v2.etag = "\"other\"";
+    CHECK (disk_cache_open_object (c, &v2, &o2) == 0);
+    CHECK (disk_cache_read (o2, (char[16]) {0}, 16, 0) == -ENODATA);
+    store (o2, size, 2, 3, 9);
+    CHECK (read_check (o, 2 * CHUNK, 16, 1) == -ENODATA);
+    disk_cache_close_object (o2);
+  }
   /* Not whole chunks: refused. */
   CHECK (disk_cache_write (o, "x", 1, 0) == -EINVAL);
   disk_cache_close_object (o);

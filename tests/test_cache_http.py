@@ -64,14 +64,29 @@ def test_cache_stays_under_size(mount, catalog, http_server, tmp_path):
     assert dir_bytes(cache) <= 16 * MiB
     assert sha256(m.path / "b.img") == sha256(b)
     assert dir_bytes(cache) <= 16 * MiB
+    # The most recently read data is what the cache kept; the oldest went.
+    before = len(http_server.requests())
+    assert direct_read(m.path / "b.img", 23 * MiB) == b.read_bytes()[23 * MiB:23 * MiB + 4096]
+    assert [r for r in http_server.requests()[before:] if r["method"] == "GET"] == []
+    assert direct_read(m.path / "a.img", 0) == a.read_bytes()[:4096]
+    assert [r for r in http_server.requests()[before:] if r["method"] == "GET"] != []
     assert m.unmount() == 0
     assert dir_bytes(cache) <= 16 * MiB
-    # The most recently read data is what the cache kept.
     m2 = mount(catalog, f"--cache-dir={cache}", "--cache-size=16M")
-    before = len(http_server.requests())
-    assert read_ranges(m2.path / "b.img", [(23 * MiB, 4096)]) == [b.read_bytes()[23 * MiB:
-                                                                               23 * MiB + 4096]]
-    assert [r for r in http_server.requests()[before:] if r["method"] == "GET"] == []
+    assert sha256(m2.path / "a.img") == sha256(a)
+    assert dir_bytes(cache) <= 16 * MiB
+
+
+def direct_read(path, offset, n=4096):
+    """Read with O_DIRECT, so the daemon (not the page cache) answers."""
+    import mmap
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, n)
+        got = os.preadv(fd, [buf], offset)
+        return buf[:got]
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
@@ -166,3 +181,35 @@ def test_killed_daemon_leaves_usable_cache(mount, catalog, http_server, tmp_path
         assert f.read(MiB) == data[10 * MiB:11 * MiB]
     m3.wait_log(r"invalid cache file \(torn or foreign\), dropped")
     assert len(data_gets(http_server, "/disk.img")) > before
+
+
+def test_random_reader_fetches_small_ranges_and_fills_cache(mount, catalog, http_server,
+                                                            tmp_path):
+    """A random reader gets its own small ranges at once, while whole
+    chunks fill the disk cache behind it; a second run needs no data."""
+    import random
+    import re
+
+    image = place_image(http_server, "disk.img", 32 * MiB, seed=4)
+    data = image.read_bytes()
+    cache = tmp_path / "dc"
+    write_entry(catalog, "r.img", f"source = {http_server.url('disk.img')}\n")
+    rng = random.Random(11)
+    offsets = [rng.randrange(0, 32 * MiB - 4096) & ~4095 for _ in range(60)]
+    m = mount(catalog, f"--cache-dir={cache}")
+    for off in offsets:
+        assert direct_read(m.path / "r.img", off) == data[off:off + 4096], f"at {off}"
+    small = [r for r in data_gets(http_server, "/disk.img") if r["bytes"] <= 131072]
+    assert small, "random reads should fetch small ranges directly"
+    chunks = {off // MiB for off in offsets}
+    wait_for(lambda: "http-pending-chunks: 0\n" in m.status(), 60,
+             "the background fill of every touched chunk")
+    mt = re.search(r"cache-present: (\d+)", m.status())
+    assert int(mt.group(1)) >= len(chunks) * MiB
+    assert m.unmount() == 0
+    before = len(data_gets(http_server, "/disk.img"))
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    for off in offsets:
+        assert direct_read(m2.path / "r.img", off) == data[off:off + 4096]
+    again = data_gets(http_server, "/disk.img")[before:]
+    assert again == [], (again, sorted(chunks))

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -145,44 +146,10 @@ lru_trim (struct http_layer *h)
 
 static void *worker_main (void *arg);
 
-/* Queue a new fetch of chunk i, at the front for a waiting reader or at
- * the back for read-ahead, starting a worker if none is free (lock
- * held).  Returns the chunk (owned by the table) or NULL. */
-static struct chunk *
-start_fetch (struct http_layer *h, uint64_t i, bool front)
+/* Start a worker if none is free and the pool is not full (lock held). */
+static void
+wake_worker (struct http_layer *h)
 {
-  struct chunk *c = calloc (1, sizeof *c);
-
-  if (c == NULL || (c->buf = buf_get (h)) == NULL)
-    {
-      free (c);
-      return NULL;
-    }
-  c->index = i;
-  c->len = i * HTTP_CHUNK + HTTP_CHUNK <= h->layer.size ? HTTP_CHUNK
-    : (size_t) (h->layer.size - i * HTTP_CHUNK);
-  c->state = CHUNK_FETCHING;
-  c->refs = 1;
-  c->in_table = true;
-  c->hnext = *bucket (h, i);
-  *bucket (h, i) = c;
-  c->queued = true;
-  if (front)
-    {
-      c->qnext = h->qhead;
-      h->qhead = c;
-      if (h->qtail == NULL)
-        h->qtail = c;
-    }
-  else
-    {
-      if (h->qtail)
-        h->qtail->qnext = c;
-      else
-        h->qhead = c;
-      h->qtail = c;
-    }
-  h->inflight++;
   if (h->idle > 0)
     pthread_cond_signal (&h->work_cond);
   else if (h->workers < h->max_workers)
@@ -196,7 +163,79 @@ start_fetch (struct http_layer *h, uint64_t i, bool front)
         h->workers++;
       pthread_attr_destroy (&attr);
     }
+}
+
+/* Put a queued chunk at the front of the queue (lock held). */
+static void
+queue_front (struct http_layer *h, struct chunk *c)
+{
+  c->qnext = h->qhead;
+  h->qhead = c;
+  if (h->qtail == NULL)
+    h->qtail = c;
+}
+
+/* Queue a new fetch of chunk i: at the front for a waiting reader, at
+ * the back for read-ahead and for background fill (which does not count
+ * against the read-ahead bound).  The buffer is taken when a worker
+ * starts the fetch.  Returns the chunk (owned by the table) or NULL
+ * (lock held). */
+static struct chunk *
+start_fetch (struct http_layer *h, uint64_t i, enum fetch_kind kind)
+{
+  struct chunk *c = calloc (1, sizeof *c);
+
+  if (c == NULL)
+    return NULL;
+  c->index = i;
+  c->len = i * HTTP_CHUNK + HTTP_CHUNK <= h->layer.size ? HTTP_CHUNK
+    : (size_t) (h->layer.size - i * HTTP_CHUNK);
+  c->state = CHUNK_FETCHING;
+  c->refs = 1;
+  c->in_table = true;
+  c->hnext = *bucket (h, i);
+  *bucket (h, i) = c;
+  c->queued = true;
+  c->fill = kind == FETCH_FILL;
+  if (kind == FETCH_FOREGROUND)
+    queue_front (h, c);
+  else
+    {
+      if (h->qtail)
+        h->qtail->qnext = c;
+      else
+        h->qhead = c;
+      h->qtail = c;
+    }
+  if (!c->fill)
+    h->inflight++;
+  h->pending++;
+  wake_worker (h);
   return c;
+}
+
+/* A reader waits for a chunk still in the queue: move it to the front
+ * (lock held). */
+static void
+promote (struct http_layer *h, struct chunk *c)
+{
+  struct chunk *prev = NULL;
+
+  if (!c->queued || h->qhead == c)
+    return;
+  for (struct chunk *q = h->qhead; q && q != c; q = q->qnext)
+    prev = q;
+  if (prev == NULL)
+    return;
+  prev->qnext = c->qnext;
+  if (h->qtail == c)
+    h->qtail = prev;
+  queue_front (h, c);
+  if (c->fill)
+    {
+      c->fill = false;
+      h->inflight++;
+    }
 }
 
 /* True when the disk cache holds chunk i. */
@@ -206,23 +245,33 @@ stored (struct http_layer *h, uint64_t i)
   return h->dc && disk_cache_has (h->dc, i * HTTP_CHUNK, 1);
 }
 
-/* Update the sequential-reader state after a read of chunks
- * [first, last] and queue read-ahead beyond it (lock held). */
+/* Update the sequential-reader state after a read of [offset,
+ * offset+count) and queue read-ahead beyond it.  A read is sequential
+ * when it starts within HTTP_SEQ_SLACK of where the last one ended (the
+ * kernel sends parallel reads slightly out of order) (lock held). */
 static void
-read_ahead (struct http_layer *h, uint64_t first, uint64_t last)
+read_ahead (struct http_layer *h, uint64_t offset, size_t count)
 {
-  bool seq = first == h->ra_last || first == h->ra_last + 1;
+  uint64_t end = offset + count, last = (end - 1) / HTTP_CHUNK;
+  uint64_t gap = offset >= h->ra_end ? offset - h->ra_end
+    : h->ra_end - offset;
+  bool seq = gap <= HTTP_SEQ_SLACK;
   uint64_t j, to;
 
+  if (!seq && h->random_misses < UINT_MAX)
+    h->random_misses++;
+  else if (seq)
+    h->random_misses = 0;
   if (!seq)
     {
       h->ra_window = 0;
       h->ra_next = 0;
-      h->ra_last = last;
+      h->ra_end = end;
       return;
     }
-  if (last > h->ra_last || h->ra_last == UINT64_MAX)
-    h->ra_last = last;
+  if (end > h->ra_end)
+    h->ra_end = end;
+  last = (h->ra_end - 1) / HTTP_CHUNK;
   h->ra_window = h->ra_window == 0 ? HTTP_RA_MIN
     : (h->ra_window * 2 > HTTP_RA_MAX ? HTTP_RA_MAX : h->ra_window * 2);
   to = last + h->ra_window;
@@ -233,7 +282,7 @@ read_ahead (struct http_layer *h, uint64_t first, uint64_t last)
       if (h->inflight >= HTTP_RA_MAX)
         break;
       if (lookup (h, j) == NULL && !stored (h, j)
-          && start_fetch (h, j, false) == NULL)
+          && start_fetch (h, j, FETCH_READAHEAD) == NULL)
         break;
     }
   h->ra_next = j;
@@ -278,12 +327,15 @@ worker_main (void *arg)
       c->qnext = NULL;
       c->queued = false;
       c->refs++;
+      c->buf = buf_get (h);
       pthread_mutex_unlock (&h->lock);
 
       off = c->index * HTTP_CHUNK;
       if (curl == NULL)
         curl = http_handle_new (&h->rc, &h->stopping);
-      if (curl == NULL)
+      if (c->buf == NULL)
+        r = error_set (ENOMEM, "http: %s: out of memory", h->rc.entry_name);
+      else if (curl == NULL)
         r = error_set (ENOMEM, "http: %s: cannot create a curl handle",
                        h->rc.entry_name);
       else
@@ -306,7 +358,9 @@ worker_main (void *arg)
         }
 
       pthread_mutex_lock (&h->lock);
-      h->inflight--;
+      if (!c->fill)
+        h->inflight--;
+      h->pending--;
       if (r == 0)
         {
           c->stored = kept;
@@ -349,7 +403,9 @@ want_chunk (struct http_layer *h, uint64_t i, bool check_cache,
       return 0;
     }
   if (c == NULL)
-    c = start_fetch (h, i, true);
+    c = start_fetch (h, i, FETCH_FOREGROUND);
+  else
+    promote (h, c);
   if (c == NULL)
     return error_set (ENOMEM, "http: %s: out of memory", h->rc.entry_name);
   c->refs++;
@@ -376,6 +432,51 @@ copy_from_chunk (struct http_layer *h, struct chunk *c, char *dst,
   return r;
 }
 
+/* A curl handle for a reader's own request: an idle one or a new one. */
+static CURL *
+handle_get (struct http_layer *h)
+{
+  CURL *c = NULL;
+
+  pthread_mutex_lock (&h->lock);
+  if (h->nhandles > 0)
+    c = h->handles[--h->nhandles];
+  pthread_mutex_unlock (&h->lock);
+  return c ? c : http_handle_new (&h->rc, &h->stopping);
+}
+
+/* Keep a reader's curl handle (and its connection) for the next one. */
+static void
+handle_put (struct http_layer *h, CURL *c)
+{
+  pthread_mutex_lock (&h->lock);
+  if (h->nhandles < HTTP_IDLE_HANDLES)
+    {
+      h->handles[h->nhandles++] = c;
+      c = NULL;
+    }
+  pthread_mutex_unlock (&h->lock);
+  if (c)
+    curl_easy_cleanup (c);
+}
+
+/* A random reader's small miss: fetch just its range on the reader's
+ * thread (latency like a plain range request) while the whole chunk is
+ * queued as background fill for the disk cache. */
+static int
+direct_read (struct http_layer *h, void *buf, size_t count, uint64_t offset)
+{
+  CURL *c = handle_get (h);
+  int r;
+
+  if (c == NULL)
+    return error_set (ENOMEM, "http: %s: cannot create a curl handle",
+                      h->rc.entry_name);
+  r = http_fetch (h, c, buf, offset, count);
+  handle_put (h, c);
+  return r;
+}
+
 /* The layer's pread: the disk cache without locks when it has the whole
  * range, else chunk by chunk through the table. */
 int
@@ -397,7 +498,7 @@ http_chunks_pread (struct http_layer *h, void *buf, size_t count,
       if (last + 1 < h->nchunks && !stored (h, last + 1))
         {
           pthread_mutex_lock (&h->lock);
-          read_ahead (h, first, last);
+          read_ahead (h, offset, count);
           pthread_mutex_unlock (&h->lock);
         }
       return 0;
@@ -407,13 +508,27 @@ http_chunks_pread (struct http_layer *h, void *buf, size_t count,
   if (cs == NULL)
     return error_set (ENOMEM, "http: %s: out of memory", h->rc.entry_name);
   pthread_mutex_lock (&h->lock);
+  read_ahead (h, offset, count);
+  if (n == 1 && count <= HTTP_DIRECT_MAX
+      && h->random_misses >= HTTP_RANDOM_AFTER)
+    {
+      struct chunk *c = lookup (h, first);
+      if (c == NULL || c->state != CHUNK_READY)
+        {
+          if (c == NULL && h->dc)
+            start_fetch (h, first, FETCH_FILL);
+          pthread_mutex_unlock (&h->lock);
+          if (cs != local)
+            free (cs);
+          return direct_read (h, buf, count, offset);
+        }
+    }
   for (size_t k = 0; k < n; k++)
     {
       cs[k] = NULL;
       if (r == 0)
         r = want_chunk (h, first + k, true, &cs[k]);
     }
-  read_ahead (h, first, last);
   pthread_mutex_unlock (&h->lock);
 
   for (size_t k = 0; k < n; k++)
@@ -468,7 +583,7 @@ http_chunks_prefetch (struct http_layer *h, uint64_t offset, uint64_t length)
   pthread_mutex_lock (&h->lock);
   for (uint64_t j = first; j <= last && h->inflight < 4 * HTTP_RA_MAX; j++)
     if (lookup (h, j) == NULL && !stored (h, j))
-      start_fetch (h, j, false);
+      start_fetch (h, j, FETCH_READAHEAD);
   pthread_mutex_unlock (&h->lock);
   return 0;
 }
@@ -489,7 +604,9 @@ http_chunks_shutdown (struct http_layer *h)
       c->queued = false;
       c->state = CHUNK_FAILED;
       c->err = -EIO;
-      h->inflight--;
+      if (!c->fill)
+        h->inflight--;
+      h->pending--;
       table_remove (h, c);
     }
   h->qtail = NULL;
@@ -500,5 +617,7 @@ http_chunks_shutdown (struct http_layer *h)
       table_remove (h, h->table[b]);
   while (h->free_bufs)
     free (buf_get (h));
+  while (h->nhandles > 0)
+    curl_easy_cleanup (h->handles[--h->nhandles]);
   pthread_mutex_unlock (&h->lock);
 }

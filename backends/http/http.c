@@ -321,6 +321,9 @@ http_status (struct layer *l, FILE *out)
   fprintf (out, "http-requests: %" PRIu64 "\n", atomic_load (&h->requests));
   fprintf (out, "http-fetched: %" PRIu64 " bytes\n", atomic_load (&h->bytes));
   fprintf (out, "http-retries: %" PRIu64 "\n", atomic_load (&h->retries));
+  pthread_mutex_lock (&h->lock);
+  fprintf (out, "http-pending-chunks: %u\n", h->pending);
+  pthread_mutex_unlock (&h->lock);
   pthread_mutex_lock (&h->error_lock);
   if (h->last_error[0])
     fprintf (out, "http-last-error: %s\n", h->last_error);
@@ -437,7 +440,9 @@ layer_http_open (const struct stack_context *ctx, const char *url,
   pthread_mutex_init (&h->error_lock, NULL);
   pthread_cond_init (&h->chunk_cond, NULL);
   pthread_cond_init (&h->work_cond, NULL);
-  h->ra_last = UINT64_MAX;
+  /* Not sequential yet: one read (the stack's magic-byte probe, say)
+   * gets no read-ahead; a second one that follows it does. */
+  h->ra_end = UINT64_MAX / 2;
   h->layer.ops = &http_ops;
 
   r = configure (h, ctx->entry, url, &key);

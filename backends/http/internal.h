@@ -33,13 +33,18 @@
 #define HTTP_BUCKETS 256
 #define HTTP_RA_MIN 4             /* chunks of read-ahead at first */
 #define HTTP_RA_MAX 32            /* chunks of read-ahead at most */
+#define HTTP_SEQ_SLACK (1024 * 1024) /* "sequential" tolerance, bytes */
 #define HTTP_MEM_CHUNKS 64        /* unstored chunks kept in memory */
 #define HTTP_FREE_BUFS 40          /* chunk buffers kept for reuse */
+#define HTTP_IDLE_HANDLES 8         /* readers' curl handles kept */
+#define HTTP_RANDOM_AFTER 8         /* non-sequential misses: random */
+#define HTTP_DIRECT_MAX (128 * 1024)/* random misses fetched directly */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
 
 enum chunk_state { CHUNK_FETCHING, CHUNK_READY, CHUNK_FAILED };
+enum fetch_kind { FETCH_FOREGROUND, FETCH_READAHEAD, FETCH_FILL };
 
 /* One chunk being fetched or held in memory. */
 struct chunk
@@ -50,7 +55,9 @@ struct chunk
   bool in_table;               /* protected by lock */
   bool queued;                 /* in the job queue; protected by lock */
   bool stored;                 /* kept by the disk cache */
-  char *buf;                   /* HTTP_CHUNK bytes (len used) */
+  bool fill;                   /* background fill, not read-ahead */
+  char *buf;                   /* HTTP_CHUNK bytes (len used); taken
+                                  by the worker that fetches it */
   size_t len;
   int err;                     /* negative errno when FAILED */
   char *message;               /* the error message when FAILED */
@@ -93,13 +100,19 @@ struct http_layer
   struct chunk *lru_head, *lru_tail;/* protected by lock */
   unsigned nmem;                    /* chunks in the LRU; protected by lock */
   char *free_bufs;                  /* reusable buffers; protected by lock */
+  CURL *handles[HTTP_IDLE_HANDLES]; /* readers' idle handles; lock */
+  unsigned nhandles;                /* protected by lock */
   unsigned nfree_bufs;              /* protected by lock */
   unsigned workers, idle, max_workers; /* protected by lock */
-  unsigned inflight;                /* queued + fetching; protected by lock */
+  unsigned inflight;                /* queued + fetching, fill excluded;
+                                       protected by lock */
+  unsigned pending;                 /* every queued + fetching chunk;
+                                       protected by lock */
   bool closing;                     /* protected by lock */
 
   /* Read-ahead of one sequential stream; protected by lock. */
-  uint64_t ra_last;                 /* last chunk read */
+  uint64_t ra_end;                  /* where the last read ended */
+  unsigned random_misses;           /* non-sequential reads in a row */
   uint64_t ra_next;                 /* first chunk not yet scheduled */
   unsigned ra_window;               /* 0 = not sequential */
 

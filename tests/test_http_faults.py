@@ -112,3 +112,24 @@ def test_replaced_on_server_gives_eio(mount, catalog, http_server):
             assert got == old[off:off + 4096] and got != new[off:off + 4096]
     m.wait_log(r"v\.img.*changed on the server")
     assert "changed on the server" in m.status()
+
+
+def test_dead_server_gives_eio_after_retry_time(mount, catalog, http_server):
+    image = place_image(http_server, "disk.img", 16 * MiB)
+    write_entry(catalog, "t.img", f"source = {http_server.url('disk.img')}\n"
+                "retry-time = 2\ntimeout = 1\n")
+    m = mount(catalog, "--cache-dir=none")
+    http_server.stop()
+    start = time.monotonic()
+    with open(m.path / "t.img", "rb", buffering=0) as f:
+        f.seek(9 * MiB)
+        with pytest.raises(OSError) as e:
+            f.read(4096)
+    assert e.value.errno == errno.EIO
+    assert time.monotonic() - start < scaled(15)
+    m.wait_log(r"t\.img.*giving up after")
+    # The server is back: the entry works again, no remount needed.
+    http_server.start()
+    with open(m.path / "t.img", "rb", buffering=0) as f:
+        f.seek(9 * MiB)
+        assert f.read(4096) == image.read_bytes()[9 * MiB:9 * MiB + 4096]

@@ -5,7 +5,7 @@ support, and read-ahead keeping requests few."""
 import os
 import random
 
-from http_helpers import data_gets, http_server, place_image  # noqa: F401
+from http_helpers import data_gets, http_server, place_image, protocols  # noqa: F401
 from peers import sha256, write_entry
 
 SIZE = 24 << 20
@@ -44,6 +44,8 @@ def test_https_with_trusted_ca(mount, catalog, http_server, test_ca):
     data = image.read_bytes()
     check_random_reads(m.path / "disk.img", data, count=50)
     assert sha256(m.path / "disk.img") == sha256(image)
+    # nginx offers HTTP/2 over TLS (ALPN) and it is used.
+    assert protocols(http_server) and set(protocols(http_server)) == {"HTTP/2.0"}
 
 
 def test_https_untrusted_refused(mount, catalog, http_server, test_ca):
@@ -76,17 +78,40 @@ def test_server_without_ranges_refused(mount, catalog, http_server):
     m.wait_log(r"p\.img.*does not support range requests")
 
 
-def test_credentials_redacted_and_sent_from_files(mount, catalog, http_server, tmp_path):
+def test_size_from_range_get_when_head_refused(mount, catalog, http_server):
+    image = place_image(http_server, "disk.img", 3 * (1 << 20) + 5)
+    write_entry(catalog, "h.img", f"source = {http_server.url('nohead/disk.img')}\n")
+    m = mount(catalog, "--cache-dir=none")
+    assert os.stat(m.path / "h.img").st_size == 3 * (1 << 20) + 5
+    assert sha256(m.path / "h.img") == sha256(image)
+    rows = [r for r in http_server.requests() if r["uri"] == "/nohead/disk.img"]
+    assert rows[0]["method"] == "HEAD" and rows[0]["status"] == 405
+    assert rows[1]["range"] == "bytes=0-0" and rows[1]["status"] == 206
+
+
+def test_credentials_headers_cookies_from_files(mount, catalog, http_server, tmp_path):
     image = place_image(http_server, "disk.img", 2 << 20)
     secret = "s3cret-Passw0rd"
     (tmp_path / "pw").write_text(secret + "\n")
     (tmp_path / "hdr").write_text("# extra headers\nX-Diskshelf-Test: yes\n")
-    url = http_server.url("disk.img").replace("http://", "http://urluser:urlpass@")
-    write_entry(catalog, "c.img", f"source = {url}\nuser = alice\n"
+    (tmp_path / "cookies").write_text("# cookies\nsession=abc123\n")
+    url = http_server.url("secure/disk.img").replace("http://", "http://urluser:urlpass@")
+    files = (f"password-file = {tmp_path / 'pw'}\nheader-file = {tmp_path / 'hdr'}\n"
+             f"cookie-file = {tmp_path / 'cookies'}\n")
+    write_entry(catalog, "c.img", f"source = {url}\nuser = alice\n{files}")
+    write_entry(catalog, "nocookie.img", f"source = {url}\nuser = alice\n"
                 f"password-file = {tmp_path / 'pw'}\nheader-file = {tmp_path / 'hdr'}\n")
+    (tmp_path / "bad").write_text("wrong\n")
+    write_entry(catalog, "badpw.img", f"source = {url}\nuser = alice\n"
+                f"password-file = {tmp_path / 'bad'}\nheader-file = {tmp_path / 'hdr'}\n"
+                f"cookie-file = {tmp_path / 'cookies'}\n")
     m = mount(catalog, "--cache-dir=none")
     assert sha256(m.path / "c.img") == sha256(image)
-    status = m.status()
-    assert "urlpass" not in status and secret not in status
+    assert not (m.path / "nocookie.img").exists()
+    assert not (m.path / "badpw.img").exists()
+    m.wait_log(r"badpw\.img.*HTTP 401.*password-file")
+    m.wait_log(r"nocookie\.img.*HTTP 403")
+    status, log = m.status(), m.log()
+    for text in (status, log):
+        assert "urlpass" not in text and secret not in text and "abc123" not in text
     assert "***@127.0.0.1" in status
-    assert secret not in m.log() and "urlpass" not in m.log()

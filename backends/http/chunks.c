@@ -381,6 +381,14 @@ worker_main (void *arg)
       lru_trim (h);
     }
   h->workers--;
+  if (h->workers == 0 && !h->closing)
+    {
+      /* Idle for a minute: give the memory back. */
+      while (h->free_bufs)
+        free (buf_get (h));
+      while (h->lru_tail && h->lru_tail->refs == 1)
+        table_remove (h, h->lru_tail);
+    }
   pthread_cond_broadcast (&h->chunk_cond);
   pthread_mutex_unlock (&h->lock);
   /* h may be gone from here on. */

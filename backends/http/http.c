@@ -22,6 +22,10 @@
 #include "error.h"
 #include "stack.h"
 
+/* Seconds of retrying at open: entries open one after another at mount,
+ * so a dead server must not hold the others up for long. */
+#define OPEN_RETRY_MAX 5.0
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 /* Initialise libcurl once per process. */
@@ -165,7 +169,9 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
         return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
                           h->rc.display, errbuf[0] ? errbuf
                           : curl_easy_strerror (res));
-      if (mono_s () - start + delay / 1000.0 > h->rc.retry_time)
+      if (mono_s () - start + delay / 1000.0
+          > (h->rc.retry_time < OPEN_RETRY_MAX ? h->rc.retry_time
+             : OPEN_RETRY_MAX))
         return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
                           h->rc.display, res != CURLE_OK
                           ? (errbuf[0] ? errbuf : curl_easy_strerror (res))

@@ -3,12 +3,13 @@
 # (HTTP layer + disk cache) and through nbdfuse + nbdkit curl, in one run.
 #
 #   bench/bench_http.sh                 # 2 GiB image
-#   SIZE=512M RUNTIME=10 bench/bench_http.sh
+#   SIZE=512M RUNTIME=10 ROUNDS=1 bench/bench_http.sh
+#   READ_AHEAD_KB=4096 bench/bench_http.sh   # both mounts, see below
 #
 # Rows: cold sequential read (fresh cache), warm sequential read (a new
 # daemon reading from the disk cache; and the same mount again, from the
 # kernel page cache that immutable entries keep), and 4 KiB random reads
-# (fio psync, O_DIRECT, 1 job) on a fresh cache.  Sequential reads are
+# (fio psync, O_DIRECT, 1 job) on a fresh cache and on a warm one.  Sequential reads are
 # `dd bs=1M` to /dev/null.  The local baselines are the same file read
 # from the page cache (dd) and from the disk (dd iflag=direct).
 # Every process started here is stopped by PID at exit.
@@ -91,12 +92,21 @@ wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null
 URL=http://127.0.0.1:$PORT/img.raw
 echo "source = $URL" > "$WORK/cat/x.img.conf"
 
+# READ_AHEAD_KB=N sets the kernel read-ahead of both FUSE mounts (root
+# only; the kernel's default for FUSE is 128 KiB, which keeps a single
+# sequential reader to one or two requests in flight).
+set_read_ahead () { # mountpoint
+  [ -n "${READ_AHEAD_KB:-}" ] || return 0
+  echo "$READ_AHEAD_KB" > "/sys/class/bdi/$(stat -c '%Hd:%Ld' "$1")/read_ahead_kb"
+}
+
 ds_mount () { # mountpoint cache-dir
   mkdir -p "$1"
   "$BIN" -f --cache-dir="$2" --cache-size=8G "$WORK/cat" "$1" 2>>"$WORK/ds.log" &
   PIDS+=($!)
   MOUNTS+=("$1")
   wait_until 30 mountpoint -q "$1"
+  set_read_ahead "$1"
 }
 
 ds_unmount () {
@@ -111,6 +121,7 @@ nbd_mount () { # mountpoint
   PIDS+=($!)
   MOUNTS+=("$1")
   wait_until 30 test -e "$1/x"
+  set_read_ahead "$1"
 }
 
 fio_iops () { # file
@@ -120,40 +131,69 @@ fio_iops () { # file
     | /usr/bin/python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
 
-# Local baselines: page cache (the file was just written) and disk.
-t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M); local_cache=$(mbps "$t")
-t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M iflag=direct); local_disk=$(mbps "$t")
+median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# diskshelf: cold (fresh cache), warm from the disk cache (new daemon),
-# warm from the kernel page cache (same mount, second read).
-ds_mount "$WORK/m1" "$WORK/cache1"
-t=$(timed dd if="$WORK/m1/x.img" of=/dev/null bs=1M); ds_cold=$(mbps "$t")
-cmp -s "$WORK/m1/x.img" "$WORK/www/img.raw" && ds_ok=ok || ds_ok=MISMATCH
-t=$(timed dd if="$WORK/m1/x.img" of=/dev/null bs=1M); ds_kernel=$(mbps "$t")
-ds_unmount "$WORK/m1"
-gets_before=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
-ds_mount "$WORK/m2" "$WORK/cache1"
-t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); ds_warm=$(mbps "$t")
-gets_after=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
-ds_unmount "$WORK/m2"
-ds_mount "$WORK/m3" "$WORK/cache2"
-ds_iops=$(fio_iops "$WORK/m3/x.img")
-ds_unmount "$WORK/m3"
+# Rounds alternate diskshelf and nbdfuse so that load from elsewhere
+# hits both alike; each figure is the median of ROUNDS runs.
+ROUNDS=${ROUNDS:-3}
+L_CACHE=(); L_DISK=(); D_COLD=(); D_KERNEL=(); D_WARM=(); D_IOPS=(); D_WIOPS=()
+N_COLD=(); N_WARM=(); N_IOPS=(); ds_ok=ok; extra_gets=0
+for r in $(seq "$ROUNDS"); do
+  echo "round $r of $ROUNDS ..." >&2
+  t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M); L_CACHE+=("$(mbps "$t")")
+  t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M iflag=direct); L_DISK+=("$(mbps "$t")")
 
-# nbdfuse + nbdkit curl: no cache, so the second read is its warm row.
-nbd_mount "$WORK/n1"
-t=$(timed dd if="$WORK/n1/x" of=/dev/null bs=1M); nbd_cold=$(mbps "$t")
-t=$(timed dd if="$WORK/n1/x" of=/dev/null bs=1M); nbd_warm=$(mbps "$t")
-nbd_iops=$(fio_iops "$WORK/n1/x")
+  # diskshelf cold (fresh cache) and the same mount again (kernel cache).
+  rm -rf "$WORK/cache"
+  ds_mount "$WORK/m1" "$WORK/cache"
+  t=$(timed dd if="$WORK/m1/x.img" of=/dev/null bs=1M); D_COLD+=("$(mbps "$t")")
+  t=$(timed dd if="$WORK/m1/x.img" of=/dev/null bs=1M); D_KERNEL+=("$(mbps "$t")")
+  if [ "$r" = 1 ]; then
+    cmp -s "$WORK/m1/x.img" "$WORK/www/img.raw" || ds_ok=MISMATCH
+  fi
+  ds_unmount "$WORK/m1"
+
+  # nbdfuse cold, then its second read (it has no cache).
+  nbd_mount "$WORK/n1"
+  t=$(timed dd if="$WORK/n1/x" of=/dev/null bs=1M); N_COLD+=("$(mbps "$t")")
+  t=$(timed dd if="$WORK/n1/x" of=/dev/null bs=1M); N_WARM+=("$(mbps "$t")")
+  N_IOPS+=("$(fio_iops "$WORK/n1/x")")
+  fusermount3 -u "$WORK/n1"; sleep 0.5
+
+  # diskshelf warm: a new daemon reading the disk cache; no GETs expected.
+  before=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
+  ds_mount "$WORK/m2" "$WORK/cache"
+  t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); D_WARM+=("$(mbps "$t")")
+  D_WIOPS+=("$(fio_iops "$WORK/m2/x.img")")
+  after=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
+  extra_gets=$((extra_gets + after - before))
+  ds_unmount "$WORK/m2"
+
+  # diskshelf random reads on a fresh cache.
+  rm -rf "$WORK/cache"
+  ds_mount "$WORK/m3" "$WORK/cache"
+  D_IOPS+=("$(fio_iops "$WORK/m3/x.img")")
+  ds_unmount "$WORK/m3"
+done
+local_cache=$(median "${L_CACHE[@]}"); local_disk=$(median "${L_DISK[@]}")
+ds_cold=$(median "${D_COLD[@]}"); ds_kernel=$(median "${D_KERNEL[@]}")
+ds_warm=$(median "${D_WARM[@]}"); ds_iops=$(median "${D_IOPS[@]}")
+ds_wiops=$(median "${D_WIOPS[@]}")
+nbd_cold=$(median "${N_COLD[@]}"); nbd_warm=$(median "${N_WARM[@]}")
+nbd_iops=$(median "${N_IOPS[@]}")
+gets_before=0; gets_after=$extra_gets
 
 ratio () { echo "scale=2; $1 / $2" | bc -l; }
-printf '\nHTTP image of %s bytes from nginx on 127.0.0.1 (check: %s; GETs during warm run: %s)\n' \
-  "$BYTES" "$ds_ok" "$((gets_after - gets_before))"
+printf '\nHTTP image of %s bytes from nginx on 127.0.0.1; medians of %s rounds\n' "$BYTES" "$ROUNDS"
+printf '(FUSE read-ahead: %s KiB for both; ' "${READ_AHEAD_KB:-128 (kernel default)}"
+printf 'cmp through diskshelf: %s; GETs during warm runs: %s; load average at end: %s)\n' \
+  "$ds_ok" "$extra_gets" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-44s %12s %12s %8s\n' "row" "diskshelf" "nbdfuse" "ratio"
 printf '%-44s %12s %12s %8s\n' "cold sequential, MB/s" "$ds_cold" "$nbd_cold" "$(ratio "$ds_cold" "$nbd_cold")"
 printf '%-44s %12s %12s %8s\n' "warm sequential (disk cache, new daemon), MB/s" "$ds_warm" "$nbd_warm" "$(ratio "$ds_warm" "$nbd_warm")"
 printf '%-44s %12s %12s %8s\n' "warm sequential (same mount), MB/s" "$ds_kernel" "$nbd_warm" "$(ratio "$ds_kernel" "$nbd_warm")"
 printf '%-44s %12s %12s %8s\n' "4 KiB random reads, IOPS (cold cache)" "$ds_iops" "$nbd_iops" "$(ratio "$ds_iops" "$nbd_iops")"
+printf '%-44s %12s %12s %8s\n' "4 KiB random reads, IOPS (warm cache)" "$ds_wiops" "$nbd_iops" "$(ratio "$ds_wiops" "$nbd_iops")"
 printf '\n%-44s %12s\n' "local file, page cache, MB/s" "$local_cache"
 printf '%-44s %12s\n' "local file, disk (O_DIRECT), MB/s" "$local_disk"
 printf '%-44s %12s\n' "warm (disk cache) / local page cache" "$(ratio "$ds_warm" "$local_cache")"

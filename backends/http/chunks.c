@@ -165,14 +165,71 @@ wake_worker (struct http_layer *h)
     }
 }
 
-/* Put a queued chunk at the front of the queue (lock held). */
+/* Append a chunk to a queue (lock held). */
 static void
-queue_front (struct http_layer *h, struct chunk *c)
+queue_push_back (struct chunk_queue *q, struct chunk *c)
 {
-  c->qnext = h->qhead;
-  h->qhead = c;
-  if (h->qtail == NULL)
-    h->qtail = c;
+  c->qnext = NULL;
+  if (q->tail)
+    q->tail->qnext = c;
+  else
+    q->head = c;
+  q->tail = c;
+}
+
+/* Put a chunk at the front of a queue (lock held). */
+static void
+queue_push_front (struct chunk_queue *q, struct chunk *c)
+{
+  c->qnext = q->head;
+  q->head = c;
+  if (q->tail == NULL)
+    q->tail = c;
+}
+
+/* Take the first chunk of a queue, or NULL (lock held). */
+static struct chunk *
+queue_pop (struct chunk_queue *q)
+{
+  struct chunk *c = q->head;
+
+  if (c)
+    {
+      q->head = c->qnext;
+      if (q->head == NULL)
+        q->tail = NULL;
+      c->qnext = NULL;
+    }
+  return c;
+}
+
+/* Unlink a chunk from a queue; false when it is not there (lock held). */
+static bool
+queue_remove (struct chunk_queue *q, struct chunk *c)
+{
+  struct chunk *prev = NULL;
+
+  for (struct chunk *x = q->head; x; prev = x, x = x->qnext)
+    if (x == c)
+      {
+        if (prev)
+          prev->qnext = c->qnext;
+        else
+          q->head = c->qnext;
+        if (q->tail == c)
+          q->tail = prev;
+        c->qnext = NULL;
+        return true;
+      }
+  return false;
+}
+
+/* True when a worker has something it may take now (lock held). */
+static bool
+work_available (struct http_layer *h)
+{
+  return h->queue.head
+    || (h->fill_queue.head && h->fill_active < HTTP_FILL_WORKERS);
 }
 
 /* Queue a new fetch of chunk i: at the front for a waiting reader, at
@@ -198,15 +255,11 @@ start_fetch (struct http_layer *h, uint64_t i, enum fetch_kind kind)
   c->queued = true;
   c->fill = kind == FETCH_FILL;
   if (kind == FETCH_FOREGROUND)
-    queue_front (h, c);
+    queue_push_front (&h->queue, c);
+  else if (kind == FETCH_READAHEAD)
+    queue_push_back (&h->queue, c);
   else
-    {
-      if (h->qtail)
-        h->qtail->qnext = c;
-      else
-        h->qhead = c;
-      h->qtail = c;
-    }
+    queue_push_back (&h->fill_queue, c);
   if (!c->fill)
     h->inflight++;
   h->pending++;
@@ -214,28 +267,24 @@ start_fetch (struct http_layer *h, uint64_t i, enum fetch_kind kind)
   return c;
 }
 
-/* A reader waits for a chunk still in the queue: move it to the front
+/* A reader waits for a chunk still in a queue: move it to the front
  * (lock held). */
 static void
 promote (struct http_layer *h, struct chunk *c)
 {
-  struct chunk *prev = NULL;
-
-  if (!c->queued || h->qhead == c)
+  if (!c->queued || h->queue.head == c)
     return;
-  for (struct chunk *q = h->qhead; q && q != c; q = q->qnext)
-    prev = q;
-  if (prev == NULL)
-    return;
-  prev->qnext = c->qnext;
-  if (h->qtail == c)
-    h->qtail = prev;
-  queue_front (h, c);
   if (c->fill)
     {
+      if (!queue_remove (&h->fill_queue, c))
+        return;
       c->fill = false;
       h->inflight++;
     }
+  else if (!queue_remove (&h->queue, c))
+    return;
+  queue_push_front (&h->queue, c);
+  wake_worker (h);
 }
 
 /* True when the disk cache holds chunk i. */
@@ -306,7 +355,7 @@ worker_main (void *arg)
       uint64_t off;
       int r;
 
-      while (h->qhead == NULL && !h->closing)
+      while (!work_available (h) && !h->closing)
         {
           struct timespec ts;
           int w;
@@ -315,16 +364,17 @@ worker_main (void *arg)
           h->idle++;
           w = pthread_cond_timedwait (&h->work_cond, &h->lock, &ts);
           h->idle--;
-          if (w != 0 && h->qhead == NULL)
+          if (w != 0 && !work_available (h))
             break;
         }
-      if (h->closing || h->qhead == NULL)
+      if (h->closing || !work_available (h))
         break;
-      c = h->qhead;
-      h->qhead = c->qnext;
-      if (h->qhead == NULL)
-        h->qtail = NULL;
-      c->qnext = NULL;
+      c = queue_pop (&h->queue);
+      if (c == NULL)
+        {
+          c = queue_pop (&h->fill_queue);
+          h->fill_active++;
+        }
       c->queued = false;
       c->refs++;
       c->buf = buf_get (h);
@@ -360,6 +410,12 @@ worker_main (void *arg)
       pthread_mutex_lock (&h->lock);
       if (!c->fill)
         h->inflight--;
+      else
+        {
+          h->fill_active--;
+          if (h->fill_queue.head)
+            pthread_cond_signal (&h->work_cond);
+        }
       h->pending--;
       if (r == 0)
         {
@@ -429,6 +485,8 @@ copy_from_chunk (struct http_layer *h, struct chunk *c, char *dst,
   int r = 0;
 
   pthread_mutex_lock (&h->lock);
+  if (c->state == CHUNK_FETCHING)
+    atomic_fetch_add (&h->waits, 1);
   while (c->state == CHUNK_FETCHING)
     pthread_cond_wait (&h->chunk_cond, &h->lock);
   pthread_mutex_unlock (&h->lock);
@@ -605,19 +663,21 @@ http_chunks_shutdown (struct http_layer *h)
   h->closing = true;
   atomic_store (&h->stopping, true);
   pthread_cond_broadcast (&h->work_cond);
-  while (h->qhead)
+  for (int k = 0; k < 2; k++)
     {
-      struct chunk *c = h->qhead;
-      h->qhead = c->qnext;
-      c->queued = false;
-      c->state = CHUNK_FAILED;
-      c->err = -EIO;
-      if (!c->fill)
-        h->inflight--;
-      h->pending--;
-      table_remove (h, c);
+      struct chunk_queue *q = k == 0 ? &h->queue : &h->fill_queue;
+      struct chunk *c;
+      while ((c = queue_pop (q)) != NULL)
+        {
+          c->queued = false;
+          c->state = CHUNK_FAILED;
+          c->err = -EIO;
+          if (!c->fill)
+            h->inflight--;
+          h->pending--;
+          table_remove (h, c);
+        }
     }
-  h->qtail = NULL;
   while (h->workers > 0)
     pthread_cond_wait (&h->chunk_cond, &h->lock);
   for (int b = 0; b < HTTP_BUCKETS; b++)

@@ -327,6 +327,8 @@ http_status (struct layer *l, FILE *out)
   fprintf (out, "http-requests: %" PRIu64 "\n", atomic_load (&h->requests));
   fprintf (out, "http-fetched: %" PRIu64 " bytes\n", atomic_load (&h->bytes));
   fprintf (out, "http-retries: %" PRIu64 "\n", atomic_load (&h->retries));
+  fprintf (out, "http-reads-waiting-for-fetch: %" PRIu64 "\n",
+           atomic_load (&h->waits));
   pthread_mutex_lock (&h->lock);
   fprintf (out, "http-pending-chunks: %u\n", h->pending);
   pthread_mutex_unlock (&h->lock);

@@ -39,6 +39,7 @@
 #define HTTP_IDLE_HANDLES 8         /* readers' curl handles kept */
 #define HTTP_RANDOM_AFTER 8         /* non-sequential misses: random */
 #define HTTP_DIRECT_MAX (128 * 1024)/* random misses fetched directly */
+#define HTTP_FILL_WORKERS 1         /* workers busy with fill at once */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
@@ -64,6 +65,12 @@ struct chunk
   struct chunk *hnext;         /* hash chain; protected by lock */
   struct chunk *qnext;         /* job queue; protected by lock */
   struct chunk *lprev, *lnext; /* memory LRU; protected by lock */
+};
+
+/* A FIFO of queued chunks, linked through chunk.qnext. */
+struct chunk_queue
+{
+  struct chunk *head, *tail;
 };
 
 /* What every request needs; fixed after open, read by all threads. */
@@ -96,7 +103,9 @@ struct http_layer
   pthread_cond_t chunk_cond;        /* a chunk finished */
   pthread_cond_t work_cond;         /* jobs queued, or closing */
   struct chunk *table[HTTP_BUCKETS];/* protected by lock */
-  struct chunk *qhead, *qtail;      /* protected by lock */
+  struct chunk_queue queue;         /* reads, read-ahead; lock */
+  struct chunk_queue fill_queue;    /* background fill; lock */
+  unsigned fill_active;             /* fills being fetched; lock */
   struct chunk *lru_head, *lru_tail;/* protected by lock */
   unsigned nmem;                    /* chunks in the LRU; protected by lock */
   char *free_bufs;                  /* reusable buffers; protected by lock */
@@ -120,6 +129,7 @@ struct http_layer
   atomic_bool stopping;             /* abort transfers: closing */
   atomic_bool retrying;             /* a retry episode was logged */
   _Atomic uint64_t requests, bytes, retries;
+  _Atomic uint64_t waits;           /* reads that waited for a fetch */
   pthread_mutex_t error_lock;
   char last_error[256];             /* protected by error_lock */
 };

@@ -298,12 +298,14 @@ add_if_range (struct http_layer *h)
   return 0;
 }
 
+/* Layer callback: read through the chunk engine. */
 static int
 http_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
 {
   return http_chunks_pread ((struct http_layer *) l, buf, count, offset);
 }
 
+/* Layer callback: queue read-ahead for a range. */
 static int
 http_prefetch (struct layer *l, uint64_t offset, uint64_t length)
 {
@@ -366,6 +368,7 @@ http_free (struct http_layer *h)
   free (h);
 }
 
+/* Layer callback: stop the workers and free the layer. */
 static void
 http_close (struct layer *l)
 {

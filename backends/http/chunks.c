@@ -337,6 +337,86 @@ read_ahead (struct http_layer *h, uint64_t offset, size_t count)
   h->ra_next = j;
 }
 
+/* The storer: writes fetched chunks to the disk cache in order, then
+ * lets readers use the cache for them.  Started on demand; drains its
+ * queue before it leaves at close, so what was read is kept. */
+static void *
+storer_main (void *arg)
+{
+  struct http_layer *h = arg;
+
+  pthread_mutex_lock (&h->lock);
+  for (;;)
+    {
+      struct chunk *c;
+      uint64_t off;
+      bool kept;
+
+      while (h->store_queue.head == NULL && !h->closing)
+        {
+          struct timespec ts;
+          clock_gettime (CLOCK_REALTIME, &ts);
+          ts.tv_sec += WORKER_IDLE_S;
+          if (pthread_cond_timedwait (&h->store_cond, &h->lock, &ts) != 0
+              && h->store_queue.head == NULL)
+            break;
+        }
+      c = queue_pop (&h->store_queue);
+      if (c == NULL)
+        break;
+      pthread_mutex_unlock (&h->lock);
+
+      off = c->index * HTTP_CHUNK;
+      kept = false;
+      if (!atomic_load (&h->changed))
+        {
+          disk_cache_write (h->dc, c->buf, c->len, off);
+          kept = disk_cache_has (h->dc, off, c->len);
+        }
+
+      pthread_mutex_lock (&h->lock);
+      h->nstore--;
+      c->stored = kept;
+      if (kept)
+        table_remove (h, c);        /* readers now use the disk cache */
+      else if (c->in_table && !lru_member (h, c))
+        lru_add (h, c);
+      chunk_unref (h, c);
+      lru_trim (h);
+    }
+  h->storers--;
+  pthread_cond_broadcast (&h->chunk_cond);
+  pthread_mutex_unlock (&h->lock);
+  /* h may be gone from here on. */
+  return NULL;
+}
+
+/* Hand a fetched chunk to the storer, starting it if needed; false when
+ * no storer can run (lock held). */
+static bool
+queue_store (struct http_layer *h, struct chunk *c)
+{
+  if (h->storers == 0)
+    {
+      pthread_t t;
+      pthread_attr_t attr;
+      int e;
+
+      pthread_attr_init (&attr);
+      pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+      e = pthread_create (&t, &attr, storer_main, h);
+      pthread_attr_destroy (&attr);
+      if (e != 0)
+        return false;
+      h->storers++;
+    }
+  c->refs++;
+  queue_push_back (&h->store_queue, c);
+  h->nstore++;
+  pthread_cond_signal (&h->store_cond);
+  return true;
+}
+
 /* A worker: takes chunks off the queue, fetches them with its own curl
  * handle (one kept-alive connection), stores them in the disk cache and
  * wakes the readers.  Leaves after a minute without work. */
@@ -351,7 +431,7 @@ worker_main (void *arg)
     {
       struct chunk *c;
       char *message = NULL;
-      bool kept = false;
+      bool kept = false, queued_store = false;
       uint64_t off;
       int r;
 
@@ -392,22 +472,33 @@ worker_main (void *arg)
         r = http_fetch (h, curl, c->buf, off, c->len);
       if (r < 0)
         message = strdup (error_message ());
-      else
+      else if (c->fill && h->dc && !atomic_load (&h->changed))
         {
-          /* Wake the readers first; they copy from c->buf while we
-           * store the chunk. */
+          /* Background fill exists to be stored: store it here, even
+           * if the disk is slow. */
           pthread_mutex_lock (&h->lock);
           c->state = CHUNK_READY;
           pthread_cond_broadcast (&h->chunk_cond);
           pthread_mutex_unlock (&h->lock);
-          if (h->dc && !atomic_load (&h->changed))
-            {
-              disk_cache_write (h->dc, c->buf, c->len, off);
-              kept = disk_cache_has (h->dc, off, c->len);
-            }
+          disk_cache_write (h->dc, c->buf, c->len, off);
+          kept = disk_cache_has (h->dc, off, c->len);
         }
 
       pthread_mutex_lock (&h->lock);
+      if (r == 0)
+        {
+          if (c->state != CHUNK_READY)
+            {
+              c->state = CHUNK_READY;
+              pthread_cond_broadcast (&h->chunk_cond);
+            }
+          /* Readers copy from memory; the storer writes it to the disk
+           * cache without holding up the next fetch.  When the disk
+           * cannot keep up the chunk is simply not cached. */
+          if (!c->fill && h->dc && !atomic_load (&h->changed)
+              && h->nstore < HTTP_STORE_MAX && queue_store (h, c))
+            queued_store = true;
+        }
       if (!c->fill)
         h->inflight--;
       else
@@ -420,7 +511,9 @@ worker_main (void *arg)
       if (r == 0)
         {
           c->stored = kept;
-          if (kept)
+          if (queued_store)
+            ;                       /* the storer finishes it */
+          else if (kept)
             table_remove (h, c);    /* readers now use the disk cache */
           else if (c->in_table && !lru_member (h, c))
             lru_add (h, c);
@@ -663,6 +756,7 @@ http_chunks_shutdown (struct http_layer *h)
   h->closing = true;
   atomic_store (&h->stopping, true);
   pthread_cond_broadcast (&h->work_cond);
+  pthread_cond_broadcast (&h->store_cond);
   for (int k = 0; k < 2; k++)
     {
       struct chunk_queue *q = k == 0 ? &h->queue : &h->fill_queue;
@@ -678,7 +772,7 @@ http_chunks_shutdown (struct http_layer *h)
           table_remove (h, c);
         }
     }
-  while (h->workers > 0)
+  while (h->workers > 0 || h->storers > 0)
     pthread_cond_wait (&h->chunk_cond, &h->lock);
   for (int b = 0; b < HTTP_BUCKETS; b++)
     while (h->table[b])

@@ -365,6 +365,7 @@ http_free (struct http_layer *h)
   pthread_mutex_destroy (&h->error_lock);
   pthread_cond_destroy (&h->chunk_cond);
   pthread_cond_destroy (&h->work_cond);
+  pthread_cond_destroy (&h->store_cond);
   free (h);
 }
 
@@ -451,6 +452,7 @@ layer_http_open (const struct stack_context *ctx, const char *url,
   pthread_mutex_init (&h->error_lock, NULL);
   pthread_cond_init (&h->chunk_cond, NULL);
   pthread_cond_init (&h->work_cond, NULL);
+  pthread_cond_init (&h->store_cond, NULL);
   /* Not sequential yet: one read (the stack's magic-byte probe, say)
    * gets no read-ahead; a second one that follows it does. */
   h->ra_end = UINT64_MAX / 2;

@@ -2,7 +2,8 @@
  *
  *   http.c    the layer: open (probe size and validators), status, close
  *   chunks.c  reads: chunk table, single-flight fetches, read-ahead,
- *             worker threads, the disk cache and a small memory cache
+ *             worker threads, the storer thread that writes fetched
+ *             chunks to the disk cache, and a small memory cache
  *   fetch.c   one range GET with every check on the response
  *   retry.c   retrying a range GET with back-off within a time budget
  *   handle.c  configuring curl handles; secrets; URL redaction
@@ -40,6 +41,7 @@
 #define HTTP_RANDOM_AFTER 8         /* non-sequential misses: random */
 #define HTTP_DIRECT_MAX (128 * 1024)/* random misses fetched directly */
 #define HTTP_FILL_WORKERS 1         /* workers busy with fill at once */
+#define HTTP_STORE_MAX 64           /* fetched chunks waiting for disk */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
@@ -106,6 +108,10 @@ struct http_layer
   struct chunk_queue queue;         /* reads, read-ahead; lock */
   struct chunk_queue fill_queue;    /* background fill; lock */
   unsigned fill_active;             /* fills being fetched; lock */
+  struct chunk_queue store_queue;   /* fetched, to write; lock */
+  unsigned nstore;                  /* chunks in store_queue; lock */
+  unsigned storers;                 /* storer threads (0 or 1); lock */
+  pthread_cond_t store_cond;        /* store_queue grew, or closing */
   struct chunk *lru_head, *lru_tail;/* protected by lock */
   unsigned nmem;                    /* chunks in the LRU; protected by lock */
   char *free_bufs;                  /* reusable buffers; protected by lock */

@@ -376,6 +376,7 @@ storer_main (void *arg)
 
       pthread_mutex_lock (&h->lock);
       h->nstore--;
+      pthread_cond_signal (&h->store_space);
       c->stored = kept;
       if (kept)
         table_remove (h, c);        /* readers now use the disk cache */
@@ -494,10 +495,20 @@ worker_main (void *arg)
             }
           /* Readers copy from memory; the storer writes it to the disk
            * cache without holding up the next fetch.  When the disk
-           * cannot keep up the chunk is simply not cached. */
-          if (!c->fill && h->dc && !atomic_load (&h->changed)
-              && h->nstore < HTTP_STORE_MAX && queue_store (h, c))
-            queued_store = true;
+           * falls far behind, wait a little for it (what was fetched is
+           * meant to be kept), then give up on caching this chunk. */
+          if (!c->fill && h->dc && !atomic_load (&h->changed))
+            {
+              struct timespec ts;
+              clock_gettime (CLOCK_REALTIME, &ts);
+              ts.tv_sec += HTTP_STORE_WAIT_S;
+              while (h->nstore >= HTTP_STORE_MAX && !h->closing)
+                if (pthread_cond_timedwait (&h->store_space, &h->lock,
+                                            &ts) != 0)
+                  break;
+              if (h->nstore < HTTP_STORE_MAX && queue_store (h, c))
+                queued_store = true;
+            }
         }
       if (!c->fill)
         h->inflight--;
@@ -757,6 +768,7 @@ http_chunks_shutdown (struct http_layer *h)
   atomic_store (&h->stopping, true);
   pthread_cond_broadcast (&h->work_cond);
   pthread_cond_broadcast (&h->store_cond);
+  pthread_cond_broadcast (&h->store_space);
   for (int k = 0; k < 2; k++)
     {
       struct chunk_queue *q = k == 0 ? &h->queue : &h->fill_queue;

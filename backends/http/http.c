@@ -366,6 +366,7 @@ http_free (struct http_layer *h)
   pthread_cond_destroy (&h->chunk_cond);
   pthread_cond_destroy (&h->work_cond);
   pthread_cond_destroy (&h->store_cond);
+  pthread_cond_destroy (&h->store_space);
   free (h);
 }
 
@@ -453,6 +454,7 @@ layer_http_open (const struct stack_context *ctx, const char *url,
   pthread_cond_init (&h->chunk_cond, NULL);
   pthread_cond_init (&h->work_cond, NULL);
   pthread_cond_init (&h->store_cond, NULL);
+  pthread_cond_init (&h->store_space, NULL);
   /* Not sequential yet: one read (the stack's magic-byte probe, say)
    * gets no read-ahead; a second one that follows it does. */
   h->ra_end = UINT64_MAX / 2;

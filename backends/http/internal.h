@@ -42,6 +42,7 @@
 #define HTTP_DIRECT_MAX (128 * 1024)/* random misses fetched directly */
 #define HTTP_FILL_WORKERS 1         /* workers busy with fill at once */
 #define HTTP_STORE_MAX 64           /* fetched chunks waiting for disk */
+#define HTTP_STORE_WAIT_S 2         /* then wait this long before skipping */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
@@ -112,6 +113,7 @@ struct http_layer
   unsigned nstore;                  /* chunks in store_queue; lock */
   unsigned storers;                 /* storer threads (0 or 1); lock */
   pthread_cond_t store_cond;        /* store_queue grew, or closing */
+  pthread_cond_t store_space;       /* store_queue shrank */
   struct chunk *lru_head, *lru_tail;/* protected by lock */
   unsigned nmem;                    /* chunks in the LRU; protected by lock */
   char *free_bufs;                  /* reusable buffers; protected by lock */

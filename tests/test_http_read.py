@@ -101,12 +101,18 @@ def test_credentials_headers_cookies_from_files(mount, catalog, http_server, tmp
     write_entry(catalog, "c.img", f"source = {url}\nuser = alice\n{files}")
     write_entry(catalog, "nocookie.img", f"source = {url}\nuser = alice\n"
                 f"password-file = {tmp_path / 'pw'}\nheader-file = {tmp_path / 'hdr'}\n")
+    (tmp_path / "netscape").write_text("# Netscape HTTP Cookie File\n"
+                                       "#HttpOnly_127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc123\n")
+    write_entry(catalog, "netscape.img", f"source = {url}\nuser = alice\n"
+                f"password-file = {tmp_path / 'pw'}\nheader-file = {tmp_path / 'hdr'}\n"
+                f"cookie-file = {tmp_path / 'netscape'}\n")
     (tmp_path / "bad").write_text("wrong\n")
     write_entry(catalog, "badpw.img", f"source = {url}\nuser = alice\n"
                 f"password-file = {tmp_path / 'bad'}\nheader-file = {tmp_path / 'hdr'}\n"
                 f"cookie-file = {tmp_path / 'cookies'}\n")
     m = mount(catalog, "--cache-dir=none")
     assert sha256(m.path / "c.img") == sha256(image)
+    assert sha256(m.path / "netscape.img") == sha256(image)
     assert not (m.path / "nocookie.img").exists()
     assert not (m.path / "badpw.img").exists()
     m.wait_log(r"badpw\.img.*HTTP 401.*password-file")

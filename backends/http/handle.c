@@ -153,8 +153,10 @@ http_read_headers (const char *path, struct curl_slist **out)
   return 0;
 }
 
-/* Read cookies ("name=value" pairs, one or more per line, # comments
- * skipped) into one Cookie header value. */
+/* Read cookies into one Cookie header value: either "name=value" lines
+ * (several pairs per line allowed) or a Netscape cookie file (7
+ * tab-separated fields, "#HttpOnly_" lines included); other # lines are
+ * comments.  All cookies go to the entry's server. */
 int
 http_read_cookies (const char *path, char **out)
 {
@@ -174,9 +176,34 @@ http_read_cookies (const char *path, char **out)
   for (char *line = strtok_r (text, "\r\n", &save); line;
        line = strtok_r (NULL, "\r\n", &save))
     {
+      char *field[7];
+      int n = 0;
+
       line += strspn (line, " \t");
-      if (line[0] == '#' || line[0] == '\0')
+      if (strncmp (line, "#HttpOnly_", 10) == 0)
+        line += 10;
+      else if (line[0] == '#' || line[0] == '\0')
         continue;
+      if (strchr (line, '\t'))
+        {
+          /* Netscape: domain, flag, path, secure, expiry, name, value. */
+          for (char *p = line; n < 7; n++)
+            {
+              field[n] = p;
+              p = strchr (p, '\t');
+              if (p == NULL)
+                {
+                  n++;
+                  break;
+                }
+              *p++ = '\0';
+            }
+          if (n != 7)
+            continue;
+          used += (size_t) sprintf (joined + used, "%s%s=%s",
+                                    used ? "; " : "", field[5], field[6]);
+          continue;
+        }
       used += (size_t) sprintf (joined + used, "%s%s", used ? "; " : "",
                                 line);
     }

@@ -190,8 +190,9 @@ gets_before=0; gets_after=$extra_gets
 
 ratio () { echo "scale=2; $1 / $2" | bc -l; }
 printf '\nHTTP image of %s bytes from nginx on 127.0.0.1; medians of %s rounds\n' "$BYTES" "$ROUNDS"
-printf '(nice %s for both; FUSE read-ahead: %s; ' "$PRIO" \
-  "${READ_AHEAD_KB:+$READ_AHEAD_KB KiB for both}${READ_AHEAD_KB:-each tool as shipped: diskshelf --readahead default 1M, nbdfuse the kernel 128K}"
+if [ -n "${READ_AHEAD_KB:-}" ]; then ra="$READ_AHEAD_KB KiB for both"
+else ra="as shipped: diskshelf --readahead default 1M, nbdfuse the kernel 128K"; fi
+printf '(nice %s for both; FUSE read-ahead %s; ' "$PRIO" "$ra"
 printf 'cmp through diskshelf: %s; GETs during warm runs: %s; load average at end: %s)\n' \
   "$ds_ok" "$extra_gets" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-44s %12s %12s %8s\n' "row" "diskshelf" "nbdfuse" "ratio"

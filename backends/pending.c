@@ -10,13 +10,6 @@
 #include "diskcache.h"
 
 int
-layer_http_open (const struct stack_context *ctx, const char *url,
-                 struct layer **out)
-{
-  return error_set (ENOTSUP, "http: not built yet");
-}
-
-int
 layer_xz_open (const struct stack_context *ctx, struct layer *lower,
                struct layer **out)
 {
@@ -40,17 +33,5 @@ block_cache_new (uint64_t max_bytes, unsigned workers,
 
 void
 block_cache_free (struct block_cache *cache)
-{
-}
-
-int
-disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
-{
-  *out = NULL;
-  return 0;
-}
-
-void
-disk_cache_free (struct disk_cache *cache)
 {
 }

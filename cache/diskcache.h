@@ -70,6 +70,11 @@ bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
 int disk_cache_write (struct disk_cache_object *obj, const void *buf,
                       size_t count, uint64_t offset);
 
+/* Drop every chunk of the object: its remote copy changed.  Chunks
+ * written afterwards are kept again (the caller stops writing when the
+ * object is no longer the one the validators describe). */
+void disk_cache_invalidate (struct disk_cache_object *obj);
+
 /* Bytes of this object present in the cache, and of the whole cache. */
 uint64_t disk_cache_object_present (struct disk_cache_object *obj);
 uint64_t disk_cache_used (struct disk_cache *cache);

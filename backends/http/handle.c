@@ -1,0 +1,261 @@
+/* diskshelf: configuring curl handles for the HTTP transport, reading
+ * secrets from files, and redacting credentials from URLs. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* Abort a transfer when the layer is closing. */
+static int
+progress_cb (void *arg, curl_off_t dltotal, curl_off_t dlnow,
+             curl_off_t ultotal, curl_off_t ulnow)
+{
+  atomic_bool *stopping = arg;
+
+  return atomic_load (stopping) ? 1 : 0;
+}
+
+/* A new easy handle with every per-entry option set (URL, TLS,
+ * credentials, timeouts, HTTP/2).  The caller adds per-request options.
+ * Returns NULL on failure. */
+CURL *
+http_handle_new (const struct http_request_config *rc, atomic_bool *stopping)
+{
+  CURL *c = curl_easy_init ();
+
+  if (c == NULL)
+    return NULL;
+  curl_easy_setopt (c, CURLOPT_URL, rc->url);
+  curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt (c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt (c, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt (c, CURLOPT_BUFFERSIZE, 512L * 1024);
+  curl_easy_setopt (c, CURLOPT_SSL_VERIFYPEER, rc->verify ? 1L : 0L);
+  curl_easy_setopt (c, CURLOPT_SSL_VERIFYHOST, rc->verify ? 2L : 0L);
+  if (rc->ca_file)
+    curl_easy_setopt (c, CURLOPT_CAINFO, rc->ca_file);
+  if (rc->ca_path)
+    curl_easy_setopt (c, CURLOPT_CAPATH, rc->ca_path);
+  if (rc->user)
+    {
+      curl_easy_setopt (c, CURLOPT_USERNAME, rc->user);
+      curl_easy_setopt (c, CURLOPT_PASSWORD,
+                        rc->password ? rc->password : "");
+      curl_easy_setopt (c, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+    }
+  if (rc->cookie)
+    curl_easy_setopt (c, CURLOPT_COOKIE, rc->cookie);
+  curl_easy_setopt (c, CURLOPT_USERAGENT, rc->user_agent);
+  if (rc->headers)
+    curl_easy_setopt (c, CURLOPT_HTTPHEADER, rc->headers);
+  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, rc->timeout_s);
+  /* A stall of `timeout` seconds ends a transfer. */
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, rc->timeout_s);
+  curl_easy_setopt (c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt (c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+  curl_easy_setopt (c, CURLOPT_XFERINFODATA, stopping);
+  return c;
+}
+
+/* Read a whole small file into a string.  Returns 0 or -errno. */
+static int
+slurp (const char *path, char **out)
+{
+  FILE *f = fopen (path, "re");
+  size_t cap = 4096, n = 0;
+  char *buf;
+
+  if (f == NULL)
+    return -errno;
+  buf = malloc (cap);
+  while (buf)
+    {
+      size_t r = fread (buf + n, 1, cap - n - 1, f);
+      n += r;
+      if (r == 0)
+        break;
+      if (n + 1 == cap)
+        {
+          char *nb = cap > (1 << 20) ? NULL : realloc (buf, cap * 2);
+          if (nb == NULL)
+            {
+              free (buf);
+              buf = NULL;
+              break;
+            }
+          buf = nb;
+          cap *= 2;
+        }
+    }
+  fclose (f);
+  if (buf == NULL)
+    return -ENOMEM;
+  buf[n] = '\0';
+  *out = buf;
+  return 0;
+}
+
+/* Read a secret (a password) from a file: its first line. */
+int
+http_read_secret (const char *what, const char *path, char **out)
+{
+  char *s;
+  int r = slurp (path, &s);
+
+  if (r < 0)
+    return error_set (-r, "cannot read %s %s: %s", what, path,
+                      strerror (-r));
+  s[strcspn (s, "\r\n")] = '\0';
+  *out = s;
+  return 0;
+}
+
+/* Read "Name: value" lines (blank lines and # comments skipped) into a
+ * header list. */
+int
+http_read_headers (const char *path, struct curl_slist **out)
+{
+  char *text, *save = NULL;
+  int r = slurp (path, &text);
+
+  if (r < 0)
+    return error_set (-r, "cannot read header-file %s: %s", path,
+                      strerror (-r));
+  for (char *line = strtok_r (text, "\r\n", &save); line;
+       line = strtok_r (NULL, "\r\n", &save))
+    {
+      struct curl_slist *l;
+      if (line[0] == '#' || line[strspn (line, " \t")] == '\0')
+        continue;
+      if (strchr (line, ':') == NULL)
+        {
+          free (text);
+          return error_set (EINVAL, "header-file %s: a line has no "
+                            "'Name: value' form", path);
+        }
+      l = curl_slist_append (*out, line);
+      if (l == NULL)
+        {
+          free (text);
+          return error_set (ENOMEM, "out of memory");
+        }
+      *out = l;
+    }
+  free (text);
+  return 0;
+}
+
+/* Read cookies into one Cookie header value: either "name=value" lines
+ * (several pairs per line allowed) or a Netscape cookie file (7
+ * tab-separated fields, "#HttpOnly_" lines included); other # lines are
+ * comments.  All cookies go to the entry's server. */
+int
+http_read_cookies (const char *path, char **out)
+{
+  char *text, *save = NULL, *joined;
+  size_t used = 0;
+  int r = slurp (path, &text);
+
+  if (r < 0)
+    return error_set (-r, "cannot read cookie-file %s: %s", path,
+                      strerror (-r));
+  joined = calloc (1, strlen (text) * 2 + 1);
+  if (joined == NULL)
+    {
+      free (text);
+      return error_set (ENOMEM, "out of memory");
+    }
+  for (char *line = strtok_r (text, "\r\n", &save); line;
+       line = strtok_r (NULL, "\r\n", &save))
+    {
+      char *field[7];
+      int n = 0;
+
+      line += strspn (line, " \t");
+      if (strncmp (line, "#HttpOnly_", 10) == 0)
+        line += 10;
+      else if (line[0] == '#' || line[0] == '\0')
+        continue;
+      if (strchr (line, '\t'))
+        {
+          /* Netscape: domain, flag, path, secure, expiry, name, value. */
+          for (char *p = line; n < 7; n++)
+            {
+              field[n] = p;
+              p = strchr (p, '\t');
+              if (p == NULL)
+                {
+                  n++;
+                  break;
+                }
+              *p++ = '\0';
+            }
+          if (n != 7)
+            continue;
+          used += (size_t) sprintf (joined + used, "%s%s=%s",
+                                    used ? "; " : "", field[5], field[6]);
+          continue;
+        }
+      used += (size_t) sprintf (joined + used, "%s%s", used ? "; " : "",
+                                line);
+    }
+  free (text);
+  if (used == 0)
+    {
+      free (joined);
+      joined = NULL;
+    }
+  *out = joined;
+  return 0;
+}
+
+/* From a URL that may hold credentials, make the cache key (credentials
+ * removed) and the display form (credentials shown as ***). */
+int
+http_redact_url (const char *url, char **key, char **display)
+{
+  CURLU *u = curl_url ();
+  char *user = NULL, *pass = NULL, *k = NULL, *d = NULL;
+
+  if (u == NULL)
+    return -ENOMEM;
+  if (curl_url_set (u, CURLUPART_URL, url, 0) != CURLUE_OK)
+    {
+      curl_url_cleanup (u);
+      return -EINVAL;
+    }
+  curl_url_get (u, CURLUPART_USER, &user, 0);
+  curl_url_get (u, CURLUPART_PASSWORD, &pass, 0);
+  curl_url_set (u, CURLUPART_USER, NULL, 0);
+  curl_url_set (u, CURLUPART_PASSWORD, NULL, 0);
+  curl_url_get (u, CURLUPART_URL, &k, 0);
+  if (user || pass)
+    {
+      curl_url_set (u, CURLUPART_USER, "***", 0);
+      curl_url_get (u, CURLUPART_URL, &d, 0);
+    }
+  curl_free (user);
+  curl_free (pass);
+  curl_url_cleanup (u);
+  if (k == NULL)
+    return -ENOMEM;
+  *key = strdup (k);
+  *display = strdup (d ? d : k);
+  curl_free (k);
+  curl_free (d);
+  if (*key == NULL || *display == NULL)
+    {
+      free (*key);
+      free (*display);
+      return -ENOMEM;
+    }
+  return 0;
+}

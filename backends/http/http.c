@@ -1,0 +1,494 @@
+/* diskshelf: the HTTP(S) transport (`source = http://...` or https).
+ *
+ * Open asks the server for the size and validators (HEAD, or a GET of
+ * bytes 0-0 when HEAD is refused), following redirects once; the final
+ * URL is used from then on.  Reads become range GETs, checked and made
+ * conditional with If-Range (fetch.c), retried with back-off (retry.c),
+ * and kept in the shared disk cache (chunks.c).  Credentials, headers
+ * and cookies come from files named by the entry and never reach logs.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "entry.h"
+#include "error.h"
+#include "stack.h"
+
+/* Seconds of retrying at open: entries open one after another at mount,
+ * so a dead server must not hold the others up for long. */
+#define OPEN_RETRY_MAX 5.0
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+/* Initialise libcurl once per process. */
+static void
+init_curl (void)
+{
+  curl_global_init (CURL_GLOBAL_DEFAULT);
+}
+
+/* What the open-time request learned from the headers. */
+struct probe
+{
+  CURL *c;
+  char accept_ranges[64];
+  char etag[256];
+  char last_modified[128];
+  char content_range[128];
+  size_t body;
+};
+
+/* Copy a header's trimmed value into dst when the line names it. */
+static void
+take_header (const char *line, size_t n, const char *name, char *dst,
+             size_t dstlen)
+{
+  size_t nl = strlen (name);
+
+  if (n <= nl || strncasecmp (line, name, nl) != 0 || line[nl] != ':')
+    return;
+  line += nl + 1;
+  n -= nl + 1;
+  while (n > 0 && (*line == ' ' || *line == '\t'))
+    line++, n--;
+  while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'
+                   || line[n - 1] == ' '))
+    n--;
+  if (n >= dstlen)
+    n = dstlen - 1;
+  memcpy (dst, line, n);
+  dst[n] = '\0';
+}
+
+/* Record the headers of the last response (each redirect starts over). */
+static size_t
+probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
+{
+  struct probe *p = arg;
+  size_t n = size * nitems;
+
+  if (n >= 5 && strncmp (buffer, "HTTP/", 5) == 0)
+    {
+      p->accept_ranges[0] = p->etag[0] = p->last_modified[0] = '\0';
+      p->content_range[0] = '\0';
+      return n;
+    }
+  take_header (buffer, n, "accept-ranges", p->accept_ranges,
+               sizeof p->accept_ranges);
+  take_header (buffer, n, "etag", p->etag, sizeof p->etag);
+  take_header (buffer, n, "last-modified", p->last_modified,
+               sizeof p->last_modified);
+  take_header (buffer, n, "content-range", p->content_range,
+               sizeof p->content_range);
+  return n;
+}
+
+/* Swallow at most a byte of probe body; stop a server that sends more
+ * (it ignored the range). */
+static size_t
+probe_write_cb (char *ptr, size_t size, size_t nmemb, void *arg)
+{
+  struct probe *p = arg;
+
+  p->body += size * nmemb;
+  return p->body > 1 ? 0 : size * nmemb;
+}
+
+/* Seconds on the monotonic clock. */
+static double
+mono_s (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Perform one probe request (HEAD or GET 0-0), retrying transient
+ * failures within the budget.  Returns 0 with *code, or -errno. */
+static int
+probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
+{
+  double start = mono_s ();
+  long delay = 100;
+  char errbuf[CURL_ERROR_SIZE];
+
+  for (;;)
+    {
+      CURLcode res;
+
+      memset (p->accept_ranges, 0, sizeof p->accept_ranges);
+      p->etag[0] = p->last_modified[0] = p->content_range[0] = '\0';
+      p->body = 0;
+      errbuf[0] = '\0';
+      curl_easy_setopt (p->c, CURLOPT_URL, h->rc.url);
+      curl_easy_setopt (p->c, CURLOPT_FOLLOWLOCATION, 1L);
+      curl_easy_setopt (p->c, CURLOPT_MAXREDIRS, 10L);
+      curl_easy_setopt (p->c, CURLOPT_HEADERFUNCTION, probe_header_cb);
+      curl_easy_setopt (p->c, CURLOPT_HEADERDATA, p);
+      curl_easy_setopt (p->c, CURLOPT_WRITEFUNCTION, probe_write_cb);
+      curl_easy_setopt (p->c, CURLOPT_WRITEDATA, p);
+      curl_easy_setopt (p->c, CURLOPT_ERRORBUFFER, errbuf);
+      if (head)
+        curl_easy_setopt (p->c, CURLOPT_NOBODY, 1L);
+      else
+        {
+          curl_easy_setopt (p->c, CURLOPT_HTTPGET, 1L);
+          curl_easy_setopt (p->c, CURLOPT_RANGE, "0-0");
+        }
+      res = curl_easy_perform (p->c);
+      curl_easy_setopt (p->c, CURLOPT_ERRORBUFFER, NULL);
+      curl_easy_setopt (p->c, CURLOPT_RANGE, NULL);
+      *code = 0;
+      curl_easy_getinfo (p->c, CURLINFO_RESPONSE_CODE, code);
+      atomic_fetch_add (&h->requests, 1);
+      if (res == CURLE_WRITE_ERROR && p->body > 1)
+        res = CURLE_OK;       /* a 200 with a body: judged by the caller */
+      if (res == CURLE_PEER_FAILED_VERIFICATION
+          || res == CURLE_SSL_CACERT_BADFILE)
+        return error_set (EACCES, "http: %s: %s: TLS certificate not "
+                          "trusted (%s); set ca-file = the CA that signed "
+                          "it, or tls-verify = no", h->rc.entry_name,
+                          h->rc.display, errbuf[0] ? errbuf
+                          : curl_easy_strerror (res));
+      if (res == CURLE_OK && !(*code >= 500 || *code == 408 || *code == 429))
+        return 0;
+      if (res != CURLE_OK && res != CURLE_COULDNT_CONNECT
+          && res != CURLE_OPERATION_TIMEDOUT && res != CURLE_RECV_ERROR
+          && res != CURLE_SEND_ERROR && res != CURLE_GOT_NOTHING
+          && res != CURLE_COULDNT_RESOLVE_HOST
+          && res != CURLE_SSL_CONNECT_ERROR)
+        return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
+                          h->rc.display, errbuf[0] ? errbuf
+                          : curl_easy_strerror (res));
+      if (mono_s () - start + delay / 1000.0
+          > (h->rc.retry_time < OPEN_RETRY_MAX ? h->rc.retry_time
+             : OPEN_RETRY_MAX))
+        return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
+                          h->rc.display, res != CURLE_OK
+                          ? (errbuf[0] ? errbuf : curl_easy_strerror (res))
+                          : "the server kept answering with errors");
+      {
+        struct timespec ts = { delay / 1000, (delay % 1000) * 1000000L };
+        nanosleep (&ts, NULL);
+      }
+      delay = delay * 2 > 2000 ? 2000 : delay * 2;
+    }
+}
+
+/* Parse the total of "bytes A-B/T" or "bytes * /T". */
+static int
+content_range_total (const char *text, uint64_t *total)
+{
+  const char *slash = strrchr (text, '/');
+  char *end;
+
+  if (strncasecmp (text, "bytes ", 6) != 0 || slash == NULL
+      || slash[1] < '0' || slash[1] > '9')
+    return -1;
+  errno = 0;
+  *total = strtoull (slash + 1, &end, 10);
+  return errno || *end != '\0' ? -1 : 0;
+}
+
+/* Learn the size, validators and final URL; refuse servers without
+ * range support. */
+static int
+probe_object (struct http_layer *h)
+{
+  struct probe p = { 0 };
+  curl_off_t length = -1;
+  char *final = NULL;
+  long code;
+  int r;
+
+  p.c = http_handle_new (&h->rc, &h->stopping);
+  if (p.c == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  r = probe_request (h, &p, true, &code);
+  if (r < 0)
+    goto out;
+  if (code == 200)
+    curl_easy_getinfo (p.c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+  if (code == 200 && strcasecmp (p.accept_ranges, "none") == 0)
+    {
+      r = error_set (ENOTSUP, "http: %s: %s: the server does not support "
+                     "range requests (Accept-Ranges: none); diskshelf "
+                     "needs them", h->rc.entry_name, h->rc.display);
+      goto out;
+    }
+  if (code == 200 && length >= 0 && strcasecmp (p.accept_ranges, "bytes") == 0)
+    h->rc.size = (uint64_t) length;
+  else
+    {
+      /* HEAD refused or not conclusive: ask for the first byte. */
+      curl_easy_setopt (p.c, CURLOPT_NOBODY, 0L);
+      r = probe_request (h, &p, false, &code);
+      if (r < 0)
+        goto out;
+      if (code == 200)
+        {
+          r = error_set (ENOTSUP, "http: %s: %s: the server does not "
+                         "support range requests (it sent the whole object "
+                         "for a Range request); diskshelf needs them",
+                         h->rc.entry_name, h->rc.display);
+          goto out;
+        }
+      if ((code != 206 && code != 416)
+          || content_range_total (p.content_range, &h->rc.size) < 0
+          || (code == 416 && h->rc.size != 0))
+        {
+          r = error_set (EIO, "http: %s: %s: HTTP %ld%s", h->rc.entry_name,
+                         h->rc.display, code,
+                         code == 404 ? " (not found: check source =)"
+                         : code == 401 || code == 403
+                         ? " (check user, password-file, header-file)" : "");
+          goto out;
+        }
+    }
+  if (p.etag[0])
+    h->rc.etag = strdup (p.etag);
+  if (p.last_modified[0])
+    h->rc.last_modified = strdup (p.last_modified);
+  curl_easy_getinfo (p.c, CURLINFO_EFFECTIVE_URL, &final);
+  if (final && strcmp (final, h->rc.url) != 0)
+    {
+      char *copy = strdup (final);
+      if (copy)
+        {
+          free (h->rc.url);
+          h->rc.url = copy;
+        }
+    }
+  r = 0;
+ out:
+  curl_easy_cleanup (p.c);
+  return r;
+}
+
+/* Make every later GET conditional on the validators just learned. */
+static int
+add_if_range (struct http_layer *h)
+{
+  const char *v = NULL;
+  char *line;
+  struct curl_slist *l;
+
+  if (h->rc.etag && strncmp (h->rc.etag, "W/", 2) != 0)
+    v = h->rc.etag;        /* If-Range needs a strong ETag (RFC 9110 13.1.5) */
+  else if (h->rc.last_modified)
+    v = h->rc.last_modified;
+  if (v == NULL)
+    return 0;
+  if (asprintf (&line, "If-Range: %s", v) < 0)
+    return -ENOMEM;
+  l = curl_slist_append (h->rc.headers, line);
+  free (line);
+  if (l == NULL)
+    return -ENOMEM;
+  h->rc.headers = l;
+  return 0;
+}
+
+/* Layer callback: read through the chunk engine. */
+static int
+http_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
+{
+  return http_chunks_pread ((struct http_layer *) l, buf, count, offset);
+}
+
+/* Layer callback: queue read-ahead for a range. */
+static int
+http_prefetch (struct layer *l, uint64_t offset, uint64_t length)
+{
+  return http_chunks_prefetch ((struct http_layer *) l, offset, length);
+}
+
+/* "http-...: ..." lines for `diskshelf status`; no secrets. */
+static void
+http_status (struct layer *l, FILE *out)
+{
+  struct http_layer *h = (struct http_layer *) l;
+
+  fprintf (out, "http-url: %s\n", h->rc.display);
+  fprintf (out, "http-size: %" PRIu64 "\n", h->rc.size);
+  if (h->rc.etag)
+    fprintf (out, "http-etag: %s\n", h->rc.etag);
+  if (h->rc.last_modified)
+    fprintf (out, "http-last-modified: %s\n", h->rc.last_modified);
+  fprintf (out, "http-state: %s\n", atomic_load (&h->changed)
+           ? "changed on the server (reads fail with EIO)" : "ok");
+  fprintf (out, "http-requests: %" PRIu64 "\n", atomic_load (&h->requests));
+  fprintf (out, "http-fetched: %" PRIu64 " bytes\n", atomic_load (&h->bytes));
+  fprintf (out, "http-retries: %" PRIu64 "\n", atomic_load (&h->retries));
+  fprintf (out, "http-reads-waiting-for-fetch: %" PRIu64 "\n",
+           atomic_load (&h->waits));
+  pthread_mutex_lock (&h->lock);
+  fprintf (out, "http-pending-chunks: %u\n", h->pending);
+  pthread_mutex_unlock (&h->lock);
+  pthread_mutex_lock (&h->error_lock);
+  if (h->last_error[0])
+    fprintf (out, "http-last-error: %s\n", h->last_error);
+  pthread_mutex_unlock (&h->error_lock);
+  if (h->dc)
+    disk_cache_object_status (h->dc, out);
+}
+
+/* Free everything the layer owns (workers are stopped first). */
+static void
+http_free (struct http_layer *h)
+{
+  http_chunks_shutdown (h);
+  if (h->dc)
+    disk_cache_close_object (h->dc);
+  free (h->rc.url);
+  free (h->rc.display);
+  free (h->rc.entry_name);
+  free (h->rc.user);
+  free (h->rc.password);
+  free (h->rc.cookie);
+  free (h->rc.user_agent);
+  free (h->rc.ca_file);
+  free (h->rc.ca_path);
+  free (h->rc.etag);
+  free (h->rc.last_modified);
+  curl_slist_free_all (h->rc.headers);
+  pthread_mutex_destroy (&h->lock);
+  pthread_mutex_destroy (&h->error_lock);
+  pthread_cond_destroy (&h->chunk_cond);
+  pthread_cond_destroy (&h->work_cond);
+  pthread_cond_destroy (&h->store_cond);
+  pthread_cond_destroy (&h->store_space);
+  free (h);
+}
+
+/* Layer callback: stop the workers and free the layer. */
+static void
+http_close (struct layer *l)
+{
+  http_free ((struct http_layer *) l);
+}
+
+static const struct layer_ops http_ops = {
+  .name = "http",
+  .pread = http_pread,
+  .prefetch = http_prefetch,
+  .status = http_status,
+  .close = http_close,
+};
+
+/* strdup that keeps NULL. */
+static char *
+dup_or_null (const char *s)
+{
+  return s ? strdup (s) : NULL;
+}
+
+/* Fill the request settings from the entry: credentials and headers
+ * from their files, TLS, timeouts. */
+static int
+configure (struct http_layer *h, const struct entry_config *e,
+           const char *url, char **key)
+{
+  int r;
+
+  h->rc.entry_name = strdup (e->name ? e->name : url);
+  h->rc.url = strdup (url);
+  if (h->rc.entry_name == NULL || h->rc.url == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  r = http_redact_url (url, key, &h->rc.display);
+  if (r < 0)
+    return error_set (EINVAL, "http: %s: not a valid URL (check source =)",
+                      h->rc.entry_name);
+  if (e->password_file && e->user == NULL)
+    return error_set (EINVAL, "http: %s: password-file is set but user is "
+                      "not", h->rc.entry_name);
+  h->rc.user = dup_or_null (e->user);
+  if (e->password_file
+      && (r = http_read_secret ("password-file", e->password_file,
+                                &h->rc.password)) < 0)
+    return error_prefix (r, "http: %s", h->rc.entry_name);
+  if (e->header_file
+      && (r = http_read_headers (e->header_file, &h->rc.headers)) < 0)
+    return error_prefix (r, "http: %s", h->rc.entry_name);
+  if (e->cookie_file
+      && (r = http_read_cookies (e->cookie_file, &h->rc.cookie)) < 0)
+    return error_prefix (r, "http: %s", h->rc.entry_name);
+  h->rc.user_agent = strdup (e->user_agent ? e->user_agent
+                             : "diskshelf/" PACKAGE_VERSION);
+  h->rc.ca_file = dup_or_null (e->ca_file);
+  h->rc.ca_path = dup_or_null (e->ca_path);
+  h->rc.verify = e->tls_verify != FLAG_NO;
+  h->rc.timeout_s = e->timeout > 0 ? (long) (e->timeout + 0.999)
+    : (long) HTTP_DEFAULT_TIMEOUT;
+  h->rc.retry_time = e->retry_time > 0 ? e->retry_time
+    : HTTP_DEFAULT_RETRY_TIME;
+  h->max_workers = e->connections ? e->connections
+    : HTTP_DEFAULT_CONNECTIONS;
+  return 0;
+}
+
+/* Open an HTTP(S) URL as a read-only, immutable transport. */
+int
+layer_http_open (const struct stack_context *ctx, const char *url,
+                 struct layer **out)
+{
+  struct http_layer *h;
+  char *key = NULL;
+  int r;
+
+  pthread_once (&curl_once, init_curl);
+  h = calloc (1, sizeof *h);
+  if (h == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  pthread_mutex_init (&h->lock, NULL);
+  pthread_mutex_init (&h->error_lock, NULL);
+  pthread_cond_init (&h->chunk_cond, NULL);
+  pthread_cond_init (&h->work_cond, NULL);
+  pthread_cond_init (&h->store_cond, NULL);
+  pthread_cond_init (&h->store_space, NULL);
+  /* Not sequential yet: one read (the stack's magic-byte probe, say)
+   * gets no read-ahead; a second one that follows it does. */
+  h->ra_end = UINT64_MAX / 2;
+  h->layer.ops = &http_ops;
+
+  r = configure (h, ctx->entry, url, &key);
+  if (r == 0)
+    r = probe_object (h);
+  if (r == 0 && add_if_range (h) < 0)
+    r = error_set (ENOMEM, "http: out of memory");
+  if (r < 0)
+    {
+      free (key);
+      http_free (h);
+      return r;
+    }
+  h->layer.size = h->rc.size;
+  h->layer.writable = false;
+  h->layer.immutable = true;
+  h->nchunks = (h->rc.size + HTTP_CHUNK - 1) / HTTP_CHUNK;
+
+  if (ctx->services && ctx->services->disk_cache)
+    {
+      struct disk_cache_validators v = {
+        .kind = "http", .key = key, .size = h->rc.size,
+        .etag = h->rc.etag, .last_modified = h->rc.last_modified };
+      if (disk_cache_open_object (ctx->services->disk_cache, &v, &h->dc) < 0)
+        {
+          log_warning ("http: %s: %s; reading uncached", h->rc.entry_name,
+                       error_message ());
+          h->dc = NULL;
+        }
+    }
+  free (key);
+  *out = &h->layer;
+  return 0;
+}

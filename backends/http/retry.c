@@ -1,0 +1,123 @@
+/* diskshelf: a range GET retried with back-off on connection errors,
+ * timeouts and 5xx answers, within the entry's retry-time budget. */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 2000
+
+/* Seconds on the monotonic clock. */
+static double
+now_s (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Sleep ms milliseconds in short steps, stopping early when closing. */
+static void
+backoff_sleep (struct http_layer *h, long ms)
+{
+  while (ms > 0 && !atomic_load (&h->stopping))
+    {
+      long step = ms < 50 ? ms : 50;
+      struct timespec ts = { 0, step * 1000000L };
+      nanosleep (&ts, NULL);
+      ms -= step;
+    }
+}
+
+/* Remember a message for `diskshelf status`. */
+static void
+note_error (struct http_layer *h, const char *why)
+{
+  pthread_mutex_lock (&h->error_lock);
+  snprintf (h->last_error, sizeof h->last_error, "%s", why);
+  pthread_mutex_unlock (&h->error_lock);
+}
+
+/* The remote object changed: fail every later read, drop the cached
+ * copy, and say so once in the log. */
+void
+http_note_changed (struct http_layer *h, const char *why)
+{
+  note_error (h, why);
+  if (atomic_exchange (&h->changed, true))
+    return;
+  log_error ("http: %s: %s changed on the server (%s); reads fail with EIO "
+             "until the entry is reopened", h->rc.entry_name, h->rc.display,
+             why);
+  if (h->dc)
+    disk_cache_invalidate (h->dc);
+}
+
+/* Fetch a range, retrying transient failures.  Returns 0, or -EIO with
+ * a message naming the entry. */
+int
+http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
+            size_t len)
+{
+  double start = now_s ();
+  long delay = BACKOFF_FIRST_MS;
+  unsigned attempt = 0;
+  char why[512];
+
+  for (;;)
+    {
+      enum fetch_verdict v;
+
+      if (atomic_load (&h->changed))
+        return error_set (EIO, "http: %s: %s changed on the server",
+                          h->rc.entry_name, h->rc.display);
+      if (atomic_load (&h->stopping))
+        return error_set (EIO, "http: %s: closing", h->rc.entry_name);
+      why[0] = '\0';
+      v = http_fetch_once (&h->rc, c, buf, offset, len, why, sizeof why);
+      atomic_fetch_add (&h->requests, 1);
+      switch (v)
+        {
+        case FETCH_OK:
+          atomic_fetch_add (&h->bytes, len);
+          if (attempt > 0 && atomic_exchange (&h->retrying, false))
+            log_info ("http: %s: %s: recovered after %u retries",
+                      h->rc.entry_name, h->rc.display, attempt);
+          return 0;
+        case FETCH_CHANGED:
+          http_note_changed (h, why);
+          return error_set (EIO, "http: %s: %s changed on the server: %s",
+                            h->rc.entry_name, h->rc.display, why);
+        case FETCH_FATAL:
+          note_error (h, why);
+          log_error ("http: %s: %s: range at %" PRIu64 ": %s",
+                     h->rc.entry_name, h->rc.display, offset, why);
+          return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
+                            h->rc.display, why);
+        case FETCH_RETRY:
+          break;
+        }
+      note_error (h, why);
+      if (now_s () - start + delay / 1000.0 > h->rc.retry_time)
+        {
+          log_error ("http: %s: %s: giving up after %.0f s of retries: %s",
+                     h->rc.entry_name, h->rc.display, now_s () - start, why);
+          return error_set (EIO, "http: %s: %s: %s (gave up after %.0f s)",
+                            h->rc.entry_name, h->rc.display, why,
+                            h->rc.retry_time);
+        }
+      if (attempt == 0 && !atomic_exchange (&h->retrying, true))
+        log_warning ("http: %s: %s: %s; retrying for up to %.0f s",
+                     h->rc.entry_name, h->rc.display, why, h->rc.retry_time);
+      attempt++;
+      atomic_fetch_add (&h->retries, 1);
+      backoff_sleep (h, delay);
+      delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+    }
+}

@@ -1,0 +1,403 @@
+/* diskshelf: the disk cache's bound (LRU eviction) and its flusher
+ * thread, which makes written chunks durable before their bitmap bits
+ * are set on disk (see diskcache-internal.h). */
+#include "diskcache-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+/* Pending bytes that wake the flusher before its one-second tick. */
+#define FLUSH_BATCH (32 * 1024 * 1024)
+
+/* One thing eviction may drop: a whole dormant file or one chunk. */
+struct candidate
+{
+  int64_t ms;
+  struct disk_cache_object *obj;   /* NULL for a dormant file */
+  size_t dormant;                  /* index into the dormant snapshot */
+  size_t k;                        /* index into the object snapshot */
+  uint64_t index;
+  uint32_t state;
+};
+
+/* Order candidates oldest first. */
+static int
+by_age (const void *a, const void *b)
+{
+  const struct candidate *x = a, *y = b;
+
+  return (x->ms > y->ms) - (x->ms < y->ms);
+}
+
+/* Write the disk bitmap bytes [first, last] (sync_lock held). */
+static void
+write_bits (struct disk_cache_object *obj, uint64_t first, uint64_t last)
+{
+  size_t n = (size_t) (last - first + 1);
+  ssize_t r;
+
+  do
+    r = pwrite (obj->fd, obj->disk_bits + first, n,
+                (off_t) (obj->bitmap_off + first));
+  while (r < 0 && errno == EINTR);
+}
+
+/* Drop chunks whose state still equals expect[i]: clear their bits on
+ * disk (durably) before punching their data out.  Returns the bytes
+ * freed. */
+int
+dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
+                const uint32_t *expect, size_t n)
+{
+  struct disk_cache *cache = obj->cache;
+  uint64_t *gone = malloc ((n ? n : 1) * sizeof *gone);
+  uint64_t first = UINT64_MAX, last = 0, freed = 0;
+  size_t ngone = 0;
+
+  if (gone == NULL)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    {
+      uint32_t s = expect[i];
+      uint32_t next = (s & ~(DC_PRESENT | DC_WRITING)) + DC_VERSION_STEP;
+      if (atomic_compare_exchange_strong (&obj->state[index[i]], &s, next))
+        gone[ngone++] = index[i];
+    }
+  if (ngone == 0)
+    {
+      free (gone);
+      return 0;
+    }
+  pthread_mutex_lock (&obj->sync_lock);
+  for (size_t i = 0; i < ngone; i++)
+    {
+      uint64_t b = gone[i] / 8;
+      uint8_t bit = (uint8_t) (1u << (gone[i] % 8));
+      if (obj->disk_bits[b] & bit)
+        {
+          obj->disk_bits[b] &= (uint8_t) ~bit;
+          first = b < first ? b : first;
+          last = b > last ? b : last;
+        }
+    }
+  if (first != UINT64_MAX)
+    write_bits (obj, first, last);
+  pthread_mutex_unlock (&obj->sync_lock);
+  if (first != UINT64_MAX)
+    fdatasync (obj->fd);
+  for (size_t i = 0; i < ngone; i++)
+    {
+      uint64_t len = dc_chunk_len (obj->size, gone[i]);
+      fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 (off_t) (obj->data_off + gone[i] * DISK_CACHE_CHUNK),
+                 (off_t) len);
+      freed += len;
+    }
+  atomic_fetch_sub (&obj->present, freed);
+  atomic_fetch_sub (&cache->used, freed);
+  free (gone);
+  return 0;
+}
+
+/* Remove a dormant file if it is still dormant; returns bytes freed. */
+static uint64_t
+drop_dormant (struct disk_cache *cache, const char *path)
+{
+  uint64_t bytes = 0;
+
+  pthread_mutex_lock (&cache->lock);
+  for (size_t i = 0; i < cache->ndormant; i++)
+    if (strcmp (cache->dormant[i].path, path) == 0)
+      {
+        bytes = cache->dormant[i].bytes;
+        unlink (path);
+        free (cache->dormant[i].path);
+        cache->dormant[i] = cache->dormant[--cache->ndormant];
+        break;
+      }
+  pthread_mutex_unlock (&cache->lock);
+  atomic_fetch_sub (&cache->used, bytes);
+  return bytes;
+}
+
+/* Evict least recently used data until the cache uses at most target
+ * bytes, never touching chunks pinned by a reader or being written. */
+void
+dc_evict_to (struct disk_cache *cache, uint64_t target)
+{
+  struct disk_cache_object **objs = NULL;
+  struct dc_dormant *dorm = NULL;
+  struct candidate *cand = NULL;
+  size_t nobjs = 0, ndorm = 0, ncand = 0, cap = 0;
+  uint64_t used, freed = 0;
+
+  pthread_mutex_lock (&cache->evict_lock);
+  used = atomic_load (&cache->used);
+  if (used <= target)
+    goto out;
+
+  /* Snapshot what exists now, holding references on open objects. */
+  pthread_mutex_lock (&cache->lock);
+  for (struct disk_cache_object *o = cache->open; o; o = o->next)
+    nobjs++;
+  objs = calloc (nobjs + 1, sizeof *objs);
+  dorm = calloc (cache->ndormant + 1, sizeof *dorm);
+  if (objs == NULL || dorm == NULL)
+    {
+      pthread_mutex_unlock (&cache->lock);
+      nobjs = 0;
+      goto out;
+    }
+  nobjs = 0;
+  for (struct disk_cache_object *o = cache->open; o; o = o->next)
+    if (o->ready && o->fd >= 0)
+      {
+        o->refs++;
+        objs[nobjs++] = o;
+      }
+  for (size_t i = 0; i < cache->ndormant; i++)
+    {
+      dorm[ndorm] = cache->dormant[i];
+      dorm[ndorm].path = strdup (cache->dormant[i].path);
+      if (dorm[ndorm].path)
+        ndorm++;
+    }
+  pthread_mutex_unlock (&cache->lock);
+
+  cap = ndorm;
+  for (size_t k = 0; k < nobjs; k++)
+    cap += objs[k]->nchunks;
+  cand = malloc ((cap + 1) * sizeof *cand);
+  if (cand == NULL)
+    goto out;
+  for (size_t i = 0; i < ndorm; i++)
+    cand[ncand++] = (struct candidate) { .ms = dorm[i].last_used_ms,
+                                         .dormant = i };
+  for (size_t k = 0; k < nobjs; k++)
+    for (uint64_t i = 0; i < objs[k]->nchunks; i++)
+      {
+        uint32_t s = atomic_load (&objs[k]->state[i]);
+        if ((s & DC_PRESENT) && atomic_load (&objs[k]->pins[i]) == 0)
+          cand[ncand++] = (struct candidate) {
+            .ms = atomic_load (&objs[k]->stamp[i]), .obj = objs[k], .k = k,
+            .index = i, .state = s };
+      }
+  qsort (cand, ncand, sizeof *cand, by_age);
+
+  /* Take the oldest until enough is freed, chunks grouped per object. */
+  {
+    uint64_t **idx = calloc (nobjs + 1, sizeof *idx);
+    uint32_t **exp = calloc (nobjs + 1, sizeof *exp);
+    size_t *n = calloc (nobjs + 1, sizeof *n);
+
+    for (size_t c = 0; idx && exp && n && c < ncand
+           && used - freed > target; c++)
+      {
+        size_t k = cand[c].k;
+        if (cand[c].obj == NULL)
+          {
+            freed += drop_dormant (cache, dorm[cand[c].dormant].path);
+            continue;
+          }
+        if (idx[k] == NULL)
+          {
+            idx[k] = malloc (objs[k]->nchunks * sizeof **idx);
+            exp[k] = malloc (objs[k]->nchunks * sizeof **exp);
+            if (idx[k] == NULL || exp[k] == NULL)
+              break;
+          }
+        idx[k][n[k]] = cand[c].index;
+        exp[k][n[k]++] = cand[c].state;
+        freed += dc_chunk_len (cand[c].obj->size, cand[c].index);
+      }
+    for (size_t k = 0; idx && exp && n && k < nobjs; k++)
+      {
+        if (n[k] > 0)
+          dc_drop_chunks (objs[k], idx[k], exp[k], n[k]);
+        free (idx[k]);
+        free (exp[k]);
+      }
+    free (idx);
+    free (exp);
+    free (n);
+  }
+
+ out:
+  pthread_mutex_unlock (&cache->evict_lock);
+  free (cand);
+  for (size_t i = 0; i < ndorm; i++)
+    free (dorm[i].path);
+  free (dorm);
+  for (size_t k = 0; k < nobjs; k++)
+    dc_object_unref (objs[k]);
+  free (objs);
+}
+
+/* Charge bytes against the bound, evicting when it would be crossed.
+ * False when the bytes cannot fit (everything else is pinned). */
+bool
+dc_reserve (struct disk_cache *cache, uint64_t bytes)
+{
+  uint64_t max = cache->max_bytes;
+
+  if (bytes > max)
+    return false;
+  for (int attempt = 0; attempt < 2; attempt++)
+    {
+      if (atomic_fetch_add (&cache->used, bytes) + bytes <= max)
+        return true;
+      atomic_fetch_sub (&cache->used, bytes);
+      if (attempt == 0)
+        dc_evict_to (cache, DC_LOW_WATER (max) > bytes
+                     ? DC_LOW_WATER (max) - bytes : 0);
+    }
+  return false;
+}
+
+/* Make this object's written chunks durable, then set their bits. */
+void
+dc_flush_object (struct disk_cache_object *obj)
+{
+  struct dc_pending *list;
+  uint64_t first = UINT64_MAX, last = 0;
+  size_t n;
+
+  pthread_mutex_lock (&obj->sync_lock);
+  list = obj->pending;
+  n = obj->npending;
+  obj->pending = NULL;
+  obj->npending = obj->pending_cap = 0;
+  pthread_mutex_unlock (&obj->sync_lock);
+  if (n == 0)
+    {
+      free (list);
+      return;
+    }
+  if (fdatasync (obj->fd) < 0)
+    {
+      /* The data may not be on disk: give those chunks up. */
+      uint64_t *idx = malloc (n * sizeof *idx);
+      uint32_t *exp = malloc (n * sizeof *exp);
+      log_warning ("cache: %s: fdatasync: %s; dropping unsynced chunks",
+                   obj->path, strerror (errno));
+      if (idx && exp)
+        {
+          for (size_t i = 0; i < n; i++)
+            {
+              idx[i] = list[i].index;
+              exp[i] = list[i].state;
+            }
+          dc_drop_chunks (obj, idx, exp, n);
+        }
+      free (idx);
+      free (exp);
+      free (list);
+      return;
+    }
+  pthread_mutex_lock (&obj->sync_lock);
+  for (size_t i = 0; i < n; i++)
+    if (atomic_load (&obj->state[list[i].index]) == list[i].state)
+      {
+        uint64_t b = list[i].index / 8;
+        obj->disk_bits[b] |= (uint8_t) (1u << (list[i].index % 8));
+        first = b < first ? b : first;
+        last = b > last ? b : last;
+      }
+  if (first != UINT64_MAX)
+    write_bits (obj, first, last);
+  pthread_mutex_unlock (&obj->sync_lock);
+  free (list);
+}
+
+/* Flush every open object that has pending chunks. */
+static void
+flush_all (struct disk_cache *cache)
+{
+  struct disk_cache_object **objs;
+  size_t n = 0;
+
+  pthread_mutex_lock (&cache->lock);
+  for (struct disk_cache_object *o = cache->open; o; o = o->next)
+    n++;
+  objs = calloc (n + 1, sizeof *objs);
+  n = 0;
+  if (objs)
+    for (struct disk_cache_object *o = cache->open; o; o = o->next)
+      if (o->ready && o->fd >= 0)
+        {
+          o->refs++;
+          objs[n++] = o;
+        }
+  pthread_mutex_unlock (&cache->lock);
+  for (size_t i = 0; i < n; i++)
+    {
+      dc_flush_object (objs[i]);
+      dc_object_unref (objs[i]);
+    }
+  free (objs);
+}
+
+/* The flusher: wakes every second, or when a batch is pending. */
+static void *
+flusher_main (void *arg)
+{
+  struct disk_cache *cache = arg;
+
+  pthread_mutex_lock (&cache->flush_lock);
+  while (!cache->stopping)
+    {
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      while (!cache->stopping && cache->pending_bytes < FLUSH_BATCH)
+        if (pthread_cond_timedwait (&cache->flush_cond, &cache->flush_lock,
+                                    &ts) != 0)
+          break;
+      if (cache->pending_bytes == 0)
+        continue;
+      cache->pending_bytes = 0;
+      pthread_mutex_unlock (&cache->flush_lock);
+      flush_all (cache);
+      pthread_mutex_lock (&cache->flush_lock);
+    }
+  pthread_mutex_unlock (&cache->flush_lock);
+  return NULL;
+}
+
+/* Note newly written bytes; starts the flusher on first use. */
+void
+dc_flusher_kick (struct disk_cache *cache, uint64_t bytes)
+{
+  pthread_mutex_lock (&cache->flush_lock);
+  if (!cache->flusher_running && !cache->stopping)
+    {
+      if (pthread_create (&cache->flusher, NULL, flusher_main, cache) == 0)
+        cache->flusher_running = true;
+    }
+  cache->pending_bytes += bytes;
+  if (cache->pending_bytes >= FLUSH_BATCH)
+    pthread_cond_signal (&cache->flush_cond);
+  pthread_mutex_unlock (&cache->flush_lock);
+}
+
+/* Stop the flusher (objects flush themselves when closed). */
+void
+dc_flusher_stop (struct disk_cache *cache)
+{
+  bool running;
+
+  pthread_mutex_lock (&cache->flush_lock);
+  cache->stopping = true;
+  running = cache->flusher_running;
+  cache->flusher_running = false;
+  pthread_cond_signal (&cache->flush_cond);
+  pthread_mutex_unlock (&cache->flush_lock);
+  if (running)
+    pthread_join (cache->flusher, NULL);
+}

@@ -1,0 +1,324 @@
+/* diskshelf: the disk cache's object file format (see
+ * diskcache-internal.h for the layout and the crash-safety rules). */
+#include "diskcache-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DC_MAGIC "DSHLFDC1"
+#define DC_VERSION 1u
+#define DC_FIXED_LEN 48     /* magic, version, header_len, 4 x u64 */
+#define DC_MAX_HEADER (1024 * 1024)
+#define DC_ALIGN 4096
+
+/* Store v little-endian in n bytes at p. */
+static void
+put_le (uint8_t *p, uint64_t v, int n)
+{
+  for (int i = 0; i < n; i++)
+    p[i] = (uint8_t) (v >> (8 * i));
+}
+
+/* Load an n-byte little-endian number from p. */
+static uint64_t
+get_le (const uint8_t *p, int n)
+{
+  uint64_t v = 0;
+
+  for (int i = 0; i < n; i++)
+    v |= (uint64_t) p[i] << (8 * i);
+  return v;
+}
+
+/* FNV-1a over a byte range: enough to notice a torn header. */
+static uint64_t
+fnv1a (const uint8_t *p, size_t n)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+
+  for (size_t i = 0; i < n; i++)
+    {
+      h ^= p[i];
+      h *= 0x100000001b3ull;
+    }
+  return h;
+}
+
+/* Round v up to a multiple of DC_ALIGN. */
+static uint64_t
+align_up (uint64_t v)
+{
+  return (v + DC_ALIGN - 1) / DC_ALIGN * DC_ALIGN;
+}
+
+/* Where the bitmap and the data start for an object of this size. */
+void
+dc_geometry (uint64_t size, size_t header_len, uint64_t *bitmap_off,
+             uint64_t *data_off)
+{
+  uint64_t nchunks = (size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
+
+  *bitmap_off = align_up (header_len);
+  *data_off = *bitmap_off + align_up ((nchunks + 7) / 8);
+}
+
+/* Length of chunk index of an object of this size. */
+uint64_t
+dc_chunk_len (uint64_t size, uint64_t index)
+{
+  uint64_t start = index * DISK_CACHE_CHUNK;
+
+  return size - start < DISK_CACHE_CHUNK ? size - start : DISK_CACHE_CHUNK;
+}
+
+/* Length of an optional string as stored (NULL is stored empty). */
+static size_t
+slen (const char *s)
+{
+  return s ? strlen (s) : 0;
+}
+
+/* Write the whole buffer at offset, retrying short writes. */
+static int
+pwrite_all (int fd, const void *buf, size_t n, off_t off)
+{
+  const char *p = buf;
+
+  while (n > 0)
+    {
+      ssize_t r = pwrite (fd, p, n, off);
+      if (r < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return -errno;
+        }
+      p += r;
+      n -= (size_t) r;
+      off += r;
+    }
+  return 0;
+}
+
+/* Read the whole buffer at offset; a short file is -EINVAL. */
+static int
+pread_all (int fd, void *buf, size_t n, off_t off)
+{
+  char *p = buf;
+
+  while (n > 0)
+    {
+      ssize_t r = pread (fd, p, n, off);
+      if (r < 0)
+        {
+          if (errno == EINTR)
+            continue;
+          return -errno;
+        }
+      if (r == 0)
+        return -EINVAL;
+      p += r;
+      n -= (size_t) r;
+      off += r;
+    }
+  return 0;
+}
+
+/* Create the object file at path for v with an empty bitmap, through a
+ * temporary file renamed into place once durable; fills h's geometry. */
+int
+dc_file_create (const char *path, const struct disk_cache_validators *v,
+                struct dc_header *h)
+{
+  const char *strs[4] = { v->kind, v->key, v->etag, v->last_modified };
+  size_t header_len = DC_FIXED_LEN + 8;
+  uint8_t *buf, *p;
+  char *tmp;
+  int fd, r;
+
+  for (int i = 0; i < 4; i++)
+    header_len += 4 + slen (strs[i]);
+  if (header_len > DC_MAX_HEADER)
+    return -ENAMETOOLONG;
+  memset (h, 0, sizeof *h);
+  h->size = v->size;
+  dc_geometry (v->size, header_len, &h->bitmap_off, &h->data_off);
+
+  buf = calloc (1, h->data_off);
+  if (buf == NULL)
+    return -ENOMEM;
+  memcpy (buf, DC_MAGIC, 8);
+  put_le (buf + 8, DC_VERSION, 4);
+  put_le (buf + 12, header_len, 4);
+  put_le (buf + 16, v->size, 8);
+  put_le (buf + 24, DISK_CACHE_CHUNK, 8);
+  put_le (buf + 32, h->bitmap_off, 8);
+  put_le (buf + 40, h->data_off, 8);
+  p = buf + DC_FIXED_LEN;
+  for (int i = 0; i < 4; i++)
+    {
+      size_t n = slen (strs[i]);
+      put_le (p, n, 4);
+      if (n)
+        memcpy (p + 4, strs[i], n);
+      p += 4 + n;
+    }
+  put_le (p, fnv1a (buf, header_len - 8), 8);
+
+  if (asprintf (&tmp, "%s.tmp%ld", path, (long) getpid ()) < 0)
+    {
+      free (buf);
+      return -ENOMEM;
+    }
+  fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    {
+      r = -errno;
+      goto out;
+    }
+  r = pwrite_all (fd, buf, h->data_off, 0);
+  if (r == 0 && ftruncate (fd, (off_t) (h->data_off + v->size)) < 0)
+    r = -errno;
+  if (r == 0 && fsync (fd) < 0)
+    r = -errno;
+  close (fd);
+  if (r == 0 && rename (tmp, path) < 0)
+    r = -errno;
+  if (r < 0)
+    unlink (tmp);
+ out:
+  free (tmp);
+  free (buf);
+  return r;
+}
+
+/* Read and check the header and bitmap of an object file.  Returns 0
+ * with h filled and *bits malloc'd, or -EINVAL for a torn or foreign
+ * file (the caller drops it), or another negative errno. */
+int
+dc_file_load (int fd, struct dc_header *h, uint8_t **bits)
+{
+  uint8_t fixed[DC_FIXED_LEN], *buf = NULL, *p, *end;
+  char **strs[4] = { &h->kind, &h->key, &h->etag, &h->last_modified };
+  uint64_t header_len, nchunks, bitmap_len, bmo, dao;
+  struct stat st;
+  int r;
+
+  memset (h, 0, sizeof *h);
+  *bits = NULL;
+  r = pread_all (fd, fixed, sizeof fixed, 0);
+  if (r < 0)
+    return r;
+  if (memcmp (fixed, DC_MAGIC, 8) != 0 || get_le (fixed + 8, 4) != DC_VERSION)
+    return -EINVAL;
+  header_len = get_le (fixed + 12, 4);
+  if (header_len < DC_FIXED_LEN + 8 + 16 || header_len > DC_MAX_HEADER
+      || get_le (fixed + 24, 8) != DISK_CACHE_CHUNK)
+    return -EINVAL;
+  h->size = get_le (fixed + 16, 8);
+  if (h->size > (UINT64_C (1) << 56))
+    return -EINVAL;
+  dc_geometry (h->size, header_len, &bmo, &dao);
+  h->bitmap_off = get_le (fixed + 32, 8);
+  h->data_off = get_le (fixed + 40, 8);
+  if (h->bitmap_off != bmo || h->data_off != dao)
+    return -EINVAL;
+  if (fstat (fd, &st) < 0)
+    return -errno;
+  if ((uint64_t) st.st_size != h->data_off + h->size)
+    return -EINVAL;
+
+  buf = malloc (header_len);
+  if (buf == NULL)
+    return -ENOMEM;
+  r = pread_all (fd, buf, header_len, 0);
+  if (r < 0)
+    goto fail;
+  r = -EINVAL;
+  if (fnv1a (buf, header_len - 8) != get_le (buf + header_len - 8, 8))
+    goto fail;
+  p = buf + DC_FIXED_LEN;
+  end = buf + header_len - 8;
+  for (int i = 0; i < 4; i++)
+    {
+      uint64_t n;
+      if (end - p < 4)
+        goto fail;
+      n = get_le (p, 4);
+      p += 4;
+      if ((uint64_t) (end - p) < n || memchr (p, 0, n) != NULL)
+        goto fail;
+      *strs[i] = strndup ((const char *) p, n);
+      if (*strs[i] == NULL)
+        {
+          r = -ENOMEM;
+          goto fail;
+        }
+      p += n;
+    }
+  if (p != end)
+    goto fail;
+
+  nchunks = (h->size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
+  bitmap_len = (nchunks + 7) / 8;
+  *bits = calloc (1, bitmap_len ? bitmap_len : 1);
+  if (*bits == NULL)
+    {
+      r = -ENOMEM;
+      goto fail;
+    }
+  if (bitmap_len)
+    {
+      r = pread_all (fd, *bits, bitmap_len, (off_t) h->bitmap_off);
+      if (r < 0)
+        goto fail;
+      /* Bits past the last chunk must be clear. */
+      if (nchunks % 8 && ((*bits)[bitmap_len - 1] >> (nchunks % 8)) != 0)
+        {
+          r = -EINVAL;
+          goto fail;
+        }
+    }
+  free (buf);
+  return 0;
+
+ fail:
+  free (buf);
+  free (*bits);
+  *bits = NULL;
+  dc_header_free (h);
+  return r;
+}
+
+/* Free the strings of a header. */
+void
+dc_header_free (struct dc_header *h)
+{
+  free (h->kind);
+  free (h->key);
+  free (h->etag);
+  free (h->last_modified);
+  h->kind = h->key = h->etag = h->last_modified = NULL;
+}
+
+/* Compare two optional strings, NULL being the same as "". */
+static bool
+same (const char *a, const char *b)
+{
+  return strcmp (a ? a : "", b ? b : "") == 0;
+}
+
+/* True when the stored header describes the same object version as v. */
+bool
+dc_header_matches (const struct dc_header *h,
+                   const struct disk_cache_validators *v)
+{
+  return h->size == v->size && same (h->kind, v->kind)
+    && same (h->key, v->key) && same (h->etag, v->etag)
+    && same (h->last_modified, v->last_modified);
+}

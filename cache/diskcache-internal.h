@@ -1,0 +1,141 @@
+/* diskshelf: private parts of the disk cache, shared by its files.
+ *
+ * On disk: CACHE_DIR/lock (flock'd by the daemon that uses the dir) and
+ * one file per object, CACHE_DIR/<sha256 of kind+key, 32 hex>.dsc:
+ *
+ *   [0, bitmap_off)        header: magic, version, geometry, validators,
+ *                          FNV-1a checksum over the header bytes
+ *   [bitmap_off, data_off) bitmap, bit i set = chunk i holds valid data
+ *   [data_off, +size)      sparse data, chunk i at data_off + i * CHUNK
+ *
+ * Crash safety: the header is written to a temporary file, fsync'd and
+ * renamed into place, so it is whole or absent.  A bitmap bit is set on
+ * disk only after an fdatasync that made the chunk's data durable (the
+ * flusher thread batches that); a bit is cleared, and fdatasync'd,
+ * before the chunk's data is punched out.  So after a crash every set
+ * bit covers good data; a torn or foreign file fails validation and is
+ * dropped.  The file's mtime is its last use (for LRU between runs).
+ *
+ * In memory, each chunk has an atomic state word: PRESENT and WRITING
+ * flags plus a version that grows on every eviction.  Readers check it
+ * before and after their pread (no lock), so an eviction racing a read
+ * is noticed and the read reports a miss instead of wrong bytes.
+ */
+#ifndef DISKSHELF_DISKCACHE_INTERNAL_H
+#define DISKSHELF_DISKCACHE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "diskcache.h"
+
+#define DC_PRESENT 1u
+#define DC_WRITING 2u
+#define DC_VERSION_STEP 4u
+
+/* Evict down to this share of the bound, so eviction runs in batches. */
+#define DC_LOW_WATER(max) ((max) / 10 * 9)
+
+/* One pending chunk: written, waiting for fdatasync before its bit. */
+struct dc_pending
+{
+  uint64_t index;
+  uint32_t state;
+};
+
+/* A closed object's file, kept for reuse and for LRU eviction. */
+struct dc_dormant
+{
+  char *path;
+  uint64_t bytes;          /* header + present chunks */
+  int64_t last_used_ms;
+};
+
+struct disk_cache_object
+{
+  struct disk_cache *cache;
+  char *path;              /* NULL when the object is not stored */
+  int fd;                  /* -1 when the object is not stored */
+  unsigned refs;           /* protected by cache->lock */
+  bool ready;              /* file attached; protected by cache->lock */
+  struct disk_cache_object *next;  /* open list; protected by cache->lock */
+
+  char *version;           /* "etag\nlast-modified" it was opened with */
+  uint64_t size;
+  uint64_t nchunks;
+  uint64_t bitmap_off;
+  uint64_t data_off;
+
+  _Atomic uint32_t *state;     /* per chunk, see above */
+  _Atomic uint32_t *pins;      /* per chunk: readers inside it now */
+  _Atomic int64_t *stamp;      /* per chunk: last use, ms */
+  _Atomic uint64_t present;    /* bytes of data present */
+
+  pthread_mutex_t sync_lock;
+  uint8_t *disk_bits;          /* the bitmap as on disk; protected by sync_lock */
+  struct dc_pending *pending;  /* protected by sync_lock */
+  size_t npending, pending_cap;/* protected by sync_lock */
+};
+
+struct disk_cache
+{
+  char *dir;
+  uint64_t max_bytes;
+  int lock_fd;
+  bool disabled;               /* unusable dir: every object unstored */
+
+  _Atomic uint64_t used;       /* bytes charged against max_bytes */
+  _Atomic int64_t write_pause_until_ms;  /* after ENOSPC */
+  _Atomic bool warned;         /* one warning about a full disk */
+
+  pthread_mutex_t lock;
+  pthread_cond_t ready_cond;        /* an object became ready */
+  struct disk_cache_object *open;   /* protected by lock */
+  struct dc_dormant *dormant;       /* protected by lock */
+  size_t ndormant, dormant_cap;     /* protected by lock */
+
+  pthread_mutex_t evict_lock;  /* one eviction at a time */
+
+  /* Flusher thread, started on the first write. */
+  pthread_mutex_t flush_lock;
+  pthread_cond_t flush_cond;
+  pthread_t flusher;
+  bool flusher_running;        /* protected by flush_lock */
+  bool stopping;               /* protected by flush_lock */
+  uint64_t pending_bytes;      /* protected by flush_lock */
+};
+
+/* diskcache-file.c: the object file format. */
+struct dc_header
+{
+  char *kind, *key, *etag, *last_modified;
+  uint64_t size;
+  uint64_t bitmap_off, data_off;
+};
+
+int dc_file_create (const char *path, const struct disk_cache_validators *v,
+                    struct dc_header *h);
+int dc_file_load (int fd, struct dc_header *h, uint8_t **bits);
+void dc_header_free (struct dc_header *h);
+bool dc_header_matches (const struct dc_header *h,
+                        const struct disk_cache_validators *v);
+void dc_geometry (uint64_t size, size_t header_len, uint64_t *bitmap_off,
+                  uint64_t *data_off);
+uint64_t dc_chunk_len (uint64_t size, uint64_t index);
+
+/* diskcache-evict.c: eviction and the flusher. */
+bool dc_reserve (struct disk_cache *cache, uint64_t bytes);
+void dc_evict_to (struct disk_cache *cache, uint64_t target);
+void dc_flush_object (struct disk_cache_object *obj);
+void dc_flusher_kick (struct disk_cache *cache, uint64_t bytes);
+void dc_flusher_stop (struct disk_cache *cache);
+int dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
+                    const uint32_t *expect, size_t n);
+
+/* diskcache.c helpers used by the others. */
+int64_t dc_now_ms (void);
+void dc_object_unref (struct disk_cache_object *obj);
+
+#endif

@@ -1,0 +1,789 @@
+/* diskshelf: the persistent disk cache: the directory, objects, and the
+ * lock-free read path.  Eviction and the flusher live in
+ * diskcache-evict.c, the file format in diskcache-file.c. */
+#include "diskcache-internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+/* Milliseconds of wall-clock time, cheap enough for every read. */
+int64_t
+dc_now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME_COARSE, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Add one closed object's file to the dormant list (lock held). */
+static int
+add_dormant (struct disk_cache *cache, char *path, uint64_t bytes,
+             int64_t last_used_ms)
+{
+  if (cache->ndormant == cache->dormant_cap)
+    {
+      size_t cap = cache->dormant_cap ? cache->dormant_cap * 2 : 16;
+      struct dc_dormant *d = realloc (cache->dormant, cap * sizeof *d);
+      if (d == NULL)
+        return -ENOMEM;
+      cache->dormant = d;
+      cache->dormant_cap = cap;
+    }
+  cache->dormant[cache->ndormant++] = (struct dc_dormant) {
+    .path = path, .bytes = bytes, .last_used_ms = last_used_ms };
+  return 0;
+}
+
+/* Count the bytes of the chunks whose bits are set. */
+static uint64_t
+bitmap_bytes (const uint8_t *bits, uint64_t size)
+{
+  uint64_t nchunks = (size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
+  uint64_t total = 0;
+
+  for (uint64_t i = 0; i < nchunks; i++)
+    if (bits[i / 8] & (1u << (i % 8)))
+      total += dc_chunk_len (size, i);
+  return total;
+}
+
+/* Look at every file of the cache dir: keep valid objects as dormant,
+ * delete torn ones and leftover temporary files. */
+static void
+scan_dir (struct disk_cache *cache)
+{
+  DIR *d = opendir (cache->dir);
+  struct dirent *de;
+
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    {
+      size_t n = strlen (de->d_name);
+      struct dc_header h;
+      struct stat st;
+      uint8_t *bits;
+      char *path;
+      int fd;
+
+      if (de->d_name[0] == '.' || strcmp (de->d_name, "lock") == 0)
+        continue;
+      if (asprintf (&path, "%s/%s", cache->dir, de->d_name) < 0)
+        break;
+      if (n < 4 || strcmp (de->d_name + n - 4, ".dsc") != 0)
+        {
+          if (strstr (de->d_name, ".dsc.tmp"))
+            unlink (path);
+          free (path);
+          continue;
+        }
+      fd = open (path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || fstat (fd, &st) < 0)
+        {
+          if (fd >= 0)
+            close (fd);
+          free (path);
+          continue;
+        }
+      if (dc_file_load (fd, &h, &bits) < 0)
+        {
+          log_warning ("cache: %s: invalid cache file (torn or foreign), "
+                       "dropped", path);
+          unlink (path);
+          close (fd);
+          free (path);
+          continue;
+        }
+      close (fd);
+      {
+        uint64_t bytes = h.data_off + bitmap_bytes (bits, h.size);
+        int64_t ms = (int64_t) st.st_mtim.tv_sec * 1000
+          + st.st_mtim.tv_nsec / 1000000;
+        if (add_dormant (cache, path, bytes, ms) == 0)
+          atomic_fetch_add (&cache->used, bytes);
+        else
+          free (path);
+      }
+      free (bits);
+      dc_header_free (&h);
+    }
+  closedir (d);
+}
+
+/* Create dir and its parents with mode 0700. */
+static int
+mkdir_p (const char *dir)
+{
+  char *copy = strdup (dir);
+  int r = 0;
+
+  if (copy == NULL)
+    return -ENOMEM;
+  for (char *p = copy + 1; ; p++)
+    {
+      if (*p == '/' || *p == '\0')
+        {
+          char c = *p;
+          *p = '\0';
+          if (mkdir (copy, 0700) < 0 && errno != EEXIST)
+            {
+              r = -errno;
+              break;
+            }
+          *p = c;
+          if (c == '\0')
+            break;
+        }
+    }
+  free (copy);
+  return r;
+}
+
+/* Open the cache in dir.  An unusable dir gives a working cache that
+ * stores nothing, with a warning: the cache never stops the daemon. */
+int
+disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
+{
+  struct disk_cache *cache = calloc (1, sizeof *cache);
+  char *lock_path = NULL;
+  int r;
+
+  if (cache == NULL || (cache->dir = strdup (dir)) == NULL)
+    {
+      free (cache);
+      return error_set (ENOMEM, "cache: %s: out of memory", dir);
+    }
+  cache->max_bytes = max_bytes;
+  cache->lock_fd = -1;
+  pthread_mutex_init (&cache->lock, NULL);
+  pthread_mutex_init (&cache->evict_lock, NULL);
+  pthread_mutex_init (&cache->flush_lock, NULL);
+  pthread_cond_init (&cache->flush_cond, NULL);
+  pthread_cond_init (&cache->ready_cond, NULL);
+
+  r = mkdir_p (dir);
+  if (r == 0 && asprintf (&lock_path, "%s/lock", dir) < 0)
+    r = -ENOMEM;
+  if (r == 0)
+    {
+      cache->lock_fd = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (cache->lock_fd < 0)
+        r = -errno;
+    }
+  if (r == 0 && flock (cache->lock_fd, LOCK_EX | LOCK_NB) < 0)
+    r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+  free (lock_path);
+  if (r < 0)
+    {
+      log_warning ("cache: %s: %s; remote data will not be cached%s", dir,
+                   r == -EBUSY ? "in use by another diskshelf"
+                   : strerror (-r),
+                   r == -EBUSY ? " (give each daemon its own --cache-dir)"
+                   : " (check --cache-dir)");
+      cache->disabled = true;
+    }
+  else
+    {
+      scan_dir (cache);
+      if (atomic_load (&cache->used) > max_bytes)
+        dc_evict_to (cache, DC_LOW_WATER (max_bytes));
+    }
+  *out = cache;
+  return 0;
+}
+
+/* Free the cache; every object must be closed already. */
+void
+disk_cache_free (struct disk_cache *cache)
+{
+  if (cache == NULL)
+    return;
+  dc_flusher_stop (cache);
+  for (size_t i = 0; i < cache->ndormant; i++)
+    free (cache->dormant[i].path);
+  free (cache->dormant);
+  if (cache->lock_fd >= 0)
+    close (cache->lock_fd);
+  pthread_mutex_destroy (&cache->lock);
+  pthread_mutex_destroy (&cache->evict_lock);
+  pthread_mutex_destroy (&cache->flush_lock);
+  pthread_cond_destroy (&cache->flush_cond);
+  pthread_cond_destroy (&cache->ready_cond);
+  free (cache->dir);
+  free (cache);
+}
+
+/* The file name of an object: 32 hex digits of SHA-256(kind NUL key). */
+static char *
+object_path (struct disk_cache *cache, const struct disk_cache_validators *v)
+{
+  size_t kl = strlen (v->kind), nl = strlen (v->key);
+  unsigned char digest[32];
+  char hex[33], *buf, *path;
+
+  buf = malloc (kl + 1 + nl);
+  if (buf == NULL)
+    return NULL;
+  memcpy (buf, v->kind, kl + 1);
+  memcpy (buf + kl + 1, v->key, nl);
+  if (gnutls_hash_fast (GNUTLS_DIG_SHA256, buf, kl + 1 + nl, digest) < 0)
+    {
+      free (buf);
+      return NULL;
+    }
+  free (buf);
+  for (int i = 0; i < 16; i++)
+    snprintf (hex + 2 * i, 3, "%02x", digest[i]);
+  if (asprintf (&path, "%s/%s.dsc", cache->dir, hex) < 0)
+    return NULL;
+  return path;
+}
+
+/* Allocate the in-memory object with every chunk absent. */
+static struct disk_cache_object *
+object_alloc (struct disk_cache *cache, uint64_t size)
+{
+  struct disk_cache_object *obj = calloc (1, sizeof *obj);
+  uint64_t n = (size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
+
+  if (obj == NULL)
+    return NULL;
+  obj->cache = cache;
+  obj->fd = -1;
+  obj->refs = 1;
+  obj->size = size;
+  obj->nchunks = n;
+  obj->state = calloc (n ? n : 1, sizeof *obj->state);
+  obj->pins = calloc (n ? n : 1, sizeof *obj->pins);
+  obj->stamp = calloc (n ? n : 1, sizeof *obj->stamp);
+  obj->disk_bits = calloc (1, (n + 7) / 8 + 1);
+  pthread_mutex_init (&obj->sync_lock, NULL);
+  if (!obj->state || !obj->pins || !obj->stamp || !obj->disk_bits)
+    {
+      free (obj->state);
+      free (obj->pins);
+      free (obj->stamp);
+      free (obj->disk_bits);
+      free (obj);
+      return NULL;
+    }
+  return obj;
+}
+
+/* The validators other than the key, as one comparable string. */
+static char *
+version_of (const struct disk_cache_validators *v)
+{
+  char *s;
+
+  if (asprintf (&s, "%s\n%s", v->etag ? v->etag : "",
+                v->last_modified ? v->last_modified : "") < 0)
+    return NULL;
+  return s;
+}
+
+/* Free the in-memory object (its file is already closed). */
+static void
+object_free (struct disk_cache_object *obj)
+{
+  pthread_mutex_destroy (&obj->sync_lock);
+  free (obj->version);
+  free (obj->state);
+  free (obj->pins);
+  free (obj->stamp);
+  free (obj->disk_bits);
+  free (obj->pending);
+  free (obj->path);
+  free (obj);
+}
+
+/* Warn once that the cache cannot store, naming the cause. */
+static void
+warn_unstored (struct disk_cache *cache, const char *what, int err)
+{
+  bool expected = false;
+
+  if (atomic_compare_exchange_strong (&cache->warned, &expected, true))
+    log_warning ("cache: %s: %s: %s; reading uncached", cache->dir, what,
+                 strerror (err));
+}
+
+/* Take the dormant record for path if there is one (lock held); returns
+ * its byte charge, or 0. */
+static uint64_t
+take_dormant (struct disk_cache *cache, const char *path)
+{
+  for (size_t i = 0; i < cache->ndormant; i++)
+    if (strcmp (cache->dormant[i].path, path) == 0)
+      {
+        uint64_t bytes = cache->dormant[i].bytes;
+        free (cache->dormant[i].path);
+        cache->dormant[i] = cache->dormant[--cache->ndormant];
+        return bytes;
+      }
+  return 0;
+}
+
+/* Open the object's file, keeping its data when the validators match,
+ * otherwise starting it afresh.  Returns 0 or a negative errno; on
+ * failure obj stays unstored. */
+static int
+attach_file (struct disk_cache_object *obj,
+             const struct disk_cache_validators *v, uint64_t charged)
+{
+  struct disk_cache *cache = obj->cache;
+  struct dc_header h;
+  uint8_t *bits = NULL;
+  int fd, r;
+
+  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  if (fd >= 0)
+    {
+      r = dc_file_load (fd, &h, &bits);
+      if (r == 0 && dc_header_matches (&h, v))
+        goto loaded;
+      if (r == 0)
+        {
+          log_info ("cache: %s: the remote object changed; dropping its "
+                    "cached data", v->key);
+          dc_header_free (&h);
+        }
+      free (bits);
+      bits = NULL;
+      close (fd);
+    }
+  atomic_fetch_sub (&cache->used, charged);
+  charged = 0;
+  unlink (obj->path);
+  {
+    uint64_t bo, dof;
+    dc_geometry (v->size, 0, &bo, &dof);
+    if (!dc_reserve (cache, dof + 8192))
+      return -ENOSPC;
+    atomic_fetch_sub (&cache->used, dof + 8192);
+  }
+  r = dc_file_create (obj->path, v, &h);
+  if (r < 0)
+    return r;
+  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  r = dc_file_load (fd, &h, &bits);
+  if (r < 0)
+    {
+      close (fd);
+      unlink (obj->path);
+      return r;
+    }
+
+ loaded:
+  obj->fd = fd;
+  obj->bitmap_off = h.bitmap_off;
+  obj->data_off = h.data_off;
+  {
+    struct stat st;
+    int64_t ms = dc_now_ms ();
+    uint64_t present = 0;
+
+    if (fstat (fd, &st) == 0)
+      ms = (int64_t) st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    for (uint64_t i = 0; i < obj->nchunks; i++)
+      if (bits[i / 8] & (1u << (i % 8)))
+        {
+          atomic_store (&obj->state[i], DC_PRESENT);
+          atomic_store (&obj->stamp[i], ms);
+          present += dc_chunk_len (obj->size, i);
+        }
+    memcpy (obj->disk_bits, bits, (obj->nchunks + 7) / 8);
+    atomic_store (&obj->present, present);
+    /* Replace the old charge by what the file holds now. */
+    atomic_fetch_add (&cache->used, h.data_off + present);
+    atomic_fetch_sub (&cache->used, charged);
+  }
+  free (bits);
+  dc_header_free (&h);
+  return 0;
+}
+
+/* Open (sharing an already open one) the object described by v. */
+int
+disk_cache_open_object (struct disk_cache *cache,
+                        const struct disk_cache_validators *v,
+                        struct disk_cache_object **out)
+{
+  struct disk_cache_object *obj;
+  uint64_t charged;
+  char *path, *version;
+  int r;
+
+  if (cache->disabled)
+    {
+      obj = object_alloc (cache, v->size);
+      if (obj == NULL)
+        return error_set (ENOMEM, "cache: out of memory");
+      *out = obj;
+      return 0;
+    }
+  path = object_path (cache, v);
+  version = version_of (v);
+  if (path == NULL || version == NULL)
+    {
+      free (path);
+      free (version);
+      return error_set (ENOMEM, "cache: out of memory");
+    }
+
+  pthread_mutex_lock (&cache->lock);
+  for (obj = cache->open; obj; obj = obj->next)
+    if (strcmp (obj->path, path) == 0)
+      break;
+  if (obj && obj->size == v->size && obj->version && version
+      && strcmp (obj->version, version) == 0)
+    {
+      /* Another entry reads the same object: share it, once its opener
+       * has attached the file. */
+      obj->refs++;
+      while (!obj->ready)
+        pthread_cond_wait (&cache->ready_cond, &cache->lock);
+      pthread_mutex_unlock (&cache->lock);
+      free (path);
+      free (version);
+      *out = obj;
+      return 0;
+    }
+  if (obj)
+    {
+      /* Same key, another version, both open (an entry reopened after
+       * the object changed while the old one is still in use): the new
+       * one stays uncached until the old one is closed. */
+      pthread_mutex_unlock (&cache->lock);
+      free (path);
+      free (version);
+      obj = object_alloc (cache, v->size);
+      if (obj == NULL)
+        return error_set (ENOMEM, "cache: out of memory");
+      obj->ready = true;
+      *out = obj;
+      return 0;
+    }
+  obj = object_alloc (cache, v->size);
+  if (obj == NULL)
+    {
+      pthread_mutex_unlock (&cache->lock);
+      free (path);
+      free (version);
+      return error_set (ENOMEM, "cache: out of memory");
+    }
+  charged = take_dormant (cache, path);
+  obj->path = path;
+  obj->version = version;
+  obj->next = cache->open;
+  cache->open = obj;
+  pthread_mutex_unlock (&cache->lock);
+
+  /* Outside the lock: attaching may evict, which takes the lock. */
+  r = attach_file (obj, v, charged);
+  if (r < 0)
+    warn_unstored (cache, "cannot create a cache file", -r);
+
+  pthread_mutex_lock (&cache->lock);
+  obj->ready = true;
+  pthread_cond_broadcast (&cache->ready_cond);
+  pthread_mutex_unlock (&cache->lock);
+  *out = obj;
+  return 0;
+}
+
+/* Drop a reference; the last one writes pending bits, stamps the file
+ * and turns it into a dormant record. */
+void
+dc_object_unref (struct disk_cache_object *obj)
+{
+  struct disk_cache *cache = obj->cache;
+  char *dormant_path = NULL;
+
+  pthread_mutex_lock (&cache->lock);
+  if (--obj->refs > 0)
+    {
+      pthread_mutex_unlock (&cache->lock);
+      return;
+    }
+  for (struct disk_cache_object **p = &cache->open; *p; p = &(*p)->next)
+    if (*p == obj)
+      {
+        *p = obj->next;
+        break;
+      }
+  if (obj->fd >= 0)
+    {
+      uint64_t bytes = obj->data_off + atomic_load (&obj->present);
+      dormant_path = strdup (obj->path);
+      if (dormant_path == NULL
+          || add_dormant (cache, dormant_path, bytes, dc_now_ms ()) < 0)
+        {
+          /* Cannot remember it: forget the file and its charge. */
+          free (dormant_path);
+          unlink (obj->path);
+          atomic_fetch_sub (&cache->used, bytes);
+        }
+    }
+  pthread_mutex_unlock (&cache->lock);
+
+  if (obj->fd >= 0)
+    {
+      dc_flush_object (obj);
+      futimens (obj->fd, NULL);
+      close (obj->fd);
+    }
+  object_free (obj);
+}
+
+/* Close an object opened by disk_cache_open_object. */
+void
+disk_cache_close_object (struct disk_cache_object *obj)
+{
+  if (obj)
+    dc_object_unref (obj);
+}
+
+/* Read whole from the data file; any failure counts as a miss. */
+static bool
+read_data (struct disk_cache_object *obj, char *buf, size_t n, uint64_t off)
+{
+  while (n > 0)
+    {
+      ssize_t r = pread (obj->fd, buf, n, (off_t) (obj->data_off + off));
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        return false;
+      buf += r;
+      n -= (size_t) r;
+      off += (uint64_t) r;
+    }
+  return true;
+}
+
+/* Copy a range out of the cache when every chunk of it is present.  No
+ * lock: each chunk is pinned, and its state checked before and after
+ * the pread, so an eviction in between turns into a miss. */
+int
+disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
+                 uint64_t offset)
+{
+  char *p = buf;
+  int64_t now;
+
+  if (obj->fd < 0 || offset > obj->size || count > obj->size - offset)
+    return -ENODATA;
+  now = dc_now_ms ();
+  while (count > 0)
+    {
+      uint64_t i = offset / DISK_CACHE_CHUNK;
+      uint64_t in = offset % DISK_CACHE_CHUNK;
+      size_t n = DISK_CACHE_CHUNK - in < count ? DISK_CACHE_CHUNK - in
+        : count;
+      uint32_t before, after;
+      bool ok;
+
+      atomic_fetch_add (&obj->pins[i], 1);
+      before = atomic_load (&obj->state[i]);
+      ok = (before & DC_PRESENT) && read_data (obj, p, n, offset);
+      after = atomic_load (&obj->state[i]);
+      atomic_fetch_sub (&obj->pins[i], 1);
+      if (!ok || before != after)
+        return -ENODATA;
+      if (atomic_load_explicit (&obj->stamp[i], memory_order_relaxed) != now)
+        atomic_store_explicit (&obj->stamp[i], now, memory_order_relaxed);
+      p += n;
+      offset += n;
+      count -= n;
+    }
+  return 0;
+}
+
+/* True when every chunk overlapping the range is present. */
+bool
+disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
+                uint64_t count)
+{
+  uint64_t first, last;
+
+  if (obj->fd < 0 || offset > obj->size || count > obj->size - offset)
+    return false;
+  if (count == 0)
+    return true;
+  first = offset / DISK_CACHE_CHUNK;
+  last = (offset + count - 1) / DISK_CACHE_CHUNK;
+  for (uint64_t i = first; i <= last; i++)
+    if (!(atomic_load (&obj->state[i]) & DC_PRESENT))
+      return false;
+  return true;
+}
+
+/* Write one chunk's data; false on failure (the chunk stays absent). */
+static bool
+write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
+             uint64_t len)
+{
+  struct disk_cache *cache = obj->cache;
+  uint32_t s = atomic_load (&obj->state[i]);
+  uint64_t off = i * DISK_CACHE_CHUNK, done = 0;
+
+  if (s & (DC_PRESENT | DC_WRITING))
+    return true;
+  if (!atomic_compare_exchange_strong (&obj->state[i], &s, s | DC_WRITING))
+    return true;
+  if (!dc_reserve (cache, len))
+    {
+      atomic_store (&obj->state[i], s);
+      return false;
+    }
+  while (done < len)
+    {
+      ssize_t r = pwrite (obj->fd, p + done, len - done,
+                          (off_t) (obj->data_off + off + done));
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        {
+          int err = r < 0 ? errno : ENOSPC;
+          fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     (off_t) (obj->data_off + off), (off_t) len);
+          atomic_store (&obj->state[i], s);
+          atomic_fetch_sub (&cache->used, len);
+          warn_unstored (cache, "cannot write", err);
+          atomic_store (&cache->write_pause_until_ms, dc_now_ms () + 5000);
+          return false;
+        }
+      done += (uint64_t) r;
+    }
+  atomic_store (&obj->stamp[i], dc_now_ms ());
+  atomic_fetch_add (&obj->present, len);
+  pthread_mutex_lock (&obj->sync_lock);
+  if (obj->npending == obj->pending_cap)
+    {
+      size_t cap = obj->pending_cap ? obj->pending_cap * 2 : 64;
+      struct dc_pending *np = realloc (obj->pending, cap * sizeof *np);
+      if (np == NULL)
+        {
+          /* Cannot track it for the bitmap: give the chunk up. */
+          pthread_mutex_unlock (&obj->sync_lock);
+          atomic_fetch_sub (&obj->present, len);
+          atomic_fetch_sub (&cache->used, len);
+          atomic_store (&obj->state[i], s + DC_VERSION_STEP);
+          return false;
+        }
+      obj->pending = np;
+      obj->pending_cap = cap;
+    }
+  obj->pending[obj->npending++] = (struct dc_pending) {
+    .index = i, .state = s | DC_PRESENT };
+  atomic_store (&obj->state[i], s | DC_PRESENT);
+  pthread_mutex_unlock (&obj->sync_lock);
+  dc_flusher_kick (cache, len);
+  return true;
+}
+
+/* Store whole chunks; failures only mean the data is not kept. */
+int
+disk_cache_write (struct disk_cache_object *obj, const void *buf,
+                  size_t count, uint64_t offset)
+{
+  const char *p = buf;
+
+  if (offset % DISK_CACHE_CHUNK != 0 || offset > obj->size
+      || count > obj->size - offset
+      || (count % DISK_CACHE_CHUNK != 0 && offset + count != obj->size))
+    return error_set (EINVAL, "cache: write of %zu bytes at %llu is not "
+                      "whole chunks", count, (unsigned long long) offset);
+  if (obj->fd < 0 || dc_now_ms () < atomic_load (&obj->cache->write_pause_until_ms))
+    return 0;
+  while (count > 0)
+    {
+      uint64_t i = offset / DISK_CACHE_CHUNK;
+      uint64_t len = dc_chunk_len (obj->size, i);
+
+      if (!write_chunk (obj, i, p, len))
+        break;
+      p += len;
+      offset += len;
+      count -= len;
+    }
+  return 0;
+}
+
+/* Drop every chunk of the object (its remote copy changed). */
+void
+disk_cache_invalidate (struct disk_cache_object *obj)
+{
+  uint64_t *idx;
+  uint32_t *exp;
+  size_t n = 0;
+
+  if (obj->fd < 0)
+    return;
+  idx = malloc (obj->nchunks * sizeof *idx + 1);
+  exp = malloc (obj->nchunks * sizeof *exp + 1);
+  if (idx && exp)
+    {
+      for (uint64_t i = 0; i < obj->nchunks; i++)
+        {
+          uint32_t s = atomic_load (&obj->state[i]);
+          if (s & DC_PRESENT)
+            {
+              idx[n] = i;
+              exp[n++] = s;
+            }
+        }
+      dc_drop_chunks (obj, idx, exp, n);
+    }
+  free (idx);
+  free (exp);
+}
+
+/* Bytes of this object present in the cache. */
+uint64_t
+disk_cache_object_present (struct disk_cache_object *obj)
+{
+  return atomic_load (&obj->present);
+}
+
+/* Bytes charged against the bound for the whole cache. */
+uint64_t
+disk_cache_used (struct disk_cache *cache)
+{
+  return atomic_load (&cache->used);
+}
+
+/* "cache: ..." status lines for one object. */
+void
+disk_cache_object_status (struct disk_cache_object *obj, FILE *out)
+{
+  struct disk_cache *cache = obj->cache;
+
+  if (obj->fd < 0)
+    {
+      fprintf (out, "cache: off\n");
+      return;
+    }
+  fprintf (out, "cache: %s\n", cache->dir);
+  fprintf (out, "cache-present: %llu of %llu bytes\n",
+           (unsigned long long) atomic_load (&obj->present),
+           (unsigned long long) obj->size);
+  fprintf (out, "cache-used: %llu of %llu bytes\n",
+           (unsigned long long) atomic_load (&cache->used),
+           (unsigned long long) cache->max_bytes);
+}

@@ -1,0 +1,328 @@
+/* Unit test of the disk cache (cache/diskcache.h): store and read back,
+ * persistence across a reopen, validator changes, the size bound, torn
+ * files, concurrent readers racing eviction, and an unusable dir. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "diskcache.h"
+
+#define CHUNK DISK_CACHE_CHUNK
+
+static int failures;
+
+#define CHECK(cond)                                                     \
+  do {                                                                  \
+    if (!(cond))                                                        \
+      {                                                                 \
+        fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__,         \
+                 __LINE__, #cond);                                      \
+        failures++;                                                     \
+      }                                                                 \
+  } while (0)
+
+/* The test pattern: a byte that depends on the offset and a seed. */
+static void
+fill (char *buf, size_t n, uint64_t off, unsigned seed)
+{
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (char) ((off + i) * 2654435761u >> 13) ^ (char) seed;
+}
+
+/* Remove every file of dir and dir itself. */
+static void
+rm_rf (const char *dir)
+{
+  char cmd[4200];
+
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system (cmd) != 0)
+    fprintf (stderr, "cleanup of %s failed\n", dir);
+}
+
+/* Count the files ending in .dsc in dir. */
+static int
+count_objects (const char *dir)
+{
+  char cmd[4200];
+  FILE *f;
+  int n = -1;
+
+  snprintf (cmd, sizeof cmd, "ls '%s' | grep -c '\\.dsc$'", dir);
+  f = popen (cmd, "r");
+  if (f)
+    {
+      if (fscanf (f, "%d", &n) != 1)
+        n = -1;
+      pclose (f);
+    }
+  return n;
+}
+
+/* Write chunks [first, last) of an object with the pattern. */
+static void
+store (struct disk_cache_object *obj, uint64_t size, uint64_t first,
+       uint64_t last, unsigned seed)
+{
+  char *buf = malloc (CHUNK);
+
+  for (uint64_t i = first; i < last; i++)
+    {
+      uint64_t off = i * CHUNK;
+      size_t n = size - off < CHUNK ? size - off : CHUNK;
+      fill (buf, n, off, seed);
+      CHECK (disk_cache_write (obj, buf, n, off) == 0);
+    }
+  free (buf);
+}
+
+/* Read [off, off+n) and compare it with the pattern. */
+static int
+read_check (struct disk_cache_object *obj, uint64_t off, size_t n,
+            unsigned seed)
+{
+  char *got = malloc (n), *want = malloc (n);
+  int r = disk_cache_read (obj, got, n, off);
+
+  fill (want, n, off, seed);
+  if (r == 0 && memcmp (got, want, n) != 0)
+    r = -EBADMSG;
+  free (got);
+  free (want);
+  return r;
+}
+
+static void
+test_basic_and_reopen (const char *dir)
+{
+  uint64_t size = 5 * CHUNK + 1234;
+  struct disk_cache_validators v = { "http", "http://x/a.img", size,
+                                     "\"e1\"", "Mon" };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (disk_cache_read (o, (char[16]) {0}, 16, 0) == -ENODATA);
+  store (o, size, 0, 2, 1);
+  store (o, size, 5, 6, 1);      /* the short last chunk */
+  CHECK (disk_cache_has (o, 0, 2 * CHUNK));
+  CHECK (!disk_cache_has (o, 0, 2 * CHUNK + 1));
+  CHECK (read_check (o, 100, CHUNK + 500, 1) == 0);
+  CHECK (read_check (o, 5 * CHUNK, 1234, 1) == 0);
+  CHECK (read_check (o, 2 * CHUNK - 10, 20, 1) == -ENODATA);
+  CHECK (disk_cache_object_present (o) == 2 * CHUNK + 1234);
+  /* The same key in another version, opened while this one is open,
+   * never sees this version's data. */
+  {
+    struct disk_cache_validators v2 = v;
+    struct disk_cache_object *o2;
+    v2.etag = "\"other\"";
+    CHECK (disk_cache_open_object (c, &v2, &o2) == 0);
+    CHECK (disk_cache_read (o2, (char[16]) {0}, 16, 0) == -ENODATA);
+    store (o2, size, 2, 3, 9);
+    CHECK (read_check (o, 2 * CHUNK, 16, 1) == -ENODATA);
+    disk_cache_close_object (o2);
+  }
+  /* Not whole chunks: refused. */
+  CHECK (disk_cache_write (o, "x", 1, 0) == -EINVAL);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+
+  /* Same validators after a restart: data still there. */
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_used (c) >= 2 * CHUNK + 1234);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (read_check (o, 0, 2 * CHUNK, 1) == 0);
+  CHECK (read_check (o, 5 * CHUNK, 1234, 1) == 0);
+  disk_cache_close_object (o);
+
+  /* Changed ETag: old data dropped. */
+  v.etag = "\"e2\"";
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (disk_cache_read (o, (char[16]) {0}, 16, 0) == -ENODATA);
+  CHECK (disk_cache_object_present (o) == 0);
+  store (o, size, 0, 1, 2);
+  CHECK (read_check (o, 0, CHUNK, 2) == 0);
+  disk_cache_invalidate (o);
+  CHECK (disk_cache_read (o, (char[16]) {0}, 16, 0) == -ENODATA);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+}
+
+static void
+test_bound (const char *dir)
+{
+  uint64_t size = 40 * CHUNK;
+  struct disk_cache_validators a = { "http", "http://x/big1", size, NULL,
+                                     NULL };
+  struct disk_cache_validators b = { "http", "http://x/big2", size, NULL,
+                                     NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *oa, *ob;
+
+  CHECK (disk_cache_new (dir, 16 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &a, &oa) == 0);
+  store (oa, size, 0, 40, 3);
+  CHECK (disk_cache_used (c) <= 16 * CHUNK);
+  /* The most recent chunks survive. */
+  CHECK (read_check (oa, 39 * CHUNK, CHUNK, 3) == 0);
+  CHECK (read_check (oa, 0, CHUNK, 3) == -ENODATA);
+  disk_cache_close_object (oa);
+  CHECK (disk_cache_open_object (c, &b, &ob) == 0);
+  store (ob, size, 0, 14, 4);
+  CHECK (disk_cache_used (c) <= 16 * CHUNK);
+  CHECK (read_check (ob, 13 * CHUNK, CHUNK, 4) == 0);
+  disk_cache_close_object (ob);
+  disk_cache_free (c);
+  {
+    char cmd[4200];
+    FILE *f;
+    unsigned long long kb = 0;
+    snprintf (cmd, sizeof cmd, "du -sk '%s'", dir);
+    f = popen (cmd, "r");
+    if (f)
+      {
+        if (fscanf (f, "%llu", &kb) != 1)
+          kb = 0;
+        pclose (f);
+      }
+    CHECK (kb > 0 && kb * 1024 <= 16ull * CHUNK + 64 * 1024);
+  }
+}
+
+static void
+test_torn (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/torn", 3 * CHUNK,
+                                     "\"t\"", NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  char path[4200];
+  int fd;
+
+  rm_rf (dir);
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, 3 * CHUNK, 0, 3, 5);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  CHECK (count_objects (dir) == 1);
+  /* Corrupt one header byte of every object file. */
+  snprintf (path, sizeof path, "for f in '%s'/*.dsc; do printf 'Z' | "
+            "dd of=\"$f\" bs=1 seek=60 conv=notrunc status=none; done", dir);
+  CHECK (system (path) == 0);
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (count_objects (dir) == 0);
+  CHECK (disk_cache_used (c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (disk_cache_read (o, (char[16]) {0}, 16, 0) == -ENODATA);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  /* A stray temporary file is removed too. */
+  snprintf (path, sizeof path, "%s/abc.dsc.tmp1", dir);
+  fd = open (path, O_CREAT | O_WRONLY, 0600);
+  CHECK (fd >= 0);
+  if (fd >= 0)
+    close (fd);
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (access (path, F_OK) < 0);
+  disk_cache_free (c);
+}
+
+struct race
+{
+  struct disk_cache_object *o;
+  int stop;
+  int bad;
+  int hits;
+};
+
+static void *
+reader (void *arg)
+{
+  struct race *r = arg;
+  unsigned seed = 12345;
+
+  while (!__atomic_load_n (&r->stop, __ATOMIC_RELAXED))
+    {
+      uint64_t i = rand_r (&seed) % 32;
+      int x = read_check (r->o, i * CHUNK + 4096, 8192, 6);
+      if (x == -EBADMSG)
+        __atomic_add_fetch (&r->bad, 1, __ATOMIC_RELAXED);
+      else if (x == 0)
+        __atomic_add_fetch (&r->hits, 1, __ATOMIC_RELAXED);
+    }
+  return NULL;
+}
+
+static void
+test_race (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/race", 32 * CHUNK,
+                                     NULL, NULL };
+  struct disk_cache *c;
+  struct race r = { 0 };
+  pthread_t t[4];
+
+  rm_rf (dir);
+  CHECK (disk_cache_new (dir, 12 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &r.o) == 0);
+  for (int i = 0; i < 4; i++)
+    pthread_create (&t[i], NULL, reader, &r);
+  for (int round = 0; round < 20; round++)
+    store (r.o, 32 * CHUNK, 0, 32, 6);
+  __atomic_store_n (&r.stop, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < 4; i++)
+    pthread_join (t[i], NULL);
+  CHECK (r.bad == 0);
+  CHECK (r.hits > 0);
+  CHECK (disk_cache_used (c) <= 12 * CHUNK);
+  disk_cache_close_object (r.o);
+  disk_cache_free (c);
+}
+
+static void
+test_unusable (void)
+{
+  struct disk_cache_validators v = { "http", "http://x/u", CHUNK, NULL,
+                                     NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  char buf[CHUNK / 4];
+
+  CHECK (disk_cache_new ("/proc/diskshelf-cannot-exist", CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  memset (buf, 1, sizeof buf);
+  CHECK (disk_cache_read (o, buf, 10, 0) == -ENODATA);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+}
+
+int
+main (void)
+{
+  char dir[] = "/tmp/dscache-test-XXXXXX";
+  char sub[200];
+
+  if (mkdtemp (dir) == NULL)
+    return 2;
+  snprintf (sub, sizeof sub, "%s/cache", dir);
+  test_basic_and_reopen (sub);
+  rm_rf (sub);
+  test_bound (sub);
+  test_torn (sub);
+  test_race (sub);
+  test_unusable ();
+  rm_rf (dir);
+  if (failures)
+    fprintf (stderr, "%d checks failed\n", failures);
+  else
+    printf ("disk cache: all checks passed\n");
+  return failures ? 1 : 0;
+}

@@ -17,13 +17,6 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
 }
 
 int
-layer_tar_open (const struct stack_context *ctx, struct layer *lower,
-                const char *member, struct layer **out)
-{
-  return error_set (ENOTSUP, "tar: not built yet");
-}
-
-int
 block_cache_new (uint64_t max_bytes, unsigned workers,
                  struct block_cache **out)
 {

@@ -135,7 +135,3 @@ def status_section(text, name):
             out[k] = v
     return out
 
-
-def diskshelf_status(binary, mountpoint):
-    """`diskshelf status MOUNTPOINT` as text."""
-    return run([binary, "status", mountpoint], timeout=30).stdout.decode()

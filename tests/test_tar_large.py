@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from peers import sha256, write_entry
-from tar_helpers import (diskshelf_status, status_section, tar_create, tar_member_sha256,
+from tar_helpers import (status_section, tar_create, tar_member_sha256,
                          write_random, write_sparse)
 
 MIB = 1024 * 1024
@@ -47,13 +47,13 @@ def test_start_middle_end_match_tar_xO(big_archive, catalog, mount):
 
 
 def test_last_member_is_found_without_reading_the_data_before_it(
-        big_archive, catalog, mount, diskshelf):
+        big_archive, catalog, mount):
     # Reaching last.bin needs the 83 headers, not the ~54 MiB of data
     # between them: the scan's reads of the file below stay small.
     archive, tree = big_archive
     write_entry(catalog, "last", f"source = {archive}\nentry = last.bin\n")
     m = mount(catalog)
-    st = status_section(diskshelf_status(diskshelf, m.path), "last")
+    st = status_section(m.status(), "last")
     scanned = int(st["tar-bytes-scanned"])
     headers = int(st["tar-headers-scanned"])
     assert headers == 83

@@ -15,7 +15,7 @@
  * bytes.  Sparse members are refused: their data is not stored as one
  * run.
  */
-#include "tar.h"
+#include "tar-internal.h"
 
 #include <errno.h>
 #include <stdbool.h>

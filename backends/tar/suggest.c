@@ -1,11 +1,11 @@
 /* diskshelf: ranking member names by closeness to a name not found.
  *
  * A name scores 0 when it matches ignoring case (whole name or last
- * component), 1 when one contains the other, and 2 + the edit distance
- * of the last components otherwise.  Names are compared on at most
+ * component), 1 when one contains the other (3 bytes at least), and
+ * 2 + the edit distance of the last components otherwise.  Names are compared on at most
  * SUGGEST_MAX_LEN bytes and the distance is cut off as soon as it cannot
  * beat the names already kept, so huge archives stay cheap. */
-#include "tar.h"
+#include "tar-internal.h"
 
 #include <ctype.h>
 #include <stdbool.h>
@@ -15,6 +15,8 @@
 
 #define SUGGEST_KEEP 5
 #define SUGGEST_MAX_LEN 128
+/* Shorter names are contained in almost anything: no evidence. */
+#define SUGGEST_MIN_SUBSTRING 3
 
 struct tar_suggest
 {
@@ -43,7 +45,7 @@ suggest_contains (const char *hay, size_t hay_len, const char *needle,
 {
   size_t i;
 
-  if (needle_len == 0 || needle_len > hay_len)
+  if (needle_len < SUGGEST_MIN_SUBSTRING || needle_len > hay_len)
     return false;
   for (i = 0; i + needle_len <= hay_len; i++)
     if (strncasecmp (hay + i, needle, needle_len) == 0)

@@ -9,7 +9,7 @@
  * and simply pass the call down with a shifted offset.  The layer below
  * is thread-safe by the layer contract.
  */
-#include "tar.h"
+#include "tar-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -10,8 +10,8 @@
  * Thread model: tar_scan runs once, in the constructor, on one thread.
  * The suggestion set is used by one thread.  Nothing here is shared.
  */
-#ifndef DISKSHELF_TAR_H
-#define DISKSHELF_TAR_H
+#ifndef DISKSHELF_TAR_INTERNAL_H
+#define DISKSHELF_TAR_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -209,6 +209,50 @@ scan_fail (struct scan *s, struct archive *a, const char *what)
                     (unsigned long long) archive_filter_bytes (a, 0));
 }
 
+/* The header block right before the data must be a tar header (good
+ * checksum) for a member whose data is one run: this checks the
+ * computed offset independently of libarchive, and refuses types
+ * libarchive reads as files though their data is elsewhere or partial
+ * (GNU multi-volume continuations 'M', and others). */
+static int
+scan_check_header (struct scan *s, const char *name, uint64_t data_offset)
+{
+  unsigned char h[TAR_BLOCK];
+  unsigned long sum = 0, stored = 0;
+  long ssum = 0;
+  int r, i;
+
+  r = layer_pread (s->lower, h, sizeof h, data_offset - TAR_BLOCK);
+  if (r < 0)
+    return error_prefix (r, "tar: %s: %s", s->source, name);
+  s->bytes_read += sizeof h;
+  for (i = 0; i < TAR_BLOCK; i++)
+    {
+      unsigned char c = i >= 148 && i < 156 ? ' ' : h[i];
+      sum += c;
+      ssum += (signed char) c;
+    }
+  /* The checksum field: octal digits, ended by NUL or space. */
+  for (i = 148; i < 156 && h[i] == ' '; i++)
+    ;
+  for (; i < 156 && h[i] >= '0' && h[i] <= '7'; i++)
+    stored = stored * 8 + (unsigned long) (h[i] - '0');
+  if (stored != sum && (long) stored != ssum)
+    return error_set (EIO, "tar: %s: %s: no header just before the data "
+                      "offset %llu; this archive layout is not supported",
+                      s->source, name, (unsigned long long) data_offset);
+  switch (h[156])
+    {
+    case '0': case '\0': case '7': case '1':
+      return 0;
+    default:
+      return error_set (ENOTSUP, "tar: %s: %s: member type '%c' does not "
+                        "hold its data as one run (a multi-volume or "
+                        "special member)", s->source, name,
+                        h[156] >= 32 && h[156] < 127 ? h[156] : '?');
+    }
+}
+
 /* Compare the first bytes of the member, as libarchive decodes them,
  * with the layer below at the computed data offset. */
 static int
@@ -298,6 +342,9 @@ scan_found (struct scan *s, struct archive *a, struct archive_entry *e,
                       "%llu", s->source, name, (unsigned long long) size,
                       (unsigned long long) data_offset,
                       (unsigned long long) s->lower->size);
+  r = scan_check_header (s, name, data_offset);
+  if (r < 0)
+    return r;
   r = scan_verify (s, a, name, data_offset, size);
   if (r < 0)
     return r;

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from peers import sha256, write_entry
+from peers import run, sha256, write_entry
 from tar_helpers import LONG_NAME, tar_create, tar_member_sha256, write_random, write_sparse
 
 MIB = 1024 * 1024
@@ -194,3 +194,23 @@ def test_hostile_archives_do_not_crash(tree, tmp_path, catalog, mount):
     log = m.log()
     assert not re.search(r"Sanitizer|runtime error|Assertion", log), log
     assert m.pid and (m.path / "good").exists()
+
+
+def test_multi_volume_pieces_refused(tmp_path, catalog, mount):
+    # GNU multi-volume: a member split across volumes is neither served
+    # cut short from the first volume nor from its continuation.
+    t = tmp_path / "tree"
+    write_random(t / "a.bin", 300_000, seed=1)
+    write_random(t / "b.bin", 1_500_000, seed=2)
+    vols = [tmp_path / f"v{i}.tar" for i in (1, 2, 3)]
+    args = ["tar", "--format=gnu", "-c", "-M", "-L", "1024"]
+    for v in vols:
+        args += ["-f", str(v)]
+    run(args + ["-C", str(t), "a.bin", "b.bin"])
+    write_entry(catalog, "a1", f"source = {vols[0]}\nentry = a.bin\n")
+    write_entry(catalog, "b1", f"source = {vols[0]}\nentry = b.bin\n")
+    write_entry(catalog, "b2", f"source = {vols[1]}\nentry = b.bin\n")
+    m = mount(catalog)
+    assert sha256(m.path / "a1") == sha256(t / "a.bin")
+    assert "truncated" in broken_line(m, "b1")
+    assert "not a regular file" in broken_line(m, "b2") or "multi-volume" in broken_line(m, "b2")

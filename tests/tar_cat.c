@@ -3,9 +3,9 @@
  * tar_cat ARCHIVE MEMBER [SCAN_LIMIT] opens ARCHIVE as a plain-file layer
  * (with its own small file layer, so the tool needs nothing but the tar
  * layer), stacks the tar layer on it, writes the member to stdout and
- * "bytes_scanned N reads M offset O" to stderr.  On failure it prints
- * the layer's message to stderr and exits 1.  Used by the C unit test
- * (tests/test_tar_scan.sh) and by hand.
+ * "bytes_scanned N reads M" and the layer's status to stderr.  On
+ * failure it prints the layer's message to stderr and exits 1.  A
+ * debugging aid, built by tests/meson.build.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +51,7 @@ fd_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Close the file and free the layer. */
 static void
 fd_close (struct layer *l)
 {
@@ -62,6 +63,7 @@ static const struct layer_ops fd_ops = {
   .name = "file", .pread = fd_pread, .close = fd_close,
 };
 
+/* Open ARCHIVE, stack the tar layer, copy MEMBER to stdout. */
 int
 main (int argc, char **argv)
 {

@@ -95,7 +95,7 @@ done
 URL=http://127.0.0.1:$PORT/a.tar.xz
 cat "$D/a.tar.xz" > /dev/null   # the server side runs from the page cache
 
-sent() { awk '{s += $4} END {print s + 0}' "$WORK/ngx/access.log" 2>/dev/null || echo 0; }
+sent() { awk '{s += $4} END {printf "%.0f\n", s}' "$WORK/ngx/access.log" 2>/dev/null || echo 0; }
 
 # start_mount TOOL MEMBER: mount in the background; prints the file path.
 start_mount() {

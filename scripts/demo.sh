@@ -16,11 +16,13 @@ samples=$demo/samples
 catalog=$demo/catalog
 mnt=$demo/mnt
 nbdkit_pid=
+nginx_pid=
 
 cleanup() {
   if [ -z "${KEEP_MOUNTED:-}" ]; then
     mountpoint -q "$mnt" && fusermount3 -u "$mnt" || true
     [ -n "$nbdkit_pid" ] && kill "$nbdkit_pid" 2>/dev/null || true
+    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
@@ -42,14 +44,15 @@ if [ ! -f "$samples/sparse.img" ]; then
 fi
 if [ ! -f "$samples/appliance.ova" ]; then
   ( cd "$samples"
-    head -c 8M /dev/urandom > appliance-disk1.vmdk
-    printf '<?xml version="1.0"?>\n<Envelope><References><File ovf:href="appliance-disk1.vmdk"/></References></Envelope>\n' > appliance.ovf
+    qemu-img convert -f raw -O vmdk -o subformat=streamOptimized tools.img appliance-disk1.vmdk
+    printf '<?xml version="1.0"?>\n<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="appliance-disk1.vmdk" ovf:id="file1"/></References></Envelope>\n' > appliance.ovf
     printf 'SHA256(appliance.ovf)= %s\nSHA256(appliance-disk1.vmdk)= %s\n' \
       "$(sha256sum appliance.ovf | cut -d' ' -f1)" "$(sha256sum appliance-disk1.vmdk | cut -d' ' -f1)" > appliance.mf
     tar --format=ustar -cf appliance.ova appliance.ovf appliance-disk1.vmdk appliance.mf )
 fi
 if [ ! -f "$samples/images.tar.xz" ]; then
-  ( cd "$samples" && tar --format=gnu -cf images.tar tools.img appliance-disk1.vmdk \
+  ( cd "$samples" && head -c 16M /dev/urandom > first.bin \
+      && tar --format=gnu -cf images.tar first.bin tools.img appliance-disk1.vmdk \
       && xz -T2 --block-size=4MiB -f images.tar )
 fi
 [ -f "$samples/vm.qcow2" ] || qemu-img convert -f raw -O qcow2 "$samples/tools.img" "$samples/vm.qcow2"
@@ -77,6 +80,16 @@ cat > "$catalog/archives/appliance-disk1.vmdk.conf" <<CONF
 source = $samples/appliance.ova
 entry = appliance-disk1.vmdk
 CONF
+cat > "$catalog/archives/appliance.ovf.conf" <<CONF
+# The OVF descriptor of the same OVA.
+source = $samples/appliance.ova
+entry = appliance.ovf
+CONF
+cat > "$catalog/archives/vmdk-from-tarxz.vmdk.conf" <<CONF
+# The last member of a multi-block tar.xz: only the blocks holding tar headers are decoded.
+source = $samples/images.tar.xz
+entry = appliance-disk1.vmdk
+CONF
 cat > "$catalog/archives/tools-from-tarxz.img.conf" <<CONF
 # A member of a multi-block tar.xz, reached without decoding what is before it.
 source = $samples/images.tar.xz
@@ -85,6 +98,33 @@ CONF
 cat > "$catalog/nbd/vm-qcow2.img.conf" <<CONF
 # A captive qemu-nbd, started by the daemon with socket activation.
 command = qemu-nbd -f qcow2 --read-only $samples/vm.qcow2
+CONF
+# A loopback web server for the HTTP entries.
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$demo/nginx"
+cat > "$demo/nginx/nginx.conf" <<NGINX
+daemon off;
+user root;
+pid $demo/nginx/nginx.pid;
+error_log $demo/nginx/error.log;
+events { worker_connections 64; }
+http {
+  access_log $demo/nginx/access.log;
+  client_body_temp_path $demo/nginx/body;
+  server { listen 127.0.0.1:$port; root $samples; }
+}
+NGINX
+nginx -p "$demo/nginx" -c "$demo/nginx/nginx.conf" &
+nginx_pid=$!
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+mkdir -p "$catalog/web"
+cat > "$catalog/web/tools.img.conf" <<CONF
+# A raw image over HTTP: only the bytes read are fetched, kept in the disk cache.
+source = http://127.0.0.1:$port/tools.img
+CONF
+cat > "$catalog/web/tools-xz.img.conf" <<CONF
+# An xz image over HTTP, decompressed with random access.
+source = http://127.0.0.1:$port/tools.img.xz
 CONF
 rm -f "$demo/nbdkit.sock"
 nbdkit --exit-with-parent -f -U "$demo/nbdkit.sock" -P "$demo/nbdkit.pid" memory 256M &
@@ -109,9 +149,15 @@ echo "== diskshelf status $mnt"
 
 echo "== checksums (source vs mount)"
 sha256sum "$samples/tools.img" | sed 's/ .*/  (source tools.img)/'
-for f in tools.img vm/tools-xz.img archives/tools-from-tarxz.img nbd/vm-qcow2.img; do
+for f in tools.img vm/tools-xz.img vm/tools-1block.img web/tools.img web/tools-xz.img \
+         archives/tools-from-tarxz.img nbd/vm-qcow2.img; do
   if [ -e "$mnt/$f" ]; then sha256sum "$mnt/$f"; fi
 done
+
+if [ -e "$mnt/archives/appliance-disk1.vmdk" ]; then
+  echo "== qemu-img info on the OVA member"
+  qemu-img info "$mnt/archives/appliance-disk1.vmdk"
+fi
 
 if [ -n "${KEEP_MOUNTED:-}" ]; then
   echo "== left mounted on $mnt; unmount with: fusermount3 -u $mnt"

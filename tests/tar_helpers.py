@@ -7,7 +7,7 @@ import random
 import re
 import subprocess
 
-from peers import run, scaled
+from peers import run, scaled, make_random_file
 
 # A name longer than 100 bytes in its last component alone: ustar cannot
 # hold it, GNU needs a ././@LongLink record, pax a `path` record.
@@ -21,14 +21,7 @@ def write_random(path, size, seed):
     """size pseudo-random bytes (deterministic per seed)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    with open(path, "wb") as f:
-        left = size
-        while left > 0:
-            n = min(left, 1 << 20)
-            f.write(rng.randbytes(n))
-            left -= n
-    return path
+    return make_random_file(path, size, seed)
 
 
 def write_sparse(path, size, chunks, seed):

@@ -25,26 +25,6 @@ struct sink
   char last_modified[128];
 };
 
-/* Copy header value text (trimmed) into dst if the line is name. */
-static void
-header_value (const char *line, size_t n, const char *name, char *dst,
-              size_t dstlen)
-{
-  size_t nl = strlen (name), vl;
-
-  if (n <= nl || strncasecmp (line, name, nl) != 0 || line[nl] != ':')
-    return;
-  line += nl + 1;
-  n -= nl + 1;
-  while (n > 0 && (*line == ' ' || *line == '\t'))
-    line++, n--;
-  while (n > 0 && isspace ((unsigned char) line[n - 1]))
-    n--;
-  vl = n < dstlen - 1 ? n : dstlen - 1;
-  memcpy (dst, line, vl);
-  dst[vl] = '\0';
-}
-
 /* Keep the headers that the checks need; a new status line (after a
  * 100 Continue, say) starts afresh. */
 static size_t
@@ -58,10 +38,10 @@ header_cb (char *buffer, size_t size, size_t nitems, void *arg)
       s->content_range[0] = s->etag[0] = s->last_modified[0] = '\0';
       return n;
     }
-  header_value (buffer, n, "content-range", s->content_range,
+  http_header_value (buffer, n, "content-range", s->content_range,
                 sizeof s->content_range);
-  header_value (buffer, n, "etag", s->etag, sizeof s->etag);
-  header_value (buffer, n, "last-modified", s->last_modified,
+  http_header_value (buffer, n, "etag", s->etag, sizeof s->etag);
+  http_header_value (buffer, n, "last-modified", s->last_modified,
                 sizeof s->last_modified);
   return n;
 }

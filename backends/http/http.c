@@ -46,28 +46,6 @@ struct probe
   size_t body;
 };
 
-/* Copy a header's trimmed value into dst when the line names it. */
-static void
-take_header (const char *line, size_t n, const char *name, char *dst,
-             size_t dstlen)
-{
-  size_t nl = strlen (name);
-
-  if (n <= nl || strncasecmp (line, name, nl) != 0 || line[nl] != ':')
-    return;
-  line += nl + 1;
-  n -= nl + 1;
-  while (n > 0 && (*line == ' ' || *line == '\t'))
-    line++, n--;
-  while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'
-                   || line[n - 1] == ' '))
-    n--;
-  if (n >= dstlen)
-    n = dstlen - 1;
-  memcpy (dst, line, n);
-  dst[n] = '\0';
-}
-
 /* Record the headers of the last response (each redirect starts over). */
 static size_t
 probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
@@ -81,12 +59,12 @@ probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
       p->content_range[0] = '\0';
       return n;
     }
-  take_header (buffer, n, "accept-ranges", p->accept_ranges,
+  http_header_value (buffer, n, "accept-ranges", p->accept_ranges,
                sizeof p->accept_ranges);
-  take_header (buffer, n, "etag", p->etag, sizeof p->etag);
-  take_header (buffer, n, "last-modified", p->last_modified,
+  http_header_value (buffer, n, "etag", p->etag, sizeof p->etag);
+  http_header_value (buffer, n, "last-modified", p->last_modified,
                sizeof p->last_modified);
-  take_header (buffer, n, "content-range", p->content_range,
+  http_header_value (buffer, n, "content-range", p->content_range,
                sizeof p->content_range);
   return n;
 }

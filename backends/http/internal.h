@@ -143,6 +143,8 @@ struct http_layer
 };
 
 /* handle.c */
+void http_header_value (const char *line, size_t n, const char *name,
+                        char *dst, size_t dstlen);
 CURL *http_handle_new (const struct http_request_config *rc,
                        atomic_bool *stopping);
 int http_read_secret (const char *what, const char *path, char **out);

@@ -50,7 +50,7 @@ nbdkit -U - random "$SIZE" seed=42 --run "nbdcopy \"\$uri\" 'nbd+unix:///?socket
 
 mkdir -p "$WORK/cat" "$WORK/ds" "$WORK/nf"
 echo "source = nbd+unix:///?socket=$SOCK" > "$WORK/cat/disk.img.conf"
-"$DISKSHELF" -f --cache-dir=none "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
+"$DISKSHELF" -f --cache-dir=none ${DISKSHELF_ARGS:-} "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
 pids+=($!)
 wait_for 20 test -e "$WORK/ds/disk.img"
 

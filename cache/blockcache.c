@@ -29,6 +29,7 @@ struct entry
   enum entry_state state;
   bool demand;                  /* in the demand queue (else read-ahead) */
   bool in_table;                /* still findable; false once dropped */
+  bool in_lru;                  /* linked in the LRU list */
   int err;                      /* errno when FAILED */
   char *errmsg;                 /* message when FAILED */
   unsigned pins;                /* readers waiting on or copying from it */
@@ -94,10 +95,13 @@ lookup (struct block_cache *c, const struct block_cache_client *client,
   return NULL;
 }
 
-/* Put e at the front of the LRU list; called with the lock held. */
+/* Take e out of the LRU list; called with the lock held. */
 static void
 lru_unlink (struct block_cache *c, struct entry *e)
 {
+  if (!e->in_lru)
+    return;
+  e->in_lru = false;
   if (e->prev)
     e->prev->next = e->next;
   else
@@ -116,6 +120,7 @@ lru_touch (struct block_cache *c, struct entry *e)
   if (c->lru_head == e)
     return;
   lru_unlink (c, e);
+  e->in_lru = true;
   e->next = c->lru_head;
   if (c->lru_head)
     c->lru_head->prev = e;

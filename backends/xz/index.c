@@ -247,7 +247,7 @@ xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
 
   while (pos > 0)
     {
-      uint64_t padding = 0, start;
+      uint64_t padding = 0, start = 0;
       lzma_index *idx;
 
       r = skip_padding (lower, src, &pos, &padding);
@@ -257,7 +257,12 @@ xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
                        &out->fingerprint);
       if (r < 0)
         goto err;
-      lzma_index_stream_padding (idx, padding);
+      if (lzma_index_stream_padding (idx, padding) != LZMA_OK)
+        {
+          lzma_index_end (idx, NULL);
+          r = error_set (EINVAL, "xz: %s: bad stream padding", src);
+          goto err;
+        }
       out->padding += padding;
       out->nstreams++;
       if (combined)

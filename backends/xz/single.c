@@ -168,12 +168,10 @@ decode_chunk (struct xz_single *s, lzma_stream *strm, unsigned char *in,
       ret = lzma_code (strm, *cpos < s->idx->csize ? LZMA_RUN : LZMA_FINISH);
       if (ret == LZMA_STREAM_END)
         {
-          if (!draining)
-            return error_set (EIO, "xz: %s: decoded data is shorter than "
-                              "the index says", s->src);
-          if (strm->avail_out == 0)
-            return error_set (EIO, "xz: %s: decoded data is longer than "
-                              "the index says", s->src);
+          if (draining ? strm->avail_out == 0
+              : !last || strm->avail_out != 0)
+            return error_set (EIO, "xz: %s: decoded size differs from "
+                              "the index", s->src);
           return 0;
         }
       if (ret != LZMA_OK)

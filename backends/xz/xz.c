@@ -28,7 +28,8 @@
 
 #define DEFAULT_MAX_BLOCK (512ull * 1024 * 1024)
 #define SEQUENTIAL_SLACK (4ull * 1024 * 1024)
-#define NO_CACHE_WINDOW (32ull * 1024 * 1024)
+#define MIN_WINDOW (4ull * 1024 * 1024)
+#define MAX_WINDOW (64ull * 1024 * 1024)
 
 struct xz_layer
 {
@@ -164,9 +165,14 @@ open_single (const struct stack_context *ctx, struct xz_layer *x,
     .index = &x->idx,
     .disk_cache = ctx->services ? ctx->services->disk_cache : NULL,
     .timeout = ctx->entry->timeout,
-    .window = NO_CACHE_WINDOW,
   };
+  uint64_t mem = ctx->options ? ctx->options->memory_cache_size : 0;
   int r;
+
+  /* Without a disk cache, a quarter of the memory cache bound holds the
+   * most recently decoded bytes. */
+  cfg.window = mem / 4 < MIN_WINDOW ? MIN_WINDOW
+    : mem / 4 > MAX_WINDOW ? MAX_WINDOW : mem / 4;
 
   r = xz_single_new (&cfg, &x->single);
   if (r < 0)
@@ -186,7 +192,8 @@ open_single (const struct stack_context *ctx, struct xz_layer *x,
                  "--block-size=16MiB` for random access, or give a "
                  "--cache-dir to decode it only once", x->src,
                  x->idx.max_usize >> 20, max_block >> 20,
-                 NO_CACHE_WINDOW >> 20, x->idx.usize / 1e8);
+                 (unsigned long long) (cfg.window >> 20),
+                 x->idx.usize / 1e8);
   return 0;
 }
 

@@ -28,6 +28,7 @@ struct entry
   size_t size;
   enum entry_state state;
   bool demand;                  /* in the demand queue (else read-ahead) */
+  bool unread;                  /* read ahead and not read yet */
   bool in_table;                /* still findable; false once dropped */
   bool in_lru;                  /* linked in the LRU list */
   int err;                      /* errno when FAILED */
@@ -214,25 +215,33 @@ evictable (const struct entry *e)
 }
 
 /* Evict least recently used entries until `need` more bytes fit under
- * the bound, or nothing more can go; lock held. */
+ * the bound, or nothing more can go; lock held.  Read-ahead blocks that
+ * nobody read yet go last, so read-ahead never throws away the block a
+ * sequential reader is about to reach. */
 static void
 make_room (struct block_cache *c, uint64_t need)
 {
-  struct entry *e = c->lru_tail;
+  int pass;
 
-  while (e && c->used + need > c->max_bytes)
+  for (pass = 0; pass < 2; pass++)
     {
-      struct entry *prev = e->prev;
-      if (evictable (e))
+      struct entry *e = c->lru_tail;
+
+      while (e && c->used + need > c->max_bytes)
         {
-          entry_destroy (c, e);
-          c->stats.evictions++;
+          struct entry *prev = e->prev;
+          if (evictable (e) && (pass == 1 || !e->unread))
+            {
+              entry_destroy (c, e);
+              c->stats.evictions++;
+            }
+          e = prev;
         }
-      e = prev;
     }
 }
 
-/* Bytes held by entries that cannot be evicted now; lock held. */
+/* Bytes held by entries that cannot be evicted now, or that were read
+ * ahead and wait for their reader; lock held. */
 static uint64_t
 busy_bytes (struct block_cache *c)
 {
@@ -240,7 +249,7 @@ busy_bytes (struct block_cache *c)
   struct entry *e;
 
   for (e = c->lru_head; e; e = e->next)
-    if (!evictable (e))
+    if (!evictable (e) || e->unread)
       busy += e->size;
   return busy;
 }
@@ -307,6 +316,7 @@ entry_create (struct block_cache *c, struct block_cache_client *client,
   e->size = size;
   e->state = ENTRY_QUEUED;
   e->demand = demand;
+  e->unread = !demand;
   e->in_table = true;
   b = bucket_of (client, index);
   e->hnext = c->table[b];
@@ -518,6 +528,7 @@ block_cache_read (struct block_cache_client *client, uint64_t index,
         }
     }
   e->pins++;
+  e->unread = false;
   lru_touch (c, e);
   while (e->state == ENTRY_QUEUED || e->state == ENTRY_RUNNING)
     pthread_cond_wait (&c->done_cond, &c->lock);

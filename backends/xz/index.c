@@ -108,10 +108,11 @@ read_stream (struct layer *lower, const char *src, uint64_t end,
     return r;
   ret = lzma_stream_footer_decode (&ff, footer);
   if (ret == LZMA_FORMAT_ERROR)
-    return error_set (EINVAL, "xz: %s: truncated or not an xz file: no "
-                      "stream footer at offset %llu%s", src,
-                      (unsigned long long) (end - sizeof footer),
-                      nth_from_end == 0 ? " (the end of the file)" : "");
+    return error_set (EINVAL, "xz: %s: truncated: it starts as an xz file "
+                      "but has no stream footer %s (offset %llu); the copy "
+                      "or download is incomplete", src,
+                      nth_from_end == 0 ? "at its end" : "before a stream",
+                      (unsigned long long) (end - sizeof footer));
   if (ret != LZMA_OK)
     return error_set (EIO, "xz: %s: corrupt stream footer at offset %llu",
                       src, (unsigned long long) (end - sizeof footer));

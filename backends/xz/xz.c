@@ -187,7 +187,7 @@ open_single (const struct stack_context *ctx, struct xz_layer *x,
                  "--max-block-size (%" PRIu64 " MiB) and there is no "
                  "--cache-dir: it is decoded front to back with only %llu "
                  "MiB kept in memory, so every read behind that window "
-                 "decodes the file again from the start (about %.0f s for "
+                 "decodes the file again from the start (about %.1f s for "
                  "this image at 100 MB/s).  Recompress it with `xz -T0 "
                  "--block-size=16MiB` for random access, or give a "
                  "--cache-dir to decode it only once", x->src,

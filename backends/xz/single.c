@@ -20,8 +20,10 @@
  *
  * Integrity: the stream decoder verifies each block's check when the
  * block ends, so the bytes of a block are served before its check is
- * known (that is the point of this path).  A failure is logged, and
- * every read past the failure point gets EIO.
+ * known (that is the point of this path; multi-block files verify
+ * before serving).  A failure is logged, the object is dropped from the
+ * disk cache, and every read from the start of the failing block on
+ * gets EIO.
  *
  * Thread model: any number of readers; one decoder thread per entry.
  * Everything marked below is protected by lock.
@@ -52,6 +54,10 @@
 #pragma weak disk_cache_write
 #pragma weak disk_cache_object_present
 #pragma weak disk_cache_object_status
+#pragma weak disk_cache_invalidate
+
+/* Declared here until cache/diskcache.h on main has it. */
+void disk_cache_invalidate (struct disk_cache_object *obj);
 
 enum single_state { SINGLE_IDLE, SINGLE_DECODING, SINGLE_DONE, SINGLE_FAILED };
 
@@ -113,12 +119,20 @@ have_disk_cache (const struct xz_single *s)
   return s->obj != NULL;
 }
 
-/* Record a decode failure at the frontier; lock held. */
+/* Record a decode failure at the frontier; lock held.  The chunks this
+ * run stored were never verified, so they leave the disk cache. */
 static void
 fail_locked (struct xz_single *s, int err, const char *msg)
 {
+  if (have_disk_cache (s) && disk_cache_invalidate)
+    disk_cache_invalidate (s->obj);
   s->state = SINGLE_FAILED;
-  s->fail_at = s->frontier;
+  /* Every byte of the failing block is suspect, not only those after
+   * the point where liblzma noticed: fail from the start of the block
+   * holding the frontier (or an earlier one). */
+  s->fail_at = s->idx->nblocks == 0 ? 0
+    : s->idx->blocks[xz_index_find (s->idx, s->frontier < s->size
+                                    ? s->frontier : s->size - 1)].uoffset;
   s->err = err;
   free (s->errmsg);
   s->errmsg = strdup (msg);

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,28 @@ struct xz_layer
   unsigned ahead;                       /* blocks of read-ahead */
   _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
+
+/* A copy of the source for messages and cache keys, with any
+ * "user:password@" of a URL replaced by "***@".  Returns NULL when out
+ * of memory. */
+static char *
+redacted_source (const char *src)
+{
+  const char *scheme = strstr (src, "://");
+  const char *host, *at, *slash;
+  char *out;
+
+  if (scheme == NULL)
+    return strdup (src);
+  host = scheme + 3;
+  slash = strchr (host, '/');
+  at = strchr (host, '@');
+  if (at == NULL || (slash && at > slash))
+    return strdup (src);
+  if (asprintf (&out, "%.*s***%s", (int) (host - src), src, at) < 0)
+    return NULL;
+  return out;
+}
 
 /* The block cache calls this on a worker to decode one block. */
 static int
@@ -210,7 +233,7 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
   int r;
 
   x = calloc (1, sizeof *x);
-  if (x == NULL || (x->src = strdup (src)) == NULL)
+  if (x == NULL || (x->src = redacted_source (src)) == NULL)
     {
       free (x);
       return error_set (ENOMEM, "xz: out of memory");

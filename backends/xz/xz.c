@@ -202,12 +202,14 @@ open_single (const struct stack_context *ctx, struct xz_layer *x,
     return r;
   if (cfg.disk_cache)
     log_info ("xz: %s: block of %" PRIu64 " MiB is larger than "
-              "--max-block-size (%" PRIu64 " MiB): decoding it once, front "
+              "--max-block-size or half of --memory-cache-size (%" PRIu64
+              " MiB): decoding it once, front "
               "to back, into the disk cache; reads ahead of the decoder "
               "wait for it", x->src, x->idx.max_usize >> 20, max_block >> 20);
   else
     log_warning ("xz: %s: block of %" PRIu64 " MiB is larger than "
-                 "--max-block-size (%" PRIu64 " MiB) and there is no "
+                 "--max-block-size or half of --memory-cache-size (%"
+                 PRIu64 " MiB) and there is no "
                  "--cache-dir: it is decoded front to back with only %llu "
                  "MiB kept in memory, so every read behind that window "
                  "decodes the file again from the start (about %.1f s for "
@@ -230,7 +232,13 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
     : ctx->entry->name;
   uint64_t max_block = ctx->options && ctx->options->max_block_size
     ? ctx->options->max_block_size : DEFAULT_MAX_BLOCK;
+  uint64_t mem = ctx->options ? ctx->options->memory_cache_size : 0;
   int r;
+
+  /* A block must also leave the memory cache room for another one, or
+   * every read would decode it again. */
+  if (mem > 0 && mem / 2 < max_block)
+    max_block = mem / 2;
 
   x = calloc (1, sizeof *x);
   if (x == NULL || (x->src = redacted_source (src)) == NULL)

@@ -265,6 +265,7 @@ row () {   # name chain diskshelf higher_is_better unit
 # ---- run ------------------------------------------------------------------
 
 make_images
+[ "${IMAGES_ONLY:-0}" = 1 ] && exit 0
 start_nginx
 MULTI=http://127.0.0.1:$PORT/fs.img.xz
 ONE=http://127.0.0.1:$PORT/fs.img.1blk.xz

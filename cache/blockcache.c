@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -341,6 +342,7 @@ worker_main (void *arg)
     {
       struct entry *e;
       struct block_cache_client *client;
+      struct timespec t0, t1, c0, c1;
       int r;
 
       while (!c->stopping && c->demand.head == NULL && c->ahead.head == NULL)
@@ -356,7 +358,19 @@ worker_main (void *arg)
       pthread_mutex_unlock (&c->lock);
 
       error_clear ();
+      clock_gettime (CLOCK_MONOTONIC, &t0);
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &c0);
       r = client->decode (client->opaque, e->index, e->buf, e->size);
+      clock_gettime (CLOCK_MONOTONIC, &t1);
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &c1);
+      log_debug ("block cache: %s: block %llu (%s) decoded in %.1f ms "
+                 "(%.1f ms of CPU)", client->name,
+                 (unsigned long long) e->index,
+                 e->demand ? "demand" : "read-ahead",
+                 (t1.tv_sec - t0.tv_sec) * 1e3
+                 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
+                 (c1.tv_sec - c0.tv_sec) * 1e3
+                 + (c1.tv_nsec - c0.tv_nsec) / 1e6);
 
       pthread_mutex_lock (&c->lock);
       client->running--;

@@ -18,6 +18,7 @@
 #include "error.h"
 
 #define BUCKETS 4096
+#define MAX_SPARES 4
 
 enum entry_state { ENTRY_QUEUED, ENTRY_RUNNING, ENTRY_READY, ENTRY_FAILED };
 
@@ -64,6 +65,10 @@ struct block_cache
 
   /* Everything below is protected by lock. */
   uint64_t used;                /* bytes of every entry's buffer */
+  void *spare[MAX_SPARES];      /* freed buffers kept for reuse, so a new */
+  size_t spare_size[MAX_SPARES]; /* block costs no fresh page faults */
+  unsigned nspares;
+  uint64_t spare_bytes;         /* counted with used against the bound */
   struct entry *table[BUCKETS];
   struct entry *lru_head, *lru_tail;
   struct job_queue demand, ahead;
@@ -194,14 +199,68 @@ table_remove (struct block_cache *c, struct entry *e)
   e->in_table = false;
 }
 
+/* Unmap the oldest spare buffer; lock held. */
+static void
+spare_drop (struct block_cache *c)
+{
+  munmap (c->spare[0], c->spare_size[0]);
+  c->spare_bytes -= c->spare_size[0];
+  c->nspares--;
+  memmove (&c->spare[0], &c->spare[1], c->nspares * sizeof c->spare[0]);
+  memmove (&c->spare_size[0], &c->spare_size[1],
+           c->nspares * sizeof c->spare_size[0]);
+}
+
+/* Keep a buffer for the next block of the same size, or unmap it. */
+static void
+buffer_release (struct block_cache *c, void *buf, size_t size)
+{
+  if (c->used + c->spare_bytes + size <= c->max_bytes)
+    {
+      if (c->nspares == MAX_SPARES)
+        spare_drop (c);
+      c->spare[c->nspares] = buf;
+      c->spare_size[c->nspares] = size;
+      c->nspares++;
+      c->spare_bytes += size;
+    }
+  else
+    munmap (buf, size);
+}
+
+/* A buffer of size bytes: a spare one of that size, or a new mapping. */
+static void *
+buffer_get (struct block_cache *c, size_t size)
+{
+  unsigned i;
+  void *buf;
+
+  for (i = c->nspares; i-- > 0;)
+    if (c->spare_size[i] == size)
+      {
+        buf = c->spare[i];
+        c->spare_bytes -= size;
+        c->nspares--;
+        memmove (&c->spare[i], &c->spare[i + 1],
+                 (c->nspares - i) * sizeof c->spare[0]);
+        memmove (&c->spare_size[i], &c->spare_size[i + 1],
+                 (c->nspares - i) * sizeof c->spare_size[0]);
+        return buf;
+      }
+  while (c->nspares > 0 && c->used + c->spare_bytes + size > c->max_bytes)
+    spare_drop (c);
+  return mmap (NULL, size, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
 /* Free an entry that nobody uses any more; lock held. */
 static void
 entry_destroy (struct block_cache *c, struct entry *e)
 {
   table_remove (c, e);
   lru_unlink (c, e);
-  munmap (e->buf, e->size);
   c->used -= e->size;
+  buffer_release (c, e->buf, e->size);
   c->stats.entries--;
   free (e->errmsg);
   free (e);
@@ -228,6 +287,8 @@ make_room (struct block_cache *c, uint64_t need)
     {
       struct entry *e = c->lru_tail;
 
+      while (c->nspares > 0 && c->used + c->spare_bytes + need > c->max_bytes)
+        spare_drop (c);
       while (e && c->used + need > c->max_bytes)
         {
           struct entry *prev = e->prev;
@@ -301,8 +362,7 @@ entry_create (struct block_cache *c, struct block_cache_client *client,
   e = calloc (1, sizeof *e);
   if (e == NULL)
     return error_set (ENOMEM, "block cache: out of memory");
-  e->buf = mmap (NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  e->buf = buffer_get (c, size);
   if (e->buf == MAP_FAILED)
     {
       int err = errno;
@@ -441,6 +501,8 @@ block_cache_free (struct block_cache *c)
     pthread_join (c->threads[i], NULL);
   while (c->lru_head)
     entry_destroy (c, c->lru_head);
+  while (c->nspares > 0)
+    spare_drop (c);
   free (c->threads);
   pthread_cond_destroy (&c->work_cond);
   pthread_cond_destroy (&c->done_cond);

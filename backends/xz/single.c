@@ -489,17 +489,21 @@ xz_single_read (struct xz_single *s, void *buf, size_t count,
           r = 0;
           goto out;
         }
-      if (offset < first && !s->restart)
+      if (!s->restart && (offset < first || (s->state == SINGLE_DONE
+                                              && end > s->frontier)))
         {
-          /* Behind the window: decoded once but gone from memory; the
-           * disk cache may have it by now, else decode again. */
+          /* Behind the window (decoded once but gone from memory), or
+           * decoded in an earlier run and since evicted from the disk
+           * cache: the disk cache may have it by now, else decode again. */
           pthread_mutex_unlock (&s->lock);
           if (have_disk_cache (s)
               && disk_cache_read (s->obj, buf, count, offset) == 0)
             return 0;
           error_clear ();
           pthread_mutex_lock (&s->lock);
-          if (offset < window_first_chunk (s) * CHUNK && !s->restart)
+          if (!s->restart
+              && (offset < window_first_chunk (s) * CHUNK
+                  || (s->state == SINGLE_DONE && end > s->frontier)))
             {
               s->restart = true;
               if (end > s->wanted || s->state != SINGLE_DECODING)

@@ -506,11 +506,16 @@ xz_single_read (struct xz_single *s, void *buf, size_t count,
                   || (s->state == SINGLE_DONE && end > s->frontier)))
             {
               s->restart = true;
-              if (end > s->wanted || s->state != SINGLE_DECODING)
-                s->wanted = end;
+              s->wanted = end;
               pthread_cond_signal (&s->want);
             }
           continue;
+        }
+      if (end > s->wanted)
+        {
+          /* A restart lowered the goal; this reader still waits. */
+          s->wanted = end;
+          pthread_cond_signal (&s->want);
         }
       if (s->frontier != last_frontier)
         {

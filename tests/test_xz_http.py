@@ -6,19 +6,10 @@ without fetching anything from the server."""
 import os
 import random
 
-import pytest
-
 from peers import sha256, write_entry
-from xz_helpers import OrderedNginx, make_image, xz
+from xz_helpers import make_image, xz
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def nginx(tmp_path, test_ca):
-    server = OrderedNginx.make(tmp_path / "nginx", test_ca).start()
-    yield server
-    server.stop()
 
 
 def test_multi_block_over_http(mount, catalog, nginx, tmp_path):

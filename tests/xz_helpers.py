@@ -71,25 +71,3 @@ def vm_hwm_kib(pid):
                 return int(line.split()[1])
     raise RuntimeError("no VmHWM")
 
-
-class OrderedNginx:
-    """Factory for the harness's Nginx with its log_format declared
-    before access_log uses it (nginx 1.22 refuses the other order; remove
-    this once tests/peers.py has the fix)."""
-
-    @staticmethod
-    def make(prefix, ca):
-        import peers
-
-        class _Nginx(peers.Nginx):
-            def write_conf(self):
-                super().write_conf()
-                text = self.conf.read_text()
-                lines = text.splitlines(keepends=True)
-                acc = [i for i, l in enumerate(lines) if l.strip().startswith("access_log")]
-                fmt = [i for i, l in enumerate(lines) if l.strip().startswith("log_format")]
-                if acc and fmt and acc[0] < fmt[0]:
-                    lines[acc[0]], lines[fmt[0]] = lines[fmt[0]], lines[acc[0]]
-                    self.conf.write_text("".join(lines))
-
-        return _Nginx(prefix, ca=ca)

@@ -45,20 +45,6 @@
 #define INPUT_SIZE (1024 * 1024)
 #define DEFAULT_STALL_TIMEOUT 120.0
 
-/* The disk cache is built on another branch; until it is linked in, its
- * functions resolve to NULL and this path runs without it. */
-#pragma weak disk_cache_open_object
-#pragma weak disk_cache_close_object
-#pragma weak disk_cache_read
-#pragma weak disk_cache_has
-#pragma weak disk_cache_write
-#pragma weak disk_cache_object_present
-#pragma weak disk_cache_object_status
-#pragma weak disk_cache_invalidate
-
-/* Declared here until cache/diskcache.h on main has it. */
-void disk_cache_invalidate (struct disk_cache_object *obj);
-
 enum single_state { SINGLE_IDLE, SINGLE_DECODING, SINGLE_DONE, SINGLE_FAILED };
 
 struct xz_single
@@ -124,7 +110,7 @@ have_disk_cache (const struct xz_single *s)
 static void
 fail_locked (struct xz_single *s, int err, const char *msg)
 {
-  if (have_disk_cache (s) && disk_cache_invalidate)
+  if (have_disk_cache (s))
     disk_cache_invalidate (s->obj);
   s->state = SINGLE_FAILED;
   /* Every byte of the failing block is suspect, not only those after
@@ -378,7 +364,7 @@ xz_single_new (const struct xz_single_config *cfg, struct xz_single **out)
     pthread_condattr_destroy (&attr);
   }
 
-  if (cfg->disk_cache && disk_cache_open_object)
+  if (cfg->disk_cache)
     {
       struct disk_cache_validators v;
       make_validators (s, &v);
@@ -564,7 +550,7 @@ xz_single_status (struct xz_single *s, FILE *out)
     fprintf (out, "xz-error: %s (from image offset %" PRIu64 ")\n",
              s->errmsg, s->fail_at);
   pthread_mutex_unlock (&s->lock);
-  if (have_disk_cache (s) && disk_cache_object_status)
+  if (have_disk_cache (s))
     disk_cache_object_status (s->obj, out);
 }
 

@@ -49,6 +49,8 @@ def test_multi_block_over_nbd(mount, catalog, nbdkit_file, tmp_path):
             assert os.pread(fd, n, off) == data[off:off + n], (off, n)
     finally:
         os.close(fd)
+    # Disconnect before nbdkit is stopped (it waits for its clients).
+    assert m.unmount() == 0
 
 
 def test_single_block_over_nbd(mount, catalog, nbdkit_file, tmp_path):
@@ -59,3 +61,4 @@ def test_single_block_over_nbd(mount, catalog, nbdkit_file, tmp_path):
     m = mount(catalog, "--max-block-size=2M")
     assert sha256(m.path / "one.img") == sha256(original)
     assert "xz-mode: single-block" in m.status()
+    assert m.unmount() == 0

@@ -12,6 +12,8 @@
 #ifndef DISKSHELF_BLOCKCACHE_H
 #define DISKSHELF_BLOCKCACHE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct block_cache;
@@ -21,5 +23,70 @@ struct block_cache;
 int block_cache_new (uint64_t max_bytes, unsigned workers,
                      struct block_cache **out);
 void block_cache_free (struct block_cache *cache);
+
+/* ---- Detailed API ------------------------------------------------------
+ *
+ * A user (one open xz layer) registers as a client with a decode
+ * callback.  Blocks are named by (client, index) and have a fixed size
+ * the client gives with every call.  Readers ask for a byte range of a
+ * block: a miss queues a decode job on the pool and waits; concurrent
+ * misses on one block wait for the same job (single flight).  Demand jobs
+ * run before read-ahead jobs.  A block becomes readable only when its
+ * decode finished and its check was verified, so no reader ever sees
+ * bytes of a block that later turns out corrupt.
+ *
+ * Memory: entries are allocated (mmap, so freeing returns the memory) at
+ * their full size when created and counted against max_bytes.  Entries
+ * that a reader is copying from or a job is filling are never evicted,
+ * so the total may exceed max_bytes by at most (readers + workers)
+ * blocks while they are busy; read-ahead is refused when it would push
+ * the total past max_bytes.
+ */
+
+struct block_cache_client;
+
+/* Decode block `index` of the client: fill all size bytes of buf.
+ * Called on a pool thread, never twice at once for one block.  Returns 0
+ * or a negative errno with a message recorded (the block's waiting
+ * readers get that errno; the entry is dropped, so a later read tries
+ * again). */
+typedef int (*block_cache_decode_fn) (void *opaque, uint64_t index,
+                                      void *buf, size_t size);
+
+/* Register a client.  opaque is passed to decode and must stay valid
+ * until block_cache_client_free returns.  name (copied) is used in log
+ * lines. */
+int block_cache_client_new (struct block_cache *cache, const char *name,
+                            block_cache_decode_fn decode, void *opaque,
+                            struct block_cache_client **out);
+
+/* Forget every block of the client, waiting for its running jobs to
+ * stop.  No read or prefetch of this client may be in progress. */
+void block_cache_client_free (struct block_cache_client *client);
+
+/* Copy count bytes at offset inside block index (block_size bytes in
+ * all) into buf, decoding the block if needed.  Returns 0 or a negative
+ * errno with a message recorded. */
+int block_cache_read (struct block_cache_client *client, uint64_t index,
+                      size_t block_size, size_t offset, void *buf,
+                      size_t count);
+
+/* Queue a decode of block index in the background, unless it is cached,
+ * already queued, or would push memory past the bound.  Returns true
+ * when the block is cached or on its way. */
+bool block_cache_prefetch (struct block_cache_client *client, uint64_t index,
+                           size_t block_size);
+
+/* Number of decode threads of the pool (at least 1). */
+unsigned block_cache_workers (struct block_cache *cache);
+
+/* Counters for status and tests. */
+struct block_cache_stats
+{
+  uint64_t hits, misses, decoded_blocks, decoded_bytes, evictions, failures;
+  uint64_t used_bytes, max_bytes, entries;
+};
+void block_cache_get_stats (struct block_cache *cache,
+                            struct block_cache_stats *out);
 
 #endif

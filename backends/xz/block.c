@@ -1,0 +1,246 @@
+/* diskshelf: decoding one xz block into memory.
+ *
+ * The index gives the block's position, its unpadded size, its
+ * decompressed size and the check type of its stream; the block header
+ * (xz-file-format.txt 3.1) gives the filter chain.  liblzma's block
+ * decoder then verifies the compressed size, the decompressed size and
+ * the check (CRC32, CRC64 or SHA-256) as it goes: a block is good only
+ * when lzma_code returns LZMA_STREAM_END.
+ *
+ * Thread model: any number of threads at once.  Each thread keeps one
+ * lzma_stream and one input buffer, reused from block to block (liblzma
+ * keeps the dictionary when the next block has the same size), freed
+ * when the thread exits.
+ */
+#include "xz-internal.h"
+
+#include <errno.h>
+#include <lzma.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define INPUT_CHUNK (4u * 1024 * 1024)
+#define DECODER_MEMLIMIT (1024ull * 1024 * 1024)
+
+struct decoder
+{
+  lzma_stream strm;
+  unsigned char *in;            /* INPUT_CHUNK bytes */
+};
+
+static pthread_key_t decoder_key;
+static pthread_once_t decoder_once = PTHREAD_ONCE_INIT;
+
+/* Free one thread's decoder. */
+static void
+decoder_free (void *p)
+{
+  struct decoder *d = p;
+
+  lzma_end (&d->strm);
+  free (d->in);
+  free (d);
+}
+
+/* Create the thread-local key once. */
+static void
+decoder_key_init (void)
+{
+  pthread_key_create (&decoder_key, decoder_free);
+}
+
+/* This thread's decoder, created on first use. */
+static struct decoder *
+decoder_get (void)
+{
+  struct decoder *d;
+
+  pthread_once (&decoder_once, decoder_key_init);
+  d = pthread_getspecific (decoder_key);
+  if (d)
+    return d;
+  d = calloc (1, sizeof *d);
+  if (d == NULL)
+    return NULL;
+  d->in = malloc (INPUT_CHUNK);
+  if (d->in == NULL)
+    {
+      free (d);
+      return NULL;
+    }
+  d->strm = (lzma_stream) LZMA_STREAM_INIT;
+  pthread_setspecific (decoder_key, d);
+  return d;
+}
+
+/* Free this thread's decoder now. */
+void
+xz_block_thread_cleanup (void)
+{
+  struct decoder *d;
+
+  pthread_once (&decoder_once, decoder_key_init);
+  d = pthread_getspecific (decoder_key);
+  if (d)
+    {
+      pthread_setspecific (decoder_key, NULL);
+      decoder_free (d);
+    }
+}
+
+/* Free the options the block header decoder allocated. */
+static void
+free_filters (lzma_filter *filters)
+{
+  size_t i;
+
+  for (i = 0; i < LZMA_FILTERS_MAX && filters[i].id != LZMA_VLI_UNKNOWN; i++)
+    {
+      free (filters[i].options);
+      filters[i].options = NULL;
+    }
+}
+
+/* Turn a liblzma error into a negative errno and a message. */
+static int
+decode_error (lzma_ret ret, const char *src, const struct xz_block *b,
+              size_t n)
+{
+  const char *what;
+  int err = EIO;
+
+  switch (ret)
+    {
+    case LZMA_DATA_ERROR:
+      what = "corrupt data or check mismatch";
+      break;
+    case LZMA_BUF_ERROR:
+      what = "compressed data ends too early (truncated or corrupt)";
+      break;
+    case LZMA_MEM_ERROR:
+      what = "out of memory";
+      err = ENOMEM;
+      break;
+    case LZMA_MEMLIMIT_ERROR:
+      what = "the decoder would need too much memory";
+      break;
+    case LZMA_OPTIONS_ERROR:
+      what = "unsupported filter or options";
+      break;
+    case LZMA_UNSUPPORTED_CHECK:
+      what = "unsupported check type";
+      break;
+    default:
+      what = "decoder error";
+      break;
+    }
+  return error_set (err, "xz: %s: block %zu (image bytes %llu-%llu, %s "
+                    "check): %s (liblzma code %d)", src, n,
+                    (unsigned long long) b->uoffset,
+                    (unsigned long long) (b->uoffset + b->usize - 1),
+                    xz_check_name (b->check), what, (int) ret);
+}
+
+/* Decode block b into buf (b->usize bytes), checking everything. */
+int
+xz_block_decode (struct layer *lower, const char *src,
+                 const struct xz_block *b, size_t n, void *buf)
+{
+  lzma_filter filters[LZMA_FILTERS_MAX + 1];
+  lzma_block blk;
+  struct decoder *d = decoder_get ();
+  uint64_t total = (b->unpadded + 3) & ~(uint64_t) 3;
+  uint64_t cpos, cend = b->coffset + total;
+  size_t got;
+  lzma_ret ret;
+  int r;
+
+  if (d == NULL)
+    return error_set (ENOMEM, "xz: %s: out of memory", src);
+  if (cend > lower->size || cend < b->coffset)
+    return error_set (EIO, "xz: %s: block %zu lies past the end of the "
+                      "file", src, n);
+  got = total < INPUT_CHUNK ? (size_t) total : INPUT_CHUNK;
+  r = layer_pread (lower, d->in, got, b->coffset);
+  if (r < 0)
+    return error_prefix (-r, "xz: %s: block %zu: reading compressed data",
+                         src, n);
+  cpos = b->coffset + got;
+
+  if (d->in[0] == 0)
+    return error_set (EIO, "xz: %s: block %zu: no block header where the "
+                      "index says", src, n);
+  memset (&blk, 0, sizeof blk);
+  memset (filters, 0, sizeof filters);
+  filters[0].id = LZMA_VLI_UNKNOWN;
+  blk.version = 1;
+  blk.check = (lzma_check) b->check;
+  blk.header_size = lzma_block_header_size_decode (d->in[0]);
+  blk.filters = filters;
+  if (blk.header_size > got)
+    return error_set (EIO, "xz: %s: block %zu: header larger than the "
+                      "block", src, n);
+  ret = lzma_block_header_decode (&blk, NULL, d->in);
+  if (ret != LZMA_OK)
+    return decode_error (ret, src, b, n);
+  ret = lzma_block_compressed_size (&blk, b->unpadded);
+  if (ret != LZMA_OK
+      || (blk.uncompressed_size != LZMA_VLI_UNKNOWN
+          && blk.uncompressed_size != b->usize))
+    {
+      free_filters (filters);
+      return error_set (EIO, "xz: %s: block %zu: header and index disagree "
+                        "on its size", src, n);
+    }
+  blk.uncompressed_size = b->usize;
+  if (lzma_raw_decoder_memusage (filters) > DECODER_MEMLIMIT)
+    {
+      free_filters (filters);
+      return decode_error (LZMA_MEMLIMIT_ERROR, src, b, n);
+    }
+  ret = lzma_block_decoder (&d->strm, &blk);
+  if (ret != LZMA_OK)
+    {
+      free_filters (filters);
+      return decode_error (ret, src, b, n);
+    }
+
+  d->strm.next_in = d->in + blk.header_size;
+  d->strm.avail_in = got - blk.header_size;
+  d->strm.next_out = buf;
+  d->strm.avail_out = b->usize;
+  for (;;)
+    {
+      if (d->strm.avail_in == 0 && cpos < cend)
+        {
+          got = cend - cpos < INPUT_CHUNK ? (size_t) (cend - cpos)
+            : INPUT_CHUNK;
+          r = layer_pread (lower, d->in, got, cpos);
+          if (r < 0)
+            {
+              free_filters (filters);
+              return error_prefix (-r, "xz: %s: block %zu: reading "
+                                   "compressed data", src, n);
+            }
+          cpos += got;
+          d->strm.next_in = d->in;
+          d->strm.avail_in = got;
+        }
+      ret = lzma_code (&d->strm, cpos < cend ? LZMA_RUN : LZMA_FINISH);
+      if (ret == LZMA_STREAM_END)
+        break;
+      if (ret != LZMA_OK)
+        {
+          free_filters (filters);
+          return decode_error (ret, src, b, n);
+        }
+    }
+  free_filters (filters);
+  if (d->strm.avail_out != 0 || d->strm.avail_in != 0 || cpos != cend)
+    return error_set (EIO, "xz: %s: block %zu: sizes do not match the "
+                      "index", src, n);
+  return 0;
+}

@@ -1,0 +1,91 @@
+/* diskshelf: private header of the xz layer (backends/xz/).
+ *
+ *   index.c   reads the index of every stream from the end of the file
+ *   block.c   decodes one block (multi-block files, through the block cache)
+ *   single.c  decodes the whole file once, sequentially (blocks too big to
+ *             hold in memory), into the disk cache
+ *   xz.c      the layer: probing, reads, status
+ *
+ * Format: https://tukaani.org/xz/xz-file-format.txt
+ */
+#ifndef DISKSHELF_XZ_INTERNAL_H
+#define DISKSHELF_XZ_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "layer.h"
+
+struct disk_cache;
+
+/* One non-empty block, as the index describes it. */
+struct xz_block
+{
+  uint64_t coffset;     /* file offset of the block header */
+  uint64_t unpadded;    /* header + compressed data + check */
+  uint64_t uoffset;     /* offset in the decompressed image */
+  uint64_t usize;       /* decompressed bytes, > 0 */
+  uint32_t check;       /* lzma_check of its stream */
+  uint32_t stream;      /* stream number, from 1 */
+};
+
+/* The whole file's index.  Immutable after xz_index_read, so any thread
+ * may read it without a lock. */
+struct xz_index
+{
+  struct xz_block *blocks;  /* ordered by uoffset, empty blocks left out */
+  size_t nblocks;
+  uint64_t usize;           /* decompressed size of the whole file */
+  uint64_t csize;           /* compressed file size */
+  uint64_t max_usize;       /* largest block, decompressed */
+  uint64_t padding;         /* bytes of stream padding in all */
+  unsigned nstreams;
+  uint32_t checks;          /* bit mask of the check types used */
+  uint64_t fingerprint;     /* CRC64 of every stream header, index and footer */
+};
+
+/* Read the index of every stream of the xz file in lower, from its end
+ * (footer -> index -> header, stream by stream, skipping padding).  src
+ * names the file in messages.  Returns 0 or a negative errno with a
+ * message that says what is wrong ("truncated", "not an xz file", ...). */
+int xz_index_read (struct layer *lower, const char *src,
+                   struct xz_index *out);
+void xz_index_free (struct xz_index *idx);
+
+/* The number of the block holding decompressed offset (< idx->usize). */
+size_t xz_index_find (const struct xz_index *idx, uint64_t offset);
+
+/* The name of a check type, "CRC64". */
+const char *xz_check_name (uint32_t check);
+
+/* Decode block b (number n, for messages) into buf (b->usize bytes),
+ * verifying its sizes and its check.  Thread-safe; reads lower. */
+int xz_block_decode (struct layer *lower, const char *src,
+                     const struct xz_block *b, size_t n, void *buf);
+
+/* Free this thread's cached decoder state (called at thread exit). */
+void xz_block_thread_cleanup (void);
+
+/* The single-block path. */
+struct xz_single;
+
+struct xz_single_config
+{
+  struct layer *lower;          /* borrowed */
+  const char *src;              /* for messages and the cache key */
+  const struct xz_index *index; /* borrowed */
+  struct disk_cache *disk_cache;  /* may be NULL */
+  double timeout;               /* seconds without progress before EIO */
+  uint64_t window;              /* bytes kept in memory behind the frontier */
+};
+
+int xz_single_new (const struct xz_single_config *cfg,
+                   struct xz_single **out);
+int xz_single_read (struct xz_single *s, void *buf, size_t count,
+                    uint64_t offset);
+void xz_single_status (struct xz_single *s, FILE *out);
+void xz_single_free (struct xz_single *s);
+
+#endif

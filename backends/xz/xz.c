@@ -1,0 +1,287 @@
+/* diskshelf: the xz layer, which shows an xz file as its decompressed
+ * image with random access.
+ *
+ * Opening reads only the index (index.c).  Files made of blocks no larger
+ * than --max-block-size (xz -T0, xz --block-size, pixz) are read block by
+ * block through the shared decoded-block cache: a read decodes only the
+ * blocks it touches (block.c), on the cache's worker pool, and a
+ * sequential reader gets the next blocks decoded ahead of it.  Files with
+ * a larger block go down the single-block path (single.c).
+ *
+ * Thread model: pread may be called from any number of threads; the
+ * index is immutable, the block cache and the single-block path have
+ * their own locks, and the read-ahead hint is an atomic.
+ */
+#include "xz-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockcache.h"
+#include "entry.h"
+#include "error.h"
+#include "options.h"
+#include "stack.h"
+
+#define DEFAULT_MAX_BLOCK (512ull * 1024 * 1024)
+#define SEQUENTIAL_SLACK (4ull * 1024 * 1024)
+#define MIN_WINDOW (4ull * 1024 * 1024)
+#define MAX_WINDOW (64ull * 1024 * 1024)
+
+struct xz_layer
+{
+  struct layer l;
+  char *src;
+  struct xz_index idx;
+  struct block_cache *cache;            /* borrowed */
+  struct block_cache_client *client;    /* multi-block path */
+  struct xz_single *single;             /* single-block path */
+  unsigned ahead;                       /* blocks of read-ahead */
+  _Atomic uint64_t next_offset;         /* where a sequential read goes next */
+};
+
+/* A copy of the source for messages and cache keys, with any
+ * "user:password@" of a URL replaced by "***@".  Returns NULL when out
+ * of memory. */
+static char *
+redacted_source (const char *src)
+{
+  const char *scheme = strstr (src, "://");
+  const char *host, *at, *slash;
+  char *out;
+
+  if (scheme == NULL)
+    return strdup (src);
+  host = scheme + 3;
+  slash = strchr (host, '/');
+  at = strchr (host, '@');
+  if (at == NULL || (slash && at > slash))
+    return strdup (src);
+  if (asprintf (&out, "%.*s***%s", (int) (host - src), src, at) < 0)
+    return NULL;
+  return out;
+}
+
+/* The block cache calls this on a worker to decode one block. */
+static int
+xz_decode_block (void *opaque, uint64_t index, void *buf, size_t size)
+{
+  struct xz_layer *x = opaque;
+
+  return xz_block_decode (x->l.lower, x->src, &x->idx.blocks[index],
+                          (size_t) index, buf);
+}
+
+/* Read through the block cache, block by block. */
+static int
+xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
+{
+  struct xz_layer *x = (struct xz_layer *) l;
+  unsigned char *p = buf;
+  uint64_t prev;
+  size_t b;
+  bool sequential;
+
+  if (x->single)
+    return xz_single_read (x->single, buf, count, offset);
+
+  prev = atomic_exchange (&x->next_offset, offset + count);
+  sequential = offset + SEQUENTIAL_SLACK >= prev
+    && offset <= prev + SEQUENTIAL_SLACK && offset > 0;
+  b = xz_index_find (&x->idx, offset);
+  if (sequential)
+    {
+      size_t last = xz_index_find (&x->idx, offset + count - 1);
+      unsigned k;
+      for (k = 1; k <= x->ahead && last + k < x->idx.nblocks; k++)
+        if (!block_cache_prefetch (x->client, last + k,
+                                   (size_t) x->idx.blocks[last + k].usize))
+          break;
+    }
+  while (count > 0)
+    {
+      const struct xz_block *blk = &x->idx.blocks[b];
+      size_t in_block = (size_t) (offset - blk->uoffset);
+      size_t n = blk->usize - in_block < count
+        ? (size_t) (blk->usize - in_block) : count;
+      int r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
+                                p, n);
+      if (r < 0)
+        return r;
+      p += n;
+      offset += n;
+      count -= n;
+      b++;
+    }
+  return 0;
+}
+
+/* Status lines: the file's shape and the cache or decode progress. */
+static void
+xz_status (struct layer *l, FILE *out)
+{
+  struct xz_layer *x = (struct xz_layer *) l;
+  struct block_cache_stats st;
+  char checks[64] = "";
+  unsigned c;
+
+  for (c = 0; c <= 15; c++)
+    if (x->idx.checks & (1u << c))
+      {
+        size_t used = strlen (checks);
+        snprintf (checks + used, sizeof checks - used, "%s%s",
+                  used ? "," : "", xz_check_name (c));
+      }
+  fprintf (out, "xz-streams: %u\n", x->idx.nstreams);
+  fprintf (out, "xz-blocks: %zu (largest %" PRIu64 " bytes)\n",
+           x->idx.nblocks, x->idx.max_usize);
+  fprintf (out, "xz-check: %s\n", checks);
+  fprintf (out, "xz-compressed-size: %" PRIu64 "\n", x->idx.csize);
+  if (x->single)
+    xz_single_status (x->single, out);
+  else
+    {
+      block_cache_get_stats (x->cache, &st);
+      fprintf (out, "xz-mode: multi-block (random access)\n");
+      fprintf (out, "memory-cache: %" PRIu64 " of %" PRIu64 " bytes, %"
+               PRIu64 " blocks decoded, %" PRIu64 " hits, %" PRIu64
+               " misses, %" PRIu64 " evictions (all entries)\n",
+               st.used_bytes, st.max_bytes, st.decoded_blocks, st.hits,
+               st.misses, st.evictions);
+    }
+}
+
+/* Stop decoding, forget cached blocks, close the lower layer. */
+static void
+xz_close (struct layer *l)
+{
+  struct xz_layer *x = (struct xz_layer *) l;
+
+  block_cache_client_free (x->client);
+  xz_single_free (x->single);
+  xz_index_free (&x->idx);
+  layer_close (x->l.lower);
+  free (x->src);
+  free (x);
+}
+
+static const struct layer_ops xz_ops = {
+  .name = "xz",
+  .pread = xz_pread,
+  .status = xz_status,
+  .close = xz_close,
+};
+
+/* Choose the single-block path for a file whose largest block is too
+ * large for memory, saying in the log what it costs. */
+static int
+open_single (const struct stack_context *ctx, struct xz_layer *x,
+             uint64_t max_block)
+{
+  struct xz_single_config cfg = {
+    .lower = x->l.lower,
+    .src = x->src,
+    .index = &x->idx,
+    .disk_cache = ctx->services ? ctx->services->disk_cache : NULL,
+    .timeout = ctx->entry->timeout,
+  };
+  uint64_t mem = ctx->options ? ctx->options->memory_cache_size : 0;
+  int r;
+
+  /* Without a disk cache, a quarter of the memory cache bound holds the
+   * most recently decoded bytes. */
+  cfg.window = mem / 4 < MIN_WINDOW ? MIN_WINDOW
+    : mem / 4 > MAX_WINDOW ? MAX_WINDOW : mem / 4;
+
+  r = xz_single_new (&cfg, &x->single);
+  if (r < 0)
+    return r;
+  if (cfg.disk_cache)
+    log_info ("xz: %s: block of %" PRIu64 " MiB is larger than "
+              "--max-block-size or half of --memory-cache-size (%" PRIu64
+              " MiB): decoding it once, front "
+              "to back, into the disk cache; reads ahead of the decoder "
+              "wait for it", x->src, x->idx.max_usize >> 20, max_block >> 20);
+  else
+    log_warning ("xz: %s: block of %" PRIu64 " MiB is larger than "
+                 "--max-block-size or half of --memory-cache-size (%"
+                 PRIu64 " MiB) and there is no "
+                 "--cache-dir: it is decoded front to back with only %llu "
+                 "MiB kept in memory, so every read behind that window "
+                 "decodes the file again from the start (about %.1f s for "
+                 "this image at 100 MB/s).  Recompress it with `xz -T0 "
+                 "--block-size=16MiB` for random access, or give a "
+                 "--cache-dir to decode it only once", x->src,
+                 x->idx.max_usize >> 20, max_block >> 20,
+                 (unsigned long long) (cfg.window >> 20),
+                 x->idx.usize / 1e8);
+  return 0;
+}
+
+/* Open the xz layer over lower: read the index and pick the path. */
+int
+layer_xz_open (const struct stack_context *ctx, struct layer *lower,
+               struct layer **out)
+{
+  struct xz_layer *x;
+  const char *src = ctx->entry->source ? ctx->entry->source
+    : ctx->entry->name;
+  uint64_t max_block = ctx->options && ctx->options->max_block_size
+    ? ctx->options->max_block_size : DEFAULT_MAX_BLOCK;
+  uint64_t mem = ctx->options ? ctx->options->memory_cache_size : 0;
+  int r;
+
+  /* A block must also leave the memory cache room for another one, or
+   * every read would decode it again. */
+  if (mem > 0 && mem / 2 < max_block)
+    max_block = mem / 2;
+
+  x = calloc (1, sizeof *x);
+  if (x == NULL || (x->src = redacted_source (src)) == NULL)
+    {
+      free (x);
+      return error_set (ENOMEM, "xz: out of memory");
+    }
+  x->l.ops = &xz_ops;
+  x->l.lower = lower;
+  r = xz_index_read (lower, x->src, &x->idx);
+  if (r < 0)
+    goto err;
+  x->l.size = x->idx.usize;
+  x->l.writable = false;
+  x->l.immutable = true;
+
+  if (x->idx.max_usize > max_block || x->idx.max_usize > SIZE_MAX / 2)
+    r = open_single (ctx, x, max_block);
+  else if (ctx->services == NULL || ctx->services->block_cache == NULL)
+    r = error_set (EINVAL, "xz: %s: no decoded-block cache", x->src);
+  else
+    {
+      x->cache = ctx->services->block_cache;
+      r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
+                                  &x->client);
+      x->ahead = block_cache_workers (x->cache);
+    }
+  if (r < 0)
+    goto err;
+
+  log_info ("xz: %s: %u stream%s, %zu block%s (largest %" PRIu64 " KiB), "
+            "%" PRIu64 " bytes decompressed, %s path", x->src,
+            x->idx.nstreams, x->idx.nstreams == 1 ? "" : "s",
+            x->idx.nblocks, x->idx.nblocks == 1 ? "" : "s",
+            x->idx.max_usize >> 10, x->idx.usize,
+            x->single ? "single-block" : "multi-block");
+  *out = &x->l;
+  return 0;
+
+ err:
+  xz_single_free (x->single);
+  xz_index_free (&x->idx);
+  free (x->src);
+  free (x);
+  return r;
+}

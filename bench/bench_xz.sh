@@ -1,0 +1,323 @@
+#!/bin/bash
+# bench/bench_xz.sh: diskshelf's xz layer against the seed chain
+#   nbdfuse -r MNT/x --command nbdkit -s curl URL --filter=xz
+# on the same nginx-served images, in one run.
+#
+# Images (kept in $BENCH_DIR between runs): an ext4 file system of SIZE
+# (default 2G) filled with real files by mkfs.ext4 -d, compressed with
+# `xz -T2 --block-size=16MiB` (multi-block) and `xz -T1 -1` (one block).
+#
+# Rows: time to the first 4 KiB, cold sequential read (dd bs=1M), 4 KiB
+# random reads with 1 and 4 readers (fio psync O_DIRECT, RUNTIME s),
+# peak RSS of the serving processes, and `xz -T2 -dc FILE > /dev/null`
+# as the decoding limit.  Both sides get a 128 MiB decoded-block cache
+# (nbdkit's xz filter holds 8 blocks of 16 MiB).
+#
+# Usage: bench/bench_xz.sh            (SIZE=256M RUNTIME=5 for a quick run)
+# Env:   DISKSHELF_BIN (default build/diskshelf), BENCH_DIR, SIZE, RUNTIME
+set -euo pipefail
+
+SIZE=${SIZE:-2G}
+RUNTIME=${RUNTIME:-20}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DS=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
+WORK=${BENCH_DIR:-/var/tmp/diskshelf-bench-xz}
+IMG=$WORK/img
+RUN=$WORK/run
+mkdir -p "$IMG" "$RUN"
+
+log () { echo "bench: $*" >&2; }
+
+# ---- images -------------------------------------------------------------
+
+make_images () {
+  local stamp=$IMG/fs.img.size
+  if [ -f "$IMG/fs.img.1blk.xz" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$SIZE" ]; then
+    return
+  fi
+  rm -rf "$IMG"/* "$WORK/stage"
+  log "staging real files for a $SIZE ext4 image"
+  /usr/bin/python3 - "$SIZE" "$WORK/stage" <<'EOF'
+import os, shutil, sys
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+s = sys.argv[1]
+size = int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+target = size * 6 // 10          # leave room for ext4 metadata
+stage = sys.argv[2]
+total = 0
+for top in ("/usr/share", "/usr/lib"):
+    for d, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            n = os.path.getsize(p)
+            if n > 64 << 20 or total + n > target:
+                continue
+            dst = stage + p
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                shutil.copyfile(p, dst)
+            except OSError:
+                continue
+            total += n
+        if total >= target * 99 // 100:
+            break
+print(f"staged {total >> 20} MiB", file=sys.stderr)
+EOF
+  truncate -s "$SIZE" "$IMG/fs.img"
+  mkfs.ext4 -q -F -d "$WORK/stage" "$IMG/fs.img"
+  rm -rf "$WORK/stage"
+  log "compressing: xz -T2 --block-size=16MiB"
+  xz -T2 --block-size=16MiB -c "$IMG/fs.img" > "$IMG/fs.img.xz"
+  log "compressing: xz -T1 -1 (one block)"
+  xz -T1 -1 -c "$IMG/fs.img" > "$IMG/fs.img.1blk.xz"
+  echo "$SIZE" > "$stamp"
+}
+
+# ---- nginx --------------------------------------------------------------
+
+NGINX_PID=
+PORT=
+start_nginx () {
+  PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$RUN/nginx/tmp"
+  cat > "$RUN/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 2;
+user root;
+pid $RUN/nginx/nginx.pid;
+error_log $RUN/nginx/error.log;
+events { worker_connections 256; }
+http {
+    log_format ds '\$request_method \$uri \$status \$body_bytes_sent';
+    access_log $RUN/nginx/access.log ds;
+    client_body_temp_path $RUN/nginx/tmp;
+    proxy_temp_path $RUN/nginx/tmp;
+    fastcgi_temp_path $RUN/nginx/tmp;
+    uwsgi_temp_path $RUN/nginx/tmp;
+    scgi_temp_path $RUN/nginx/tmp;
+    sendfile on;
+    keepalive_requests 100000;
+    server { listen 127.0.0.1:$PORT; root $IMG; }
+}
+EOF
+  nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" &
+  NGINX_PID=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/fs.img.xz" -r 0-0 && return
+    sleep 0.1
+  done
+  log "nginx did not start"; exit 1
+}
+
+# ---- mounts -------------------------------------------------------------
+
+# Each mount sets FILE (the image in the mount) and PIDS (serving
+# processes, for RSS) and is undone by umount_it.
+MNT=$RUN/mnt
+FILE=
+PIDS=
+MOUNT_PID=
+
+wait_file () {
+  local i
+  for i in $(seq 600); do
+    [ -e "$1" ] && return 0
+    kill -0 "$MOUNT_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+mount_chain () {   # URL [extra nbdkit args]
+  local url=$1; shift
+  mkdir -p "$MNT/x"
+  nbdfuse -r "$MNT/x" --command nbdkit -s curl "$url" --filter=xz "$@" \
+    2> "$RUN/chain.log" &
+  MOUNT_PID=$!
+  FILE=$MNT/x/nbd
+  wait_file "$FILE" || return 1
+  PIDS="$MOUNT_PID $(pgrep -P "$MOUNT_PID" nbdkit || true)"
+}
+
+mount_ds () {   # URL [extra diskshelf args]
+  local url=$1; shift
+  rm -rf "$RUN/catalog"; mkdir -p "$RUN/catalog" "$MNT/d"
+  echo "source = $url" > "$RUN/catalog/x.conf"
+  "$DS" -f --memory-cache-size=128M "$@" "$RUN/catalog" "$MNT/d" 2> "$RUN/ds.log" &
+  MOUNT_PID=$!
+  FILE=$MNT/d/x
+  wait_file "$FILE" || return 1
+  PIDS=$MOUNT_PID
+}
+
+rss_kib () {   # sum of VmHWM of PIDS
+  local total=0 p v
+  for p in $PIDS; do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+umount_it () {
+  local d
+  for d in "$MNT/x" "$MNT/d"; do
+    mountpoint -q "$d" && fusermount3 -u "$d" 2>/dev/null || true
+  done
+  if [ -n "$MOUNT_PID" ]; then
+    for _ in $(seq 100); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill "$MOUNT_PID" 2>/dev/null || true
+    wait "$MOUNT_PID" 2>/dev/null || true
+  fi
+  MOUNT_PID=
+}
+
+cleanup () {
+  umount_it || true
+  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# ---- measurements ---------------------------------------------------------
+
+now () { date +%s.%N; }
+
+# Time from starting the mount to the first 4 KiB read.
+ttfb () {   # mountfn URL args...
+  local fn=$1; shift
+  local t0 t1
+  t0=$(now)
+  LAST_RSS=0
+  if ! $fn "$@"; then umount_it; RESULT=refused; return; fi
+  if ! dd if="$FILE" of=/dev/null bs=4k count=1 status=none 2>/dev/null; then
+    umount_it; RESULT=refused; return
+  fi
+  t1=$(now)
+  LAST_RSS=$(rss_kib)
+  umount_it
+  RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
+}
+
+# Cold sequential read of the whole image: MB/s; sets LAST_RSS.
+seqread () {   # mountfn URL args...
+  local fn=$1; shift
+  local t0 t1 bytes
+  LAST_RSS=0
+  if ! $fn "$@"; then umount_it; RESULT=refused; return; fi
+  bytes=$(stat -c %s "$FILE")
+  t0=$(now)
+  if ! dd if="$FILE" of=/dev/null bs=1M status=none 2>/dev/null; then
+    LAST_RSS=$(rss_kib); umount_it; RESULT=EIO; return
+  fi
+  t1=$(now)
+  LAST_RSS=$(rss_kib)
+  umount_it
+  RESULT=$(echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}')
+}
+
+# 4 KiB random reads, psync O_DIRECT: IOPS.
+randread () {   # jobs mountfn URL args...
+  local jobs=$1 fn=$2; shift 2
+  local out
+  LAST_RSS=0
+  if ! $fn "$@"; then umount_it; RESULT=refused; return; fi
+  out=$(fio --name=rr --filename="$FILE" --readonly --rw=randread --bs=4k \
+          --ioengine=psync --direct=1 --numjobs="$jobs" --group_reporting \
+          --time_based --runtime="$RUNTIME" --randrepeat=1 \
+          --output-format=json 2>/dev/null || true)
+  LAST_RSS=$(rss_kib)
+  umount_it
+  RESULT=$(echo "$out" | /usr/bin/python3 -c 'import json,sys
+try:
+    print("%.1f" % json.load(sys.stdin)["jobs"][0]["read"]["iops"])
+except Exception:
+    print("error")')
+}
+
+xz_limit () {   # FILE -> MB/s of xz -T2 -dc
+  local t0 t1 bytes
+  bytes=$(stat -c %s "$IMG/fs.img")
+  t0=$(now)
+  xz -T2 -dc "$1" > /dev/null
+  t1=$(now)
+  echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+}
+
+ratio () {   # a b higher_is_better -> a/b (or b/a)
+  /usr/bin/python3 -c '
+import sys
+a, b, hib = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+try:
+    a, b = float(a), float(b)
+    print("%.2fx" % ((a / b) if hib else (b / a)))
+except (ValueError, ZeroDivisionError):
+    print("-")' "$1" "$2" "$3"
+}
+
+ROWS=()
+row () {   # name chain diskshelf higher_is_better unit
+  ROWS+=("$1|$2|$3|$(ratio "$3" "$2" "$4")|$5")
+}
+
+# ---- run ------------------------------------------------------------------
+
+make_images
+[ "${IMAGES_ONLY:-0}" = 1 ] && exit 0
+start_nginx
+MULTI=http://127.0.0.1:$PORT/fs.img.xz
+ONE=http://127.0.0.1:$PORT/fs.img.1blk.xz
+CACHE=$RUN/diskcache
+log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block"
+
+limit=$(xz_limit "$IMG/fs.img.xz")
+limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
+
+log "multi-block: time to first 4 KiB"
+ttfb mount_chain "$MULTI"; c=$RESULT; ttfb mount_ds "$MULTI" --cache-dir=none; d=$RESULT
+row "multi: time to first 4 KiB (s)" "$c" "$d" 0 s
+log "multi-block: cold sequential"
+seqread mount_chain "$MULTI"; c=$RESULT; crss=$LAST_RSS
+seqread mount_ds "$MULTI" --cache-dir=none; d=$RESULT; drss=$LAST_RSS
+row "multi: cold sequential (MB/s)" "$c" "$d" 1 MB/s
+row "multi: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
+row "multi: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
+log "multi-block: random 4 KiB, 1 reader"
+randread 1 mount_chain "$MULTI"; c=$RESULT; randread 1 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
+row "multi: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
+log "multi-block: random 4 KiB, 4 readers"
+randread 4 mount_chain "$MULTI"; c=$RESULT; randread 4 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
+row "multi: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
+
+log "single block: the chain refuses by default"
+ttfb mount_chain "$ONE"; c=$RESULT
+rm -rf "$CACHE"
+log "single block: diskshelf with a disk cache"
+ttfb mount_ds "$ONE" --cache-dir="$CACHE"; d=$RESULT
+row "1-block: time to first 4 KiB (s)" "$c" "$d" 0 s
+log "single block: chain with xz-max-block=8G (whole image in RAM)"
+seqread mount_chain "$ONE" xz-max-block=8G; c=$RESULT; crss=$LAST_RSS
+rm -rf "$CACHE"
+seqread mount_ds "$ONE" --cache-dir="$CACHE"; d=$RESULT; drss=$LAST_RSS
+row "1-block: cold sequential (MB/s), chain xz-max-block=8G" "$c" "$d" 1 MB/s
+row "1-block: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
+row "1-block: diskshelf vs xz -T2 -dc ($limit1 MB/s)" "$limit1" "$d" 1 MB/s
+gets=$(grep -c "^GET /fs.img.1blk.xz" "$RUN/nginx/access.log" || true)
+seqread mount_ds "$ONE" --cache-dir="$CACHE"; d=$RESULT
+gets2=$(grep -c "^GET /fs.img.1blk.xz" "$RUN/nginx/access.log" || true)
+row "1-block: after restart, from disk cache (MB/s)" "-" "$d" 1 MB/s
+row "1-block: GETs of the .xz after restart" "-" "$((gets2 - gets))" 0 n
+randread 4 mount_ds "$ONE" --cache-dir="$CACHE"; d=$RESULT
+row "1-block: 4K random, 4 readers, disk cache (IOPS)" "-" "$d" 1 IOPS
+
+echo
+echo "xz benchmark: SIZE=$SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "image: ext4 $SIZE of real files; multi = xz -T2 --block-size=16MiB, 1-block = xz -T1 -1"
+printf '%-56s %12s %12s %8s\n' "row" "chain" "diskshelf" "ratio"
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r name a b q unit <<< "$r"
+  printf '%-56s %12s %12s %8s\n' "$name" "$a" "$b" "$q"
+done
+echo "(ratio: diskshelf/chain for rates, chain/diskshelf for times and RSS; >1 is better)"

@@ -1,0 +1,669 @@
+/* diskshelf: the process-wide cache of decoded blocks.
+ *
+ * One mutex protects everything: the hash table, the LRU list, the two
+ * job queues and the counters.  Decoding and copying out happen outside
+ * the lock: a job owns its entry's buffer while the entry is RUNNING,
+ * and a READY entry's buffer never changes while a reader holds a pin.
+ */
+#include "blockcache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define BUCKETS 4096
+#define MAX_SPARES 4
+
+enum entry_state { ENTRY_QUEUED, ENTRY_RUNNING, ENTRY_READY, ENTRY_FAILED };
+
+struct entry
+{
+  struct block_cache_client *client;
+  uint64_t index;
+  unsigned char *buf;           /* size bytes, mmap'd */
+  size_t size;
+  enum entry_state state;
+  bool demand;                  /* in the demand queue (else read-ahead) */
+  bool unread;                  /* read ahead and not read yet */
+  bool in_table;                /* still findable; false once dropped */
+  bool in_lru;                  /* linked in the LRU list */
+  int err;                      /* errno when FAILED */
+  char *errmsg;                 /* message when FAILED */
+  unsigned pins;                /* readers waiting on or copying from it */
+  struct entry *hnext;          /* hash chain */
+  struct entry *prev, *next;    /* LRU list, most recent first */
+  struct entry *qnext;          /* job queue */
+};
+
+struct block_cache_client
+{
+  struct block_cache *cache;
+  char *name;
+  block_cache_decode_fn decode;
+  void *opaque;
+  unsigned running;             /* jobs of this client being decoded */
+};
+
+struct job_queue
+{
+  struct entry *head, *tail;
+};
+
+struct block_cache
+{
+  pthread_mutex_t lock;
+  pthread_cond_t work_cond;     /* workers: a job was queued / stop */
+  pthread_cond_t done_cond;     /* readers: a job finished */
+  uint64_t max_bytes;
+  unsigned nworkers;
+
+  /* Everything below is protected by lock. */
+  uint64_t used;                /* bytes of every entry's buffer */
+  void *spare[MAX_SPARES];      /* freed buffers kept for reuse, so a new */
+  size_t spare_size[MAX_SPARES]; /* block costs no fresh page faults */
+  unsigned nspares;
+  uint64_t spare_bytes;         /* counted with used against the bound */
+  struct entry *table[BUCKETS];
+  struct entry *lru_head, *lru_tail;
+  struct job_queue demand, ahead;
+  pthread_t *threads;
+  unsigned started;             /* threads created */
+  bool stopping;
+  struct block_cache_stats stats;
+};
+
+/* The hash bucket of (client, index). */
+static size_t
+bucket_of (const struct block_cache_client *client, uint64_t index)
+{
+  uint64_t h = (uint64_t) (uintptr_t) client * 0x9e3779b97f4a7c15ULL;
+
+  h ^= index * 0xc2b2ae3d27d4eb4fULL;
+  h ^= h >> 29;
+  return (size_t) (h % BUCKETS);
+}
+
+/* Find the entry of (client, index); called with the lock held. */
+static struct entry *
+lookup (struct block_cache *c, const struct block_cache_client *client,
+        uint64_t index)
+{
+  struct entry *e;
+
+  for (e = c->table[bucket_of (client, index)]; e; e = e->hnext)
+    if (e->client == client && e->index == index)
+      return e;
+  return NULL;
+}
+
+/* Take e out of the LRU list; called with the lock held. */
+static void
+lru_unlink (struct block_cache *c, struct entry *e)
+{
+  if (!e->in_lru)
+    return;
+  e->in_lru = false;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    c->lru_head = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    c->lru_tail = e->prev;
+  e->prev = e->next = NULL;
+}
+
+/* Mark e as the most recently used entry; called with the lock held. */
+static void
+lru_touch (struct block_cache *c, struct entry *e)
+{
+  if (c->lru_head == e)
+    return;
+  lru_unlink (c, e);
+  e->in_lru = true;
+  e->next = c->lru_head;
+  if (c->lru_head)
+    c->lru_head->prev = e;
+  c->lru_head = e;
+  if (c->lru_tail == NULL)
+    c->lru_tail = e;
+}
+
+/* Append e to a job queue; called with the lock held. */
+static void
+queue_push (struct job_queue *q, struct entry *e)
+{
+  e->qnext = NULL;
+  if (q->tail)
+    q->tail->qnext = e;
+  else
+    q->head = e;
+  q->tail = e;
+}
+
+/* Take e out of a job queue (it must be there); lock held. */
+static void
+queue_remove (struct job_queue *q, struct entry *e)
+{
+  struct entry **pp, *prev = NULL;
+
+  for (pp = &q->head; *pp; prev = *pp, pp = &(*pp)->qnext)
+    if (*pp == e)
+      {
+        *pp = e->qnext;
+        if (q->tail == e)
+          q->tail = prev;
+        e->qnext = NULL;
+        return;
+      }
+}
+
+/* Pop the first job of a queue, or NULL; lock held. */
+static struct entry *
+queue_pop (struct job_queue *q)
+{
+  struct entry *e = q->head;
+
+  if (e)
+    {
+      q->head = e->qnext;
+      if (q->head == NULL)
+        q->tail = NULL;
+      e->qnext = NULL;
+    }
+  return e;
+}
+
+/* Remove e from the hash table so no new reader finds it; lock held. */
+static void
+table_remove (struct block_cache *c, struct entry *e)
+{
+  struct entry **pp;
+
+  if (!e->in_table)
+    return;
+  for (pp = &c->table[bucket_of (e->client, e->index)]; *pp;
+       pp = &(*pp)->hnext)
+    if (*pp == e)
+      {
+        *pp = e->hnext;
+        break;
+      }
+  e->in_table = false;
+}
+
+/* Unmap the oldest spare buffer; lock held. */
+static void
+spare_drop (struct block_cache *c)
+{
+  munmap (c->spare[0], c->spare_size[0]);
+  c->spare_bytes -= c->spare_size[0];
+  c->nspares--;
+  memmove (&c->spare[0], &c->spare[1], c->nspares * sizeof c->spare[0]);
+  memmove (&c->spare_size[0], &c->spare_size[1],
+           c->nspares * sizeof c->spare_size[0]);
+}
+
+/* Keep a buffer for the next block of the same size, or unmap it. */
+static void
+buffer_release (struct block_cache *c, void *buf, size_t size)
+{
+  if (c->used + c->spare_bytes + size <= c->max_bytes)
+    {
+      if (c->nspares == MAX_SPARES)
+        spare_drop (c);
+      c->spare[c->nspares] = buf;
+      c->spare_size[c->nspares] = size;
+      c->nspares++;
+      c->spare_bytes += size;
+    }
+  else
+    munmap (buf, size);
+}
+
+/* A buffer of size bytes: a spare one of that size, or a new mapping. */
+static void *
+buffer_get (struct block_cache *c, size_t size)
+{
+  unsigned i;
+  void *buf;
+
+  for (i = c->nspares; i-- > 0;)
+    if (c->spare_size[i] == size)
+      {
+        buf = c->spare[i];
+        c->spare_bytes -= size;
+        c->nspares--;
+        memmove (&c->spare[i], &c->spare[i + 1],
+                 (c->nspares - i) * sizeof c->spare[0]);
+        memmove (&c->spare_size[i], &c->spare_size[i + 1],
+                 (c->nspares - i) * sizeof c->spare_size[0]);
+        return buf;
+      }
+  while (c->nspares > 0 && c->used + c->spare_bytes + size > c->max_bytes)
+    spare_drop (c);
+  return mmap (NULL, size, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+/* Free an entry that nobody uses any more; lock held. */
+static void
+entry_destroy (struct block_cache *c, struct entry *e)
+{
+  table_remove (c, e);
+  lru_unlink (c, e);
+  c->used -= e->size;
+  buffer_release (c, e->buf, e->size);
+  c->stats.entries--;
+  free (e->errmsg);
+  free (e);
+}
+
+/* True when e may be evicted: cached, and nobody waits or copies. */
+static bool
+evictable (const struct entry *e)
+{
+  return e->pins == 0 && (e->state == ENTRY_READY
+                          || e->state == ENTRY_FAILED);
+}
+
+/* Evict least recently used entries until `need` more bytes fit under
+ * the bound, or nothing more can go; lock held.  Read-ahead blocks that
+ * nobody read yet go last, so read-ahead never throws away the block a
+ * sequential reader is about to reach. */
+static void
+make_room (struct block_cache *c, uint64_t need)
+{
+  int pass;
+
+  for (pass = 0; pass < 2; pass++)
+    {
+      struct entry *e = c->lru_tail;
+
+      while (c->nspares > 0 && c->used + c->spare_bytes + need > c->max_bytes)
+        spare_drop (c);
+      while (e && c->used + need > c->max_bytes)
+        {
+          struct entry *prev = e->prev;
+          if (evictable (e) && (pass == 1 || !e->unread))
+            {
+              entry_destroy (c, e);
+              c->stats.evictions++;
+            }
+          e = prev;
+        }
+    }
+}
+
+/* Bytes held by entries that cannot be evicted now, or that were read
+ * ahead and wait for their reader; lock held. */
+static uint64_t
+busy_bytes (struct block_cache *c)
+{
+  uint64_t busy = 0;
+  struct entry *e;
+
+  for (e = c->lru_head; e; e = e->next)
+    if (!evictable (e) || e->unread)
+      busy += e->size;
+  return busy;
+}
+
+static void *worker_main (void *arg);
+
+/* Start the pool on first use (after the daemon forked); lock held.
+ * Returns 0 when at least one worker runs. */
+static int
+start_workers (struct block_cache *c)
+{
+  if (c->started > 0)
+    return 0;
+  c->threads = calloc (c->nworkers, sizeof *c->threads);
+  if (c->threads == NULL)
+    return error_set (ENOMEM, "block cache: out of memory");
+  while (c->started < c->nworkers)
+    {
+      int r = pthread_create (&c->threads[c->started], NULL, worker_main, c);
+      if (r != 0)
+        {
+          if (c->started == 0)
+            return error_set (r, "block cache: cannot start a decode thread: %s",
+                              strerror (r));
+          log_warning ("block cache: started only %u of %u decode threads: %s",
+                       c->started, c->nworkers, strerror (r));
+          break;
+        }
+      c->started++;
+    }
+  return 0;
+}
+
+/* Create a QUEUED entry for (client, index) and queue its job; lock
+ * held.  Returns 0 and *out or a negative errno with a message. */
+static int
+entry_create (struct block_cache *c, struct block_cache_client *client,
+              uint64_t index, size_t size, bool demand, struct entry **out)
+{
+  struct entry *e;
+  size_t b;
+  int r;
+
+  r = start_workers (c);
+  if (r < 0)
+    return r;
+  make_room (c, size);
+  e = calloc (1, sizeof *e);
+  if (e == NULL)
+    return error_set (ENOMEM, "block cache: out of memory");
+  e->buf = buffer_get (c, size);
+  if (e->buf == MAP_FAILED)
+    {
+      int err = errno;
+      free (e);
+      return error_set (ENOMEM,
+                        "block cache: %s: cannot allocate %zu bytes for block %llu: %s",
+                        client->name, size, (unsigned long long) index,
+                        strerror (err));
+    }
+  e->client = client;
+  e->index = index;
+  e->size = size;
+  e->state = ENTRY_QUEUED;
+  e->demand = demand;
+  e->unread = !demand;
+  e->in_table = true;
+  b = bucket_of (client, index);
+  e->hnext = c->table[b];
+  c->table[b] = e;
+  lru_touch (c, e);
+  c->used += size;
+  c->stats.entries++;
+  queue_push (demand ? &c->demand : &c->ahead, e);
+  pthread_cond_signal (&c->work_cond);
+  *out = e;
+  return 0;
+}
+
+/* A pool thread: decode queued blocks, demand jobs first. */
+static void *
+worker_main (void *arg)
+{
+  struct block_cache *c = arg;
+
+  pthread_mutex_lock (&c->lock);
+  for (;;)
+    {
+      struct entry *e;
+      struct block_cache_client *client;
+      struct timespec t0, t1, c0, c1;
+      int r;
+
+      while (!c->stopping && c->demand.head == NULL && c->ahead.head == NULL)
+        pthread_cond_wait (&c->work_cond, &c->lock);
+      if (c->stopping)
+        break;
+      e = queue_pop (&c->demand);
+      if (e == NULL)
+        e = queue_pop (&c->ahead);
+      client = e->client;
+      e->state = ENTRY_RUNNING;
+      client->running++;
+      pthread_mutex_unlock (&c->lock);
+
+      error_clear ();
+      clock_gettime (CLOCK_MONOTONIC, &t0);
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &c0);
+      r = client->decode (client->opaque, e->index, e->buf, e->size);
+      clock_gettime (CLOCK_MONOTONIC, &t1);
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &c1);
+      log_debug ("block cache: %s: block %llu (%s) decoded in %.1f ms "
+                 "(%.1f ms of CPU)", client->name,
+                 (unsigned long long) e->index,
+                 e->demand ? "demand" : "read-ahead",
+                 (t1.tv_sec - t0.tv_sec) * 1e3
+                 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
+                 (c1.tv_sec - c0.tv_sec) * 1e3
+                 + (c1.tv_nsec - c0.tv_nsec) / 1e6);
+
+      pthread_mutex_lock (&c->lock);
+      client->running--;
+      if (r == 0)
+        {
+          e->state = ENTRY_READY;
+          c->stats.decoded_blocks++;
+          c->stats.decoded_bytes += e->size;
+        }
+      else
+        {
+          const char *msg = error_message ();
+          e->state = ENTRY_FAILED;
+          e->err = -r;
+          e->errmsg = strdup (msg[0] ? msg : strerror (-r));
+          c->stats.failures++;
+          log_error ("%s", msg[0] ? msg : strerror (-r));
+          /* Drop it: nobody may find a failed block, so a later read
+           * tries again (a network error may pass). */
+          table_remove (c, e);
+          if (e->pins == 0)
+            entry_destroy (c, e);
+        }
+      make_room (c, 0);
+      pthread_cond_broadcast (&c->done_cond);
+    }
+  pthread_mutex_unlock (&c->lock);
+  return NULL;
+}
+
+/* Create the cache; threads start on the first decode. */
+int
+block_cache_new (uint64_t max_bytes, unsigned workers,
+                 struct block_cache **out)
+{
+  struct block_cache *c = calloc (1, sizeof *c);
+
+  if (c == NULL)
+    return error_set (ENOMEM, "block cache: out of memory");
+  if (workers == 0)
+    {
+      long n = sysconf (_SC_NPROCESSORS_ONLN);
+      workers = n > 0 && n < 256 ? (unsigned) n : 2;
+    }
+  c->nworkers = workers;
+  c->max_bytes = max_bytes;
+  c->stats.max_bytes = max_bytes;
+  pthread_mutex_init (&c->lock, NULL);
+  pthread_cond_init (&c->work_cond, NULL);
+  pthread_cond_init (&c->done_cond, NULL);
+  *out = c;
+  return 0;
+}
+
+/* Stop the pool and free every entry. */
+void
+block_cache_free (struct block_cache *c)
+{
+  unsigned i;
+
+  if (c == NULL)
+    return;
+  pthread_mutex_lock (&c->lock);
+  c->stopping = true;
+  pthread_cond_broadcast (&c->work_cond);
+  pthread_mutex_unlock (&c->lock);
+  for (i = 0; i < c->started; i++)
+    pthread_join (c->threads[i], NULL);
+  while (c->lru_head)
+    entry_destroy (c, c->lru_head);
+  while (c->nspares > 0)
+    spare_drop (c);
+  free (c->threads);
+  pthread_cond_destroy (&c->work_cond);
+  pthread_cond_destroy (&c->done_cond);
+  pthread_mutex_destroy (&c->lock);
+  free (c);
+}
+
+/* Register one user of the cache. */
+int
+block_cache_client_new (struct block_cache *cache, const char *name,
+                        block_cache_decode_fn decode, void *opaque,
+                        struct block_cache_client **out)
+{
+  struct block_cache_client *client = calloc (1, sizeof *client);
+
+  if (client == NULL || (client->name = strdup (name)) == NULL)
+    {
+      free (client);
+      return error_set (ENOMEM, "block cache: out of memory");
+    }
+  client->cache = cache;
+  client->decode = decode;
+  client->opaque = opaque;
+  *out = client;
+  return 0;
+}
+
+/* Drop the client's queued jobs and entries, after its running jobs. */
+void
+block_cache_client_free (struct block_cache_client *client)
+{
+  struct block_cache *c;
+  struct entry *e, *next;
+
+  if (client == NULL)
+    return;
+  c = client->cache;
+  pthread_mutex_lock (&c->lock);
+  for (e = c->lru_head; e; e = e->next)
+    if (e->client == client && e->state == ENTRY_QUEUED)
+      {
+        queue_remove (e->demand ? &c->demand : &c->ahead, e);
+        e->state = ENTRY_FAILED;
+      }
+  while (client->running > 0)
+    pthread_cond_wait (&c->done_cond, &c->lock);
+  for (e = c->lru_head; e; e = next)
+    {
+      next = e->next;
+      if (e->client == client)
+        entry_destroy (c, e);
+    }
+  pthread_mutex_unlock (&c->lock);
+  free (client->name);
+  free (client);
+}
+
+/* Copy a range of a block out, decoding the block on a miss. */
+int
+block_cache_read (struct block_cache_client *client, uint64_t index,
+                  size_t block_size, size_t offset, void *buf, size_t count)
+{
+  struct block_cache *c = client->cache;
+  struct entry *e;
+  int r = 0;
+
+  if (offset > block_size || count > block_size - offset)
+    return error_set (EINVAL, "block cache: %s: range %zu+%zu outside block %llu",
+                      client->name, offset, count, (unsigned long long) index);
+  pthread_mutex_lock (&c->lock);
+  e = lookup (c, client, index);
+  if (e && e->size != block_size)
+    {
+      pthread_mutex_unlock (&c->lock);
+      return error_set (EINVAL, "block cache: %s: block %llu asked with two sizes",
+                        client->name, (unsigned long long) index);
+    }
+  if (e == NULL)
+    {
+      c->stats.misses++;
+      r = entry_create (c, client, index, block_size, true, &e);
+      if (r < 0)
+        {
+          pthread_mutex_unlock (&c->lock);
+          return r;
+        }
+    }
+  else if (e->state == ENTRY_READY)
+    c->stats.hits++;
+  else
+    {
+      c->stats.misses++;
+      if (e->state == ENTRY_QUEUED && !e->demand)
+        {
+          /* A reader wants a read-ahead block now: move it forward. */
+          queue_remove (&c->ahead, e);
+          e->demand = true;
+          queue_push (&c->demand, e);
+        }
+    }
+  e->pins++;
+  e->unread = false;
+  lru_touch (c, e);
+  while (e->state == ENTRY_QUEUED || e->state == ENTRY_RUNNING)
+    pthread_cond_wait (&c->done_cond, &c->lock);
+  if (e->state == ENTRY_READY)
+    {
+      pthread_mutex_unlock (&c->lock);
+      memcpy (buf, e->buf + offset, count);
+      pthread_mutex_lock (&c->lock);
+    }
+  else
+    r = error_set (e->err ? e->err : EIO, "%s",
+                   e->errmsg ? e->errmsg : "block cache: decode failed");
+  e->pins--;
+  if (e->pins == 0 && !e->in_table)
+    entry_destroy (c, e);
+  else if (c->used > c->max_bytes)
+    make_room (c, 0);
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+/* Queue a background decode of a block when memory allows. */
+bool
+block_cache_prefetch (struct block_cache_client *client, uint64_t index,
+                      size_t block_size)
+{
+  struct block_cache *c = client->cache;
+  struct entry *e;
+  bool ok = true;
+
+  pthread_mutex_lock (&c->lock);
+  e = lookup (c, client, index);
+  if (e == NULL)
+    {
+      if (busy_bytes (c) + block_size > c->max_bytes)
+        ok = false;
+      else if (entry_create (c, client, index, block_size, false, &e) < 0)
+        {
+          error_clear ();
+          ok = false;
+        }
+    }
+  pthread_mutex_unlock (&c->lock);
+  return ok;
+}
+
+/* The pool size. */
+unsigned
+block_cache_workers (struct block_cache *c)
+{
+  return c->nworkers;
+}
+
+/* A snapshot of the counters. */
+void
+block_cache_get_stats (struct block_cache *c, struct block_cache_stats *out)
+{
+  pthread_mutex_lock (&c->lock);
+  *out = c->stats;
+  out->used_bytes = c->used;
+  pthread_mutex_unlock (&c->lock);
+}

@@ -12,9 +12,7 @@ nginx).  Fixture API:
 import os
 import pathlib
 import re
-import signal
 import subprocess
-import time
 
 import pytest
 

@@ -114,6 +114,20 @@ def sha256(path, chunk=4 << 20):
             h.update(b)
 
 
+def check_random_reads(path, data, count=100, sizes=(4096, 65536, 1500000), seed=3):
+    """pread `count` random ranges of `path` and compare them with `data`."""
+    import random
+    rng = random.Random(seed)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(count):
+            off = rng.randrange(len(data))
+            n = rng.choice(sizes)
+            assert os.pread(fd, n, off) == data[off:off + n], (off, n)
+    finally:
+        os.close(fd)
+
+
 def make_random_file(path, size, seed=1):
     """A file of `size` pseudo-random bytes (fast, deterministic)."""
     import random

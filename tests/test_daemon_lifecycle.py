@@ -4,7 +4,6 @@ failures, signals and unmount, options, and catalog reloads."""
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 

@@ -4,9 +4,8 @@ after a daemon restart, served from there without decoding again and
 without fetching anything from the server."""
 
 import os
-import random
 
-from peers import sha256, write_entry
+from peers import check_random_reads, sha256, write_entry
 from xz_helpers import make_image, xz
 
 MIB = 1 << 20
@@ -18,15 +17,7 @@ def test_multi_block_over_http(mount, catalog, nginx, tmp_path):
     write_entry(catalog, "disk.img", f"source = {nginx.url('disk.img.xz')}\n")
     m = mount(catalog)
     data = original.read_bytes()
-    rng = random.Random(3)
-    fd = os.open(m.path / "disk.img", os.O_RDONLY)
-    try:
-        for _ in range(100):
-            off = rng.randrange(len(data))
-            n = rng.choice([4096, 65536, 1500000])
-            assert os.pread(fd, n, off) == data[off:off + n], (off, n)
-    finally:
-        os.close(fd)
+    check_random_reads(m.path / "disk.img", data, seed=3)
     assert sha256(m.path / "disk.img") == sha256(original)
     assert "stack: xz < http" in m.status()
 

@@ -14,17 +14,7 @@
 
 #define CHUNK DISK_CACHE_CHUNK
 
-static int failures;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond))                                                        \
-      {                                                                 \
-        fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__,         \
-                 __LINE__, #cond);                                      \
-        failures++;                                                     \
-      }                                                                 \
-  } while (0)
+#include "check.h"
 
 /* The test pattern: a byte that depends on the offset and a seed. */
 static void
@@ -320,9 +310,9 @@ main (void)
   test_race (sub);
   test_unusable ();
   rm_rf (dir);
-  if (failures)
-    fprintf (stderr, "%d checks failed\n", failures);
+  if (check_failures)
+    fprintf (stderr, "%d checks failed\n", check_failures);
   else
     printf ("disk cache: all checks passed\n");
-  return failures ? 1 : 0;
+  return check_failures ? 1 : 0;
 }

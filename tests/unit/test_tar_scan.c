@@ -12,17 +12,7 @@
 #include "stack.h"
 #include "tar-internal.h"
 
-static int failures;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond))                                                        \
-      {                                                                 \
-        fprintf (stderr, "%s:%d: check failed: %s (%s)\n", __FILE__,    \
-                 __LINE__, #cond, error_message ());                    \
-        failures++;                                                     \
-      }                                                                 \
-  } while (0)
+#include "check.h"
 
 /* A layer over a buffer that counts what is read from it. */
 struct mem_layer
@@ -236,7 +226,7 @@ main (void)
   test_errors ();
   test_layer_window ();
   test_suggest ();
-  if (failures)
-    fprintf (stderr, "%d check(s) failed\n", failures);
-  return failures ? 1 : 0;
+  if (check_failures)
+    fprintf (stderr, "%d check(s) failed\n", check_failures);
+  return check_failures ? 1 : 0;
 }

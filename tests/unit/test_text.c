@@ -7,17 +7,7 @@
 #include "entry.h"
 #include "text.h"
 
-static int failures;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond))                                                        \
-      {                                                                 \
-        fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__,         \
-                 __LINE__, #cond);                                      \
-        failures++;                                                     \
-      }                                                                 \
-  } while (0)
+#include "check.h"
 
 /* Word splitting: quotes, escapes, errors. */
 static void
@@ -86,7 +76,7 @@ main (void)
   test_split_words ();
   test_numbers ();
   test_misc ();
-  if (failures)
-    fprintf (stderr, "%d failure(s)\n", failures);
-  return failures ? 1 : 0;
+  if (check_failures)
+    fprintf (stderr, "%d failure(s)\n", check_failures);
+  return check_failures ? 1 : 0;
 }

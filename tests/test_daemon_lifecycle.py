@@ -133,10 +133,10 @@ def test_entry_added_and_removed_without_remount(mount, catalog, image):
     m = mount(catalog)
     assert os.listdir(m.path) == ["a.img"]
     write_entry(catalog, "sub/b.img", f"source = {image}\n")
-    wait_for(lambda: (m.path / "sub" / "b.img").exists(), 10, "new entry to appear")
+    wait_for(lambda: (m.path / "sub" / "b.img").exists(), 30, "new entry to appear")
     assert (m.path / "sub" / "b.img").read_bytes() == image.read_bytes()
     (catalog / "a.img.conf").unlink()
-    wait_for(lambda: not (m.path / "a.img").exists(), 10, "entry to disappear")
+    wait_for(lambda: not (m.path / "a.img").exists(), 30, "entry to disappear")
     assert "catalog reloaded" in m.log()
 
 
@@ -147,7 +147,7 @@ def test_open_file_survives_entry_removal(mount, catalog, image, tmp_path):
     with open(m.path / "a.img", "rb", buffering=0) as f:
         assert f.read(100) == data[:100]
         (catalog / "a.img.conf").unlink()
-        wait_for(lambda: not (m.path / "a.img").exists(), 10, "entry to disappear")
+        wait_for(lambda: not (m.path / "a.img").exists(), 30, "entry to disappear")
         f.seek(len(data) // 2)
         assert f.read(4096) == data[len(data) // 2:len(data) // 2 + 4096]
 
@@ -159,7 +159,7 @@ def test_changed_entry_is_reopened(mount, catalog, image, tmp_path):
     m = mount(catalog)
     assert os.stat(m.path / "a.img").st_size == 1 << 20
     write_entry(catalog, "a.img", f"source = {other}\n")
-    wait_for(lambda: os.stat(m.path / "a.img").st_size == 2 << 20, 10, "entry to change")
+    wait_for(lambda: os.stat(m.path / "a.img").st_size == 2 << 20, 30, "entry to change")
     assert (m.path / "a.img").read_bytes() == other.read_bytes()
 
 
@@ -178,7 +178,7 @@ def test_broken_edit_leaves_other_entries(mount, catalog, image):
     write_entry(catalog, "b.img", f"source = {image}\n")
     m = mount(catalog)
     write_entry(catalog, "b.img", "source = /nonexistent\n")
-    wait_for(lambda: not (m.path / "b.img").exists(), 10, "broken entry to leave")
+    wait_for(lambda: not (m.path / "b.img").exists(), 30, "broken entry to leave")
     assert (m.path / "a.img").read_bytes() == image.read_bytes()
 
 

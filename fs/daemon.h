@@ -39,6 +39,10 @@ void fs_release_all (void);
  * whose files did not change keep their open stacks. */
 int daemon_reload (struct daemon *d);
 
+/* Start watching the catalog (inotify) and SIGHUP; call before the
+ * catalog is first read so no change is missed. */
+void daemon_prepare_watch (struct daemon *d);
+
 /* Start the thread that reloads on catalog changes (inotify) and on
  * SIGHUP.  Must be called after the daemon forked. */
 int daemon_watch_catalog (struct daemon *d);

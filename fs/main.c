@@ -276,6 +276,7 @@ serve (struct daemon *d, int parent_fd)
   sigaddset (&hup, SIGHUP);
   pthread_sigmask (SIG_BLOCK, &hup, NULL);
 
+  daemon_prepare_watch (d);
   if (catalog_read (d->options.catalog, &c) < 0)
     {
       tell_parent (parent_fd, false, error_message ());

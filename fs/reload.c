@@ -29,6 +29,8 @@
 static pthread_t watcher;
 static bool watching;
 static int stop_pipe[2] = { -1, -1 };
+static int inotify_fd = -1;     /* watches made before the first read */
+static int sighup_fd = -1;
 
 /* Rebuild the tree from the catalog and swap it in. */
 int
@@ -111,15 +113,8 @@ static void *
 watch_loop (void *arg)
 {
   struct daemon *d = arg;
-  sigset_t hup;
-  int ifd, sfd;
+  int ifd = inotify_fd, sfd = sighup_fd;
 
-  sigemptyset (&hup);
-  sigaddset (&hup, SIGHUP);
-  sfd = signalfd (-1, &hup, SFD_NONBLOCK | SFD_CLOEXEC);
-  ifd = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
-  if (ifd >= 0)
-    watch_tree (ifd, d->options.catalog, 0);
   for (;;)
     {
       struct pollfd fds[3] = {
@@ -159,11 +154,26 @@ watch_loop (void *arg)
             }
         }
     }
-  if (ifd >= 0)
-    close (ifd);
-  if (sfd >= 0)
-    close (sfd);
   return NULL;
+}
+
+/* Watch the catalog and SIGHUP from now on.  Called before the catalog
+ * is first read, so that no change made while the daemon starts is
+ * missed: anything that happens after this is queued for the watcher. */
+void
+daemon_prepare_watch (struct daemon *d)
+{
+  sigset_t hup;
+
+  sigemptyset (&hup);
+  sigaddset (&hup, SIGHUP);
+  sighup_fd = signalfd (-1, &hup, SFD_NONBLOCK | SFD_CLOEXEC);
+  inotify_fd = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd >= 0)
+    watch_tree (inotify_fd, d->options.catalog, 0);
+  else
+    log_warning ("catalog changes will need SIGHUP: inotify: %s",
+                 strerror (errno));
 }
 
 /* Start the watcher thread. */
@@ -192,4 +202,9 @@ daemon_stop_watching (void)
   close (stop_pipe[0]);
   close (stop_pipe[1]);
   watching = false;
+  if (inotify_fd >= 0)
+    close (inotify_fd);
+  if (sighup_fd >= 0)
+    close (sighup_fd);
+  inotify_fd = sighup_fd = -1;
 }

@@ -39,10 +39,10 @@ header_cb (char *buffer, size_t size, size_t nitems, void *arg)
       return n;
     }
   http_header_value (buffer, n, "content-range", s->content_range,
-                sizeof s->content_range);
+                   sizeof s->content_range);
   http_header_value (buffer, n, "etag", s->etag, sizeof s->etag);
   http_header_value (buffer, n, "last-modified", s->last_modified,
-                sizeof s->last_modified);
+                   sizeof s->last_modified);
   return n;
 }
 

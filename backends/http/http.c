@@ -60,12 +60,12 @@ probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
       return n;
     }
   http_header_value (buffer, n, "accept-ranges", p->accept_ranges,
-               sizeof p->accept_ranges);
+                   sizeof p->accept_ranges);
   http_header_value (buffer, n, "etag", p->etag, sizeof p->etag);
   http_header_value (buffer, n, "last-modified", p->last_modified,
-               sizeof p->last_modified);
+                   sizeof p->last_modified);
   http_header_value (buffer, n, "content-range", p->content_range,
-               sizeof p->content_range);
+                   sizeof p->content_range);
   return n;
 }
 

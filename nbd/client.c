@@ -107,7 +107,7 @@ nbd_open (const struct nbd_uri *uri, const struct nbd_settings *s,
   r = nbd_conn_new (c, 0, &c->conns[0]);
   if (r < 0)
     goto fail;
-  r = nbd_conn_connect (c->conns[0]);
+  r = nbd_conn_connect (c->conns[0], c->timeout);
   if (r < 0)
     goto fail;
   c->info = c->conns[0]->info;
@@ -125,7 +125,13 @@ nbd_open (const struct nbd_uri *uri, const struct nbd_settings *s,
       if (nbd_conn_new (c, i, &conn) < 0)
         break;
       c->conns[i] = conn;
-      if (nbd_conn_connect (conn) < 0 || start_reader (conn) < 0)
+      /* An extra connection is only a speed-up: a server that accepts
+       * it but does not greet it (qemu-nbd past its --shared limit
+       * while it has not yet noticed an old client leave) costs a few
+       * seconds, not the open.  Go on with the ones made so far. */
+      if (nbd_conn_connect (conn, c->timeout < NBD_EXTRA_CONN_TIMEOUT
+                                  ? c->timeout : NBD_EXTRA_CONN_TIMEOUT) < 0
+          || start_reader (conn) < 0)
         {
           c->conns[i] = NULL;
           nbd_conn_free (conn);

@@ -52,11 +52,13 @@ nbd_conn_free (struct nbd_conn *conn)
   free (conn);
 }
 
-/* Open a socket and negotiate; on success the connection is usable
- * (state still set by the caller).  Only the reader thread or nbd_open
- * calls this, while no request can be sent. */
+/* Open a socket and negotiate, each socket operation of the handshake
+ * bounded by handshake_timeout seconds; on success the connection is
+ * usable (state still set by the caller) with the client's timeout.
+ * Only the reader thread or nbd_open calls this, while no request can
+ * be sent. */
 int
-nbd_conn_connect (struct nbd_conn *conn)
+nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
 {
   struct nbd_client *c = conn->client;
   int fd, r;
@@ -64,7 +66,7 @@ nbd_conn_connect (struct nbd_conn *conn)
   r = nbd_socket_connect (c, &fd);
   if (r < 0)
     return r;
-  nbd_socket_set_timeout (fd, c->timeout);
+  nbd_socket_set_timeout (fd, handshake_timeout);
   pthread_mutex_lock (&conn->lock);
   pthread_mutex_lock (&conn->wlock);
   conn->fd = fd;
@@ -93,8 +95,9 @@ nbd_conn_connect (struct nbd_conn *conn)
     }
   if (r == 0)
     {
-      /* The socket keeps its timeout: a server that stops in the
-       * middle of a reply cannot hold the reader role forever. */
+      /* The socket keeps a timeout: a server that stops in the middle
+       * of a reply cannot hold the reader role forever. */
+      nbd_socket_set_timeout (fd, c->timeout);
       return 0;
     }
   pthread_mutex_lock (&conn->lock);
@@ -171,7 +174,7 @@ reconnect (struct nbd_conn *conn, double *backoff)
 {
   struct nbd_client *c = conn->client;
   struct timespec until;
-  int r = nbd_conn_connect (conn);
+  int r = nbd_conn_connect (conn, c->timeout);
 
   pthread_mutex_lock (&conn->lock);
   if (conn->state == CONN_CLOSING)

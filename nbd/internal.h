@@ -37,6 +37,8 @@
 #define NBD_MAX_CONNECTIONS 16
 #define NBD_TABLE_SIZE 64
 #define NBD_READ_BUFFER (64 * 1024)
+/* Seconds an extra multi-conn connection may take to negotiate. */
+#define NBD_EXTRA_CONN_TIMEOUT 5.0
 
 /* What one negotiation produced. */
 struct nbd_export_info
@@ -198,7 +200,7 @@ int nbd_run (struct nbd_client *c, struct nbd_req *reqs, size_t n);
 int nbd_conn_new (struct nbd_client *c, unsigned index,
                   struct nbd_conn **out);
 void nbd_conn_free (struct nbd_conn *conn);
-int nbd_conn_connect (struct nbd_conn *conn);
+int nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout);
 void nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why);
 void *nbd_reader_thread (void *arg);
 

@@ -1,7 +1,8 @@
 /* diskshelf: choosing and building the layers behind one entry.
  *
  * transport (by URI scheme or `command`) -> xz (by magic bytes or
- * `compression = xz`) -> tar member (by `entry =`). */
+ * `compression = xz`), or read-ahead over a bare NBD transport -> tar
+ * member (by `entry =`). */
 #include "stack.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 
 #include "entry.h"
 #include "error.h"
+#include "readahead.h"
 #include "text.h"
 
 static const unsigned char xz_magic[6] = { 0xFD, '7', 'z', 'X', 'Z', 0x00 };
@@ -83,15 +85,25 @@ add_decoder (const struct stack_context *ctx, struct layer **top)
 int
 stack_open (const struct stack_context *ctx, struct layer **out)
 {
-  struct layer *top = NULL, *member;
+  struct layer *top = NULL, *transport, *ahead, *member;
   int r;
 
   r = open_transport (ctx, &top);
   if (r < 0)
     return r;
+  transport = top;
   r = add_decoder (ctx, &top);
   if (r < 0)
     goto fail;
+  if (top == transport && strcmp (top->ops->name, "nbd") == 0)
+    {
+      /* NBD has a round trip per request and no cache of its own (the
+       * xz layer reads ahead for itself when it sits on top). */
+      r = layer_readahead_open (top, &ahead);
+      if (r < 0)
+        goto fail;
+      top = ahead;
+    }
   if (ctx->entry->member)
     {
       r = layer_tar_open (ctx, top, ctx->entry->member, &member);

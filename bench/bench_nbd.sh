@@ -4,6 +4,7 @@
 #
 #   bench/bench_nbd.sh             # SIZE=1G, RUNTIME=10 seconds per row
 #   SIZE=256M RUNTIME=5 REPEAT=1 bench/bench_nbd.sh
+#   ROWS=seq DISKSHELF_ARGS=--readahead=4M bench/bench_nbd.sh
 #
 # Rows: sequential 1 MiB reads (whole export once, through the page cache
 # so FUSE sees the kernel's read-ahead), 4 KiB random reads with 1 and 4
@@ -101,7 +102,12 @@ row () {  # row LABEL RW BS JOBS
   ratio=$(/usr/bin/python3 -c "print('%.2f' % ($dmb / $nmb if $nmb else 0))")
   printf '%-26s %12s %12s %12s %12s %7sx\n' "$1" "$dmb" "$dio" "$nmb" "$nio" "$ratio"
 }
-row "seq read 1 MiB, 1 reader" read 1M 1
-row "seq read 1 MiB, 4 readers" read 1M 4
-row "rand read 4 KiB, 1 reader" randread 4k 1
-row "rand read 4 KiB, 4 readers" randread 4k 4
+# ROWS=seq or ROWS=rand runs only those rows (default: all).
+if [ "${ROWS:-all}" != rand ]; then
+  row "seq read 1 MiB, 1 reader" read 1M 1
+  row "seq read 1 MiB, 4 readers" read 1M 4
+fi
+if [ "${ROWS:-all}" != seq ]; then
+  row "rand read 4 KiB, 1 reader" randread 4k 1
+  row "rand read 4 KiB, 4 readers" randread 4k 4
+fi

@@ -15,7 +15,8 @@
  * passed them.
  *
  * Thread model: lock protects every field below it; a stream's fetcher
- * starts on its first read-ahead (after the daemon forked).  One fetch
+ * starts on its first read-ahead (after the daemon forked) and frees the
+ * stream's buffers after RA_IDLE_SECONDS without a read.  One fetch
  * at a time per stream measured faster than several on a busy machine
  * (the reader fetches a slot itself when it catches up, so two can
  * run).  Memory: at most RA_STREAMS * RA_STREAM_SLOTS slots of
@@ -27,6 +28,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 
@@ -36,6 +38,8 @@
 #define RA_WINDOW ((uint64_t) RA_SLOT_BYTES * 8)
 #define RA_STREAM_SLOTS 16
 #define RA_STREAMS 4
+/* A stream unread for this long gives its slots' memory back. */
+#define RA_IDLE_SECONDS 5
 /* Reads in a row that continue each other before read-ahead starts. */
 #define RA_TRIGGER 2
 /* How far behind the stream's end a read may start and still belong. */
@@ -129,6 +133,28 @@ fetch_slot (struct ra_layer *ra, struct ra_slot *slot)
   pthread_cond_broadcast (&ra->done);
 }
 
+/* Give back the memory of a stream nobody has read for a while (lock
+ * held): an entry that was read once must not keep its window for
+ * good. */
+static void
+release_idle (struct ra_stream *st)
+{
+  unsigned i;
+
+  for (i = 0; i < RA_STREAM_SLOTS; i++)
+    {
+      struct ra_slot *slot = &st->slots[i];
+      if (slot->readers > 0 || slot->state == SLOT_FETCHING
+          || slot->state == SLOT_QUEUED)
+        continue;
+      free (slot->buf);
+      slot->buf = NULL;
+      slot->state = SLOT_FREE;
+    }
+  st->run = 0;
+  st->ahead = st->next;
+}
+
 /* A stream's fetcher: fetch its queued slots in order until the layer
  * closes. */
 static void *
@@ -142,10 +168,19 @@ ra_fetcher (void *arg)
   while (!ra->closing)
     {
       struct ra_slot *slot = next_queued (st);
+      uint64_t used = st->used;
+      struct timespec until;
+
       if (slot)
-        fetch_slot (ra, slot);
-      else
-        pthread_cond_wait (&st->work, &ra->lock);
+        {
+          fetch_slot (ra, slot);
+          continue;
+        }
+      clock_gettime (CLOCK_MONOTONIC, &until);
+      until.tv_sec += RA_IDLE_SECONDS;
+      if (pthread_cond_timedwait (&st->work, &ra->lock, &until) == ETIMEDOUT
+          && st->used == used)
+        release_idle (st);
     }
   pthread_mutex_unlock (&ra->lock);
   return NULL;
@@ -409,8 +444,14 @@ static void
 ra_status (struct layer *l, FILE *out)
 {
   struct ra_layer *ra = (struct ra_layer *) l;
+  unsigned s, i, buffers = 0;
 
   pthread_mutex_lock (&ra->lock);
+  for (s = 0; s < RA_STREAMS; s++)
+    for (i = 0; i < RA_STREAM_SLOTS; i++)
+      buffers += ra->streams[s].slots[i].buf != NULL;
+  fprintf (out, "readahead-memory: %u MiB\n",
+           buffers * (RA_SLOT_BYTES >> 20));
   fprintf (out, "readahead-hits: %llu\n", (unsigned long long) ra->hits);
   fprintf (out, "readahead-misses: %llu\n", (unsigned long long) ra->misses);
   fprintf (out, "readahead-fetched: %llu\n",
@@ -474,17 +515,21 @@ int
 layer_readahead_open (struct layer *lower, struct layer **out)
 {
   struct ra_layer *ra = calloc (1, sizeof *ra);
+  pthread_condattr_t attr;
   unsigned s;
 
   if (ra == NULL)
     return error_set (ENOMEM, "readahead: out of memory");
   pthread_mutex_init (&ra->lock, NULL);
   pthread_cond_init (&ra->done, NULL);
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   for (s = 0; s < RA_STREAMS; s++)
     {
       ra->streams[s].owner = ra;
-      pthread_cond_init (&ra->streams[s].work, NULL);
+      pthread_cond_init (&ra->streams[s].work, &attr);
     }
+  pthread_condattr_destroy (&attr);
   ra->layer.ops = lower->writable ? &ra_writable_ops : &ra_ops;
   ra->layer.lower = lower;
   ra->layer.size = lower->size;

@@ -24,6 +24,13 @@ def status_counter(m, name):
     return int(found.group(1))
 
 
+def memory_mib(m):
+    """MiB the entry's read-ahead holds, from its status."""
+    found = re.search(r"^readahead-memory: (\d+) MiB$", m.status(), re.M)
+    assert found, m.status()
+    return int(found.group(1))
+
+
 class DirectFile:
     """An O_DIRECT file in the mount, so every read and write reaches
     the daemon at exactly the offsets asked for."""
@@ -53,13 +60,15 @@ class DirectFile:
 
 @pytest.fixture
 def export(tmp_path):
+    """An nbdkit file export of 40 MiB of random bytes.  Tests list it
+    before `mount` so the daemon is gone before nbdkit is stopped."""
     image = make_random_file(tmp_path / "export.img", 40 * MiB, seed=11)
     srv = NbdServer("nbdkit", image, tmp_path / "srv", transport="unix").start()
     yield srv
     srv.stop()
 
 
-def test_sequential_reader_is_served_from_read_ahead(mount, catalog, export):
+def test_sequential_reader_is_served_from_read_ahead(export, mount, catalog):
     write_entry(catalog, "disk.img", f"source = {export.uri()}\n")
     m = mount(catalog)
     assert "stack: readahead < nbd" in m.status()
@@ -68,9 +77,12 @@ def test_sequential_reader_is_served_from_read_ahead(mount, catalog, export):
     hits = status_counter(m, "readahead-hits")
     misses = status_counter(m, "readahead-misses")
     assert hits >= 20 and hits > 4 * misses, m.status()
+    # The window's memory is given back once the reader has gone (5 s).
+    assert 0 < memory_mib(m) <= 64
+    wait_for(lambda: memory_mib(m) == 0, 30, "read-ahead memory to be freed")
 
 
-def test_random_reader_is_not_read_ahead(mount, catalog, export):
+def test_random_reader_is_not_read_ahead(export, mount, catalog):
     write_entry(catalog, "disk.img", f"source = {export.uri()}\n")
     m = mount(catalog)
     data = export.image.read_bytes()
@@ -85,7 +97,7 @@ def test_random_reader_is_not_read_ahead(mount, catalog, export):
     assert status_counter(m, "readahead-fetched") == 0
 
 
-def test_write_ahead_of_the_reader_is_seen(mount, catalog, export):
+def test_write_ahead_of_the_reader_is_seen(export, mount, catalog):
     write_entry(catalog, "disk.img", f"source = {export.uri()}\n")
     m = mount(catalog)
     data = bytearray(export.image.read_bytes())
@@ -134,5 +146,6 @@ def test_failed_read_ahead_gives_eio_then_recovers(mount, catalog, tmp_path):
                 assert f.pread(off, MiB) == data[off:off + MiB], f"bad bytes at {off}"
         finally:
             f.close()
+        assert m.unmount() == 0
     finally:
         srv.stop()

@@ -651,6 +651,21 @@ block_cache_prefetch (struct block_cache_client *client, uint64_t index,
   return ok;
 }
 
+/* Is the block there or on its way? */
+bool
+block_cache_has (struct block_cache_client *client, uint64_t index)
+{
+  struct block_cache *c = client->cache;
+  struct entry *e;
+  bool has;
+
+  pthread_mutex_lock (&c->lock);
+  e = lookup (c, client, index);
+  has = e != NULL && e->state != ENTRY_FAILED;
+  pthread_mutex_unlock (&c->lock);
+  return has;
+}
+
 /* The pool size. */
 unsigned
 block_cache_workers (struct block_cache *c)

@@ -77,6 +77,10 @@ int block_cache_read (struct block_cache_client *client, uint64_t index,
 bool block_cache_prefetch (struct block_cache_client *client, uint64_t index,
                            size_t block_size);
 
+/* True when block index of the client is cached, or being decoded or
+ * queued (a read would not start a new decode). */
+bool block_cache_has (struct block_cache_client *client, uint64_t index);
+
 /* Number of decode threads of the pool (at least 1). */
 unsigned block_cache_workers (struct block_cache *cache);
 

@@ -22,7 +22,10 @@
 
 #include "error.h"
 
-#define INPUT_CHUNK (4u * 1024 * 1024)
+/* Compressed input is read in pieces of this size, so decoding starts
+ * as soon as the first piece is in while the rest is fetched (the whole
+ * block is hinted to the transport first). */
+#define INPUT_CHUNK (1024u * 1024)
 #define DECODER_MEMLIMIT (1024ull * 1024 * 1024)
 
 struct decoder
@@ -144,6 +147,101 @@ decode_error (lzma_ret ret, const char *src, const struct xz_block *b,
                     xz_check_name (b->check), what, (int) ret);
 }
 
+/* Read the first piece of block b's compressed data into in (at least
+ * INPUT_CHUNK bytes), decode its header into blk and start strm on the
+ * rest of the piece.  liblzma keeps a pointer to blk while decoding, so
+ * it belongs to the caller.  On success *cpos is the file offset after
+ * the piece and the caller frees filters' options once decoding ends. */
+static int
+block_begin (struct layer *lower, const char *src, const struct xz_block *b,
+             size_t n, lzma_stream *strm, unsigned char *in, lzma_block *blk,
+             lzma_filter *filters, uint64_t *cpos)
+{
+  uint64_t total = (b->unpadded + 3) & ~(uint64_t) 3;
+  uint64_t cend = b->coffset + total;
+  size_t got;
+  lzma_ret ret;
+  int r;
+
+  if (cend > lower->size || cend < b->coffset)
+    return error_set (EIO, "xz: %s: block %zu lies past the end of the "
+                      "file", src, n);
+  got = total < INPUT_CHUNK ? (size_t) total : INPUT_CHUNK;
+  if (total > got)
+    /* A transport that fetches (HTTP) brings the rest in the background
+     * while the first piece decodes. */
+    layer_prefetch (lower, b->coffset + got, total - got);
+  r = layer_pread (lower, in, got, b->coffset);
+  if (r < 0)
+    return error_prefix (-r, "xz: %s: block %zu: reading compressed data",
+                         src, n);
+  *cpos = b->coffset + got;
+
+  if (in[0] == 0)
+    return error_set (EIO, "xz: %s: block %zu: no block header where the "
+                      "index says", src, n);
+  memset (blk, 0, sizeof *blk);
+  memset (filters, 0, sizeof *filters * (LZMA_FILTERS_MAX + 1));
+  filters[0].id = LZMA_VLI_UNKNOWN;
+  blk->version = 1;
+  blk->check = (lzma_check) b->check;
+  blk->header_size = lzma_block_header_size_decode (in[0]);
+  blk->filters = filters;
+  if (blk->header_size > got)
+    return error_set (EIO, "xz: %s: block %zu: header larger than the "
+                      "block", src, n);
+  ret = lzma_block_header_decode (blk, NULL, in);
+  if (ret != LZMA_OK)
+    return decode_error (ret, src, b, n);
+  ret = lzma_block_compressed_size (blk, b->unpadded);
+  if (ret != LZMA_OK
+      || (blk->uncompressed_size != LZMA_VLI_UNKNOWN
+          && blk->uncompressed_size != b->usize))
+    {
+      free_filters (filters);
+      return error_set (EIO, "xz: %s: block %zu: header and index disagree "
+                        "on its size", src, n);
+    }
+  blk->uncompressed_size = b->usize;
+  if (lzma_raw_decoder_memusage (filters) > DECODER_MEMLIMIT)
+    {
+      free_filters (filters);
+      return decode_error (LZMA_MEMLIMIT_ERROR, src, b, n);
+    }
+  ret = lzma_block_decoder (strm, blk);
+  if (ret != LZMA_OK)
+    {
+      free_filters (filters);
+      return decode_error (ret, src, b, n);
+    }
+  strm->next_in = in + blk->header_size;
+  strm->avail_in = got - blk->header_size;
+  return 0;
+}
+
+/* Refill in from lower when strm has used it up (up to cend).  Returns
+ * 0 or a negative errno with a message. */
+static int
+block_feed (struct layer *lower, const char *src, size_t n,
+            lzma_stream *strm, unsigned char *in, uint64_t *cpos,
+            uint64_t cend)
+{
+  size_t got;
+  int r;
+
+  if (strm->avail_in > 0 || *cpos >= cend)
+    return 0;
+  got = cend - *cpos < INPUT_CHUNK ? (size_t) (cend - *cpos) : INPUT_CHUNK;
+  r = layer_pread (lower, in, got, *cpos);
+  if (r < 0)
+    return error_prefix (-r, "xz: %s: block %zu: reading compressed data",
+                         src, n);
+  *cpos += got;
+  strm->next_in = in;
+  strm->avail_in = got;
+  return 0;
+}
+
 /* Decode block b into buf (b->usize bytes), checking everything. */
 int
 xz_block_decode (struct layer *lower, const char *src,
@@ -152,82 +250,25 @@ xz_block_decode (struct layer *lower, const char *src,
   lzma_filter filters[LZMA_FILTERS_MAX + 1];
   lzma_block blk;
   struct decoder *d = decoder_get ();
-  uint64_t total = (b->unpadded + 3) & ~(uint64_t) 3;
-  uint64_t cpos, cend = b->coffset + total;
-  size_t got;
+  uint64_t cpos, cend = b->coffset + ((b->unpadded + 3) & ~(uint64_t) 3);
   lzma_ret ret;
   int r;
 
   if (d == NULL)
     return error_set (ENOMEM, "xz: %s: out of memory", src);
-  if (cend > lower->size || cend < b->coffset)
-    return error_set (EIO, "xz: %s: block %zu lies past the end of the "
-                      "file", src, n);
-  got = total < INPUT_CHUNK ? (size_t) total : INPUT_CHUNK;
-  r = layer_pread (lower, d->in, got, b->coffset);
+  r = block_begin (lower, src, b, n, &d->strm, d->in, &blk, filters,
+                   &cpos);
   if (r < 0)
-    return error_prefix (-r, "xz: %s: block %zu: reading compressed data",
-                         src, n);
-  cpos = b->coffset + got;
-
-  if (d->in[0] == 0)
-    return error_set (EIO, "xz: %s: block %zu: no block header where the "
-                      "index says", src, n);
-  memset (&blk, 0, sizeof blk);
-  memset (filters, 0, sizeof filters);
-  filters[0].id = LZMA_VLI_UNKNOWN;
-  blk.version = 1;
-  blk.check = (lzma_check) b->check;
-  blk.header_size = lzma_block_header_size_decode (d->in[0]);
-  blk.filters = filters;
-  if (blk.header_size > got)
-    return error_set (EIO, "xz: %s: block %zu: header larger than the "
-                      "block", src, n);
-  ret = lzma_block_header_decode (&blk, NULL, d->in);
-  if (ret != LZMA_OK)
-    return decode_error (ret, src, b, n);
-  ret = lzma_block_compressed_size (&blk, b->unpadded);
-  if (ret != LZMA_OK
-      || (blk.uncompressed_size != LZMA_VLI_UNKNOWN
-          && blk.uncompressed_size != b->usize))
-    {
-      free_filters (filters);
-      return error_set (EIO, "xz: %s: block %zu: header and index disagree "
-                        "on its size", src, n);
-    }
-  blk.uncompressed_size = b->usize;
-  if (lzma_raw_decoder_memusage (filters) > DECODER_MEMLIMIT)
-    {
-      free_filters (filters);
-      return decode_error (LZMA_MEMLIMIT_ERROR, src, b, n);
-    }
-  ret = lzma_block_decoder (&d->strm, &blk);
-  if (ret != LZMA_OK)
-    {
-      free_filters (filters);
-      return decode_error (ret, src, b, n);
-    }
-
-  d->strm.next_in = d->in + blk.header_size;
-  d->strm.avail_in = got - blk.header_size;
+    return r;
   d->strm.next_out = buf;
   d->strm.avail_out = b->usize;
   for (;;)
     {
-      if (d->strm.avail_in == 0 && cpos < cend)
+      r = block_feed (lower, src, n, &d->strm, d->in, &cpos, cend);
+      if (r < 0)
         {
-          got = cend - cpos < INPUT_CHUNK ? (size_t) (cend - cpos)
-            : INPUT_CHUNK;
-          r = layer_pread (lower, d->in, got, cpos);
-          if (r < 0)
-            {
-              free_filters (filters);
-              return error_prefix (-r, "xz: %s: block %zu: reading "
-                                   "compressed data", src, n);
-            }
-          cpos += got;
-          d->strm.next_in = d->in;
-          d->strm.avail_in = got;
+          free_filters (filters);
+          return r;
         }
       ret = lzma_code (&d->strm, cpos < cend ? LZMA_RUN : LZMA_FINISH);
       if (ret == LZMA_STREAM_END)
@@ -243,4 +284,64 @@ xz_block_decode (struct layer *lower, const char *src,
     return error_set (EIO, "xz: %s: block %zu: sizes do not match the "
                       "index", src, n);
   return 0;
+}
+
+/* Decode the first segments of block b, up to and including segment
+ * last, handing each to fn as it completes.  Uses its own decoder, freed
+ * before returning, so the caller's thread keeps no dictionary. */
+int
+xz_block_decode_head (struct layer *lower, const char *src,
+                      const struct xz_block *b, size_t n, size_t seg_size,
+                      size_t last, xz_segment_fn fn, void *opaque)
+{
+  lzma_filter filters[LZMA_FILTERS_MAX + 1];
+  lzma_block blk;
+  lzma_stream strm = LZMA_STREAM_INIT;
+  uint64_t cpos, cend = b->coffset + ((b->unpadded + 3) & ~(uint64_t) 3);
+  unsigned char *in = malloc (INPUT_CHUNK), *out = malloc (seg_size);
+  size_t seg = 0;
+  lzma_ret ret;
+  int r;
+
+  if (in == NULL || out == NULL)
+    {
+      free (in);
+      free (out);
+      return error_set (ENOMEM, "xz: %s: out of memory", src);
+    }
+  r = block_begin (lower, src, b, n, &strm, in, &blk, filters, &cpos);
+  if (r < 0)
+    goto out;
+  while (r == 0 && seg <= last)
+    {
+      uint64_t start = (uint64_t) seg * seg_size;
+      size_t len = b->usize - start < seg_size
+                   ? (size_t) (b->usize - start) : seg_size;
+
+      strm.next_out = out;
+      strm.avail_out = len;
+      while (r == 0 && strm.avail_out > 0)
+        {
+          r = block_feed (lower, src, n, &strm, in, &cpos, cend);
+          if (r < 0)
+            break;
+          ret = lzma_code (&strm, cpos < cend ? LZMA_RUN : LZMA_FINISH);
+          if (ret == LZMA_STREAM_END && strm.avail_out == 0)
+            break;
+          if (ret != LZMA_OK)
+            r = ret == LZMA_STREAM_END
+                ? error_set (EIO, "xz: %s: block %zu: sizes do not match "
+                             "the index", src, n)
+                : decode_error (ret, src, b, n);
+        }
+      if (r == 0)
+        r = fn (opaque, seg, out, len);
+      seg++;
+    }
+  free_filters (filters);
+ out:
+  lzma_end (&strm);
+  free (in);
+  free (out);
+  return r;
 }

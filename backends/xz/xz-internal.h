@@ -2,6 +2,8 @@
  *
  *   index.c   reads the index of every stream from the end of the file
  *   block.c   decodes one block (multi-block files, through the block cache)
+ *   partial.c digests of verified blocks, so a random reader can have a
+ *             block decoded only up to what it wants
  *   single.c  decodes the whole file once, sequentially (blocks too big to
  *             hold in memory), into the disk cache
  *   xz.c      the layer: probing, reads, status
@@ -11,6 +13,7 @@
 #ifndef DISKSHELF_XZ_INTERNAL_H
 #define DISKSHELF_XZ_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +67,38 @@ const char *xz_check_name (uint32_t check);
  * verifying its sizes and its check.  Thread-safe; reads lower. */
 int xz_block_decode (struct layer *lower, const char *src,
                      const struct xz_block *b, size_t n, void *buf);
+
+/* Called with each decoded segment (number seg, len bytes) of a partial
+ * decode; returns 0 to go on or a negative errno with a message. */
+typedef int (*xz_segment_fn) (void *opaque, size_t seg,
+                              const unsigned char *data, size_t len);
+
+/* Decode only segments 0..last (seg_size bytes each, the last of the
+ * block maybe shorter) of block b, without its check (the caller
+ * verifies segments against digests of an earlier full decode). */
+int xz_block_decode_head (struct layer *lower, const char *src,
+                          const struct xz_block *b, size_t n,
+                          size_t seg_size, size_t last, xz_segment_fn fn,
+                          void *opaque);
+
+/* Partial re-decoding (partial.c): digests of verified segments. */
+#define XZ_SEGMENT ((size_t) 1 << 20)
+struct xz_digests
+{
+  size_t *first;                 /* per block: its first digest's index */
+  _Atomic unsigned char *known;  /* per block: digests recorded */
+  uint64_t *digest;              /* one per segment of every block */
+  _Atomic uint64_t partial_reads;
+};
+int xz_digests_init (struct xz_digests *dg, const struct xz_index *idx);
+void xz_digests_free (struct xz_digests *dg);
+void xz_digests_record (struct xz_digests *dg, const struct xz_block *b,
+                        size_t n, const unsigned char *buf);
+bool xz_digests_usable (struct xz_digests *dg, const struct xz_block *b,
+                        size_t n);
+int xz_partial_read (struct layer *lower, const char *src,
+                     struct xz_digests *dg, const struct xz_block *b,
+                     size_t n, size_t offset, size_t count, void *buf);
 
 /* Free this thread's cached decoder state (called at thread exit). */
 void xz_block_thread_cleanup (void);

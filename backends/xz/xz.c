@@ -41,6 +41,7 @@ struct xz_layer
   struct block_cache_client *client;    /* multi-block path */
   struct xz_single *single;             /* single-block path */
   unsigned ahead;                       /* blocks of read-ahead */
+  struct xz_digests digests;            /* multi-block path */
   _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
 
@@ -71,9 +72,13 @@ static int
 xz_decode_block (void *opaque, uint64_t index, void *buf, size_t size)
 {
   struct xz_layer *x = opaque;
+  int r = xz_block_decode (x->l.lower, x->src, &x->idx.blocks[index],
+                           (size_t) index, buf);
 
-  return xz_block_decode (x->l.lower, x->src, &x->idx.blocks[index],
-                          (size_t) index, buf);
+  if (r == 0)
+    xz_digests_record (&x->digests, &x->idx.blocks[index], (size_t) index,
+                       buf);
+  return r;
 }
 
 /* Read through the block cache, block by block. */
@@ -108,8 +113,17 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
       size_t in_block = (size_t) (offset - blk->uoffset);
       size_t n = blk->usize - in_block < count
         ? (size_t) (blk->usize - in_block) : count;
-      int r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
-                                p, n);
+      int r;
+
+      /* A random reader of a block verified before and gone from the
+       * cache: decode only as far as the read goes (partial.c). */
+      if (!sequential && xz_digests_usable (&x->digests, blk, b)
+          && !block_cache_has (x->client, b))
+        r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
+                             in_block, n, p);
+      else
+        r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
+                              p, n);
       if (r < 0)
         return r;
       p += n;
@@ -147,6 +161,8 @@ xz_status (struct layer *l, FILE *out)
     {
       block_cache_get_stats (x->cache, &st);
       fprintf (out, "xz-mode: multi-block (random access)\n");
+      fprintf (out, "xz-partial-decodes: %" PRIu64 "\n",
+               atomic_load (&x->digests.partial_reads));
       fprintf (out, "memory-cache: %" PRIu64 " of %" PRIu64 " bytes, %"
                PRIu64 " blocks decoded, %" PRIu64 " hits, %" PRIu64
                " misses, %" PRIu64 " evictions (all entries)\n",
@@ -162,6 +178,7 @@ xz_close (struct layer *l)
   struct xz_layer *x = (struct xz_layer *) l;
 
   block_cache_client_free (x->client);
+  xz_digests_free (&x->digests);
   xz_single_free (x->single);
   xz_index_free (&x->idx);
   layer_close (x->l.lower);
@@ -262,8 +279,10 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
   else
     {
       x->cache = ctx->services->block_cache;
-      r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
-                                  &x->client);
+      r = xz_digests_init (&x->digests, &x->idx);
+      if (r == 0)
+        r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
+                                    &x->client);
       x->ahead = block_cache_workers (x->cache);
     }
   if (r < 0)
@@ -279,6 +298,7 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
   return 0;
 
  err:
+  xz_digests_free (&x->digests);
   xz_single_free (x->single);
   xz_index_free (&x->idx);
   free (x->src);

@@ -13,11 +13,13 @@
 # as the decoding limit.  Both sides get a 128 MiB decoded-block cache
 # (nbdkit's xz filter holds 8 blocks of 16 MiB).
 #
-# Usage: bench/bench_xz.sh            (SIZE=256M RUNTIME=5 for a quick run)
+# Usage: bench/bench_xz.sh            (SIZE=256M RUNTIME=5 for a quick run;
+#        ROWS=seq or ROWS=rand for only those multi-block rows)
 # Env:   DISKSHELF_BIN (default build/diskshelf), BENCH_DIR, SIZE, RUNTIME
 set -euo pipefail
 
 SIZE=${SIZE:-2G}
+ROWS_WANTED=${ROWS:-all}
 RUNTIME=${RUNTIME:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DS=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
@@ -275,6 +277,9 @@ log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz
 limit=$(xz_limit "$IMG/fs.img.xz")
 limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
 
+# ROWS=seq stops after the multi-block cold sequential rows, ROWS=rand
+# runs only the multi-block random rows (default: everything).
+if [ "$ROWS_WANTED" != rand ]; then
 log "multi-block: time to first 4 KiB"
 ttfb mount_chain "$MULTI"; c=$RESULT; ttfb mount_ds "$MULTI" --cache-dir=none; d=$RESULT
 row "multi: time to first 4 KiB (s)" "$c" "$d" 0 s
@@ -284,6 +289,8 @@ seqread mount_ds "$MULTI" --cache-dir=none; d=$RESULT; drss=$LAST_RSS
 row "multi: cold sequential (MB/s)" "$c" "$d" 1 MB/s
 row "multi: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
 row "multi: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
+fi
+if [ "$ROWS_WANTED" != seq ]; then
 log "multi-block: random 4 KiB, 1 reader"
 randread 1 mount_chain "$MULTI"; c=$RESULT; randread 1 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
 row "multi: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
@@ -291,6 +298,8 @@ log "multi-block: random 4 KiB, 4 readers"
 randread 4 mount_chain "$MULTI"; c=$RESULT; randread 4 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
 row "multi: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
 
+fi
+if [ "$ROWS_WANTED" = all ]; then
 log "single block: the chain refuses by default"
 ttfb mount_chain "$ONE"; c=$RESULT
 rm -rf "$CACHE"
@@ -311,6 +320,7 @@ row "1-block: after restart, from disk cache (MB/s)" "-" "$d" 1 MB/s
 row "1-block: GETs of the .xz after restart" "-" "$((gets2 - gets))" 0 n
 randread 4 mount_ds "$ONE" --cache-dir="$CACHE"; d=$RESULT
 row "1-block: 4K random, 4 readers, disk cache (IOPS)" "-" "$d" 1 IOPS
+fi
 
 echo
 echo "xz benchmark: SIZE=$SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -7,7 +7,8 @@
 # (default 2G) filled with real files by mkfs.ext4 -d, compressed with
 # `xz -T2 --block-size=16MiB` (multi-block) and `xz -T1 -1` (one block).
 #
-# Rows: time to the first 4 KiB, cold sequential read (dd bs=1M), 4 KiB
+# Rows: time to the first 4 KiB, cold sequential read (dd bs=1M; best of
+# two runs each, interleaved with two runs of the xz -T2 limit), 4 KiB
 # random reads with 1 and 4 readers (fio psync O_DIRECT, RUNTIME s),
 # peak RSS of the serving processes, and `xz -T2 -dc FILE > /dev/null`
 # as the decoding limit.  Both sides get a 128 MiB decoded-block cache
@@ -259,6 +260,19 @@ except (ValueError, ZeroDivisionError):
     print("-")' "$1" "$2" "$3"
 }
 
+# The larger of two rates ("refused"/"EIO" lose to any number).
+best () {
+  /usr/bin/python3 -c '
+import sys
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return -1.0
+a, b = sys.argv[1], sys.argv[2]
+print(a if num(a) >= num(b) else b)' "$1" "$2"
+}
+
 ROWS=()
 row () {   # name chain diskshelf higher_is_better unit
   ROWS+=("$1|$2|$3|$(ratio "$3" "$2" "$4")|$5")
@@ -274,7 +288,6 @@ ONE=http://127.0.0.1:$PORT/fs.img.1blk.xz
 CACHE=$RUN/diskcache
 log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block"
 
-limit=$(xz_limit "$IMG/fs.img.xz")
 limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
 
 # ROWS=seq stops after the multi-block cold sequential rows, ROWS=rand
@@ -283,9 +296,15 @@ if [ "$ROWS_WANTED" != rand ]; then
 log "multi-block: time to first 4 KiB"
 ttfb mount_chain "$MULTI"; c=$RESULT; ttfb mount_ds "$MULTI" --cache-dir=none; d=$RESULT
 row "multi: time to first 4 KiB (s)" "$c" "$d" 0 s
-log "multi-block: cold sequential"
-seqread mount_chain "$MULTI"; c=$RESULT; crss=$LAST_RSS
-seqread mount_ds "$MULTI" --cache-dir=none; d=$RESULT; drss=$LAST_RSS
+log "multi-block: cold sequential (best of 2, interleaved with the xz limit)"
+c=0; d=0; limit=0; crss=0; drss=0
+for _ in 1 2; do
+  l=$(xz_limit "$IMG/fs.img.xz"); limit=$(best "$limit" "$l")
+  seqread mount_chain "$MULTI"; c=$(best "$c" "$RESULT")
+  crss=$((LAST_RSS > crss ? LAST_RSS : crss))
+  seqread mount_ds "$MULTI" --cache-dir=none; d=$(best "$d" "$RESULT")
+  drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+done
 row "multi: cold sequential (MB/s)" "$c" "$d" 1 MB/s
 row "multi: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
 row "multi: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s

@@ -197,13 +197,14 @@ stream_for (struct ra_layer *ra, uint64_t offset)
   for (s = 0; s < RA_STREAMS; s++)
     {
       struct ra_stream *st = &ra->streams[s];
-      uint64_t reach = st->ahead > st->next ? st->ahead : st->next;
-
       /* Requests of one reader may arrive slightly out of order (the
        * kernel has two in flight): a little behind counts too, and once
-       * read-ahead runs, anywhere in its window. */
+       * read-ahead runs, one slot ahead.  Not more: readers a few MiB
+       * apart must not merge into one stream. */
       if (st->run > 0 && offset + RA_BEHIND >= st->next
-          && (offset <= st->next || (st->run >= RA_TRIGGER && offset < reach)))
+          && (offset <= st->next
+              || (st->run >= RA_TRIGGER
+                  && offset <= st->next + RA_SLOT_BYTES)))
         return st;
       if (st->used < lru->used)
         lru = st;

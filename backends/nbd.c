@@ -144,6 +144,8 @@ nbd_layer_status (struct layer *l, FILE *out)
   fprintf (out, "nbd-timeouts: %llu\n", (unsigned long long) s.timeouts);
   fprintf (out, "nbd-protocol-errors: %llu\n",
            (unsigned long long) s.protocol_errors);
+  if (s.last_loss[0])
+    fprintf (out, "nbd-last-loss: %s\n", s.last_loss);
 }
 
 /* Disconnect and free. */

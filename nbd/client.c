@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -95,6 +96,7 @@ nbd_open (const struct nbd_uri *uri, const struct nbd_settings *s,
   if (s && s->verify_peer >= 0)
     c->verify_peer = s->verify_peer != 0;
   pthread_rwlock_init (&c->rmw_lock, NULL);
+  pthread_mutex_init (&c->loss_lock, NULL);
   if (c->uri == NULL || c->name == NULL)
     {
       r = nbd_set_error (ENOMEM, "nbd: out of memory");
@@ -162,6 +164,7 @@ nbd_close (struct nbd_client *c)
     stop_conn (c->conns[i]);
   nbd_tls_free_credentials (c);
   pthread_rwlock_destroy (&c->rmw_lock);
+  pthread_mutex_destroy (&c->loss_lock);
   nbd_uri_free (c->uri);
   free (c->ca_file);
   free (c->name);
@@ -234,6 +237,9 @@ nbd_get_stats (struct nbd_client *c, struct nbd_stats *out)
   out->reconnects = atomic_load (&c->reconnects);
   out->timeouts = atomic_load (&c->timeouts);
   out->protocol_errors = atomic_load (&c->protocol_errors);
+  pthread_mutex_lock (&c->loss_lock);
+  snprintf (out->last_loss, sizeof out->last_loss, "%s", c->last_loss);
+  pthread_mutex_unlock (&c->loss_lock);
   out->connected = false;
   for (i = 0; i < c->nconns; i++)
     {

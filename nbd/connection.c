@@ -123,7 +123,15 @@ nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
   conn->gen++;
   pthread_mutex_unlock (&conn->wlock);
   if (conn->state != CONN_CLOSING)
-    conn->state = CONN_DOWN;
+    {
+      struct nbd_client *c = conn->client;
+
+      conn->state = CONN_DOWN;
+      pthread_mutex_lock (&c->loss_lock);
+      snprintf (c->last_loss, sizeof c->last_loss, "connection %u: %s",
+                conn->index, why);
+      pthread_mutex_unlock (&c->loss_lock);
+    }
   clock_gettime (CLOCK_MONOTONIC, &conn->down_since);
   for (i = 0; i < NBD_TABLE_SIZE; i++)
     while (conn->table[i])

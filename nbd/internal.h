@@ -150,6 +150,9 @@ struct nbd_client
   struct nbd_conn *conns[NBD_MAX_CONNECTIONS];
   atomic_uint next_conn;
   pthread_rwlock_t rmw_lock;         /* unaligned read-modify-write */
+  pthread_mutex_t loss_lock;
+  char last_loss[256];               /* protected by loss_lock: why a
+                                        connection was last lost */
 
   atomic_uint_fast64_t requests;
   atomic_uint_fast64_t reconnects;

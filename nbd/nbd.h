@@ -137,6 +137,7 @@ struct nbd_stats
   uint64_t timeouts;
   uint64_t protocol_errors;
   bool connected;
+  char last_loss[256];   /* why a connection was last lost, "" if never */
 };
 void nbd_get_stats (struct nbd_client *c, struct nbd_stats *out);
 

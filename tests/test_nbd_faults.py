@@ -8,6 +8,7 @@ import errno
 import mmap
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import threading
@@ -101,7 +102,11 @@ def test_server_killed_and_restarted_during_dd(mount, catalog, tmp_path, tls):
                 dd.kill()
                 dd.wait()
         assert sha256(out) == sha256(image)
-        status = m.status() if hasattr(m, "status") else ""
+        # The loss and the reconnect are on record, with the reason.
+        status = m.status()
+        reconnects = re.search(r"^nbd-reconnects: (\d+)$", status, re.M)
+        assert reconnects and int(reconnects.group(1)) >= 1, status
+        assert re.search(r"^nbd-last-loss: connection \d+: ", status, re.M), status
         assert m.unmount() == 0
     finally:
         srv.stop()

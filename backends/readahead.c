@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 
 #define RA_SLOT_BYTES (1024u * 1024)
@@ -42,7 +43,7 @@
 #define RA_STREAMS 4
 /* Read-ahead runs only for a reader that had no other sequential reader
  * beside it for this long. */
-#define RA_ALONE_NS (200u * 1000 * 1000)
+#define RA_ALONE_SECONDS 0.2
 /* A stream unread for this long gives its slots' memory back. */
 #define RA_IDLE_SECONDS 5
 /* Reads in a row that continue each other before read-ahead starts. */
@@ -80,7 +81,7 @@ struct ra_stream
   uint64_t ahead;
   unsigned run;        /* consecutive reads that continued the stream */
   uint64_t used;       /* tick of the last read, for replacement */
-  uint64_t last_ns;    /* CLOCK_MONOTONIC time of the last read */
+  double last_read;    /* clock_seconds () of the last read */
   struct ra_slot slots[RA_STREAM_SLOTS];
   struct ra_layer *owner;
   pthread_cond_t work; /* a slot was queued, or closing */
@@ -335,16 +336,6 @@ serve_from_slots (struct ra_layer *ra, struct ra_stream *st, char *buf,
   return served;
 }
 
-/* The monotonic clock in nanoseconds. */
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
 /* Is another sequential reader at work right now (lock held)?  Then the
  * readers bring their own parallelism and the machine is busy with it:
  * read-ahead would only add a copy per byte (measured: four sequential
@@ -358,7 +349,7 @@ other_reader (struct ra_layer *ra, const struct ra_stream *st)
     {
       const struct ra_stream *o = &ra->streams[s];
       if (o != st && o->run >= RA_TRIGGER
-          && st->last_ns - o->last_ns < RA_ALONE_NS)
+          && st->last_read - o->last_read < RA_ALONE_SECONDS)
         return true;
     }
   return false;
@@ -376,7 +367,7 @@ ra_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   pthread_mutex_lock (&ra->lock);
   st = stream_for (ra, offset);
   st->used = ++ra->tick;
-  st->last_ns = now_ns ();
+  st->last_read = clock_seconds ();
   st->run++;
   served = serve_from_slots (ra, st, buf, count, offset);
   if (served > 0)

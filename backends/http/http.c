@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "entry.h"
+#include "clock.h"
 #include "error.h"
 #include "stack.h"
 
@@ -80,22 +81,12 @@ probe_write_cb (char *ptr, size_t size, size_t nmemb, void *arg)
   return p->body > 1 ? 0 : size * nmemb;
 }
 
-/* Seconds on the monotonic clock. */
-static double
-mono_s (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Perform one probe request (HEAD or GET 0-0), retrying transient
  * failures within the budget.  Returns 0 with *code, or -errno. */
 static int
 probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
 {
-  double start = mono_s ();
+  double start = clock_seconds ();
   long delay = 100;
   char errbuf[CURL_ERROR_SIZE];
 
@@ -147,7 +138,7 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
         return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,
                           h->rc.display, errbuf[0] ? errbuf
                           : curl_easy_strerror (res));
-      if (mono_s () - start + delay / 1000.0
+      if (clock_seconds () - start + delay / 1000.0
           > (h->rc.retry_time < OPEN_RETRY_MAX ? h->rc.retry_time
              : OPEN_RETRY_MAX))
         return error_set (EIO, "http: %s: %s: %s", h->rc.entry_name,

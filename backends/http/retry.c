@@ -7,20 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
-
-/* Seconds on the monotonic clock. */
-static double
-now_s (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Sleep ms milliseconds in short steps, stopping early when closing. */
 static void
@@ -65,7 +56,7 @@ int
 http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
             size_t len)
 {
-  double start = now_s ();
+  double start = clock_seconds ();
   long delay = BACKOFF_FIRST_MS;
   unsigned attempt = 0;
   char why[512];
@@ -104,10 +95,10 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
           break;
         }
       note_error (h, why);
-      if (now_s () - start + delay / 1000.0 > h->rc.retry_time)
+      if (clock_seconds () - start + delay / 1000.0 > h->rc.retry_time)
         {
           log_error ("http: %s: %s: giving up after %.0f s of retries: %s",
-                     h->rc.entry_name, h->rc.display, now_s () - start, why);
+                     h->rc.entry_name, h->rc.display, clock_seconds () - start, why);
           return error_set (EIO, "http: %s: %s: %s (gave up after %.0f s)",
                             h->rc.entry_name, h->rc.display, why,
                             h->rc.retry_time);

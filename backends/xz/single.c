@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "diskcache.h"
+#include "clock.h"
 #include "error.h"
 
 #define CHUNK ((uint64_t) DISK_CACHE_CHUNK)
@@ -78,16 +79,6 @@ struct xz_single
   double started;               /* protected by lock: time the run began */
   double finished;              /* protected by lock: seconds the run took */
 };
-
-/* Monotonic time in seconds. */
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* The first chunk still in the window; lock held. */
 static uint64_t
@@ -250,7 +241,7 @@ decode_run (struct xz_single *s, unsigned char *in)
         {
           double t;
           pthread_mutex_lock (&s->lock);
-          t = now () - s->started;
+          t = clock_seconds () - s->started;
           pthread_mutex_unlock (&s->lock);
           log_info ("xz: %s: decoded %u%% (%" PRIu64 " of %" PRIu64
                     " MiB) at %.0f MB/s", s->src, next_tenth * 10,
@@ -266,7 +257,7 @@ decode_run (struct xz_single *s, unsigned char *in)
   if (produced == s->size && s->state == SINGLE_DECODING)
     {
       s->state = SINGLE_DONE;
-      s->finished = now () - s->started;
+      s->finished = clock_seconds () - s->started;
       if (have_disk_cache (s)
           && disk_cache_object_present (s->obj) >= s->size)
         {
@@ -310,7 +301,7 @@ decoder_main (void *arg)
           s->restart = false;
           s->frontier = 0;
           s->state = SINGLE_DECODING;
-          s->started = now ();
+          s->started = clock_seconds ();
           pthread_mutex_unlock (&s->lock);
           decode_run (s, in);
           pthread_mutex_lock (&s->lock);
@@ -445,7 +436,7 @@ xz_single_read (struct xz_single *s, void *buf, size_t count,
       pthread_cond_signal (&s->want);
     }
   last_frontier = s->frontier;
-  last_progress = now ();
+  last_progress = clock_seconds ();
   for (;;)
     {
       uint64_t first = window_first_chunk (s) * CHUNK;
@@ -506,17 +497,17 @@ xz_single_read (struct xz_single *s, void *buf, size_t count,
       if (s->frontier != last_frontier)
         {
           last_frontier = s->frontier;
-          last_progress = now ();
+          last_progress = clock_seconds ();
         }
       t = last_progress + s->timeout;
-      if (now () >= t)
+      if (clock_seconds () >= t)
         {
           r = error_set (EIO, "xz: %s: no decoding progress for %.0f s "
                          "while waiting for image offset %" PRIu64, s->src,
                          s->timeout, offset);
           goto out;
         }
-      wake = now () + 1.0;
+      wake = clock_seconds () + 1.0;
       if (wake > t)
         wake = t;
       ts.tv_sec = (time_t) wake;

@@ -1,0 +1,12 @@
+/* diskshelf: the monotonic clock, for timeouts, back-off and rates.
+ *
+ * Thread model: safe from any thread.
+ */
+#ifndef DISKSHELF_CLOCK_H
+#define DISKSHELF_CLOCK_H
+
+/* Seconds on CLOCK_MONOTONIC (an arbitrary origin; only differences
+ * mean anything). */
+double clock_seconds (void);
+
+#endif

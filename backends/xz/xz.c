@@ -26,6 +26,7 @@
 #include "error.h"
 #include "options.h"
 #include "stack.h"
+#include "text.h"
 
 #define DEFAULT_MAX_BLOCK (512ull * 1024 * 1024)
 #define SEQUENTIAL_SLACK (4ull * 1024 * 1024)
@@ -46,24 +47,17 @@ struct xz_layer
 };
 
 /* A copy of the source for messages and cache keys, with any
- * "user:password@" of a URL replaced by "***@".  Returns NULL when out
- * of memory. */
+ * "user:password@" of a URL replaced by "***@" (text_redact_url).
+ * Returns NULL when out of memory. */
 static char *
 redacted_source (const char *src)
 {
-  const char *scheme = strstr (src, "://");
-  const char *host, *at, *slash;
-  char *out;
+  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
+  size_t size = strlen (src) + sizeof "***";
+  char *out = malloc (size);
 
-  if (scheme == NULL)
-    return strdup (src);
-  host = scheme + 3;
-  slash = strchr (host, '/');
-  at = strchr (host, '@');
-  if (at == NULL || (slash && at > slash))
-    return strdup (src);
-  if (asprintf (&out, "%.*s***%s", (int) (host - src), src, at) < 0)
-    return NULL;
+  if (out)
+    text_redact_url (src, out, size);
   return out;
 }
 

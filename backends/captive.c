@@ -28,6 +28,7 @@
 #include "error.h"
 #include "nbd_layer.h"
 #include "stack.h"
+#include "thread.h"
 
 extern char **environ;
 
@@ -386,7 +387,7 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
       r = error_set (ENOMEM, "%s: cannot prepare the server", cp->display);
       goto fail;
     }
-  r = pthread_create (&cp->monitor, NULL, monitor_thread, cp);
+  r = thread_create (&cp->monitor, NULL, monitor_thread, cp);
   if (r != 0)
     {
       r = error_set (r, "%s: cannot start the monitor thread", cp->display);

@@ -34,6 +34,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "thread.h"
 
 #define RA_SLOT_BYTES (1024u * 1024)
 /* The window is 8 slots; the other 8 let slots behind the reader wait
@@ -276,7 +277,7 @@ schedule (struct ra_layer *ra, struct ra_stream *st)
   /* Without a fetcher the reader fetches each slot itself when it gets
    * there: slower, still correct. */
   if (!st->has_fetcher)
-    st->has_fetcher = pthread_create (&st->fetcher, NULL, ra_fetcher,
+    st->has_fetcher = thread_create (&st->fetcher, NULL, ra_fetcher,
                                       st) == 0;
   pthread_cond_signal (&st->work);
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "thread.h"
 
 #define BUCKETS 4096
 #define MAX_SPARES 4
@@ -330,7 +331,7 @@ start_workers (struct block_cache *c)
     return error_set (ENOMEM, "block cache: out of memory");
   while (c->started < c->nworkers)
     {
-      int r = pthread_create (&c->threads[c->started], NULL, worker_main, c);
+      int r = thread_create (&c->threads[c->started], NULL, worker_main, c);
       if (r != 0)
         {
           if (c->started == 0)

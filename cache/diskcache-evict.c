@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "thread.h"
 
 /* Pending bytes that wake the flusher before its one-second tick. */
 #define FLUSH_BATCH (32 * 1024 * 1024)
@@ -377,7 +378,7 @@ dc_flusher_kick (struct disk_cache *cache, uint64_t bytes)
   pthread_mutex_lock (&cache->flush_lock);
   if (!cache->flusher_running && !cache->stopping)
     {
-      if (pthread_create (&cache->flusher, NULL, flusher_main, cache) == 0)
+      if (thread_create (&cache->flusher, NULL, flusher_main, cache) == 0)
         cache->flusher_running = true;
     }
   cache->pending_bytes += bytes;

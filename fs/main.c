@@ -25,6 +25,7 @@
 #include "diskcache.h"
 #include "error.h"
 #include "options.h"
+#include "thread.h"
 
 /* `diskshelf check CATALOG`: print every problem, exit 1 if any. */
 static int
@@ -265,16 +266,24 @@ serve (struct daemon *d, int parent_fd)
   struct fuse_loop_config *loop_config;
   struct fuse *fuse;
   struct catalog *c;
-  sigset_t hup;
+  sigset_t blocked, termination;
   pthread_t tuner;
   bool tuner_started = false;
   int status = 1, r;
 
-  /* SIGHUP means "reload": block it in every thread; the watcher
-   * thread takes it from a signalfd. */
-  sigemptyset (&hup);
-  sigaddset (&hup, SIGHUP);
-  pthread_sigmask (SIG_BLOCK, &hup, NULL);
+  /* Block the daemon's signals before any thread exists, so that every
+   * thread inherits the block: SIGHUP ("reload") stays blocked everywhere
+   * and the watcher takes it from a signalfd; the termination signals are
+   * unblocked in this thread alone, just before the FUSE loop.  libfuse's
+   * handler only sets a flag that this thread's wait notices; a helper
+   * thread taking SIGTERM would lose it.  (thread_create keeps later
+   * threads blocking them too.) */
+  thread_async_signals (&blocked);
+  pthread_sigmask (SIG_BLOCK, &blocked, NULL);
+  sigemptyset (&termination);
+  sigaddset (&termination, SIGINT);
+  sigaddset (&termination, SIGTERM);
+  sigaddset (&termination, SIGQUIT);
 
   daemon_prepare_watch (d);
   if (catalog_read (d->options.catalog, &c) < 0)
@@ -315,7 +324,7 @@ serve (struct daemon *d, int parent_fd)
       goto out_unmount;
     }
   if (d->options.readahead > 0
-      && pthread_create (&tuner, NULL, tune_mount, d) == 0)
+      && thread_create (&tuner, NULL, tune_mount, d) == 0)
     tuner_started = true;
   if (daemon_watch_catalog (d) < 0)
     log_warning ("catalog changes will need SIGHUP: %s", error_message ());
@@ -335,6 +344,7 @@ serve (struct daemon *d, int parent_fd)
           close (null);
         }
     }
+  pthread_sigmask (SIG_UNBLOCK, &termination, NULL);
   if (d->options.single_thread)
     r = fuse_loop (fuse);
   else
@@ -350,13 +360,17 @@ serve (struct daemon *d, int parent_fd)
   status = r < 0 ? 1 : 0;
   if (r < 0)
     log_error ("FUSE loop failed: %s", strerror (-r));
+  pthread_sigmask (SIG_BLOCK, &termination, NULL);
   daemon_stop_watching ();
-  if (tuner_started)
-    pthread_join (tuner, NULL);
   fs_release_all ();
   fuse_remove_signal_handlers (fuse_get_session (fuse));
  out_unmount:
   fuse_unmount (fuse);
+  /* Only now: the tuner may still wait in stat() for an answer that the
+   * ended loop will never give; unmounting aborts that request.  Joining
+   * it before the unmount hung the daemon after an early SIGINT. */
+  if (tuner_started)
+    pthread_join (tuner, NULL);
  out_destroy:
   fuse_destroy (fuse);
  out_args:

@@ -21,6 +21,7 @@
 #include "catalog.h"
 #include "daemon.h"
 #include "error.h"
+#include "thread.h"
 
 #define QUIET_MS 200
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE \
@@ -182,7 +183,7 @@ daemon_watch_catalog (struct daemon *d)
 {
   if (pipe2 (stop_pipe, O_CLOEXEC) < 0)
     return error_set (errno, "pipe: %s", strerror (errno));
-  if (pthread_create (&watcher, NULL, watch_loop, d) != 0)
+  if (thread_create (&watcher, NULL, watch_loop, d) != 0)
     return error_set (EAGAIN, "cannot start the catalog watcher");
   watching = true;
   return 0;

@@ -9,6 +9,7 @@
 #include "entry.h"
 #include "error.h"
 #include "text.h"
+#include "thread.h"
 
 #define OPEN_THREADS_MAX 16
 
@@ -233,7 +234,7 @@ open_entries (const struct stack_context *base, struct fs_entry **entries,
   size_t started = 0;
 
   for (size_t i = 0; i < nthreads; i++)
-    if (pthread_create (&threads[started], NULL, open_worker, &job) == 0)
+    if (thread_create (&threads[started], NULL, open_worker, &job) == 0)
       started++;
   if (started == 0)
     open_worker (&job);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "thread.h"
 
 #define WORKER_IDLE_S 60
 
@@ -159,7 +160,7 @@ wake_worker (struct http_layer *h)
 
       pthread_attr_init (&attr);
       pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-      if (pthread_create (&t, &attr, worker_main, h) == 0)
+      if (thread_create (&t, &attr, worker_main, h) == 0)
         h->workers++;
       pthread_attr_destroy (&attr);
     }
@@ -405,7 +406,7 @@ queue_store (struct http_layer *h, struct chunk *c)
 
       pthread_attr_init (&attr);
       pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-      e = pthread_create (&t, &attr, storer_main, h);
+      e = thread_create (&t, &attr, storer_main, h);
       pthread_attr_destroy (&attr);
       if (e != 0)
         return false;

@@ -41,6 +41,7 @@
 #include "diskcache.h"
 #include "clock.h"
 #include "error.h"
+#include "thread.h"
 
 #define CHUNK ((uint64_t) DISK_CACHE_CHUNK)
 #define INPUT_SIZE (1024 * 1024)
@@ -403,7 +404,7 @@ ensure_thread (struct xz_single *s)
 
   if (s->thread_started)
     return 0;
-  r = pthread_create (&s->thread, NULL, decoder_main, s);
+  r = thread_create (&s->thread, NULL, decoder_main, s);
   if (r != 0)
     return error_set (r, "xz: %s: cannot start the decoder thread: %s",
                       s->src, strerror (r));

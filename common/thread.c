@@ -1,0 +1,28 @@
+/* diskshelf: helper threads that never take the daemon's signals. */
+#include "thread.h"
+
+void
+thread_async_signals (sigset_t *set)
+{
+  static const int signals[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1,
+                                 SIGUSR2, SIGALRM, SIGCHLD, SIGPIPE };
+
+  sigemptyset (set);
+  for (unsigned i = 0; i < sizeof signals / sizeof signals[0]; i++)
+    sigaddset (set, signals[i]);
+}
+
+int
+thread_create (pthread_t *thread, const pthread_attr_t *attr,
+               void *(*start) (void *), void *arg)
+{
+  sigset_t block, old;
+  int r;
+
+  /* The new thread inherits the creator's mask: block, create, restore. */
+  thread_async_signals (&block);
+  pthread_sigmask (SIG_BLOCK, &block, &old);
+  r = pthread_create (thread, attr, start, arg);
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  return r;
+}

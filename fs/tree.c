@@ -377,6 +377,25 @@ fs_tree_unref (struct fs_tree *tree)
   free (tree);
 }
 
+/* Visit the entries at and below a node. */
+static void
+node_for_each (struct fs_node *n, void (*fn) (struct fs_entry *, void *),
+               void *arg)
+{
+  if (n->entry)
+    fn (n->entry, arg);
+  for (size_t i = 0; i < n->nchildren; i++)
+    node_for_each (n->children[i], fn, arg);
+}
+
+/* Call fn on every entry of the tree. */
+void
+fs_tree_for_each_entry (struct fs_tree *tree,
+                        void (*fn) (struct fs_entry *e, void *arg), void *arg)
+{
+  node_for_each (tree->root, fn, arg);
+}
+
 /* Status of one entry and the nodes below. */
 static void
 node_status (struct fs_node *n, FILE *out)

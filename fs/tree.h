@@ -74,6 +74,11 @@ void fs_entry_unref (struct fs_entry *e);
 /* Remember the last error of an entry (for status) and log it. */
 void fs_entry_record_error (struct fs_entry *e, const char *what);
 
+/* Call fn on every entry of the tree, in path order. */
+void fs_tree_for_each_entry (struct fs_tree *tree,
+                             void (*fn) (struct fs_entry *e, void *arg),
+                             void *arg);
+
 /* Write the status of every entry in the tree. */
 void fs_tree_status (struct fs_tree *tree, FILE *out);
 

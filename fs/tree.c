@@ -241,10 +241,12 @@ open_entries (const struct stack_context *base, struct fs_entry **entries,
     pthread_join (threads[i], NULL);
 }
 
-/* Find the entry of the same name and config text in a previous tree. */
+/* Find the entry of the same name, config text and .conf mtime in a
+ * previous tree.  A new mtime alone (`touch NAME.conf`) is a new version:
+ * the way to make the daemon reopen a source that changed remotely. */
 static struct fs_entry *
 find_reusable (struct fs_tree *previous, const struct entry_config *config,
-               const char *text)
+               const char *text, struct timespec mtime)
 {
   struct fs_node *n;
   char path[4096];
@@ -254,7 +256,9 @@ find_reusable (struct fs_tree *previous, const struct entry_config *config,
   snprintf (path, sizeof path, "/%s", config->name);
   n = fs_tree_lookup (previous, path);
   if (n == NULL || n->entry == NULL || n->entry->conf_text == NULL
-      || strcmp (n->entry->conf_text, text) != 0)
+      || strcmp (n->entry->conf_text, text) != 0
+      || n->entry->mtime.tv_sec != mtime.tv_sec
+      || n->entry->mtime.tv_nsec != mtime.tv_nsec)
     return NULL;
   return n->entry;
 }
@@ -284,7 +288,7 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
       struct entry_config *config = catalog->entries[i];
       struct timespec mtime = { 0, 0 };
       char *text = read_text (config->conf_path, &mtime);
-      struct fs_entry *old = find_reusable (previous, config, text);
+      struct fs_entry *old = find_reusable (previous, config, text, mtime);
 
       if (old)
         {

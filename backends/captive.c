@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "captive.h"
 #include "entry.h"
 #include "error.h"
 #include "nbd_layer.h"
@@ -412,6 +413,18 @@ command_exists (const char *argv0)
   return false;
 }
 
+/* Refuse an empty command or one that is not installed. */
+int
+captive_command_check (char *const *argv)
+{
+  if (argv == NULL || argv[0] == NULL)
+    return error_set (EINVAL, "command: empty command");
+  if (!command_exists (argv[0]))
+    return error_set (ENOENT, "command: %s: not found (give its full path "
+                      "or install it)", argv[0]);
+  return 0;
+}
+
 /* The constructor for `command = ARGV` entries. */
 int
 layer_captive_open (const struct stack_context *ctx, struct layer **out)
@@ -422,11 +435,9 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
   size_t len = 0, i;
   int r;
 
-  if (argv == NULL || argv[0] == NULL)
-    return error_set (EINVAL, "command: empty command");
-  if (!command_exists (argv[0]))
-    return error_set (ENOENT, "command: %s: not found (give its full path "
-                      "or install it)", argv[0]);
+  r = captive_command_check (argv);
+  if (r < 0)
+    return r;
   cp = calloc (1, sizeof *cp);
   if (cp == NULL)
     return error_set (ENOMEM, "command: out of memory");

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "entry.h"
+#include "entry_checks.h"
 #include "error.h"
 #include "text.h"
 
@@ -56,6 +57,7 @@ fs_entry_unref (struct fs_entry *e)
   layer_close (e->stack);
   entry_free (e->config);
   free (e->conf_text);
+  free (e->open_error);
   pthread_mutex_destroy (&e->lock);
   free (e);
 }
@@ -205,10 +207,12 @@ open_worker (void *arg)
       ctx = *job->base;
       ctx.entry = e->config;
       error_clear ();
-      if (stack_open (&ctx, &e->stack) < 0)
+      if (entry_static_check (e->config) < 0
+          || stack_open (&ctx, &e->stack) < 0)
         {
           log_error ("%s: left out of the mount: %s", e->config->name,
                      error_message ());
+          e->open_error = strdup (error_message ());
           e->stack = NULL;
         }
       else
@@ -263,6 +267,33 @@ find_reusable (struct fs_tree *previous, const struct entry_config *config,
   return n->entry;
 }
 
+/* Append a row to the tree's list of broken entries. */
+static void
+add_broken (struct fs_tree *tree, const char *rows)
+{
+  size_t old = tree->broken ? strlen (tree->broken) : 0;
+  size_t add = strlen (rows);
+  char *grown = realloc (tree->broken, old + add + 1);
+
+  if (grown == NULL)
+    return;
+  memcpy (grown + old, rows, add + 1);
+  tree->broken = grown;
+}
+
+/* Note an entry that opened but could not be placed, or did not open. */
+static void
+add_broken_entry (struct fs_tree *tree, struct fs_entry *e,
+                  const char *message)
+{
+  char *row = entry_problem_row (e->config, e->conf_text, message);
+
+  if (row)
+    add_broken (tree, row);
+  free (row);
+  tree->broken_count++;
+}
+
 /* Build a tree for a catalog. */
 int
 fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
@@ -283,6 +314,8 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
     }
   tree->refs = 1;
   tree->broken_count = catalog->error_count;
+  if (catalog->errors)
+    add_broken (tree, catalog->errors);
   for (size_t i = 0; i < catalog->count; i++)
     {
       struct entry_config *config = catalog->entries[i];
@@ -322,7 +355,8 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
         continue;
       if (e->stack == NULL)
         {
-          tree->broken_count++;
+          add_broken_entry (tree, e, e->open_error ? e->open_error
+                            : "cannot open");
           fs_entry_unref (e);
           continue;
         }
@@ -330,7 +364,7 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
         {
           log_error ("%s: left out of the mount: %s", e->config->name,
                      error_message ());
-          tree->broken_count++;
+          add_broken_entry (tree, e, error_message ());
           fs_entry_unref (e);
           continue;
         }
@@ -378,6 +412,7 @@ fs_tree_unref (struct fs_tree *tree)
       || __atomic_sub_fetch (&tree->refs, 1, __ATOMIC_ACQ_REL) != 0)
     return;
   free_node (tree->root);
+  free (tree->broken);
   free (tree);
 }
 
@@ -434,7 +469,15 @@ node_status (struct fs_node *n, FILE *out)
 void
 fs_tree_status (struct fs_tree *tree, FILE *out)
 {
-  fprintf (out, "entries: %zu\nbroken: %zu\n\n", tree->entry_count,
+  fprintf (out, "entries: %zu\nbroken: %zu\n", tree->entry_count,
            tree->broken_count);
+  /* Every broken entry, whole: FILE:LINE: reason. */
+  for (const char *row = tree->broken; row && *row;)
+    {
+      size_t len = strcspn (row, "\n");
+      fprintf (out, "broken-entry: %.*s\n", (int) len, row);
+      row += len + (row[len] == '\n');
+    }
+  fprintf (out, "\n");
   node_status (tree->root, out);
 }

@@ -25,6 +25,8 @@
 #include "layer.h"
 #include "stack.h"
 
+struct catalog;
+
 /* One served file: a parsed entry and its open stack. */
 struct fs_entry
 {
@@ -34,6 +36,7 @@ struct fs_entry
   struct layer *stack;            /* owned; never NULL */
   struct timespec mtime;          /* of the .conf file */
   pthread_mutex_t lock;
+  char *open_error;               /* why the stack did not open; owned */
   char last_error[512];           /* protected by lock */
   unsigned long long errors;      /* protected by lock */
 };
@@ -52,6 +55,7 @@ struct fs_tree
   struct fs_node *root;
   size_t entry_count;
   size_t broken_count;            /* entries left out at the last build */
+  char *broken;                   /* their "FILE:LINE: reason\n" rows */
   uint64_t total_size;
 };
 

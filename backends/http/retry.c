@@ -59,6 +59,7 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
   double start = clock_seconds ();
   long delay = BACKOFF_FIRST_MS;
   unsigned attempt = 0;
+  double elapsed;
   char why[512];
 
   for (;;)
@@ -95,14 +96,20 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
           break;
         }
       note_error (h, why);
-      if (clock_seconds () - start + delay / 1000.0 > h->rc.retry_time)
+      /* Retry for the whole retry-time, no less: the last sleep is cut
+       * to what is left of it, then one more attempt decides. */
+      elapsed = clock_seconds () - start;
+      if (elapsed >= h->rc.retry_time)
         {
-          log_error ("http: %s: %s: giving up after %.0f s of retries: %s",
-                     h->rc.entry_name, h->rc.display, clock_seconds () - start, why);
-          return error_set (EIO, "http: %s: %s: %s (gave up after %.0f s)",
-                            h->rc.entry_name, h->rc.display, why,
-                            h->rc.retry_time);
+          log_error ("http: %s: %s: giving up after %.1f s of retries "
+                     "(retry-time = %g s): %s", h->rc.entry_name,
+                     h->rc.display, elapsed, h->rc.retry_time, why);
+          return error_set (EIO, "http: %s: %s: %s (gave up after %.1f s of "
+                            "retries, retry-time = %g s)", h->rc.entry_name,
+                            h->rc.display, why, elapsed, h->rc.retry_time);
         }
+      if (delay / 1000.0 > h->rc.retry_time - elapsed)
+        delay = (long) ((h->rc.retry_time - elapsed) * 1000.0) + 1;
       if (attempt == 0 && !atomic_exchange (&h->retrying, true))
         log_warning ("http: %s: %s: %s; retrying for up to %.0f s",
                      h->rc.entry_name, h->rc.display, why, h->rc.retry_time);

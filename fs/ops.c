@@ -272,6 +272,13 @@ status_text (struct daemon *d, size_t *len)
   t = current_tree (d);
   fprintf (mem, "catalog: %s\nmountpoint: %s\npid: %d\n",
            d->options.catalog, d->options.mountpoint, (int) getpid ());
+  /* The settings in force, so an fstab line can be checked. */
+  fprintf (mem, "cache-dir: %s\ncache-size: %llu\nmemory-cache-size: %llu\n"
+           "read-only: %s\n",
+           d->options.cache_dir ? d->options.cache_dir : "none",
+           (unsigned long long) d->options.cache_size,
+           (unsigned long long) d->options.memory_cache_size,
+           d->options.readonly ? "yes" : "no");
   fs_tree_status (t, mem);
   fs_tree_unref (t);
   fclose (mem);

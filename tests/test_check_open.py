@@ -6,6 +6,7 @@ import re
 import subprocess
 import tarfile
 
+from conftest import assert_clean_output
 from http_helpers import http_server  # noqa: F401
 from peers import free_port, make_random_file, scaled, write_entry
 
@@ -37,8 +38,10 @@ def broken_catalog(catalog, tmp_path, http_server):
 
 
 def check(diskshelf, *args):
-    return subprocess.run([diskshelf, "check", *map(str, args)], capture_output=True,
-                          text=True, timeout=scaled(120))
+    r = subprocess.run([diskshelf, "check", *map(str, args)], capture_output=True,
+                       text=True, timeout=scaled(120))
+    assert_clean_output(r.stderr, "diskshelf check")
+    return r
 
 
 def rows(text):

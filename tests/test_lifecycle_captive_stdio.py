@@ -5,7 +5,7 @@ one line per line, prefixed with the entry's name (issue 15, item 4)."""
 import os
 import subprocess
 
-from conftest import is_mounted
+from conftest import assert_clean_output, is_mounted
 from peers import make_random_file, scaled, wait_for, write_entry
 
 
@@ -22,7 +22,7 @@ def chatty_server(tmp_path, image):
     return script
 
 
-def test_background_start_through_a_pipe_returns(diskshelf, catalog, tmp_path):
+def test_background_start_through_a_pipe_returns(diskshelf, catalog, tmp_path, background):
     image = make_random_file(tmp_path / "disk.img", 1 << 20)
     write_entry(catalog, "vm.img", f"command = {chatty_server(tmp_path, image)}\n")
     mnt = tmp_path / "mnt"
@@ -31,8 +31,10 @@ def test_background_start_through_a_pipe_returns(diskshelf, catalog, tmp_path):
     try:
         # `| cat` ends only when every holder of the pipe closed it.
         r = subprocess.run(f"'{diskshelf}' --cache-dir=none '{catalog}' '{mnt}' 2>&1 | cat",
-                           shell=True, capture_output=True, text=True, timeout=scaled(60))
+                           shell=True, capture_output=True, text=True, timeout=scaled(60),
+                           env=background.env)
         assert r.returncode == 0
+        assert_clean_output(r.stdout)
         # The server's words reach the caller only as the daemon's own
         # start-up log lines, never raw from the server.
         assert "vm.img: hello on stderr" in r.stdout

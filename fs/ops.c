@@ -17,6 +17,7 @@
 
 #include "daemon.h"
 #include "error.h"
+#include "mount_watch.h"
 #include "retire.h"
 
 /* What an open file handle points at. */
@@ -552,6 +553,11 @@ ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
   if (conn->capable & FUSE_CAP_ASYNC_READ)
     conn->want |= FUSE_CAP_ASYNC_READ;
   retire_set_serving (true);
+  {
+    struct daemon *d = fuse_get_context ()->private_data;
+    if (mount_watch_start (d->options.mountpoint) < 0)
+      log_warning ("%s", error_message ());
+  }
   return fuse_get_context ()->private_data;
 }
 
@@ -560,6 +566,7 @@ static void
 ds_destroy (void *private_data)
 {
   retire_set_serving (false);
+  mount_watch_stop ();
 }
 
 static const struct fuse_operations operations = {

@@ -17,7 +17,7 @@
 static void
 backoff_sleep (struct http_layer *h, long ms)
 {
-  while (ms > 0 && !atomic_load (&h->stopping))
+  while (ms > 0 && !atomic_load (&h->stopping) && !layer_waits_aborted ())
     {
       long step = ms < 50 ? ms : 50;
       struct timespec ts = { 0, step * 1000000L };
@@ -71,6 +71,10 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
                           h->rc.entry_name, h->rc.display);
       if (atomic_load (&h->stopping))
         return error_set (EIO, "http: %s: closing", h->rc.entry_name);
+      if (attempt > 0 && layer_waits_aborted ())
+        return error_set (EIO, "http: %s: %s: given up: the daemon is "
+                          "shutting down (%s)", h->rc.entry_name,
+                          h->rc.display, why);
       why[0] = '\0';
       v = http_fetch_once (&h->rc, c, buf, offset, len, why, sizeof why);
       atomic_fetch_add (&h->requests, 1);

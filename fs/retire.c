@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -16,6 +17,7 @@
 #define HIDDEN_PREFIX "/.fuse_hidden"
 #define FUSE_SUPER_MAGIC 0x65735546
 #define FUSE_ROOT_INODE 1
+#define RETIRE_WAIT_S 10
 
 /* A name being retired, or a hidden name of an old version. */
 struct retired
@@ -29,6 +31,8 @@ struct retired
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct retired *list;     /* protected by lock */
 static bool serving;             /* protected by lock */
+static pthread_cond_t worker_cond = PTHREAD_COND_INITIALIZER;
+static bool worker_done;         /* protected by lock */
 
 /* Record that the session is (or is no longer) answering requests. */
 void
@@ -145,11 +149,12 @@ open_own_root (struct daemon *d)
   return fd;
 }
 
-/* Unlink every prepared name through the mount, then let it resolve in
- * the current tree. */
-void
-retire_run (struct daemon *d)
+/* Thread body: unlink every prepared name through the mount, then let
+ * it resolve in the current tree. */
+static void *
+retire_worker (void *arg)
 {
+  struct daemon *d = arg;
   int root = open_own_root (d);
 
   for (;;)
@@ -176,6 +181,50 @@ retire_run (struct daemon *d)
     }
   if (root >= 0)
     close (root);
+  pthread_mutex_lock (&lock);
+  worker_done = true;
+  pthread_cond_broadcast (&worker_cond);
+  pthread_mutex_unlock (&lock);
+  return NULL;
+}
+
+/* Run the unlinks on a helper thread and wait for it a bounded time:
+ * they are requests to our own mount, and a session that stopped
+ * answering (a signal ended the loop) must not hang the reloader, which
+ * the exit path joins.  A helper left behind finishes when the unmount
+ * aborts its request. */
+void
+retire_run (struct daemon *d)
+{
+  struct timespec until;
+  pthread_t t;
+  bool done;
+
+  pthread_mutex_lock (&lock);
+  worker_done = false;
+  pthread_mutex_unlock (&lock);
+  if (pthread_create (&t, NULL, retire_worker, d) != 0)
+    {
+      retire_worker (d);
+      return;
+    }
+  clock_gettime (CLOCK_REALTIME, &until);
+  until.tv_sec += RETIRE_WAIT_S;
+  pthread_mutex_lock (&lock);
+  while (!worker_done
+         && pthread_cond_timedwait (&worker_cond, &lock, &until) == 0)
+    ;
+  done = worker_done;
+  pthread_mutex_unlock (&lock);
+  if (done)
+    pthread_join (t, NULL);
+  else
+    {
+      log_warning ("reload: the mount did not answer for %d s; changed "
+                   "entries keep serving their old version until it does",
+                   RETIRE_WAIT_S);
+      pthread_detach (t);
+    }
 }
 
 /* Resolve a path among retiring and hidden names. */

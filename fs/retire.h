@@ -17,8 +17,13 @@
  * to the entry it was hidden with until the last file on it closes.
  *
  * Thread model: the reloader thread alone calls retire_prepare and
- * retire_run; FUSE threads call the others.  All state is protected by
+ * retire_run (which does the unlinks on a helper thread it waits for at
+ * most 10 s); FUSE threads call the others.  All state is protected by
  * one mutex inside retire.c.
+ *
+ * Known limits: a lookup racing with the unlink of its name may give
+ * the new inode the old version's attributes until they time out (1 s);
+ * an unlink waits for a write in progress on the old inode.
  *
  * Ownership: entries returned by retire_lookup carry one reference the
  * caller drops with fs_entry_unref.

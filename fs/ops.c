@@ -131,10 +131,12 @@ resolve (struct daemon *d, const char *path, struct fs_entry **entry)
 static int
 entry_failed (struct fs_entry *e, int r, const char *op)
 {
-  char what[600];
+  char *what = NULL;
 
-  snprintf (what, sizeof what, "%s: %s", op, error_message ());
-  fs_entry_record_error (e, what);
+  if (asprintf (&what, "%s: %s", op, error_message ()) < 0)
+    what = NULL;
+  fs_entry_record_error (e, what ? what : op);
+  free (what);
   error_clear ();
   return r;
 }

@@ -58,6 +58,7 @@ fs_entry_unref (struct fs_entry *e)
   entry_free (e->config);
   free (e->conf_text);
   free (e->open_error);
+  free (e->last_error);
   pthread_mutex_destroy (&e->lock);
   free (e);
 }
@@ -66,8 +67,14 @@ fs_entry_unref (struct fs_entry *e)
 void
 fs_entry_record_error (struct fs_entry *e, const char *what)
 {
+  char *copy = strdup (what);
+
   pthread_mutex_lock (&e->lock);
-  snprintf (e->last_error, sizeof e->last_error, "%s", what);
+  if (copy)
+    {
+      free (e->last_error);
+      e->last_error = copy;
+    }
   e->errors++;
   pthread_mutex_unlock (&e->lock);
   log_error ("%s: %s", e->config->name, what);
@@ -455,7 +462,7 @@ node_status (struct fs_node *n, FILE *out)
                : "read-only");
       pthread_mutex_lock (&e->lock);
       fprintf (out, "errors: %llu\n", e->errors);
-      if (e->last_error[0])
+      if (e->last_error)
         fprintf (out, "last-error: %s\n", e->last_error);
       pthread_mutex_unlock (&e->lock);
       layer_status (e->stack, out);

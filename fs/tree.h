@@ -37,7 +37,7 @@ struct fs_entry
   struct timespec mtime;          /* of the .conf file */
   pthread_mutex_t lock;
   char *open_error;               /* why the stack did not open; owned */
-  char last_error[512];           /* protected by lock */
+  char *last_error;               /* protected by lock; owned, whole */
   unsigned long long errors;      /* protected by lock */
 };
 

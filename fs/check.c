@@ -206,7 +206,7 @@ int
 run_check (int argc, char **argv)
 {
   const char *dir = NULL;
-  bool open_entries = false;
+  bool open_entries = false, usage = false;
   double timeout = DEFAULT_OPEN_TIMEOUT;
   struct catalog *c;
   size_t good = 0;
@@ -229,9 +229,12 @@ run_check (int argc, char **argv)
       else if (argv[i][0] != '-' && dir == NULL)
         dir = argv[i];
       else
-        dir = NULL, argc = -1;
+        {
+          usage = true;
+          break;
+        }
     }
-  if (dir == NULL || argc < 0)
+  if (dir == NULL || usage)
     {
       fprintf (stderr, "usage: diskshelf check [--open] [--timeout=SECONDS]"
                " CATALOG\n");

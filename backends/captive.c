@@ -8,11 +8,17 @@
  * again on the same socket and the NBD client simply reconnects.  On
  * close the server is stopped by PID: SIGTERM, then SIGKILL after 5 s.
  *
+ * The server never inherits the daemon's stdio (which, while the daemon
+ * starts in the background, is the caller's terminal or pipe): stdin is
+ * /dev/null, stdout and stderr are one pipe that an output thread reads,
+ * logging each line as "ENTRY: line".
+ *
  * Thread model: the monitor thread alone reaps the child; lock protects
- * pid and stopping. */
+ * pid and stopping.  The output thread alone reads out_read. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "captive.h"
 #include "entry.h"
 #include "error.h"
 #include "nbd_layer.h"
@@ -40,6 +47,11 @@ struct captive
   char sock[PATH_MAX + 16];
   int listen_fd;
   int null_fd;
+  char *entry_name;            /* for the server's output lines */
+  int out_read, out_write;     /* the server's stdout and stderr */
+  pthread_t output;
+  bool output_started;
+  bool output_stopping;        /* atomic */
   char **envp;                 /* environ + LISTEN_FDS + LISTEN_PID */
   char *listen_pid;            /* the LISTEN_PID= slot inside envp */
 
@@ -79,11 +91,14 @@ spawn (struct captive *cp)
     return pid;
   /* Child: only async-signal-safe calls from here on. */
   setpgid (0, 0);
+  /* stdio first: the pipe may be fd 3, which the socket takes next. */
+  dup2 (cp->null_fd, 0);
+  dup2 (cp->out_write, 1);
+  dup2 (cp->out_write, 2);
   if (cp->listen_fd == 3)
     fcntl (3, F_SETFD, 0);
   else if (dup2 (cp->listen_fd, 3) < 0)
     _exit (127);
-  dup2 (cp->null_fd, 0);
   closefrom (4);
   write_decimal (cp->listen_pid + strlen ("LISTEN_PID="), (long) getpid ());
   {
@@ -93,6 +108,61 @@ spawn (struct captive *cp)
   }
   execvpe (cp->argv[0], cp->argv, cp->envp);
   _exit (127);
+}
+
+/* Log one line of the server's output under the entry's name. */
+static void
+log_output_line (struct captive *cp, const char *line, size_t len)
+{
+  while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+    len--;
+  log_info ("%s: %.*s", cp->entry_name, (int) len, line);
+}
+
+/* Thread body: read the server's stdout and stderr until every writer
+ * closed the pipe, or the layer closes and the pipe stays quiet. */
+static void *
+output_thread (void *arg)
+{
+  struct captive *cp = arg;
+  char buf[4096];
+  size_t used = 0;
+
+  for (;;)
+    {
+      struct pollfd pfd = { cp->out_read, POLLIN, 0 };
+      ssize_t n;
+      char *nl;
+
+      if (poll (&pfd, 1, 250) == 0)
+        {
+          if (__atomic_load_n (&cp->output_stopping, __ATOMIC_ACQUIRE))
+            break;
+          continue;
+        }
+      n = read (cp->out_read, buf + used, sizeof buf - used);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      used += (size_t) n;
+      while ((nl = memchr (buf, '\n', used)) != NULL)
+        {
+          size_t len = (size_t) (nl - buf) + 1;
+          log_output_line (cp, buf, len);
+          memmove (buf, buf + len, used - len);
+          used -= len;
+        }
+      if (used == sizeof buf)
+        {
+          /* A very long line is logged in pieces, never cut short. */
+          log_output_line (cp, buf, used);
+          used = 0;
+        }
+    }
+  if (used > 0)
+    log_output_line (cp, buf, used);
+  return NULL;
 }
 
 /* Wait for the child; start it again unless we are stopping. */
@@ -214,6 +284,19 @@ captive_free (void *arg)
           pthread_join (cp->monitor, NULL);
         }
     }
+  /* The server is gone: close our end of its output pipe; the output
+   * thread sees the end of it, or stops after a quiet moment when a
+   * grandchild still holds it. */
+  if (cp->out_write >= 0)
+    close (cp->out_write);
+  if (cp->output_started)
+    {
+      __atomic_store_n (&cp->output_stopping, true, __ATOMIC_RELEASE);
+      pthread_join (cp->output, NULL);
+    }
+  if (cp->out_read >= 0)
+    close (cp->out_read);
+  free (cp->entry_name);
   if (cp->listen_fd >= 0)
     close (cp->listen_fd);
   if (cp->null_fd >= 0)
@@ -331,6 +414,18 @@ command_exists (const char *argv0)
   return false;
 }
 
+/* Refuse an empty command or one that is not installed. */
+int
+captive_command_check (char *const *argv)
+{
+  if (argv == NULL || argv[0] == NULL)
+    return error_set (EINVAL, "command: empty command");
+  if (!command_exists (argv[0]))
+    return error_set (ENOENT, "command: %s: not found (give its full path "
+                      "or install it)", argv[0]);
+  return 0;
+}
+
 /* The constructor for `command = ARGV` entries. */
 int
 layer_captive_open (const struct stack_context *ctx, struct layer **out)
@@ -341,15 +436,13 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
   size_t len = 0, i;
   int r;
 
-  if (argv == NULL || argv[0] == NULL)
-    return error_set (EINVAL, "command: empty command");
-  if (!command_exists (argv[0]))
-    return error_set (ENOENT, "command: %s: not found (give its full path "
-                      "or install it)", argv[0]);
+  r = captive_command_check (argv);
+  if (r < 0)
+    return r;
   cp = calloc (1, sizeof *cp);
   if (cp == NULL)
     return error_set (ENOMEM, "command: out of memory");
-  cp->listen_fd = cp->null_fd = -1;
+  cp->listen_fd = cp->null_fd = cp->out_read = cp->out_write = -1;
   pthread_mutex_init (&cp->lock, NULL);
   pthread_cond_init (&cp->cond, NULL);
   for (i = 0; argv[i]; i++)
@@ -382,11 +475,30 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
   if (r < 0)
     goto fail;
   cp->null_fd = open ("/dev/null", O_RDWR | O_CLOEXEC);
-  if (cp->null_fd < 0 || build_env (cp) < 0)
+  cp->entry_name = strdup (ctx->entry->name ? ctx->entry->name : "command");
+  if (cp->null_fd < 0 || cp->entry_name == NULL || build_env (cp) < 0)
     {
       r = error_set (ENOMEM, "%s: cannot prepare the server", cp->display);
       goto fail;
     }
+  {
+    int ends[2];
+    if (pipe2 (ends, O_CLOEXEC) < 0)
+      {
+        r = error_set (errno, "%s: cannot make a pipe for the server's "
+                       "output: %s", cp->display, strerror (errno));
+        goto fail;
+      }
+    cp->out_read = ends[0];
+    cp->out_write = ends[1];
+  }
+  r = thread_create (&cp->output, NULL, output_thread, cp);
+  if (r != 0)
+    {
+      r = error_set (r, "%s: cannot start the output thread", cp->display);
+      goto fail;
+    }
+  cp->output_started = true;
   r = thread_create (&cp->monitor, NULL, monitor_thread, cp);
   if (r != 0)
     {

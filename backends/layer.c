@@ -198,3 +198,52 @@ layer_describe (struct layer *l, char *buf, size_t size)
       used += (size_t) n;
     }
 }
+
+#define ABORT_HOOKS_MAX 8
+
+static bool aborted;                              /* atomic */
+static void (*abort_hooks[ABORT_HOOKS_MAX]) (void);  /* atomic slots */
+
+/* Register a hook run by layer_abort_waits (once per distinct hook). */
+void
+layer_on_abort (void (*hook) (void))
+{
+  for (size_t i = 0; i < ABORT_HOOKS_MAX; i++)
+    {
+      void (*expected) (void) = NULL;
+      if (__atomic_load_n (&abort_hooks[i], __ATOMIC_ACQUIRE) == hook)
+        return;
+      if (__atomic_compare_exchange_n (&abort_hooks[i], &expected, hook,
+                                       false, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE))
+        {
+          if (__atomic_load_n (&aborted, __ATOMIC_ACQUIRE))
+            hook ();
+          return;
+        }
+      if (expected == hook)
+        return;
+    }
+}
+
+/* Stop every layer's waits for peers. */
+void
+layer_abort_waits (void)
+{
+  if (__atomic_exchange_n (&aborted, true, __ATOMIC_ACQ_REL))
+    return;
+  for (size_t i = 0; i < ABORT_HOOKS_MAX; i++)
+    {
+      void (*hook) (void) = __atomic_load_n (&abort_hooks[i],
+                                             __ATOMIC_ACQUIRE);
+      if (hook)
+        hook ();
+    }
+}
+
+/* True once layer_abort_waits ran. */
+bool
+layer_waits_aborted (void)
+{
+  return __atomic_load_n (&aborted, __ATOMIC_ACQUIRE);
+}

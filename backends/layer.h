@@ -123,6 +123,17 @@ void layer_status (struct layer *l, FILE *out);
 /* Close the whole stack from l down.  NULL is allowed. */
 void layer_close (struct layer *l);
 
+/* Process-wide abort: the daemon is going away (its mount was lazily
+ * unmounted, or unmounted while reads were blocked), so no layer should
+ * keep a reader waiting for a silent peer.  layer_abort_waits sets the
+ * flag once and for all and runs the hooks registered with
+ * layer_on_abort (e.g. the NBD client's nbd_abort_waits); code that
+ * already waits in steps with timeouts (retry back-off) checks
+ * layer_waits_aborted and fails with EIO.  Safe from any thread. */
+void layer_abort_waits (void);
+bool layer_waits_aborted (void);
+void layer_on_abort (void (*hook) (void));
+
 /* The names of the stack from top to bottom, "tar < xz < http", written
  * into buf (always NUL-terminated). */
 void layer_describe (struct layer *l, char *buf, size_t size);

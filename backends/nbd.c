@@ -187,6 +187,7 @@ nbd_layer_open_with (const struct stack_context *ctx, const char *uri,
   struct nbd_layer *n;
   int r;
 
+  layer_on_abort (nbd_abort_waits);
   r = nbd_uri_parse (uri, &u);
   if (r < 0)
     return error_set (-r, "nbd: %s: %s", display, nbd_get_error ());

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 
@@ -82,18 +83,30 @@ log_msg (enum log_level level, const char *fmt, ...)
   static const char *const names[] = { "error", "warning", "info", "debug" };
   static const int priorities[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
                                     LOG_DEBUG };
-  char line[2048];
+  char small[2048], *line = small, *big = NULL;
   int saved_errno = errno;
   va_list ap;
+  int n;
 
   if (level > max_level)
     return;
   va_start (ap, fmt);
-  vsnprintf (line, sizeof line, fmt, ap);
+  n = vsnprintf (small, sizeof small, fmt, ap);
   va_end (ap);
+  if (n >= (int) sizeof small)
+    {
+      /* Never cut a message short: a long one gets its own buffer. */
+      va_start (ap, fmt);
+      if (vasprintf (&big, fmt, ap) >= 0)
+        line = big;
+      else
+        big = NULL;
+      va_end (ap);
+    }
   if (use_syslog)
     syslog (priorities[level], "%s", line);
   else
     fprintf (stderr, "diskshelf: %s: %s\n", names[level], line);
+  free (big);
   errno = saved_errno;
 }

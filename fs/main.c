@@ -20,37 +20,13 @@
 
 #include "blockcache.h"
 #include "catalog.h"
+#include "check.h"
 #include "config.h"
 #include "daemon.h"
 #include "diskcache.h"
 #include "error.h"
 #include "options.h"
 #include "thread.h"
-
-/* `diskshelf check CATALOG`: print every problem, exit 1 if any. */
-static int
-run_check (int argc, char **argv)
-{
-  struct catalog *c;
-
-  if (argc != 1)
-    {
-      fprintf (stderr, "usage: diskshelf check CATALOG\n");
-      return 2;
-    }
-  if (catalog_read (argv[0], &c) < 0)
-    {
-      fprintf (stderr, "diskshelf: %s\n", error_message ());
-      return 1;
-    }
-  if (c->errors)
-    fputs (c->errors, stderr);
-  printf ("%zu entr%s ok, %zu broken\n", c->count,
-          c->count == 1 ? "y" : "ies", c->error_count);
-  int status = c->error_count ? 1 : 0;
-  catalog_free (c);
-  return status;
-}
 
 /* `diskshelf status MOUNTPOINT`: print the daemon's status file. */
 static int

@@ -17,6 +17,8 @@
 
 #include "daemon.h"
 #include "error.h"
+#include "mount_watch.h"
+#include "retire.h"
 
 /* What an open file handle points at. */
 struct open_file
@@ -70,6 +72,7 @@ fs_release_all (void)
 {
   while (open_files)
     free_open_file (open_files);
+  retire_forget_all ();
 }
 
 static char *status_text (struct daemon *d, size_t *len);
@@ -94,14 +97,46 @@ current_tree (struct daemon *d)
   return t;
 }
 
+/* What a path names: 0 and a referenced *entry for a file, 1 for a
+ * directory, -ENOENT for nothing.  A name whose old version is being
+ * retired, or a hidden old version, resolves to that old entry (see
+ * retire.h); checked under tree_lock so a reload's swap and its list of
+ * retiring names are seen together. */
+static int
+resolve (struct daemon *d, const char *path, struct fs_entry **entry)
+{
+  struct fs_node *n;
+  int kind, r;
+
+  *entry = NULL;
+  pthread_rwlock_rdlock (&d->tree_lock);
+  kind = retire_lookup (path, entry);
+  if (kind != 0)
+    {
+      pthread_rwlock_unlock (&d->tree_lock);
+      return kind == 1 ? 0 : 1;
+    }
+  n = fs_tree_lookup (d->tree, path);
+  r = n == NULL ? -ENOENT : n->entry ? 0 : 1;
+  if (r == 0)
+    {
+      fs_entry_ref (n->entry);
+      *entry = n->entry;
+    }
+  pthread_rwlock_unlock (&d->tree_lock);
+  return r;
+}
+
 /* Record and log a layer error; returns the negative errno to answer. */
 static int
 entry_failed (struct fs_entry *e, int r, const char *op)
 {
-  char what[600];
+  char *what = NULL;
 
-  snprintf (what, sizeof what, "%s: %s", op, error_message ());
-  fs_entry_record_error (e, what);
+  if (asprintf (&what, "%s: %s", op, error_message ()) < 0)
+    what = NULL;
+  fs_entry_record_error (e, what ? what : op);
+  free (what);
   error_clear ();
   return r;
 }
@@ -123,26 +158,26 @@ entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
   st->st_gid = d->gid;
 }
 
-/* getattr: files from entries, directories from the tree. */
+/* getattr: files from entries, directories from the tree.  An open file
+ * answers from its own entry, whatever its name now means. */
 static int
 ds_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
 {
   struct daemon *d = this_daemon ();
-  struct fs_tree *t;
-  struct fs_node *n;
+  struct open_file *of = fi ? (struct open_file *) (uintptr_t) fi->fh : NULL;
+  struct fs_entry *e;
+  int r;
 
+  if (of && of->entry)
+    {
+      entry_stat (d, of->entry, st);
+      return 0;
+    }
   if (path == NULL)
     {
       /* Only open files reach here without a path (nullpath_ok). */
-      struct open_file *of = fi ? (struct open_file *) (uintptr_t) fi->fh
-                                : NULL;
       if (of == NULL)
         return -ESTALE;
-      if (of->entry)
-        {
-          entry_stat (d, of->entry, st);
-          return 0;
-        }
       path = of->dir_path ? of->dir_path : "/" STATUS_FILE_NAME;
     }
   if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
@@ -157,27 +192,23 @@ ds_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
       st->st_size = (off_t) len;
       return 0;
     }
-  t = current_tree (d);
-  n = fs_tree_lookup (t, path);
-  if (n == NULL)
+  r = resolve (d, path, &e);
+  if (r < 0)
+    return r;
+  if (r == 0)
     {
-      fs_tree_unref (t);
-      return -ENOENT;
+      entry_stat (d, e, st);
+      fs_entry_unref (e);
+      return 0;
     }
-  if (n->entry)
-    entry_stat (d, n->entry, st);
-  else
-    {
-      memset (st, 0, sizeof *st);
-      st->st_mode = S_IFDIR | 0755;
-      st->st_nlink = 2;
-      st->st_mtim = d->started;
-      st->st_ctim = d->started;
-      st->st_atim = d->started;
-      st->st_uid = d->uid;
-      st->st_gid = d->gid;
-    }
-  fs_tree_unref (t);
+  memset (st, 0, sizeof *st);
+  st->st_mode = S_IFDIR | 0755;
+  st->st_nlink = 2;
+  st->st_mtim = d->started;
+  st->st_ctim = d->started;
+  st->st_atim = d->started;
+  st->st_uid = d->uid;
+  st->st_gid = d->gid;
   return 0;
 }
 
@@ -244,6 +275,13 @@ status_text (struct daemon *d, size_t *len)
   t = current_tree (d);
   fprintf (mem, "catalog: %s\nmountpoint: %s\npid: %d\n",
            d->options.catalog, d->options.mountpoint, (int) getpid ());
+  /* The settings in force, so an fstab line can be checked. */
+  fprintf (mem, "cache-dir: %s\ncache-size: %llu\nmemory-cache-size: %llu\n"
+           "read-only: %s\n",
+           d->options.cache_dir ? d->options.cache_dir : "none",
+           (unsigned long long) d->options.cache_size,
+           (unsigned long long) d->options.memory_cache_size,
+           d->options.readonly ? "yes" : "no");
   fs_tree_status (t, mem);
   fs_tree_unref (t);
   fclose (mem);
@@ -275,39 +313,49 @@ static int
 ds_open (const char *path, struct fuse_file_info *fi)
 {
   struct daemon *d = this_daemon ();
-  struct fs_tree *t;
-  struct fs_node *n;
+  struct fs_entry *e;
   struct open_file *of;
   int accmode = fi->flags & O_ACCMODE;
+  int r;
 
   if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
     return accmode == O_RDONLY ? open_status (d, fi) : -EROFS;
-  t = current_tree (d);
-  n = fs_tree_lookup (t, path);
-  if (n == NULL || n->entry == NULL)
+  r = resolve (d, path, &e);
+  if (r != 0)
+    return r < 0 ? r : -EISDIR;
+  if (accmode != O_RDONLY && !e->stack->writable)
     {
-      fs_tree_unref (t);
-      return n ? -EISDIR : -ENOENT;
-    }
-  if (accmode != O_RDONLY && !n->entry->stack->writable)
-    {
-      fs_tree_unref (t);
+      fs_entry_unref (e);
       return -EROFS;
     }
   of = calloc (1, sizeof *of);
   if (of == NULL)
     {
-      fs_tree_unref (t);
+      fs_entry_unref (e);
       return -ENOMEM;
     }
-  of->entry = n->entry;
-  fs_entry_ref (of->entry);
-  fs_tree_unref (t);
+  of->entry = e;   /* the reference resolve took */
   track_open_file (of);
   fi->fh = (uintptr_t) of;
-  /* Immutable sources let the kernel keep their pages across opens. */
+  /* Immutable sources let the kernel keep their pages across opens: a
+   * new version of the entry gets a new inode (retire.h), so the pages
+   * kept are always this version's. */
   fi->keep_cache = of->entry->stack->immutable;
   return 0;
+}
+
+/* unlink: only the daemon's own retiring of old versions (retire.h). */
+static int
+ds_unlink (const char *path)
+{
+  return retire_unlink (path);
+}
+
+/* rename: only libfuse hiding an open old version (retire.h). */
+static int
+ds_rename (const char *from, const char *to, unsigned int flags)
+{
+  return flags ? -EROFS : retire_rename (from, to);
 }
 
 /* release: drop the entry reference. */
@@ -506,17 +554,34 @@ ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
   /* Parallel reads from one file reach us in parallel. */
   if (conn->capable & FUSE_CAP_ASYNC_READ)
     conn->want |= FUSE_CAP_ASYNC_READ;
+  retire_set_serving (true);
+  {
+    struct daemon *d = fuse_get_context ()->private_data;
+    if (mount_watch_start (d->options.mountpoint) < 0)
+      log_warning ("%s", error_message ());
+  }
   return fuse_get_context ()->private_data;
+}
+
+/* destroy: the session ends; stop retiring names through it. */
+static void
+ds_destroy (void *private_data)
+{
+  retire_set_serving (false);
+  mount_watch_stop ();
 }
 
 static const struct fuse_operations operations = {
   .init = ds_init,
+  .destroy = ds_destroy,
   .getattr = ds_getattr,
   .opendir = ds_opendir,
   .releasedir = ds_releasedir,
   .readdir = ds_readdir,
   .open = ds_open,
   .release = ds_release,
+  .unlink = ds_unlink,
+  .rename = ds_rename,
   .read = ds_read,
   .write = ds_write,
   .fsync = ds_fsync,

@@ -21,6 +21,7 @@
 #include "catalog.h"
 #include "daemon.h"
 #include "error.h"
+#include "retire.h"
 #include "thread.h"
 
 #define QUIET_MS 200
@@ -61,10 +62,14 @@ daemon_reload (struct daemon *d)
       log_error ("reload: %s", error_message ());
       return r;
     }
+  /* Names whose entry changed keep resolving to the old entry until
+   * retire_run gave them a new inode (see retire.h). */
   pthread_rwlock_wrlock (&d->tree_lock);
   old = d->tree;
+  retire_prepare (old, fresh);
   d->tree = fresh;
   pthread_rwlock_unlock (&d->tree_lock);
+  retire_run (d);
   fs_tree_unref (old);
   log_info ("catalog reloaded: %zu entries, %zu broken", fresh->entry_count,
             fresh->broken_count);

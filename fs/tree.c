@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "entry.h"
+#include "entry_checks.h"
 #include "error.h"
 #include "text.h"
 #include "thread.h"
@@ -57,6 +58,8 @@ fs_entry_unref (struct fs_entry *e)
   layer_close (e->stack);
   entry_free (e->config);
   free (e->conf_text);
+  free (e->open_error);
+  free (e->last_error);
   pthread_mutex_destroy (&e->lock);
   free (e);
 }
@@ -65,8 +68,14 @@ fs_entry_unref (struct fs_entry *e)
 void
 fs_entry_record_error (struct fs_entry *e, const char *what)
 {
+  char *copy = strdup (what);
+
   pthread_mutex_lock (&e->lock);
-  snprintf (e->last_error, sizeof e->last_error, "%s", what);
+  if (copy)
+    {
+      free (e->last_error);
+      e->last_error = copy;
+    }
   e->errors++;
   pthread_mutex_unlock (&e->lock);
   log_error ("%s: %s", e->config->name, what);
@@ -206,10 +215,12 @@ open_worker (void *arg)
       ctx = *job->base;
       ctx.entry = e->config;
       error_clear ();
-      if (stack_open (&ctx, &e->stack) < 0)
+      if (entry_static_check (e->config) < 0
+          || stack_open (&ctx, &e->stack) < 0)
         {
           log_error ("%s: left out of the mount: %s", e->config->name,
                      error_message ());
+          e->open_error = strdup (error_message ());
           e->stack = NULL;
         }
       else
@@ -242,10 +253,12 @@ open_entries (const struct stack_context *base, struct fs_entry **entries,
     pthread_join (threads[i], NULL);
 }
 
-/* Find the entry of the same name and config text in a previous tree. */
+/* Find the entry of the same name, config text and .conf mtime in a
+ * previous tree.  A new mtime alone (`touch NAME.conf`) is a new version:
+ * the way to make the daemon reopen a source that changed remotely. */
 static struct fs_entry *
 find_reusable (struct fs_tree *previous, const struct entry_config *config,
-               const char *text)
+               const char *text, struct timespec mtime)
 {
   struct fs_node *n;
   char path[4096];
@@ -255,9 +268,38 @@ find_reusable (struct fs_tree *previous, const struct entry_config *config,
   snprintf (path, sizeof path, "/%s", config->name);
   n = fs_tree_lookup (previous, path);
   if (n == NULL || n->entry == NULL || n->entry->conf_text == NULL
-      || strcmp (n->entry->conf_text, text) != 0)
+      || strcmp (n->entry->conf_text, text) != 0
+      || n->entry->mtime.tv_sec != mtime.tv_sec
+      || n->entry->mtime.tv_nsec != mtime.tv_nsec)
     return NULL;
   return n->entry;
+}
+
+/* Append a row to the tree's list of broken entries. */
+static void
+add_broken (struct fs_tree *tree, const char *rows)
+{
+  size_t old = tree->broken ? strlen (tree->broken) : 0;
+  size_t add = strlen (rows);
+  char *grown = realloc (tree->broken, old + add + 1);
+
+  if (grown == NULL)
+    return;
+  memcpy (grown + old, rows, add + 1);
+  tree->broken = grown;
+}
+
+/* Note an entry that opened but could not be placed, or did not open. */
+static void
+add_broken_entry (struct fs_tree *tree, struct fs_entry *e,
+                  const char *message)
+{
+  char *row = entry_problem_row (e->config, e->conf_text, message);
+
+  if (row)
+    add_broken (tree, row);
+  free (row);
+  tree->broken_count++;
 }
 
 /* Build a tree for a catalog. */
@@ -280,12 +322,14 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
     }
   tree->refs = 1;
   tree->broken_count = catalog->error_count;
+  if (catalog->errors)
+    add_broken (tree, catalog->errors);
   for (size_t i = 0; i < catalog->count; i++)
     {
       struct entry_config *config = catalog->entries[i];
       struct timespec mtime = { 0, 0 };
       char *text = read_text (config->conf_path, &mtime);
-      struct fs_entry *old = find_reusable (previous, config, text);
+      struct fs_entry *old = find_reusable (previous, config, text, mtime);
 
       if (old)
         {
@@ -319,7 +363,8 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
         continue;
       if (e->stack == NULL)
         {
-          tree->broken_count++;
+          add_broken_entry (tree, e, e->open_error ? e->open_error
+                            : "cannot open");
           fs_entry_unref (e);
           continue;
         }
@@ -327,7 +372,7 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
         {
           log_error ("%s: left out of the mount: %s", e->config->name,
                      error_message ());
-          tree->broken_count++;
+          add_broken_entry (tree, e, error_message ());
           fs_entry_unref (e);
           continue;
         }
@@ -375,7 +420,27 @@ fs_tree_unref (struct fs_tree *tree)
       || __atomic_sub_fetch (&tree->refs, 1, __ATOMIC_ACQ_REL) != 0)
     return;
   free_node (tree->root);
+  free (tree->broken);
   free (tree);
+}
+
+/* Visit the entries at and below a node. */
+static void
+node_for_each (struct fs_node *n, void (*fn) (struct fs_entry *, void *),
+               void *arg)
+{
+  if (n->entry)
+    fn (n->entry, arg);
+  for (size_t i = 0; i < n->nchildren; i++)
+    node_for_each (n->children[i], fn, arg);
+}
+
+/* Call fn on every entry of the tree. */
+void
+fs_tree_for_each_entry (struct fs_tree *tree,
+                        void (*fn) (struct fs_entry *e, void *arg), void *arg)
+{
+  node_for_each (tree->root, fn, arg);
 }
 
 /* Status of one entry and the nodes below. */
@@ -398,7 +463,7 @@ node_status (struct fs_node *n, FILE *out)
                : "read-only");
       pthread_mutex_lock (&e->lock);
       fprintf (out, "errors: %llu\n", e->errors);
-      if (e->last_error[0])
+      if (e->last_error)
         fprintf (out, "last-error: %s\n", e->last_error);
       pthread_mutex_unlock (&e->lock);
       layer_status (e->stack, out);
@@ -412,7 +477,15 @@ node_status (struct fs_node *n, FILE *out)
 void
 fs_tree_status (struct fs_tree *tree, FILE *out)
 {
-  fprintf (out, "entries: %zu\nbroken: %zu\n\n", tree->entry_count,
+  fprintf (out, "entries: %zu\nbroken: %zu\n", tree->entry_count,
            tree->broken_count);
+  /* Every broken entry, whole: FILE:LINE: reason. */
+  for (const char *row = tree->broken; row && *row;)
+    {
+      size_t len = strcspn (row, "\n");
+      fprintf (out, "broken-entry: %.*s\n", (int) len, row);
+      row += len + (row[len] == '\n');
+    }
+  fprintf (out, "\n");
   node_status (tree->root, out);
 }

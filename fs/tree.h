@@ -25,6 +25,8 @@
 #include "layer.h"
 #include "stack.h"
 
+struct catalog;
+
 /* One served file: a parsed entry and its open stack. */
 struct fs_entry
 {
@@ -34,7 +36,8 @@ struct fs_entry
   struct layer *stack;            /* owned; never NULL */
   struct timespec mtime;          /* of the .conf file */
   pthread_mutex_t lock;
-  char last_error[512];           /* protected by lock */
+  char *open_error;               /* why the stack did not open; owned */
+  char *last_error;               /* protected by lock; owned, whole */
   unsigned long long errors;      /* protected by lock */
 };
 
@@ -52,6 +55,7 @@ struct fs_tree
   struct fs_node *root;
   size_t entry_count;
   size_t broken_count;            /* entries left out at the last build */
+  char *broken;                   /* their "FILE:LINE: reason\n" rows */
   uint64_t total_size;
 };
 
@@ -73,6 +77,11 @@ void fs_entry_unref (struct fs_entry *e);
 
 /* Remember the last error of an entry (for status) and log it. */
 void fs_entry_record_error (struct fs_entry *e, const char *what);
+
+/* Call fn on every entry of the tree, in path order. */
+void fs_tree_for_each_entry (struct fs_tree *tree,
+                             void (*fn) (struct fs_entry *e, void *arg),
+                             void *arg);
 
 /* Write the status of every entry in the tree. */
 void fs_tree_status (struct fs_tree *tree, FILE *out);

@@ -90,6 +90,13 @@ int nbd_open (const struct nbd_uri *uri, const struct nbd_settings *settings,
  * may be running. */
 void nbd_close (struct nbd_client *c);
 
+/* Stop waiting for replies, in every client of the process: requests
+ * being waited for fail with EIO within about a second, later ones as
+ * soon as they would wait.  For a program that is going away (its mount
+ * was lazily unmounted) while a server is silent.  Cannot be undone;
+ * safe from any thread. */
+void nbd_abort_waits (void);
+
 /* What the server said at negotiation. */
 uint64_t nbd_get_size (struct nbd_client *c);
 bool nbd_is_read_only (struct nbd_client *c);

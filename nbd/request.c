@@ -10,6 +10,16 @@
 #include <string.h>
 #include <sys/socket.h>
 
+/* Set once by nbd_abort_waits: every wait gives up. */
+static bool aborting;       /* atomic */
+
+/* Make every wait for a reply give up (see nbd.h). */
+void
+nbd_abort_waits (void)
+{
+  __atomic_store_n (&aborting, true, __ATOMIC_RELEASE);
+}
+
 /* Absolute CLOCK_MONOTONIC time seconds from now. */
 void
 nbd_deadline_after (struct timespec *ts, double seconds)
@@ -33,6 +43,20 @@ nbd_deadline_passed (const struct timespec *ts)
   clock_gettime (CLOCK_MONOTONIC, &now);
   return now.tv_sec > ts->tv_sec
          || (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
+}
+
+/* A deadline no later than a second from now, so that waits notice
+ * nbd_abort_waits. */
+static struct timespec
+next_step (const struct timespec *deadline)
+{
+  struct timespec step;
+
+  nbd_deadline_after (&step, 1);
+  if (deadline->tv_sec < step.tv_sec
+      || (deadline->tv_sec == step.tv_sec && deadline->tv_nsec < step.tv_nsec))
+    step = *deadline;
+  return step;
 }
 
 /* Add req to the cookie table (lock held). */
@@ -210,7 +234,13 @@ lead (struct nbd_conn *conn, struct nbd_req *req)
           break;
         }
       pthread_mutex_unlock (&conn->lock);
-      r = nbd_conn_wait_readable (conn, &req->deadline);
+      {
+        struct timespec step = next_step (&req->deadline);
+        r = nbd_conn_wait_readable (conn, &step);
+      }
+      if (r == -ETIMEDOUT && !nbd_deadline_passed (&req->deadline)
+          && !__atomic_load_n (&aborting, __ATOMIC_ACQUIRE))
+        r = -EAGAIN;   /* only a step of the wait */
       if (r == -EAGAIN)
         continue;
       if (r == -ETIMEDOUT)
@@ -249,6 +279,13 @@ wait_done (struct nbd_conn *conn, struct nbd_req *req)
 {
   while (req->state != REQ_DONE)
     {
+      if (req->state == REQ_QUEUED
+          && __atomic_load_n (&aborting, __ATOMIC_ACQUIRE))
+        {
+          nbd_req_complete (conn, req, EIO, "given up: the program is "
+                            "shutting down");
+          continue;
+        }
       if (req->state == REQ_QUEUED && conn->state == CONN_UP)
         {
           queue_remove (conn, req);
@@ -262,8 +299,15 @@ wait_done (struct nbd_conn *conn, struct nbd_req *req)
           continue;
         }
       req->waiting = true;
-      pthread_cond_timedwait (&req->cond, &conn->lock, &req->deadline);
+      {
+        /* Wake at least every second to notice nbd_abort_waits. */
+        struct timespec step = next_step (&req->deadline);
+        pthread_cond_timedwait (&req->cond, &conn->lock, &step);
+      }
       req->waiting = false;
+      if (req->state == REQ_SENT && !req->timed_out
+          && __atomic_load_n (&aborting, __ATOMIC_ACQUIRE))
+        clock_gettime (CLOCK_MONOTONIC, &req->deadline);   /* give up now */
       if (req->state == REQ_DONE || !nbd_deadline_passed (&req->deadline))
         continue;
       if (req->state == REQ_SENT && !req->timed_out)

@@ -7,6 +7,10 @@ nginx).  Fixture API:
     mount(catalog, *args, expect_entries=None) -> Mount
     test_ca              a session-wide TestCA (certtool)
     nginx                a started Nginx with HTTP and HTTPS (test_ca)
+    background           env + checker for daemons started in the background
+
+Helpers: assert_clean_output(text) fails on sanitizer or crash lines.
+pytest's per-test timeout (pytest.ini) is scaled like every other wait.
 """
 
 import os
@@ -16,13 +20,65 @@ import subprocess
 
 import pytest
 
-from peers import Nginx, TestCA, scaled, stop_process, wait_for
+from peers import SLOW, Nginx, TestCA, scaled, stop_process, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lines in the daemon's output that fail a test wherever they appear.
 BAD_OUTPUT = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
                         r"runtime error:|Segmentation fault|double free|stack smashing")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Scale pytest-timeout's limit for slow (sanitizer) builds, unless a
+    test sets its own."""
+    base = config.getini("timeout")
+    try:
+        base = float(base)
+    except (TypeError, ValueError):
+        return
+    if SLOW == 1 or not base:
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(base * SLOW))
+
+
+def assert_clean_output(text, what="diskshelf"):
+    """Fail when a process's output holds sanitizer reports (including
+    LeakSanitizer's at exit) or crash lines."""
+    m = BAD_OUTPUT.search(text or "")
+    assert m is None, f"{what}: sanitizer or crash output:\n{text[-4000:]}"
+
+
+class Background:
+    """For daemons started in the background (their stderr is /dev/null
+    once they detach): `env` sends sanitizer reports to files in a
+    directory, `check()` fails the test if any were written."""
+
+    def __init__(self, directory):
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ)
+        for var, name in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+            old = self.env.get(var, "")
+            self.env[var] = (old + ":" if old else "") + f"log_path={self.dir / name}"
+
+    def reports(self):
+        """The text of every sanitizer report written so far."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.dir.iterdir()))
+
+    def check(self):
+        text = self.reports()
+        assert not text, f"sanitizer reports of a background daemon:\n{text[-4000:]}"
+
+
+@pytest.fixture
+def background(tmp_path):
+    """Background(): env for a backgrounded daemon; checked at teardown."""
+    b = Background(tmp_path / "sanitizer-reports")
+    yield b
+    b.check()
 
 
 @pytest.fixture(scope="session")

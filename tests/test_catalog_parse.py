@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from conftest import assert_clean_output
 from peers import write_entry
 
 # (entry text, pattern the error must contain).  {img} is a real image.
@@ -42,6 +43,7 @@ def test_check_reports_malformed_entry(diskshelf, catalog, image, text, pattern,
     write_entry(catalog, "good.img", f"source = {image}\n")
     r = subprocess.run([diskshelf, "check", catalog], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r
+    assert_clean_output(r.stderr)
     assert "bad.img.conf" in r.stderr
     import re
     assert re.search(pattern, r.stderr), r.stderr
@@ -53,6 +55,7 @@ def test_check_reports_every_bad_line(diskshelf, catalog, image):
                 f"# comment\n\nsource = {image}\nfoo = 1\nreadonly = perhaps\nbar baz\n")
     r = subprocess.run([diskshelf, "check", catalog], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
+    assert_clean_output(r.stderr)
     assert ":4: unknown key 'foo'" in r.stderr
     assert ":5: bad value for 'readonly'" in r.stderr
     assert ":6: expected 'key = value'" in r.stderr
@@ -71,6 +74,7 @@ def test_check_missing_catalog_directory(diskshelf, tmp_path):
     r = subprocess.run([diskshelf, "check", tmp_path / "nope"], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 1
+    assert_clean_output(r.stderr)
     assert "No such file or directory" in r.stderr
 
 
@@ -78,6 +82,7 @@ def test_nul_byte_in_entry(diskshelf, catalog, image):
     (catalog / "bin.img.conf").write_bytes(b"source = " + str(image).encode() + b"\n\x00junk\n")
     r = subprocess.run([diskshelf, "check", catalog], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
+    assert_clean_output(r.stderr)
     assert ":2: contains a NUL byte" in r.stderr
 
 

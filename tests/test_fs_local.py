@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from peers import make_random_file, sha256, write_entry
+from peers import make_random_file, sha256, wait_for, write_entry
 
 
 @pytest.fixture
@@ -152,12 +152,45 @@ def test_fallocate_punch_hole_and_zero_range(mount, catalog, tmp_path):
         os.close(fd)
 
 
+def fallocate(fd, mode, offset, length):
+    """fallocate(2) itself; returns 0 or the errno."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    r = libc.fallocate(fd, mode, offset, length)
+    return 0 if r == 0 else ctypes.get_errno()
+
+
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
 def test_fallocate_refused_on_readonly(mount, catalog, image):
+    """A read-only entry cannot be opened for writing (EROFS), so no
+    fallocate reaches its stack; on a read-only descriptor the kernel
+    refuses it (EBADF); the source is untouched."""
+    before = image.read_bytes()
     write_entry(catalog, "ro.img", f"source = {image}\nreadonly = yes\n")
     m = mount(catalog)
-    r = subprocess.run(["fallocate", "--punch-hole", "--offset", "0", "--length", "4096",
-                        m.path / "ro.img"], capture_output=True, timeout=30)
-    assert r.returncode != 0
+    with pytest.raises(OSError) as e:
+        os.open(m.path / "ro.img", os.O_RDWR)
+    assert e.value.errno == errno.EROFS
+    fd = os.open(m.path / "ro.img", os.O_RDONLY)
+    try:
+        assert fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == errno.EBADF
+        assert os.pread(fd, 4096, 0) == before[:4096]
+    finally:
+        os.close(fd)
+    assert image.read_bytes() == before
+    # The same call on a writable entry does reach the stack.
+    write_entry(catalog, "rw.img", f"source = {image}\n")
+    wait_for(lambda: (m.path / "rw.img").exists(), 30, "the writable entry")
+    fd = os.open(m.path / "rw.img", os.O_RDWR)
+    try:
+        assert fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0
+        assert os.pread(fd, 4096, 0) == bytes(4096)
+    finally:
+        os.close(fd)
 
 
 def test_statfs(mount, catalog, image):

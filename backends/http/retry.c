@@ -17,7 +17,7 @@
 static void
 backoff_sleep (struct http_layer *h, long ms)
 {
-  while (ms > 0 && !atomic_load (&h->stopping))
+  while (ms > 0 && !atomic_load (&h->stopping) && !layer_waits_aborted ())
     {
       long step = ms < 50 ? ms : 50;
       struct timespec ts = { 0, step * 1000000L };
@@ -59,6 +59,7 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
   double start = clock_seconds ();
   long delay = BACKOFF_FIRST_MS;
   unsigned attempt = 0;
+  double elapsed;
   char why[512];
 
   for (;;)
@@ -70,6 +71,10 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
                           h->rc.entry_name, h->rc.display);
       if (atomic_load (&h->stopping))
         return error_set (EIO, "http: %s: closing", h->rc.entry_name);
+      if (attempt > 0 && layer_waits_aborted ())
+        return error_set (EIO, "http: %s: %s: given up: the daemon is "
+                          "shutting down (%s)", h->rc.entry_name,
+                          h->rc.display, why);
       why[0] = '\0';
       v = http_fetch_once (&h->rc, c, buf, offset, len, why, sizeof why);
       atomic_fetch_add (&h->requests, 1);
@@ -95,14 +100,20 @@ http_fetch (struct http_layer *h, CURL *c, char *buf, uint64_t offset,
           break;
         }
       note_error (h, why);
-      if (clock_seconds () - start + delay / 1000.0 > h->rc.retry_time)
+      /* Retry for the whole retry-time, no less: the last sleep is cut
+       * to what is left of it, then one more attempt decides. */
+      elapsed = clock_seconds () - start;
+      if (elapsed >= h->rc.retry_time)
         {
-          log_error ("http: %s: %s: giving up after %.0f s of retries: %s",
-                     h->rc.entry_name, h->rc.display, clock_seconds () - start, why);
-          return error_set (EIO, "http: %s: %s: %s (gave up after %.0f s)",
-                            h->rc.entry_name, h->rc.display, why,
-                            h->rc.retry_time);
+          log_error ("http: %s: %s: giving up after %.1f s of retries "
+                     "(retry-time = %g s): %s", h->rc.entry_name,
+                     h->rc.display, elapsed, h->rc.retry_time, why);
+          return error_set (EIO, "http: %s: %s: %s (gave up after %.1f s of "
+                            "retries, retry-time = %g s)", h->rc.entry_name,
+                            h->rc.display, why, elapsed, h->rc.retry_time);
         }
+      if (delay / 1000.0 > h->rc.retry_time - elapsed)
+        delay = (long) ((h->rc.retry_time - elapsed) * 1000.0) + 1;
       if (attempt == 0 && !atomic_exchange (&h->retrying, true))
         log_warning ("http: %s: %s: %s; retrying for up to %.0f s",
                      h->rc.entry_name, h->rc.display, why, h->rc.retry_time);

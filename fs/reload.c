@@ -21,6 +21,7 @@
 #include "catalog.h"
 #include "daemon.h"
 #include "error.h"
+#include "notify.h"
 
 #define QUIET_MS 200
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE \
@@ -146,7 +147,9 @@ watch_loop (void *arg)
         }
       if (changed)
         {
+          notify_reloading ();
           daemon_reload (d);
+          daemon_notify_ready (d);
           if (ifd >= 0)
             {
               /* New directories need watches; re-adding is harmless. */

@@ -17,6 +17,8 @@
 
 #include "daemon.h"
 #include "error.h"
+#include "perm.h"
+#include "prefetch.h"
 
 /* What an open file handle points at. */
 struct open_file
@@ -119,8 +121,7 @@ entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
   st->st_mtim = e->mtime;
   st->st_ctim = e->mtime;
   st->st_atim = e->mtime;
-  st->st_uid = d->uid;
-  st->st_gid = d->gid;
+  fs_entry_ownership (d, e, st);
 }
 
 /* getattr: files from entries, directories from the tree. */
@@ -493,6 +494,13 @@ ds_statfs (const char *path, struct statvfs *sv)
   return 0;
 }
 
+/* getxattr: the prefetch control attributes (fs/prefetch.c). */
+static int
+ds_getxattr (const char *path, const char *name, char *value, size_t size)
+{
+  return fs_prefetch_getxattr (this_daemon (), path, name, value, size);
+}
+
 /* init: let the kernel send big requests and keep caches sane. */
 static void *
 ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -525,6 +533,7 @@ static const struct fuse_operations operations = {
   .truncate = ds_truncate,
   .utimens = ds_utimens,
   .statfs = ds_statfs,
+  .getxattr = ds_getxattr,
 };
 
 /* The operations table for fuse_new. */

@@ -434,8 +434,14 @@ main (int argc, char **argv)
       if (parent_fd < 0)
         {
           fprintf (stderr, "diskshelf: %s\n", error_message ());
+          log_plan_free (&log_plan);
+          options_free (&d.options);
           return 1;
         }
+      /* A log file gets every line of the child, start-up included; the
+       * parent still shows the reason if start-up fails. */
+      if (log_plan.sink == LOG_SINK_FILE)
+        log_plan_apply (&log_plan, false);
     }
   signal (SIGPIPE, SIG_IGN);
   status = serve (&d, parent_fd, &log_plan);

@@ -35,6 +35,7 @@ struct fs_entry
   struct timespec mtime;          /* of the .conf file */
   pthread_mutex_t lock;
   char last_error[512];           /* protected by lock */
+  time_t last_error_time;         /* protected by lock; wall clock */
   unsigned long long errors;      /* protected by lock */
 };
 

@@ -5,6 +5,7 @@ be picked by name, and states follow what happens to the source."""
 import errno
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -101,6 +102,7 @@ def test_changed_source_is_degraded_with_last_error(diskshelf, mount, catalog, h
     assert "changed on the server" in e["reason"]
     assert e["errors"] >= 1
     assert "read" in e["last_error"]["message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["last_error"]["time"])
 
 
 def test_not_a_mount(diskshelf, tmp_path):

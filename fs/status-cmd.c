@@ -198,7 +198,37 @@ get_number (const struct status_block *b, const char *key, uint64_t *out)
   return errno == 0;
 }
 
-/* Write s as a JSON string. */
+/* The length of the valid UTF-8 sequence at p (1-4), or 0. */
+static size_t
+utf8_length (const unsigned char *p)
+{
+  size_t n;
+  unsigned cp;
+
+  if (p[0] < 0x80)
+    return 1;
+  if (p[0] >= 0xc2 && p[0] <= 0xdf)
+    n = 2, cp = p[0] & 0x1f;
+  else if (p[0] >= 0xe0 && p[0] <= 0xef)
+    n = 3, cp = p[0] & 0x0f;
+  else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+    n = 4, cp = p[0] & 0x07;
+  else
+    return 0;
+  for (size_t i = 1; i < n; i++)
+    {
+      if ((p[i] & 0xc0) != 0x80)
+        return 0;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+      || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+/* Write s as a JSON string; bytes that are not UTF-8 become U+FFFD, so
+ * the document always parses. */
 static void
 json_string (FILE *out, const char *s)
 {
@@ -210,7 +240,16 @@ json_string (FILE *out, const char *s)
   fputc ('"', out);
   for (const unsigned char *p = (const unsigned char *) s; *p; p++)
     {
-      if (*p == '"' || *p == '\\')
+      size_t n = utf8_length (p);
+
+      if (n == 0)
+        fputs ("\\ufffd", out);
+      else if (n > 1)
+        {
+          fwrite (p, 1, n, out);
+          p += n - 1;
+        }
+      else if (*p == '"' || *p == '\\')
         fprintf (out, "\\%c", *p);
       else if (*p == '\n')
         fputs ("\\n", out);
@@ -436,48 +475,49 @@ wanted (const struct status_block *b, const char *mountpoint, int nnames,
 
 /* The header and the wanted entries as one JSON document. */
 static void
-print_json (const struct status_doc *doc, const char *mountpoint,
+print_json (FILE *out, const struct status_doc *doc, const char *mountpoint,
             int nnames, char **names, bool *found)
 {
   const struct status_block *h = &doc->blocks[0];
   bool first = true;
   uint64_t n;
 
-  printf ("{\n  \"version\": %d,\n  \"mountpoint\": ", STATUS_JSON_VERSION);
-  json_string (stdout, get (h, "mountpoint") ? get (h, "mountpoint")
+  fprintf (out, "{\n  \"version\": %d,\n  \"mountpoint\": ",
+           STATUS_JSON_VERSION);
+  json_string (out, get (h, "mountpoint") ? get (h, "mountpoint")
                : mountpoint);
-  fputs (",\n  \"catalog\": ", stdout);
-  json_string (stdout, get (h, "catalog"));
-  printf (",\n  \"pid\": ");
+  fputs (",\n  \"catalog\": ", out);
+  json_string (out, get (h, "catalog"));
+  fputs (",\n  \"pid\": ", out);
   if (get_number (h, "pid", &n))
-    printf ("%" PRIu64, n);
+    fprintf (out, "%" PRIu64, n);
   else
-    fputs ("null", stdout);
-  printf (",\n  \"entries_ok\": ");
+    fputs ("null", out);
+  fputs (",\n  \"entries_ok\": ", out);
   if (get_number (h, "entries", &n))
-    printf ("%" PRIu64, n);
+    fprintf (out, "%" PRIu64, n);
   else
-    fputs ("null", stdout);
-  printf (",\n  \"entries_broken\": ");
+    fputs ("null", out);
+  fputs (",\n  \"entries_broken\": ", out);
   if (get_number (h, "broken", &n))
-    printf ("%" PRIu64, n);
+    fprintf (out, "%" PRIu64, n);
   else
-    fputs ("null", stdout);
-  fputs (",\n  \"entries\": [", stdout);
+    fputs ("null", out);
+  fputs (",\n  \"entries\": [", out);
   for (size_t i = 1; i < doc->nblocks; i++)
     {
       if (!wanted (&doc->blocks[i], mountpoint, nnames, names, found))
         continue;
-      fputs (first ? "\n" : ",\n", stdout);
-      json_entry (stdout, &doc->blocks[i]);
+      fputs (first ? "\n" : ",\n", out);
+      json_entry (out, &doc->blocks[i]);
       first = false;
     }
-  fputs (first ? "]\n}\n" : "\n  ]\n}\n", stdout);
+  fputs (first ? "]\n}\n" : "\n  ]\n}\n", out);
 }
 
 /* The header and the wanted entries as the daemon wrote them. */
 static void
-print_text (const struct status_doc *doc, const char *mountpoint,
+print_text (FILE *out, const struct status_doc *doc, const char *mountpoint,
             int nnames, char **names, bool *found)
 {
   for (size_t i = 0; i < doc->nblocks; i++)
@@ -487,23 +527,41 @@ print_text (const struct status_doc *doc, const char *mountpoint,
       if (i > 0 && !wanted (b, mountpoint, nnames, names, found))
         continue;
       if (b->name)
-        printf ("[%s]\n", b->name);
+        fprintf (out, "[%s]\n", b->name);
       for (size_t j = 0; j < b->nlines; j++)
         {
           if (strcmp (b->lines[j].key, "text") == 0)
-            printf ("%s\n", b->lines[j].value);
+            fprintf (out, "%s\n", b->lines[j].value);
           else
-            printf ("%s: %s\n", b->lines[j].key, b->lines[j].value);
+            fprintf (out, "%s: %s\n", b->lines[j].key, b->lines[j].value);
         }
-      printf ("\n");
+      fputc ('\n', out);
     }
+}
+
+/* Render status text (modified in place) as text or JSON. */
+int
+status_render (char *text, bool json, const char *mountpoint, int nnames,
+               char **names, bool *found, FILE *out)
+{
+  struct status_doc doc;
+  int r = parse_status (text, &doc);
+
+  if (r == 0)
+    {
+      if (json)
+        print_json (out, &doc, mountpoint, nnames, names, found);
+      else
+        print_text (out, &doc, mountpoint, nnames, names, found);
+    }
+  free_status (&doc);
+  return r;
 }
 
 /* Entry point of `diskshelf status`. */
 int
 status_command (int argc, char **argv)
 {
-  struct status_doc doc;
   bool json = false;
   char *text = NULL, *mountpoint;
   bool *found;
@@ -535,7 +593,9 @@ status_command (int argc, char **argv)
     }
   nnames = argc - 1;
   found = calloc ((size_t) nnames + 1, sizeof *found);
-  if (found == NULL || parse_status (text, &doc) < 0)
+  if (found == NULL
+      || status_render (text, json, mountpoint, nnames, argv + 1, found,
+                        stdout) < 0)
     {
       fprintf (stderr, "diskshelf: out of memory\n");
       free (found);
@@ -543,10 +603,6 @@ status_command (int argc, char **argv)
       free (mountpoint);
       return 1;
     }
-  if (json)
-    print_json (&doc, mountpoint, nnames, argv + 1, found);
-  else
-    print_text (&doc, mountpoint, nnames, argv + 1, found);
   for (int i = 0; i < nnames; i++)
     if (!found[i])
       {
@@ -555,7 +611,6 @@ status_command (int argc, char **argv)
                  mountpoint);
         status = 1;
       }
-  free_status (&doc);
   free (found);
   free (text);
   free (mountpoint);

@@ -83,8 +83,10 @@ notify_send (const char *fmt, ...)
 void
 notify_ready (size_t entries, size_t broken)
 {
-  notify_send ("READY=1\nSTATUS=%zu entr%s, %zu broken", entries,
-               entries == 1 ? "y" : "ies", broken);
+  /* MAINPID lets a unit that starts the daemon without -f (it forks)
+   * follow the child, given NotifyAccess=all. */
+  notify_send ("READY=1\nMAINPID=%d\nSTATUS=%zu entr%s, %zu broken",
+               (int) getpid (), entries, entries == 1 ? "y" : "ies", broken);
 }
 
 /* About to reload: systemd >= 253 wants the monotonic time with it. */

@@ -41,6 +41,7 @@ def test_ready_reload_stopping(diskshelf, catalog, tmp_path, address):
         assert is_mounted(mnt)
         assert (mnt / "a.img").read_bytes() == image.read_bytes()
         assert ready["STATUS"] == "2 entries, 1 broken"
+        assert ready["MAINPID"] == str(proc.pid)
 
         write_entry(catalog, "c.img", f"source = {image}\n")
         os.kill(proc.pid, signal.SIGHUP)
@@ -82,6 +83,9 @@ def test_ready_comes_after_mount_usable_in_background(diskshelf, catalog, tmp_pa
         assert r.returncode == 0, r.stderr
         ready = listener.wait_for("READY")
         assert ready["STATUS"] == "1 entry, 0 broken"
+        # The forked child names itself, for NotifyAccess=all units.
+        status = (mnt / ".diskshelf-status").read_text()
+        assert f"pid: {ready['MAINPID']}\n" in status
         assert (mnt / "a.img").read_bytes() == image.read_bytes()
     finally:
         if is_mounted(mnt):

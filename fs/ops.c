@@ -494,11 +494,16 @@ ds_statfs (const char *path, struct statvfs *sv)
   return 0;
 }
 
-/* getxattr: the prefetch control attributes (fs/prefetch.c). */
+/* ioctl: the prefetch commands on an open entry (fs/prefetch.c). */
 static int
-ds_getxattr (const char *path, const char *name, char *value, size_t size)
+ds_ioctl (const char *path, unsigned int cmd, void *arg,
+          struct fuse_file_info *fi, unsigned int flags, void *data)
 {
-  return fs_prefetch_getxattr (this_daemon (), path, name, value, size);
+  struct open_file *of = file_of (fi);
+
+  if (of == NULL || of->entry == NULL || (flags & FUSE_IOCTL_COMPAT))
+    return -ENOTTY;
+  return fs_prefetch_ioctl (of->entry, cmd, data);
 }
 
 /* init: let the kernel send big requests and keep caches sane. */
@@ -533,7 +538,7 @@ static const struct fuse_operations operations = {
   .truncate = ds_truncate,
   .utimens = ds_utimens,
   .statfs = ds_statfs,
-  .getxattr = ds_getxattr,
+  .ioctl = ds_ioctl,
 };
 
 /* The operations table for fuse_new. */

@@ -1,7 +1,7 @@
 /* diskshelf: `diskshelf prefetch [--background] FILE...`, the command.
  *
  * Asks the daemon behind each FILE to make the whole image local, through
- * the getxattr interface described in prefetch.h, then polls progress
+ * the ioctls described in prefetch.h, then polls progress
  * until the job is done (exit 0) or failed (exit 1 with the reason).  On
  * a terminal it draws a progress bar with rate and ETA on stderr;
  * otherwise it prints a plain line every few seconds.  Ctrl-C leaves the
@@ -17,7 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/xattr.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,32 +38,29 @@ on_interrupt (int sig)
   interrupted = sig;
 }
 
-/* One parsed progress line from the daemon. */
-struct progress
-{
-  char state[16];
-  uint64_t done, total;
-  unsigned waiters;
-  char reason[1024];
+static const char *const state_names[] = {
+  [PREFETCH_IDLE] = "idle", [PREFETCH_RUNNING] = "running",
+  [PREFETCH_DONE] = "done", [PREFETCH_FAILED] = "failed",
+  [PREFETCH_STOPPED] = "stopped",
 };
 
-/* Read one prefetch attribute; returns 0 or -errno. */
-static int
-ask (const char *file, const char *name, struct progress *p)
+/* The name of a state the daemon answered. */
+static const char *
+state_name (const struct prefetch_progress *p)
 {
-  char line[1100];
-  ssize_t n = getxattr (file, name, line, sizeof line - 1);
-  int used = 0;
+  if (p->state < sizeof state_names / sizeof state_names[0])
+    return state_names[p->state];
+  return "unknown";
+}
 
-  if (n < 0)
-    return -errno;
-  line[n] = '\0';
+/* One prefetch ioctl on an open image; returns 0 or -errno. */
+static int
+ask (int fd, unsigned long cmd, struct prefetch_progress *p)
+{
   memset (p, 0, sizeof *p);
-  if (sscanf (line, "%15s %" SCNu64 " %" SCNu64 " %u%n", p->state, &p->done,
-              &p->total, &p->waiters, &used) < 4)
-    return -EPROTO;
-  snprintf (p->reason, sizeof p->reason, "%s",
-            line[used] == ' ' ? line + used + 1 : "");
+  if (ioctl (fd, cmd, p) < 0)
+    return -errno;
+  p->reason[sizeof p->reason - 1] = '\0';
   return 0;
 }
 
@@ -83,7 +81,8 @@ human (double bytes, char *buf, size_t size)
 
 /* Draw or print one progress report. */
 static void
-report (const char *file, const struct progress *p, double rate, bool tty)
+report (const char *file, const struct prefetch_progress *p, double rate,
+        bool tty)
 {
   char done[32], total[32], speed[32], eta[32] = "--:--";
   double fraction = p->total ? (double) p->done / (double) p->total : 1.0;
@@ -115,19 +114,19 @@ report (const char *file, const struct progress *p, double rate, bool tty)
 
 /* Wait for one file's job; returns the exit code for it. */
 static int
-follow (const char *file)
+follow (const char *file, int fd)
 {
   bool tty = isatty (2);
   double start = clock_seconds (), last_plain = start;
   double rate_time = start;
   uint64_t rate_bytes = 0;
   double rate = 0;
-  struct progress p;
+  struct prefetch_progress p;
   int r;
 
   for (;;)
     {
-      r = ask (file, PREFETCH_XATTR, &p);
+      r = ask (fd, PREFETCH_IOC_PROGRESS, &p);
       if (r < 0)
         {
           fprintf (stderr, "%sdiskshelf: %s: lost the daemon: %s\n",
@@ -144,11 +143,11 @@ follow (const char *file)
           rate_time = now;
           rate_bytes = p.done ? p.done : 1;
         }
-      if (strcmp (p.state, "running") != 0)
+      if (p.state != PREFETCH_RUNNING)
         break;
       if (interrupted)
         {
-          ask (file, PREFETCH_XATTR_STOP, &p);
+          ask (fd, PREFETCH_IOC_STOP, &p);
           fprintf (stderr, "%sdiskshelf: %s: prefetch interrupted at %.1f%%%s\n",
                    tty ? "\n" : "", file,
                    p.total ? 100.0 * (double) p.done / (double) p.total : 0,
@@ -167,15 +166,15 @@ follow (const char *file)
     }
   if (tty)
     fputs ("\n", stderr);
-  if (strcmp (p.state, "done") == 0)
+  if (p.state == PREFETCH_DONE)
     {
       char total[32];
       human ((double) p.total, total, sizeof total);
       printf ("%s: local (%s)\n", file, total);
       return 0;
     }
-  fprintf (stderr, "diskshelf: %s: prefetch %s: %s\n", file, p.state,
-           p.reason[0] ? p.reason : "no reason given");
+  fprintf (stderr, "diskshelf: %s: prefetch %s: %s\n", file,
+           state_name (&p), p.reason[0] ? p.reason : "no reason given");
   return 1;
 }
 
@@ -204,38 +203,46 @@ prefetch_command (int argc, char **argv)
   sigaction (SIGTERM, &sa, NULL);
   for (int i = 0; i < argc && !interrupted; i++)
     {
-      struct progress p;
-      int r = ask (argv[i], PREFETCH_XATTR_START, &p);
+      struct prefetch_progress p;
+      int fd = open (argv[i], O_RDONLY | O_CLOEXEC);
+      int r;
 
-      if (r == -ENODATA || r == -ENOTSUP || r == -EPROTO)
+      if (fd < 0)
+        {
+          fprintf (stderr, "diskshelf: %s: %s\n", argv[i], strerror (errno));
+          status = 1;
+          continue;
+        }
+      r = ask (fd, PREFETCH_IOC_START, &p);
+      if (r == -ENOTTY || r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP)
         {
           fprintf (stderr, "diskshelf: %s is not an image in a diskshelf"
                    " mount\n", argv[i]);
           status = 1;
-          continue;
         }
-      if (r < 0)
+      else if (r < 0)
         {
           fprintf (stderr, "diskshelf: %s: %s\n", argv[i], strerror (-r));
           status = 1;
-          continue;
         }
-      if (background)
+      else if (background)
         {
           printf ("%s: prefetch %s\n", argv[i],
-                  strcmp (p.state, "running") == 0 ? "started"
-                  : p.state);
-          if (strcmp (p.state, "failed") == 0)
+                  p.state == PREFETCH_RUNNING ? "started" : state_name (&p));
+          if (p.state == PREFETCH_FAILED)
             {
               fprintf (stderr, "diskshelf: %s: prefetch failed: %s\n",
                        argv[i], p.reason);
               status = 1;
             }
-          continue;
         }
-      r = follow (argv[i]);
-      if (r != 0 && status != 130)
-        status = r;
+      else
+        {
+          r = follow (argv[i], fd);
+          if (r != 0 && status != 130)
+            status = r;
+        }
+      close (fd);
     }
   return status;
 }

@@ -18,8 +18,9 @@
 
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_STOPPED };
 
-static const char *const state_names[] = { "running", "done", "failed",
-                                           "stopped" };
+static const enum prefetch_state public_states[] = {
+  PREFETCH_RUNNING, PREFETCH_DONE, PREFETCH_FAILED, PREFETCH_STOPPED,
+};
 
 struct prefetch_job
 {
@@ -247,55 +248,43 @@ start_job (struct fs_entry *e)
   return 0;
 }
 
-/* Format the progress line of e's job. */
-static int
-progress (struct fs_entry *e, char *out, size_t size)
+/* Fill in the progress of e's job.  Called with jobs_lock held. */
+static void
+progress (struct fs_entry *e, struct prefetch_progress *p)
 {
   struct prefetch_job *job = find_job (e);
 
+  memset (p, 0, sizeof *p);
+  p->total = e->stack->size;
   if (job == NULL)
-    return snprintf (out, size, "idle 0 %" PRIu64 " 0", e->stack->size);
-  return snprintf (out, size, "%s %" PRIu64 " %" PRIu64 " %u%s%s",
-                   state_names[job->state], job->done, e->stack->size,
-                   job->waiters, job->reason[0] ? " " : "", job->reason);
+    {
+      p->state = PREFETCH_IDLE;
+      return;
+    }
+  p->state = public_states[job->state];
+  p->waiters = job->waiters;
+  p->done = job->done;
+  snprintf (p->reason, sizeof p->reason, "%.*s",
+            (int) sizeof p->reason - 1, job->reason);
 }
 
-/* getxattr on a path in the mount. */
+/* ioctl on an open entry. */
 int
-fs_prefetch_getxattr (struct daemon *d, const char *path, const char *name,
-                      char *value, size_t size)
+fs_prefetch_ioctl (struct fs_entry *e, unsigned int cmd, void *data)
 {
-  struct fs_node *n;
-  struct fs_entry *e = NULL;
-  struct fs_tree *t;
-  char line[1024];
-  int len, r = 0;
+  struct prefetch_progress *p = data;
+  int r = 0;
 
-  if (strcmp (name, PREFETCH_XATTR) != 0
-      && strcmp (name, PREFETCH_XATTR_START) != 0
-      && strcmp (name, PREFETCH_XATTR_STOP) != 0)
-    return -ENODATA;
-  if (path == NULL)
-    return -ENODATA;
-  pthread_rwlock_rdlock (&d->tree_lock);
-  t = d->tree;
-  fs_tree_ref (t);
-  pthread_rwlock_unlock (&d->tree_lock);
-  n = fs_tree_lookup (t, path);
-  if (n && n->entry)
-    {
-      e = n->entry;
-      fs_entry_ref (e);
-    }
-  fs_tree_unref (t);
-  if (e == NULL)
-    return -ENODATA;
-
+  if (cmd != PREFETCH_IOC_START && cmd != PREFETCH_IOC_STOP
+      && cmd != PREFETCH_IOC_PROGRESS)
+    return -ENOTTY;
+  if (e == NULL || data == NULL)
+    return -ENOTTY;
   pthread_mutex_lock (&jobs_lock);
   reap_old_jobs ();
-  if (strcmp (name, PREFETCH_XATTR_START) == 0 && size > 0)
+  if (cmd == PREFETCH_IOC_START)
     r = start_job (e);
-  else if (strcmp (name, PREFETCH_XATTR_STOP) == 0 && size > 0)
+  else if (cmd == PREFETCH_IOC_STOP)
     {
       struct prefetch_job *job = find_job (e);
       if (job && job->waiters > 0)
@@ -303,21 +292,9 @@ fs_prefetch_getxattr (struct daemon *d, const char *path, const char *name,
       if (job && job->state == JOB_RUNNING && job->waiters == 0)
         job->stop = true;
     }
-  len = progress (e, line, sizeof line);
+  progress (e, p);
   pthread_mutex_unlock (&jobs_lock);
-  fs_entry_unref (e);
-  if (r < 0)
-    return r;
-  if (len < 0)
-    return -EIO;
-  if ((size_t) len >= sizeof line)
-    len = sizeof line - 1;
-  if (size == 0)
-    return len;
-  if ((size_t) len > size)
-    return -ERANGE;
-  memcpy (value, line, (size_t) len);
-  return len;
+  return r;
 }
 
 /* Stop every job, wait for their threads, free them. */

@@ -4,8 +4,10 @@ single-block xz, which is decoded into the disk cache); failures say why;
 --background only starts; Ctrl-C stops only the prefetch, and a second
 prefetch of the same file joins the first."""
 
+import fcntl
 import os
 import signal
+import struct
 import subprocess
 
 from http_helpers import http_server, place_image  # noqa: F401
@@ -20,9 +22,24 @@ def prefetch(diskshelf, *args, timeout=300):
                           text=True, timeout=scaled(timeout), stdin=subprocess.DEVNULL)
 
 
+# struct prefetch_progress (fs/prefetch.h) and PREFETCH_IOC_PROGRESS,
+# _IOR ('D', 0x72, struct prefetch_progress).
+PROGRESS = struct.Struct("=IIQQ488s")
+IOC_PROGRESS = (2 << 30) | (PROGRESS.size << 16) | (ord("D") << 8) | 0x72
+STATES = ["idle", "running", "done", "failed", "stopped"]
+
+
 def progress(path):
-    """The daemon's progress line, split: state, done, total, waiters."""
-    return os.getxattr(path, "user.diskshelf.prefetch").decode().split(" ", 4)
+    """The daemon's answer to PREFETCH_IOC_PROGRESS on path, as
+    [state, done, total, waiters] strings."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(PROGRESS.size)
+        fcntl.ioctl(fd, IOC_PROGRESS, buf)
+    finally:
+        os.close(fd)
+    state, waiters, done, total, _ = PROGRESS.unpack(buf)
+    return [STATES[state], str(done), str(total), str(waiters)]
 
 
 def drop_page_cache(path):

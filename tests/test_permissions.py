@@ -49,7 +49,7 @@ def cat_as_nobody(path):
     return as_user(NOBODY, ["cat", path])
 
 
-def test_allow_other_with_default_permissions(mount, scratch):
+def test_allow_other_with_default_permissions(diskshelf, mount, scratch):
     image = make_random_file(scratch / "disk.raw", MiB)
     os.chmod(image, 0o644)
     catalog = open_catalog(scratch, image)
@@ -70,6 +70,12 @@ def test_allow_other_with_default_permissions(mount, scratch):
     assert r.returncode != 0 and b"Permission denied" in r.stderr
     # Root still reads everything.
     assert (m.path / "private.img").read_bytes() == image.read_bytes()
+    # Whoever may read an image may prefetch it, and only they.
+    binary = os.path.realpath(diskshelf)
+    r = as_user(NOBODY, [binary, "prefetch", m.path / "public.img"])
+    assert r.returncode == 0 and b"local" in r.stdout, r.stderr
+    r = as_user(NOBODY, [binary, "prefetch", m.path / "private.img"])
+    assert r.returncode == 1 and b"Permission denied" in r.stderr
 
 
 def test_without_allow_other_another_user_sees_nothing(mount, scratch):

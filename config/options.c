@@ -347,6 +347,10 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   if (r < 0)
     return error_prefix (r, "catalog directory");
   r = absolute_path (positional[1], &o->mountpoint);
+  if (r == -ENOTCONN)
+    return error_set (ENOTCONN, "mountpoint %s: a FUSE mount whose daemon"
+                      " is gone is still there; remove it with"
+                      " fusermount3 -uz %s", positional[1], positional[1]);
   if (r < 0)
     return error_prefix (r, "mountpoint");
   if (!o->cache_dir_set)

@@ -238,10 +238,6 @@ check_mountpoint (const char *path)
   struct stat st;
   int r;
 
-  if (stat (path, &st) < 0 && errno == ENOTCONN)
-    return error_set (errno, "mountpoint %s: a FUSE mount whose daemon is"
-                      " gone is still there; remove it with fusermount3"
-                      " -uz %s", path, path);
   if (stat (path, &st) < 0)
     return error_set (errno, "mountpoint %s: %s", path, strerror (errno));
   if (!S_ISDIR (st.st_mode))

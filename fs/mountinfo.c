@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/vfs.h>
 
 #include "error.h"
 
@@ -65,11 +66,18 @@ int
 mount_check_not_mounted (const char *path)
 {
   char type[256], source[4096];
+  struct statfs sf;
 
   if (!mountinfo_find (path, type, sizeof type, source, sizeof source))
     return 0;
   if (strcmp (type, "fuse.diskshelf") != 0)
     return 0;
+  /* statfs always asks the daemon (stat may answer from cached
+   * attributes): ENOTCONN means its daemon died and left the mount. */
+  if (statfs (path, &sf) < 0 && errno == ENOTCONN)
+    return error_set (ENOTCONN, "mountpoint %s: a FUSE mount whose daemon"
+                      " is gone is still there; remove it with"
+                      " fusermount3 -uz %s", path, path);
   return error_set (EBUSY, "mountpoint %s: diskshelf already serves %s"
                     " there; unmount it first (fusermount3 -u %s) or"
                     " choose another mountpoint", path, source, path);

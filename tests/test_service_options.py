@@ -128,3 +128,26 @@ def test_background_under_systemd_keeps_the_journal_stream(diskshelf, catalog, t
         subprocess.run(["fusermount3", "-u", str(mnt)], timeout=scaled(30))
     # "unmounted" is written by the background daemon, after the parent left.
     wait_for(lambda: "info: unmounted" in journal.read_text(), 30, "the unmount in the journal")
+
+
+def test_dead_mount_left_behind_is_explained(diskshelf, catalog, tmp_path):
+    image = make_random_file(tmp_path / "disk.raw", MiB)
+    write_entry(catalog, "a.img", f"source = {image}\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen([str(diskshelf), "-f", "--cache-dir=none", str(catalog), str(mnt)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: is_mounted(mnt), 30, "the mount")
+        proc.kill()
+        proc.wait(timeout=scaled(30))
+        r = run(diskshelf, "-f", catalog, mnt)
+        assert r.returncode in (1, 2)   # found while parsing, or by the mount check
+        assert "daemon is gone is still there; remove it with fusermount3 -uz" in r.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True,
+                       timeout=scaled(30))

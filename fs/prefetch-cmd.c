@@ -165,7 +165,11 @@ follow (const char *file, int fd)
       nanosleep (&ts, NULL);
     }
   if (tty)
-    fputs ("\n", stderr);
+    {
+      if (p.state == PREFETCH_DONE)
+        report (file, &p, rate, true);   /* the full bar */
+      fputs ("\n", stderr);
+    }
   if (p.state == PREFETCH_DONE)
     {
       char total[32];

@@ -113,13 +113,14 @@ def test_progress_bar_on_a_terminal(diskshelf, mount, catalog, http_server):
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "local (8.0 MiB)" in r.stdout
+    assert "[" + "#" * 30 + "] 100.0%" in r.stdout and "/s ETA" in r.stdout
 
 
 def test_ctrl_c_stops_only_the_prefetch_and_joins(diskshelf, mount, catalog, tmp_path):
     # A slow server, so the prefetch is still running when interrupted.
     server = Nginx(tmp_path / "slow", extra="limit_rate 256k;").start()
     try:
-        make_random_file(server.root / "big.img", 256 * MiB)
+        make_random_file(server.root / "big.img", 128 * MiB)
         write_entry(catalog, "big.img", f"source = {server.url('big.img')}\n")
         m = mount(catalog)
         path = m.path / "big.img"

@@ -13,6 +13,7 @@
 static __thread char thread_message[ERROR_MESSAGE_MAX];
 static int use_syslog;
 static int use_timestamps;
+static int use_level_prefix;
 static enum log_level max_level = LOG_LEVEL_INFO;
 
 /* Record a formatted message for this thread and hand back -errnum. */
@@ -78,6 +79,13 @@ log_use_timestamps (int yes)
   use_timestamps = yes;
 }
 
+/* Prefix stderr lines with "<N>" for the journal. */
+void
+log_use_level_prefix (int yes)
+{
+  use_level_prefix = yes;
+}
+
 /* Set the most verbose level that is still written. */
 void
 log_set_level (enum log_level level)
@@ -114,6 +122,9 @@ log_msg (enum log_level level, const char *fmt, ...)
       fprintf (stderr, "%s diskshelf[%d]: %s: %s\n", stamp, (int) getpid (),
                names[level], line);
     }
+  else if (use_level_prefix)
+    fprintf (stderr, "<%d>diskshelf: %s: %s\n", priorities[level],
+             names[level], line);
   else
     fprintf (stderr, "diskshelf: %s: %s\n", names[level], line);
   errno = saved_errno;

@@ -101,7 +101,14 @@ log_plan_choose (const struct daemon_options *o, struct log_plan *plan)
         return error_set (ENOMEM, "out of memory");
       return open_log_file (plan);
     }
-  if (o->foreground || stderr_is_journal ())
+  if (stderr_is_journal ())
+    {
+      /* Let the journal record each line's level. */
+      log_use_level_prefix (1);
+      plan->sink = LOG_SINK_STDERR;
+      return 0;
+    }
+  if (o->foreground)
     {
       plan->sink = LOG_SINK_STDERR;
       return 0;

@@ -2,7 +2,8 @@
  *
  *   -f (foreground)            stderr (under systemd that is the journal)
  *   --log-file=PATH            PATH, appended to, foreground or not
- *   background, under systemd  stderr, when $JOURNAL_STREAM names it
+ *   under systemd              stderr, when $JOURNAL_STREAM names it, with
+ *                              "<N>" level prefixes the journal reads
  *   background                 syslog, when /dev/log is a socket
  *   background, no syslog      a file: /var/log/diskshelf.log for root,
  *                              $XDG_STATE_HOME/diskshelf/diskshelf.log

@@ -128,6 +128,8 @@ def test_background_under_systemd_keeps_the_journal_stream(diskshelf, catalog, t
         subprocess.run(["fusermount3", "-u", str(mnt)], timeout=scaled(30))
     # "unmounted" is written by the background daemon, after the parent left.
     wait_for(lambda: "info: unmounted" in journal.read_text(), 30, "the unmount in the journal")
+    # Each line carries its syslog level for the journal: <6> is info.
+    assert re.search(r"^<6>diskshelf: info: mounted ", journal.read_text(), re.M)
 
 
 def test_dead_mount_left_behind_is_explained(diskshelf, catalog, tmp_path):

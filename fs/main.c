@@ -211,20 +211,38 @@ set_readahead (const char *mountpoint, uint64_t kib)
     log_debug ("read-ahead stays at the kernel default: %s", strerror (errno));
 }
 
+/* What the announcing thread needs. */
+struct announce
+{
+  struct daemon *d;
+  int parent_fd;                /* -1 in the foreground */
+  struct log_plan *log_plan;
+};
+
 /* Thread body: once the kernel has finished FUSE's INIT (a stat of the
  * mountpoint answers only then, so the loop is serving), raise the
- * mount's read-ahead and tell the service manager the mount is ready.
+ * mount's read-ahead, let go of the caller's stdio, tell the waiting
+ * parent and the service manager that the mount is ready.  Telling the
+ * parent only now means `diskshelf CAT MNT && fusermount3 -u MNT` cannot
+ * race this stat (a stat in flight makes the unmount fail with EBUSY).
  * Raising read-ahead earlier is undone by INIT, which caps it at its own
- * value. */
+ * value.  If the stat fails the loop is ending, and the parent learns it
+ * from the closed pipe. */
 static void *
 announce_mount (void *arg)
 {
-  struct daemon *d = arg;
+  struct announce *a = arg;
+  struct daemon *d = a->d;
   struct stat st;
 
   if (stat (d->options.mountpoint, &st) < 0)
     return NULL;
   set_readahead (d->options.mountpoint, d->options.readahead / 1024);
+  if (a->parent_fd >= 0)
+    {
+      log_plan_apply (a->log_plan, true);
+      tell_parent (a->parent_fd, true, NULL);
+    }
   daemon_notify_ready (d);
   return NULL;
 }
@@ -285,6 +303,7 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   struct fuse *fuse;
   struct catalog *c;
   sigset_t hup;
+  struct announce announce;
   pthread_t announcer;
   bool announcer_started = false;
   int status = 1, r;
@@ -333,16 +352,21 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
       tell_parent (parent_fd, false, "cannot set signal handlers");
       goto out_unmount;
     }
-  if (pthread_create (&announcer, NULL, announce_mount, d) == 0)
+  announce.d = d;
+  announce.parent_fd = parent_fd;
+  announce.log_plan = log_plan;
+  if (pthread_create (&announcer, NULL, announce_mount, &announce) == 0)
     announcer_started = true;
+  else
+    {
+      tell_parent (parent_fd, false, "cannot start a thread");
+      goto out_signals;
+    }
   if (daemon_watch_catalog (d) < 0)
     log_warning ("catalog changes will need SIGHUP: %s", error_message ());
   log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
             d->options.mountpoint, d->tree->entry_count,
             d->tree->broken_count);
-  tell_parent (parent_fd, true, NULL);
-  if (parent_fd >= 0)
-    log_plan_apply (log_plan, true);
   if (d->options.single_thread)
     r = fuse_loop (fuse);
   else
@@ -364,6 +388,7 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   if (announcer_started)
     pthread_join (announcer, NULL);
   fs_release_all ();
+ out_signals:
   fuse_remove_signal_handlers (fuse_get_session (fuse));
  out_unmount:
   fuse_unmount (fuse);

@@ -6,11 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
+#include <unistd.h>
 
 #define ERROR_MESSAGE_MAX 1024
 
 static __thread char thread_message[ERROR_MESSAGE_MAX];
 static int use_syslog;
+static int use_timestamps;
+static int use_level_prefix;
 static enum log_level max_level = LOG_LEVEL_INFO;
 
 /* Record a formatted message for this thread and hand back -errnum. */
@@ -69,6 +73,20 @@ log_use_syslog (int yes)
     openlog ("diskshelf", LOG_PID, LOG_DAEMON);
 }
 
+/* Stamp stderr lines with the date and time (log files). */
+void
+log_use_timestamps (int yes)
+{
+  use_timestamps = yes;
+}
+
+/* Prefix stderr lines with "<N>" for the journal. */
+void
+log_use_level_prefix (int yes)
+{
+  use_level_prefix = yes;
+}
+
 /* Set the most verbose level that is still written. */
 void
 log_set_level (enum log_level level)
@@ -105,6 +123,20 @@ log_msg (enum log_level level, const char *fmt, ...)
     }
   if (use_syslog)
     syslog (priorities[level], "%s", line);
+  else if (use_timestamps)
+    {
+      char stamp[32] = "";
+      struct tm tm;
+      time_t now = time (NULL);
+
+      if (localtime_r (&now, &tm))
+        strftime (stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+      fprintf (stderr, "%s diskshelf[%d]: %s: %s\n", stamp, (int) getpid (),
+               names[level], line);
+    }
+  else if (use_level_prefix)
+    fprintf (stderr, "<%d>diskshelf: %s: %s\n", priorities[level],
+             names[level], line);
   else
     fprintf (stderr, "diskshelf: %s: %s\n", names[level], line);
   free (big);

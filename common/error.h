@@ -37,6 +37,14 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO,
 /* Where log lines go: stderr (foreground) or syslog (daemon). */
 void log_use_syslog (int yes);
 
+/* Put the local date and time in front of stderr lines (for a log
+ * file; syslog and the journal stamp lines themselves). */
+void log_use_timestamps (int yes);
+
+/* Start stderr lines with "<N>", the syslog priority, which the systemd
+ * journal reads as the line's level (used when stderr is the journal). */
+void log_use_level_prefix (int yes);
+
 /* Lines above this level are dropped (default LOG_LEVEL_INFO). */
 void log_set_level (enum log_level level);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "ownership.h"
 #include "text.h"
 
 enum key_kind
@@ -32,6 +33,9 @@ enum key_kind
   KIND_COUNT,         /* integer 1..1024 */
   KIND_COMPRESSION,   /* auto/none/xz */
   KIND_ARGV,          /* shell-like words */
+  KIND_OWNER,         /* user name or uid */
+  KIND_GROUP,         /* group name or gid */
+  KIND_MODE,          /* octal permission bits */
 };
 
 struct entry_key
@@ -76,6 +80,12 @@ static const struct entry_key entry_keys[] = {
   { "user-agent", KIND_STRING, FIELD (user_agent), "a user agent string" },
   { "scan-limit", KIND_SIZE, FIELD (scan_limit),
     "a size such as 512M or 4G" },
+  { "owner", KIND_OWNER, FIELD (owner),
+    "a user name or number that exists on this machine" },
+  { "group", KIND_GROUP, FIELD (group),
+    "a group name or number that exists on this machine" },
+  { "mode", KIND_MODE, FIELD (mode),
+    "permission bits in octal, e.g. 0444 or 0640" },
 };
 
 /* Collected error text for one parse. */
@@ -318,6 +328,21 @@ store_value (struct entry_config *e, const struct entry_key *key,
         e->compression = COMPRESSION_XZ;
       else
         return "unknown compression";
+      return NULL;
+    case KIND_OWNER:
+      if (parse_owner (value, (uid_t *) field) < 0)
+        return "no such user";
+      e->owner_set = true;
+      return NULL;
+    case KIND_GROUP:
+      if (parse_group (value, (gid_t *) field) < 0)
+        return "no such group";
+      e->group_set = true;
+      return NULL;
+    case KIND_MODE:
+      if (parse_mode (value, (mode_t *) field) < 0)
+        return "not an octal mode from 0000 to 0777";
+      e->mode_set = true;
       return NULL;
     case KIND_ARGV:
       {

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 enum entry_compression { COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_XZ };
 
@@ -48,6 +49,13 @@ struct entry_config
 
   /* tar */
   uint64_t scan_limit;    /* max bytes of archive to scan; 0 = default */
+
+  /* Ownership of the served file; the daemon's --owner, --group and
+   * --mode (or the daemon's own user and group, 0444/0644) when unset. */
+  bool owner_set, group_set, mode_set;
+  uid_t owner;
+  gid_t group;
+  mode_t mode;            /* permission bits only */
 };
 
 /* Parse one .conf file.  name is the entry's path in the mount.  On

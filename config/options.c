@@ -17,6 +17,7 @@
 #include "config.h"
 #include "entry.h"
 #include "error.h"
+#include "ownership.h"
 #include "text.h"
 
 #define DEFAULT_CACHE_SIZE (10ULL << 30)
@@ -37,11 +38,19 @@ print_help (void)
   printf (
     "Usage: diskshelf [OPTIONS] CATALOG MOUNTPOINT\n"
     "       diskshelf check CATALOG\n"
-    "       diskshelf status MOUNTPOINT\n"
+    "       diskshelf status [--json] MOUNTPOINT [ENTRY...]\n"
+    "       diskshelf prefetch [--background] FILE...\n"
     "\n"
     "Mount a catalog directory: every CATALOG/**/NAME.conf entry becomes\n"
     "MOUNTPOINT/**/NAME, a file that reads like a raw disk image, whatever\n"
     "is behind it (a local file, HTTP(S), xz, a tar member, NBD).\n"
+    "\n"
+    "Commands:\n"
+    "  check CATALOG              validate every entry file, print each error\n"
+    "  status MOUNTPOINT          every entry's stack, size, state, cache and\n"
+    "                             errors; --json for scripts, ENTRY... to pick\n"
+    "  prefetch FILE...           make whole images local (disk cache);\n"
+    "                             --background only starts\n"
     "\n"
     "Options (each also works as -o NAME=VALUE):\n"
     "  -f, --foreground           stay in the foreground\n"
@@ -60,11 +69,24 @@ print_help (void)
     "  --workers=N                decode threads (default: one per core)\n"
     "  --readahead=SIZE           kernel read-ahead on the mount (default 1M;\n"
     "                             0 keeps the kernel's 128K; needs root)\n"
+    "  --owner=USER, --group=GROUP, --mode=MODE\n"
+    "                             owner, group and octal mode of entries that\n"
+    "                             set none (default: the daemon's user and\n"
+    "                             group, 0444, or 0644 when writable)\n"
+    "  --log-file=FILE            append log lines to FILE\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
-    "Sizes take K, M, G, T suffixes (powers of 1024).\n"
-    "The catalog format is described in diskshelf-catalog(5).\n");
+    "Sizes take K, M, G, T suffixes (powers of 1024).  A value may follow\n"
+    "its option as the next argument (--cache-size 64M).\n"
+    "\n"
+    "Logs: with -f, to stderr (the journal under systemd).  In the\n"
+    "background: to the journal when started by systemd, else to syslog,\n"
+    "else (no /dev/log) to /var/log/diskshelf.log for root or\n"
+    "$XDG_STATE_HOME/diskshelf/diskshelf.log for a user; --log-file wins.\n"
+    "\n"
+    "The catalog format is described in diskshelf-catalog(5), the daemon\n"
+    "in diskshelf(1).\n");
 }
 
 /* Append one option to the comma-separated FUSE option string. */
@@ -93,6 +115,23 @@ size_option (const char *name, const char *value, uint64_t *out)
                       "--%s: '%s' is not a size; give e.g. 512M or 10G",
                       name, value ? value : "");
   return 0;
+}
+
+/* The long options that take a value, so "--name VALUE" works too. */
+static const char *const options_with_value[] = {
+  "cache-dir", "cache-size", "memory-cache-size", "max-block-size",
+  "readahead", "workers", "log-file", "owner", "group", "mode",
+};
+
+/* True when --name needs a value. */
+static bool
+takes_value (const char *name)
+{
+  for (size_t i = 0; i < sizeof options_with_value
+                         / sizeof options_with_value[0]; i++)
+    if (strcmp (name, options_with_value[i]) == 0)
+      return true;
+  return false;
 }
 
 /* Apply one named option ("cache-dir", "DIR"); value may be NULL.
@@ -124,6 +163,40 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
         return error_set (EINVAL, "--workers: give a number from 0 to 256");
       o->workers = (unsigned) n;
+      return 0;
+    }
+  if (strcmp (name, "log-file") == 0)
+    {
+      if (value == NULL || value[0] == '\0')
+        return error_set (EINVAL, "--log-file needs a file name");
+      free (o->log_file);
+      o->log_file = strdup (value);
+      return o->log_file ? 0 : error_set (ENOMEM, "out of memory");
+    }
+  if (strcmp (name, "owner") == 0)
+    {
+      if (value == NULL || parse_owner (value, &o->owner) < 0)
+        return error_set (EINVAL, "--owner: '%s' is not a user on this"
+                          " machine; give a user name or number",
+                          value ? value : "");
+      o->owner_set = true;
+      return 0;
+    }
+  if (strcmp (name, "group") == 0)
+    {
+      if (value == NULL || parse_group (value, &o->group) < 0)
+        return error_set (EINVAL, "--group: '%s' is not a group on this"
+                          " machine; give a group name or number",
+                          value ? value : "");
+      o->group_set = true;
+      return 0;
+    }
+  if (strcmp (name, "mode") == 0)
+    {
+      if (value == NULL || parse_mode (value, &o->mode) < 0)
+        return error_set (EINVAL, "--mode: '%s' is not an octal mode; give"
+                          " e.g. 0444 or 0640", value ? value : "");
+      o->mode_set = true;
       return 0;
     }
   if (value == NULL)
@@ -237,7 +310,20 @@ options_parse (int argc, char **argv, struct daemon_options *o)
           eq = strchr (name, '=');
           if (eq)
             *eq = '\0';
-          r = apply_option (o, name, eq ? eq + 1 : NULL);
+          if (eq == NULL && takes_value (name))
+            {
+              /* "--cache-size 64M": the value is the next argument. */
+              if (i + 1 == argc)
+                {
+                  r = error_set (EINVAL, "--%s needs a value; see --help",
+                                 name);
+                  free (name);
+                  return r;
+                }
+              r = apply_option (o, name, argv[++i]);
+            }
+          else
+            r = apply_option (o, name, eq ? eq + 1 : NULL);
           free (name);
           if (r == 1)
             r = error_set (EINVAL, "unknown option '%s'; see --help", arg);
@@ -261,6 +347,10 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   if (r < 0)
     return error_prefix (r, "catalog directory");
   r = absolute_path (positional[1], &o->mountpoint);
+  if (r == -ENOTCONN)
+    return error_set (ENOTCONN, "mountpoint %s: a FUSE mount whose daemon"
+                      " is gone is still there; remove it with"
+                      " fusermount3 -uz %s", positional[1], positional[1]);
   if (r < 0)
     return error_prefix (r, "mountpoint");
   if (!o->cache_dir_set)
@@ -276,6 +366,7 @@ options_free (struct daemon_options *o)
   free (o->mountpoint);
   free (o->fuse_options);
   free (o->cache_dir);
+  free (o->log_file);
   memset (o, 0, sizeof *o);
 }
 

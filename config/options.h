@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct daemon_options
 {
@@ -30,6 +31,13 @@ struct daemon_options
   uint64_t max_block_size;  /* largest xz block decoded in memory */
   unsigned workers;         /* decode worker threads; 0 = cores */
   uint64_t readahead;       /* kernel read-ahead on the mount, bytes */
+  char *log_file;           /* --log-file: NULL for syslog/stderr */
+
+  /* Defaults for entries without owner =, group =, mode =. */
+  bool owner_set, group_set, mode_set;
+  uid_t owner;
+  gid_t group;
+  mode_t mode;
 };
 
 /* Parse argv after the program name (and after a subcommand).  Returns

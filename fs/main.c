@@ -19,42 +19,19 @@
 #include <unistd.h>
 
 #include "blockcache.h"
+#include "commands.h"
 #include "catalog.h"
 #include "check.h"
 #include "config.h"
 #include "daemon.h"
 #include "diskcache.h"
 #include "error.h"
+#include "log-setup.h"
+#include "mountinfo.h"
+#include "notify.h"
 #include "options.h"
+#include "prefetch.h"
 #include "thread.h"
-
-/* `diskshelf status MOUNTPOINT`: print the daemon's status file. */
-static int
-run_status (int argc, char **argv)
-{
-  char path[4096];
-  char buf[65536];
-  size_t n;
-  FILE *fp;
-
-  if (argc != 1)
-    {
-      fprintf (stderr, "usage: diskshelf status MOUNTPOINT\n");
-      return 2;
-    }
-  snprintf (path, sizeof path, "%s/%s", argv[0], STATUS_FILE_NAME);
-  fp = fopen (path, "re");
-  if (fp == NULL)
-    {
-      fprintf (stderr, "diskshelf: %s is not a diskshelf mount: %s\n",
-               argv[0], strerror (errno));
-      return 1;
-    }
-  while ((n = fread (buf, 1, sizeof buf, fp)) > 0)
-    fwrite (buf, 1, n, stdout);
-  fclose (fp);
-  return 0;
-}
 
 /* Fork; the parent waits for the child's word and exits with it.
  * Returns the write end of the pipe in the child. */
@@ -178,6 +155,13 @@ set_readahead (const char *mountpoint, uint64_t kib)
 
   if (kib == 0)
     return;
+  if (geteuid () != 0)
+    {
+      log_info ("read-ahead stays at the kernel's default: raising it to"
+                " %llu KiB needs root (--readahead=0 silences this)",
+                (unsigned long long) kib);
+      return;
+    }
   fp = fopen ("/proc/self/mountinfo", "re");
   if (fp == NULL)
     return;
@@ -204,47 +188,104 @@ set_readahead (const char *mountpoint, uint64_t kib)
     log_debug ("read-ahead stays at the kernel default: %s", strerror (errno));
 }
 
-/* Thread body: once the kernel has finished FUSE's INIT (a stat of the
- * mountpoint answers only then), raise the mount's read-ahead.  Doing it
- * earlier is undone by INIT, which caps read-ahead at its own value. */
-static void *
-tune_mount (void *arg)
+/* What the announcing thread needs. */
+struct announce
 {
-  struct daemon *d = arg;
+  struct daemon *d;
+  int parent_fd;                /* -1 in the foreground */
+  struct log_plan *log_plan;
+  volatile sig_atomic_t loop_ended;  /* set before the unmount */
+};
+
+/* Thread body: once the kernel has finished FUSE's INIT (a stat of the
+ * mountpoint answers only then, so the loop is serving), raise the
+ * mount's read-ahead, let go of the caller's stdio, tell the waiting
+ * parent and the service manager that the mount is ready.  Telling the
+ * parent only now means `diskshelf CAT MNT && fusermount3 -u MNT` cannot
+ * race this stat (a stat in flight makes the unmount fail with EBUSY).
+ * Raising read-ahead earlier is undone by INIT, which caps it at its own
+ * value.  If the stat fails the loop is ending, and the parent learns it
+ * from the closed pipe. */
+static void *
+announce_mount (void *arg)
+{
+  struct announce *a = arg;
+  struct daemon *d = a->d;
   struct stat st;
 
-  if (stat (d->options.mountpoint, &st) == 0)
-    set_readahead (d->options.mountpoint, d->options.readahead / 1024);
+  /* After the unmount the stat sees the directory underneath: the
+   * loop's end, not a mount to announce. */
+  if (stat (d->options.mountpoint, &st) < 0 || a->loop_ended)
+    return NULL;
+  set_readahead (d->options.mountpoint, d->options.readahead / 1024);
+  if (a->parent_fd >= 0)
+    {
+      log_plan_apply (a->log_plan, true);
+      tell_parent (a->parent_fd, true, NULL);
+    }
+  daemon_notify_ready (d);
   return NULL;
 }
 
-/* Check the mountpoint before forking, for a clear message. */
+/* Check the mountpoint before forking, for a clear message.  Root
+ * opens /dev/fuse itself; other users mount through the set-uid
+ * fusermount3, which libfuse runs for them. */
 static int
 check_mountpoint (const char *path)
 {
   struct stat st;
+  int r;
 
   if (stat (path, &st) < 0)
     return error_set (errno, "mountpoint %s: %s", path, strerror (errno));
   if (!S_ISDIR (st.st_mode))
     return error_set (ENOTDIR, "mountpoint %s: not a directory", path);
-  if (access ("/dev/fuse", R_OK | W_OK) < 0)
+  r = mount_check_not_mounted (path);
+  if (r < 0)
+    return r;
+  if (geteuid () == 0 && access ("/dev/fuse", R_OK | W_OK) < 0)
     return error_set (errno, "/dev/fuse: %s (is the fuse module loaded,"
                       " and fuse3 installed?)", strerror (errno));
   return 0;
 }
 
+/* Let FUSE parse the -o options once before anything is opened, so a
+ * bad option fails at once instead of after every entry was opened. */
+static int
+check_fuse_options (struct daemon *d)
+{
+  struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
+  struct fuse *fuse;
+  int r;
+
+  r = fuse_arguments (d, &args);
+  if (r < 0)
+    return r;
+  fuse = fuse_new (&args, fs_operations (), sizeof (struct fuse_operations),
+                   NULL);
+  fuse_opt_free_args (&args);
+  if (fuse == NULL)
+    return error_set (EINVAL, "-o %s: an option above is neither a"
+                      " diskshelf nor a FUSE option; see --help and"
+                      " mount.fuse3(8)",
+                      d->options.fuse_options ? d->options.fuse_options
+                      : "(none)");
+  fuse_destroy (fuse);
+  return 0;
+}
+
 /* Serve the mount until it is unmounted or signalled. */
 static int
-serve (struct daemon *d, int parent_fd)
+serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
 {
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
   struct fuse_loop_config *loop_config;
   struct fuse *fuse;
   struct catalog *c;
   sigset_t blocked, termination;
-  pthread_t tuner;
-  bool tuner_started = false;
+  struct announce announce = { 0 };
+  pthread_t announcer;
+  bool announcer_started = false;
   int status = 1, r;
 
   /* Block the daemon's signals before any thread exists, so that every
@@ -299,27 +340,21 @@ serve (struct daemon *d, int parent_fd)
       tell_parent (parent_fd, false, "cannot set signal handlers");
       goto out_unmount;
     }
-  if (d->options.readahead > 0
-      && thread_create (&tuner, NULL, tune_mount, d) == 0)
-    tuner_started = true;
+  announce.d = d;
+  announce.parent_fd = parent_fd;
+  announce.log_plan = log_plan;
+  if (thread_create (&announcer, NULL, announce_mount, &announce) == 0)
+    announcer_started = true;
+  else
+    {
+      tell_parent (parent_fd, false, "cannot start a thread");
+      goto out_signals;
+    }
   if (daemon_watch_catalog (d) < 0)
     log_warning ("catalog changes will need SIGHUP: %s", error_message ());
   log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
             d->options.mountpoint, d->tree->entry_count,
             d->tree->broken_count);
-  tell_parent (parent_fd, true, NULL);
-  if (parent_fd >= 0)
-    {
-      log_use_syslog (1);
-      int null = open ("/dev/null", O_RDWR);
-      if (null >= 0)
-        {
-          dup2 (null, 0);
-          dup2 (null, 1);
-          dup2 (null, 2);
-          close (null);
-        }
-    }
   pthread_sigmask (SIG_UNBLOCK, &termination, NULL);
   if (d->options.single_thread)
     r = fuse_loop (fuse);
@@ -334,19 +369,24 @@ serve (struct daemon *d, int parent_fd)
     }
   /* A positive result is the signal that ended the loop: a clean exit. */
   status = r < 0 ? 1 : 0;
+  notify_stopping ();
   if (r < 0)
     log_error ("FUSE loop failed: %s", strerror (-r));
   pthread_sigmask (SIG_BLOCK, &termination, NULL);
   daemon_stop_watching ();
+  prefetch_stop_all ();
   fs_release_all ();
+ out_signals:
   fuse_remove_signal_handlers (fuse_get_session (fuse));
  out_unmount:
+  announce.loop_ended = 1;
   fuse_unmount (fuse);
-  /* Only now: the tuner may still wait in stat() for an answer that the
-   * ended loop will never give; unmounting aborts that request.  Joining
-   * it before the unmount hung the daemon after an early SIGINT. */
-  if (tuner_started)
-    pthread_join (tuner, NULL);
+  /* Only now: the announcer may still wait in stat() for an answer that
+   * the ended loop will never give; unmounting aborts that request.
+   * Joining it before the unmount hung the daemon after an early
+   * SIGINT. */
+  if (announcer_started)
+    pthread_join (announcer, NULL);
  out_destroy:
   fuse_destroy (fuse);
  out_args:
@@ -359,13 +399,16 @@ int
 main (int argc, char **argv)
 {
   static struct daemon d;
+  struct log_plan log_plan;
   int parent_fd = -1;
   int status, r;
 
   if (argc >= 2 && strcmp (argv[1], "check") == 0)
     return run_check (argc - 2, argv + 2);
   if (argc >= 2 && strcmp (argv[1], "status") == 0)
-    return run_status (argc - 2, argv + 2);
+    return status_command (argc - 2, argv + 2);
+  if (argc >= 2 && strcmp (argv[1], "prefetch") == 0)
+    return prefetch_command (argc - 2, argv + 2);
   r = options_parse (argc - 1, argv + 1, &d.options);
   if (r == 1)
     return 0;
@@ -376,11 +419,25 @@ main (int argc, char **argv)
     }
   if (d.options.debug)
     log_set_level (LOG_LEVEL_DEBUG);
-  if (check_mountpoint (d.options.mountpoint) < 0)
+  if (check_mountpoint (d.options.mountpoint) < 0
+      || check_fuse_options (&d) < 0)
     {
       fprintf (stderr, "diskshelf: %s\n", error_message ());
+      options_free (&d.options);
       return 1;
     }
+  if (log_plan_choose (&d.options, &log_plan) < 0)
+    {
+      fprintf (stderr, "diskshelf: %s\n", error_message ());
+      options_free (&d.options);
+      return 1;
+    }
+  if (log_plan.fallback)
+    fprintf (stderr, "diskshelf: no syslog socket (/dev/log): logging to"
+             " %s\n", log_plan.path);
+  if (d.options.foreground)
+    log_plan_apply (&log_plan, false);
+  notify_init ();
   clock_gettime (CLOCK_REALTIME, &d.started);
   d.uid = getuid ();
   d.gid = getgid ();
@@ -393,11 +450,18 @@ main (int argc, char **argv)
       if (parent_fd < 0)
         {
           fprintf (stderr, "diskshelf: %s\n", error_message ());
+          log_plan_free (&log_plan);
+          options_free (&d.options);
           return 1;
         }
+      /* A log file gets every line of the child, start-up included; the
+       * parent still shows the reason if start-up fails. */
+      if (log_plan.sink == LOG_SINK_FILE)
+        log_plan_apply (&log_plan, false);
     }
   signal (SIGPIPE, SIG_IGN);
-  status = serve (&d, parent_fd);
+  status = serve (&d, parent_fd, &log_plan);
+  log_plan_free (&log_plan);
   fs_tree_unref (d.tree);
   disk_cache_free (d.services.disk_cache);
   block_cache_free (d.services.block_cache);

@@ -19,6 +19,8 @@
 #include "error.h"
 #include "mount_watch.h"
 #include "retire.h"
+#include "perm.h"
+#include "prefetch.h"
 
 /* What an open file handle points at. */
 struct open_file
@@ -154,8 +156,7 @@ entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
   st->st_mtim = e->mtime;
   st->st_ctim = e->mtime;
   st->st_atim = e->mtime;
-  st->st_uid = d->uid;
-  st->st_gid = d->gid;
+  fs_entry_ownership (d, e, st);
 }
 
 /* getattr: files from entries, directories from the tree.  An open file
@@ -541,6 +542,18 @@ ds_statfs (const char *path, struct statvfs *sv)
   return 0;
 }
 
+/* ioctl: the prefetch commands on an open entry (fs/prefetch.c). */
+static int
+ds_ioctl (const char *path, unsigned int cmd, void *arg,
+          struct fuse_file_info *fi, unsigned int flags, void *data)
+{
+  struct open_file *of = file_of (fi);
+
+  if (of == NULL || of->entry == NULL || (flags & FUSE_IOCTL_COMPAT))
+    return -ENOTTY;
+  return fs_prefetch_ioctl (of->entry, cmd, data);
+}
+
 /* init: let the kernel send big requests and keep caches sane. */
 static void *
 ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -590,6 +603,7 @@ static const struct fuse_operations operations = {
   .truncate = ds_truncate,
   .utimens = ds_utimens,
   .statfs = ds_statfs,
+  .ioctl = ds_ioctl,
 };
 
 /* The operations table for fuse_new. */

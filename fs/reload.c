@@ -23,6 +23,7 @@
 #include "error.h"
 #include "retire.h"
 #include "thread.h"
+#include "notify.h"
 
 #define QUIET_MS 200
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE \
@@ -152,7 +153,9 @@ watch_loop (void *arg)
         }
       if (changed)
         {
+          notify_reloading ();
           daemon_reload (d);
+          daemon_notify_ready (d);
           if (ifd >= 0)
             {
               /* New directories need watches; re-adding is harmless. */

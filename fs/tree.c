@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "entry.h"
@@ -76,6 +77,7 @@ fs_entry_record_error (struct fs_entry *e, const char *what)
       free (e->last_error);
       e->last_error = copy;
     }
+  e->last_error_time = time (NULL);
   e->errors++;
   pthread_mutex_unlock (&e->lock);
   log_error ("%s: %s", e->config->name, what);
@@ -464,7 +466,15 @@ node_status (struct fs_node *n, FILE *out)
       pthread_mutex_lock (&e->lock);
       fprintf (out, "errors: %llu\n", e->errors);
       if (e->last_error)
-        fprintf (out, "last-error: %s\n", e->last_error);
+        {
+          char stamp[32];
+          struct tm tm;
+
+          fprintf (out, "last-error: %s\n", e->last_error);
+          if (gmtime_r (&e->last_error_time, &tm)
+              && strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm))
+            fprintf (out, "last-error-time: %s\n", stamp);
+        }
       pthread_mutex_unlock (&e->lock);
       layer_status (e->stack, out);
       fprintf (out, "\n");

@@ -38,6 +38,7 @@ struct fs_entry
   pthread_mutex_t lock;
   char *open_error;               /* why the stack did not open; owned */
   char *last_error;               /* protected by lock; owned, whole */
+  time_t last_error_time;         /* protected by lock; wall clock */
   unsigned long long errors;      /* protected by lock */
 };
 

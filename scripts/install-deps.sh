@@ -15,6 +15,8 @@ packages=(
   python3-pytest python3-pytest-timeout
   nbdkit qemu-utils nbd-server nginx-light gnutls-bin
   xz-utils tar e2fsprogs util-linux coreutils
+  # service tests: systemd-analyze verify, man -l
+  systemd man-db
   # benchmarks: the competing tools
   libnbd-bin fio
 )

@@ -45,6 +45,7 @@ struct entry_config
   char *header_file;
   char *cookie_file;
   char *user_agent;
+  enum entry_flag send_credentials_on_redirect; /* default no */
 
   /* tar */
   uint64_t scan_limit;    /* max bytes of archive to scan; 0 = default */

@@ -262,6 +262,54 @@ http_redact_url (const char *url, char **key, char **display)
   return 0;
 }
 
+/* Split a URL into its scheme, host and port (the default port when
+ * none is given).  Returns false when it does not parse. */
+static bool
+url_origin (const char *url, char **scheme, char **host, char **port)
+{
+  CURLU *u = curl_url ();
+  bool ok;
+
+  *scheme = *host = *port = NULL;
+  if (u == NULL)
+    return false;
+  ok = curl_url_set (u, CURLUPART_URL, url, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_HOST, host, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT)
+       == CURLUE_OK;
+  curl_url_cleanup (u);
+  return ok;
+}
+
+/* True when two URLs share scheme, host and port: the only place the
+ * entry's credentials and headers go unless the user says otherwise
+ * (what curl does with its own credentials). */
+bool
+http_same_origin (const char *a, const char *b)
+{
+  char *sa, *ha, *pa, *sb, *hb, *pb;
+  bool oka = url_origin (a, &sa, &ha, &pa);
+  bool okb = url_origin (b, &sb, &hb, &pb);
+  bool same = oka && okb && strcasecmp (sa, sb) == 0
+    && strcasecmp (ha, hb) == 0 && strcmp (pa, pb) == 0;
+
+  curl_free (sa);
+  curl_free (ha);
+  curl_free (pa);
+  curl_free (sb);
+  curl_free (hb);
+  curl_free (pb);
+  return same;
+}
+
+/* True when a URL's scheme is https. */
+bool
+http_is_https (const char *url)
+{
+  return strncasecmp (url, "https://", 8) == 0;
+}
+
 /* Copy a response header's value, trimmed, into dst when the raw header
  * line (n bytes, not NUL-terminated) is the header `name`. */
 void

@@ -27,6 +27,9 @@
  * so a dead server must not hold the others up for long. */
 #define OPEN_RETRY_MAX 5.0
 
+/* Redirects followed at open, at most. */
+#define MAX_REDIRECTS 10
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 /* Initialise libcurl once per process. */
@@ -99,8 +102,7 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
       p->body = 0;
       errbuf[0] = '\0';
       curl_easy_setopt (p->c, CURLOPT_URL, h->rc.url);
-      curl_easy_setopt (p->c, CURLOPT_FOLLOWLOCATION, 1L);
-      curl_easy_setopt (p->c, CURLOPT_MAXREDIRS, 10L);
+      curl_easy_setopt (p->c, CURLOPT_FOLLOWLOCATION, 0L);
       curl_easy_setopt (p->c, CURLOPT_HEADERFUNCTION, probe_header_cb);
       curl_easy_setopt (p->c, CURLOPT_HEADERDATA, p);
       curl_easy_setopt (p->c, CURLOPT_WRITEFUNCTION, probe_write_cb);
@@ -153,6 +155,90 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
     }
 }
 
+/* Forget the entry's user, password, cookies and extra headers: the
+ * object lives on another origin than the one they were meant for. */
+static void
+drop_credentials (struct http_request_config *rc)
+{
+  free (rc->user);
+  free (rc->password);
+  free (rc->cookie);
+  curl_slist_free_all (rc->headers);
+  rc->user = rc->password = rc->cookie = NULL;
+  rc->headers = NULL;
+}
+
+/* Take one redirect to target: refuse https -> http, and keep the
+ * credentials only while the origin stays the same (unless
+ * send-credentials-on-redirect = yes).  target is copied. */
+static int
+follow_redirect (struct http_layer *h, const char *target)
+{
+  char *copy, *key, *shown;
+
+  if (http_redact_url (target, &key, &shown) < 0)
+    return error_set (EIO, "http: %s: %s: the server redirects to an "
+                      "invalid URL", h->rc.entry_name, h->rc.display);
+  free (key);
+  if (http_is_https (h->rc.url) && !http_is_https (target))
+    {
+      error_set (EACCES, "http: %s: %s redirects from https to %s; refused "
+                 "(the data and credentials would travel unprotected): "
+                 "fix the server, or set source = to the URL you trust",
+                 h->rc.entry_name, h->rc.display, shown);
+      free (shown);
+      return -EACCES;
+    }
+  if (!h->rc.credentials_on_redirect
+      && !http_same_origin (h->rc.url, target)
+      && (h->rc.user || h->rc.cookie || h->rc.headers))
+    {
+      log_warning ("http: %s: %s redirects to another host (%s); user, "
+                   "password, cookies and headers are not sent there (set "
+                   "send-credentials-on-redirect = yes to send them)",
+                   h->rc.entry_name, h->rc.display, shown);
+      drop_credentials (&h->rc);
+    }
+  free (shown);
+  copy = strdup (target);
+  if (copy == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  free (h->rc.url);
+  h->rc.url = copy;
+  return 0;
+}
+
+/* A probe request that follows redirects itself, one hop at a time, so
+ * that every hop is checked by follow_redirect; the last URL becomes
+ * the entry's URL.  Returns 0 with *code, or -errno. */
+static int
+probe_follow (struct http_layer *h, struct probe *p, bool head, long *code)
+{
+  for (int hops = 0; ; hops++)
+    {
+      char *location = NULL;
+      int r = probe_request (h, p, head, code);
+
+      if (r < 0)
+        return r;
+      if (*code < 300 || *code > 399)
+        return 0;
+      curl_easy_getinfo (p->c, CURLINFO_REDIRECT_URL, &location);
+      if (location == NULL)
+        return 0;
+      if (hops == MAX_REDIRECTS)
+        return error_set (EIO, "http: %s: %s: more than %d redirects",
+                          h->rc.entry_name, h->rc.display, MAX_REDIRECTS);
+      r = follow_redirect (h, location);  /* before the handle goes */
+      if (r < 0)
+        return r;
+      curl_easy_cleanup (p->c);
+      p->c = http_handle_new (&h->rc, &h->stopping);
+      if (p->c == NULL)
+        return error_set (ENOMEM, "http: out of memory");
+    }
+}
+
 /* Parse the total of "bytes A-B/T" or "bytes * /T". */
 static int
 content_range_total (const char *text, uint64_t *total)
@@ -175,14 +261,13 @@ probe_object (struct http_layer *h)
 {
   struct probe p = { 0 };
   curl_off_t length = -1;
-  char *final = NULL;
   long code;
   int r;
 
   p.c = http_handle_new (&h->rc, &h->stopping);
   if (p.c == NULL)
     return error_set (ENOMEM, "http: out of memory");
-  r = probe_request (h, &p, true, &code);
+  r = probe_follow (h, &p, true, &code);
   if (r < 0)
     goto out;
   if (code == 200)
@@ -200,7 +285,7 @@ probe_object (struct http_layer *h)
     {
       /* HEAD refused or not conclusive: ask for the first byte. */
       curl_easy_setopt (p.c, CURLOPT_NOBODY, 0L);
-      r = probe_request (h, &p, false, &code);
+      r = probe_follow (h, &p, false, &code);
       if (r < 0)
         goto out;
       if (code == 200)
@@ -227,16 +312,6 @@ probe_object (struct http_layer *h)
     h->rc.etag = strdup (p.etag);
   if (p.last_modified[0])
     h->rc.last_modified = strdup (p.last_modified);
-  curl_easy_getinfo (p.c, CURLINFO_EFFECTIVE_URL, &final);
-  if (final && strcmp (final, h->rc.url) != 0)
-    {
-      char *copy = strdup (final);
-      if (copy)
-        {
-          free (h->rc.url);
-          h->rc.url = copy;
-        }
-    }
   r = 0;
  out:
   curl_easy_cleanup (p.c);
@@ -393,6 +468,7 @@ configure (struct http_layer *h, const struct entry_config *e,
     return error_prefix (r, "http: %s", h->rc.entry_name);
   h->rc.user_agent = strdup (e->user_agent ? e->user_agent
                              : "diskshelf/" PACKAGE_VERSION);
+  h->rc.credentials_on_redirect = e->send_credentials_on_redirect == FLAG_YES;
   h->rc.ca_file = dup_or_null (e->ca_file);
   h->rc.ca_path = dup_or_null (e->ca_path);
   h->rc.verify = e->tls_verify != FLAG_NO;

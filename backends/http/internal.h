@@ -85,6 +85,7 @@ struct http_request_config
   char *user, *password;       /* NULL when unset */
   char *cookie;                /* "a=b; c=d" or NULL */
   char *user_agent;
+  bool credentials_on_redirect;/* send-credentials-on-redirect = yes */
   char *ca_file, *ca_path;
   bool verify;
   long timeout_s;
@@ -151,6 +152,8 @@ int http_read_secret (const char *what, const char *path, char **out);
 int http_read_headers (const char *path, struct curl_slist **out);
 int http_read_cookies (const char *path, char **out);
 int http_redact_url (const char *url, char **key, char **display);
+bool http_same_origin (const char *a, const char *b);
+bool http_is_https (const char *url);
 
 /* fetch.c: one attempt; the verdicts tell retry.c what to do. */
 enum fetch_verdict { FETCH_OK, FETCH_RETRY, FETCH_CHANGED, FETCH_FATAL };

@@ -308,6 +308,14 @@ probe_object (struct http_layer *h)
           goto out;
         }
     }
+  if (h->rc.size > HTTP_MAX_SIZE)
+    {
+      r = error_set (EFBIG, "http: %s: %s: the server claims %" PRIu64
+                     " bytes, more than the %" PRIu64 " (1 PiB) diskshelf "
+                     "accepts: a broken or hostile server", h->rc.entry_name,
+                     h->rc.display, h->rc.size, HTTP_MAX_SIZE);
+      goto out;
+    }
   if (p.etag[0])
     h->rc.etag = strdup (p.etag);
   if (p.last_modified[0])

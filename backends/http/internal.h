@@ -43,6 +43,7 @@
 #define HTTP_FILL_WORKERS 1         /* workers busy with fill at once */
 #define HTTP_STORE_MAX 64           /* fetched chunks waiting for disk */
 #define HTTP_STORE_WAIT_S 2         /* then wait this long before skipping */
+#define HTTP_MAX_SIZE DISK_CACHE_MAX_SIZE /* larger claimed sizes refused */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0

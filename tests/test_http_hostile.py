@@ -1,0 +1,53 @@
+"""A lying HTTP server (tests/http_hostile.py): absurd claimed sizes are
+refused at open with a message, a claimed 1 PiB object neither blows up
+the disk cache nor evicts other entries, and control characters in
+ETag / Content-Range values reach the log escaped."""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+from http_helpers import http_server, place_image  # noqa: F401
+from peers import scaled, sha256, start_process, stop_process, wait_for, write_entry
+
+HOSTILE = pathlib.Path(__file__).resolve().parent / "http_hostile.py"
+MiB = 1 << 20
+
+
+def pattern(offset, length):
+    return bytes((offset + i) % 251 for i in range(length))
+
+
+@pytest.fixture
+def hostile_http(tmp_path):
+    """Factory: hostile_http(scenario) -> the base URL of a running lying
+    server; its requests are logged in tmp_path/hostile-SCENARIO.log."""
+    procs = []
+
+    def start(scenario):
+        portfile = tmp_path / f"hostile-{scenario}"
+        p = start_process([sys.executable, HOSTILE, portfile, scenario],
+                          log_path=tmp_path / f"hostile-{scenario}.out")
+        procs.append(p)
+        wait_for(lambda: portfile.exists() or p.poll() is not None, scaled(15),
+                 "the hostile HTTP server")
+        assert p.poll() is None, (tmp_path / f"hostile-{scenario}.out").read_text()
+        return f"http://127.0.0.1:{portfile.read_text()}/"
+
+    yield start
+    for p in procs:
+        stop_process(p)
+
+
+@pytest.mark.parametrize("scenario", ["too-big", "max", "range-max"])
+def test_absurd_size_refused(mount, catalog, hostile_http, http_server, scenario):
+    url = hostile_http(scenario)
+    image = place_image(http_server, "disk.img", MiB)
+    write_entry(catalog, "liar.img", f"source = {url}disk.img\n")
+    write_entry(catalog, "good.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog)
+    assert sha256(m.path / "good.img") == sha256(image)
+    assert not (m.path / "liar.img").exists()
+    m.wait_log(r"liar\.img.*claims \d+ bytes, more than the 1125899906842624 \(1 PiB\)")

@@ -51,3 +51,37 @@ def test_absurd_size_refused(mount, catalog, hostile_http, http_server, scenario
     assert sha256(m.path / "good.img") == sha256(image)
     assert not (m.path / "liar.img").exists()
     m.wait_log(r"liar\.img.*claims \d+ bytes, more than the 1125899906842624 \(1 PiB\)")
+
+
+def entry_status(m, name):
+    """The status lines of one entry (from its name line to the next
+    blank line)."""
+    text = m.status()
+    start = text.index(name)
+    end = text.find("\n\n", start)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def test_claimed_petabyte_harms_nothing(mount, catalog, hostile_http, http_server):
+    """A server claiming exactly 1 PiB is served (its far bytes read
+    right), and its 128 MiB cache bitmap is neither allocated nor charged:
+    an entry already in the disk cache keeps its data."""
+    image = place_image(http_server, "disk.img", 8 * MiB)
+    write_entry(catalog, "good.img", f"source = {http_server.url('disk.img')}\n")
+    m = mount(catalog, "--cache-size=130M")
+    assert sha256(m.path / "good.img") == sha256(image)
+    wait_for(lambda: "cache-present: 8388608 of" in entry_status(m, "good.img"), scaled(20),
+             "the good entry to be cached")
+    url = hostile_http("huge")
+    write_entry(catalog, "liar.img", f"source = {url}disk.img\n")
+    wait_for(lambda: (m.path / "liar.img").exists(), scaled(30), "the liar entry to appear")
+    assert os.stat(m.path / "liar.img").st_size == 1 << 50
+    with open(m.path / "liar.img", "rb") as f:
+        f.seek((1 << 50) - 5000)
+        assert f.read(5000) == pattern((1 << 50) - 5000, 5000)
+        f.seek(123 << 30)
+        assert f.read(4096) == pattern(123 << 30, 4096)
+    assert "cache-present: 8388608 of" in entry_status(m, "good.img")
+    rss_kb = int(next(line.split()[1] for line in open(f"/proc/{m.pid}/status")
+                      if line.startswith("VmRSS:")))
+    assert rss_kb < 512 * 1024, f"daemon RSS {rss_kb} kB"

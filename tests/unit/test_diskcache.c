@@ -277,6 +277,84 @@ test_race (const char *dir)
   disk_cache_free (c);
 }
 
+/* Bytes the files of dir occupy on disk (du), or 0. */
+static unsigned long long
+disk_usage (const char *dir)
+{
+  char cmd[4200];
+  unsigned long long kb = 0;
+  FILE *f;
+
+  snprintf (cmd, sizeof cmd, "du -sk '%s'", dir);
+  f = popen (cmd, "r");
+  if (f)
+    {
+      if (fscanf (f, "%llu", &kb) != 1)
+        kb = 0;
+      pclose (f);
+    }
+  return kb * 1024;
+}
+
+/* Objects claiming huge sizes cost neither memory nor disk for their
+ * bitmaps, evict nothing to make room for them, and their far chunks
+ * are stored, survive a restart and read back.  15 TiB (a 1.9 MiB
+ * bitmap, 240 MiB of per-chunk records if allocated whole) fits the
+ * 16 TiB file limit of ext4; DISK_CACHE_MAX_SIZE (1 PiB) opens without
+ * harm even where the file system refuses such a file; larger objects
+ * are refused. */
+static void
+test_huge (const char *dir)
+{
+  uint64_t huge = UINT64_C (15) << 40;
+  struct disk_cache_validators small = { "http", "http://x/small", 4 * CHUNK,
+                                         NULL, NULL };
+  struct disk_cache_validators big = { "http", "http://x/huge", huge,
+                                       "\"h\"", NULL };
+  struct disk_cache_validators max = { "http", "http://x/max",
+                                       DISK_CACHE_MAX_SIZE, NULL, NULL };
+  struct disk_cache_validators bigger = { "http", "http://x/huger",
+                                          DISK_CACHE_MAX_SIZE + 1, NULL,
+                                          NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *os, *ob, *o3;
+  uint64_t last = huge / CHUNK - 1;
+
+  rm_rf (dir);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &small, &os) == 0);
+  store (os, 4 * CHUNK, 0, 4, 7);
+  CHECK (disk_cache_open_object (c, &big, &ob) == 0);
+  store (ob, huge, 0, 1, 8);
+  store (ob, huge, last, last + 1, 8);
+  store (ob, huge, last / 2, last / 2 + 1, 8);
+  /* 4 + 3 chunks fit the bound of 8: nothing was evicted for a bitmap. */
+  CHECK (read_check (os, 0, 4 * CHUNK, 7) == 0);
+  CHECK (read_check (ob, last * CHUNK, CHUNK, 8) == 0);
+  CHECK (read_check (ob, (last / 2) * CHUNK + 5, 100, 8) == 0);
+  CHECK (read_check (ob, CHUNK, 100, 8) == -ENODATA);
+  CHECK (disk_cache_used (c) <= 8 * CHUNK);
+  disk_cache_close_object (ob);
+  disk_cache_close_object (os);
+  disk_cache_free (c);
+  /* Data, headers and touched bitmap pages only. */
+  CHECK (disk_usage (dir) < 7ull * CHUNK + 256 * 1024);
+
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &big, &ob) == 0);
+  CHECK (read_check (ob, last * CHUNK, CHUNK, 8) == 0);
+  CHECK (read_check (ob, 0, CHUNK, 8) == 0);
+  CHECK (disk_cache_object_present (ob) == 3 * CHUNK);
+  disk_cache_invalidate (ob);
+  CHECK (read_check (ob, last * CHUNK, 16, 8) == -ENODATA);
+  disk_cache_close_object (ob);
+  CHECK (disk_cache_open_object (c, &max, &o3) == 0);
+  CHECK (read_check (o3, DISK_CACHE_MAX_SIZE - CHUNK, 16, 8) == -ENODATA);
+  disk_cache_close_object (o3);
+  CHECK (disk_cache_open_object (c, &bigger, &o3) < 0);
+  disk_cache_free (c);
+}
+
 static void
 test_unusable (void)
 {
@@ -308,6 +386,7 @@ main (void)
   test_bound (sub);
   test_torn (sub);
   test_race (sub);
+  test_huge (sub);
   test_unusable ();
   rm_rf (dir);
   if (check_failures)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Milliseconds of wall-clock time, cheap enough for every read. */
 int64_t
@@ -369,8 +370,10 @@ attach_file (struct disk_cache_object *obj,
         goto loaded;
       if (r == 0)
         {
+          char shown[512];
+          text_redact_url (v->key, shown, sizeof shown);
           log_info ("cache: %s: the remote object changed; dropping its "
-                    "cached data", v->key);
+                    "cached data", shown);
           dc_header_free (&h);
         }
       free (present_list);

@@ -85,3 +85,43 @@ def test_claimed_petabyte_harms_nothing(mount, catalog, hostile_http, http_serve
     rss_kb = int(next(line.split()[1] for line in open(f"/proc/{m.pid}/status")
                       if line.startswith("VmRSS:")))
     assert rss_kb < 512 * 1024, f"daemon RSS {rss_kb} kB"
+
+
+def test_control_characters_escaped_in_log_and_status(mount, catalog, hostile_http):
+    """ETag and Content-Range values with terminal escapes and control
+    characters reach the log and status as \\xNN, never raw."""
+    etag_url = hostile_http("evil-etag")
+    range_url = hostile_http("evil-range")
+    write_entry(catalog, "etag.img", f"source = {etag_url}disk.img\n")
+    write_entry(catalog, "range.img", f"source = {range_url}disk.img\n")
+    m = mount(catalog, "--cache-dir=none")
+    with open(m.path / "etag.img", "rb") as f:
+        assert f.read(4096) == pattern(0, 4096)
+    # Its first read (the stack's magic-byte probe at open) fails.
+    assert not (m.path / "range.img").exists()
+    m.wait_log(r"range\.img.*Content-Range 'bytes 9-\\x1b\[2J\\x07\d+/4194304' does not match")
+    status = m.status()
+    assert 'http-etag: "abc\\x1b[31mRED\\x07\\x01def"' in status
+    for text in (m.log(), status):
+        assert "\x1b" not in text and "\x07" not in text and "\x01" not in text
+
+
+def test_query_secrets_redacted(mount, catalog, http_server):
+    """Signature-like query parameters of presigned URLs never reach the
+    log or status; other parameters do."""
+    image = place_image(http_server, "disk.img", MiB)
+    query = ("?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=CREDSECRET"
+             "&X-Amz-Signature=SIGSECRET&X-Amz-Security-Token=TOKSECRET&part=7")
+    write_entry(catalog, "ok.img", f"source = {http_server.url('disk.img')}{query}\n")
+    write_entry(catalog, "gone.img", f"source = {http_server.url('missing.img')}{query}"
+                "&sig=AZURESECRET\n")
+    m = mount(catalog)
+    assert sha256(m.path / "ok.img") == sha256(image)
+    m.wait_log(r"gone\.img.*missing\.img\?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+               r"&X-Amz-Credential=\*\*\*&X-Amz-Signature=\*\*\*"
+               r"&X-Amz-Security-Token=\*\*\*&part=7&sig=\*\*\*.*HTTP 404")
+    status = m.status()
+    assert "X-Amz-Signature=***" in status and "part=7" in status
+    for text in (m.log(), status):
+        for secret in ("CREDSECRET", "SIGSECRET", "TOKSECRET", "AZURESECRET"):
+            assert secret not in text

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "text.h"
+
 /* Where one response goes, and what its headers said. */
 struct sink
 {
@@ -190,8 +192,12 @@ http_fetch_once (const struct http_request_config *rc, CURL *c, char *buf,
   if (!parse_content_range (s.content_range, &a, &b, &t)
       || a != offset || b != offset + len - 1)
     {
+      char shown[4 * sizeof s.content_range];
       snprintf (why, whylen, "Content-Range '%s' does not match the "
-                "request %s", s.content_range, range);
+                "request %s", text_escape (shown, sizeof shown,
+                                           s.content_range,
+                                           strlen (s.content_range)),
+                range);
       return FETCH_FATAL;
     }
   if (t != rc->size)
@@ -204,8 +210,11 @@ http_fetch_once (const struct http_request_config *rc, CURL *c, char *buf,
       || (rc->last_modified && s.last_modified[0]
           && strcmp (rc->last_modified, s.last_modified) != 0))
     {
+      char etag[4 * sizeof s.etag], lm[4 * sizeof s.last_modified];
       snprintf (why, whylen, "ETag/Last-Modified changed (%s, %s)",
-                s.etag, s.last_modified);
+                text_escape (etag, sizeof etag, s.etag, strlen (s.etag)),
+                text_escape (lm, sizeof lm, s.last_modified,
+                             strlen (s.last_modified)));
       return FETCH_CHANGED;
     }
   if (s.got != len)

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Abort a transfer when the layer is closing. */
 static int
@@ -220,12 +221,14 @@ http_read_cookies (const char *path, char **out)
 }
 
 /* From a URL that may hold credentials, make the cache key (credentials
- * removed) and the display form (credentials shown as ***). */
+ * removed) and the display form (text_redact_url: credentials and
+ * secret-looking query values shown as ***). */
 int
 http_redact_url (const char *url, char **key, char **display)
 {
   CURLU *u = curl_url ();
-  char *user = NULL, *pass = NULL, *k = NULL, *d = NULL;
+  size_t dlen = 3 * strlen (url) + 8;   /* "***" per redacted part */
+  char *k = NULL;
 
   if (u == NULL)
     return -ENOMEM;
@@ -234,31 +237,22 @@ http_redact_url (const char *url, char **key, char **display)
       curl_url_cleanup (u);
       return -EINVAL;
     }
-  curl_url_get (u, CURLUPART_USER, &user, 0);
-  curl_url_get (u, CURLUPART_PASSWORD, &pass, 0);
   curl_url_set (u, CURLUPART_USER, NULL, 0);
   curl_url_set (u, CURLUPART_PASSWORD, NULL, 0);
   curl_url_get (u, CURLUPART_URL, &k, 0);
-  if (user || pass)
-    {
-      curl_url_set (u, CURLUPART_USER, "***", 0);
-      curl_url_get (u, CURLUPART_URL, &d, 0);
-    }
-  curl_free (user);
-  curl_free (pass);
   curl_url_cleanup (u);
   if (k == NULL)
     return -ENOMEM;
   *key = strdup (k);
-  *display = strdup (d ? d : k);
+  *display = malloc (dlen);
   curl_free (k);
-  curl_free (d);
   if (*key == NULL || *display == NULL)
     {
       free (*key);
       free (*display);
       return -ENOMEM;
     }
+  text_redact_url (url, *display, dlen);
   return 0;
 }
 

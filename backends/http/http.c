@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "error.h"
 #include "stack.h"
+#include "text.h"
 
 /* Seconds of retrying at open: entries open one after another at mount,
  * so a dead server must not hold the others up for long. */
@@ -369,13 +370,18 @@ static void
 http_status (struct layer *l, FILE *out)
 {
   struct http_layer *h = (struct http_layer *) l;
+  char shown[1024];
 
   fprintf (out, "http-url: %s\n", h->rc.display);
   fprintf (out, "http-size: %" PRIu64 "\n", h->rc.size);
   if (h->rc.etag)
-    fprintf (out, "http-etag: %s\n", h->rc.etag);
+    fprintf (out, "http-etag: %s\n", text_escape (shown, sizeof shown,
+                                                   h->rc.etag,
+                                                   strlen (h->rc.etag)));
   if (h->rc.last_modified)
-    fprintf (out, "http-last-modified: %s\n", h->rc.last_modified);
+    fprintf (out, "http-last-modified: %s\n",
+             text_escape (shown, sizeof shown, h->rc.last_modified,
+                          strlen (h->rc.last_modified)));
   fprintf (out, "http-state: %s\n", atomic_load (&h->changed)
            ? "changed on the server (reads fail with EIO)" : "ok");
   fprintf (out, "http-requests: %" PRIu64 "\n", atomic_load (&h->requests));

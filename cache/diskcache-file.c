@@ -177,7 +177,12 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
       free (buf);
       return -ENOMEM;
     }
-  fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* A fresh file of our own: never follow or reuse whatever sits at the
+   * temporary name (a leftover, or a planted symlink), remove it once. */
+  fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST && unlink (tmp) == 0)
+    fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+               0600);
   if (fd < 0)
     {
       r = -errno;

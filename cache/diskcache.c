@@ -108,7 +108,7 @@ scan_dir (struct disk_cache *cache)
           free (path);
           continue;
         }
-      fd = open (path, O_RDONLY | O_CLOEXEC);
+      fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0 || fstat (fd, &st) < 0)
         {
           if (fd >= 0)
@@ -171,6 +171,30 @@ mkdir_p (const char *dir)
   return r;
 }
 
+/* Refuse a cache dir that others could tamper with: owned by another
+ * user, or writable by group or others (they could plant files and
+ * symlinks, or read what is cached).  Returns 0, -EPERM with a message,
+ * or another negative errno. */
+static int
+check_private (const char *dir)
+{
+  struct stat st;
+
+  if (stat (dir, &st) < 0)
+    return -errno;
+  if (!S_ISDIR (st.st_mode))
+    return -ENOTDIR;
+  if (st.st_uid != geteuid ())
+    return error_set (EPERM, "%s: owned by uid %u, not by this user "
+                      "(uid %u)", dir, (unsigned) st.st_uid,
+                      (unsigned) geteuid ());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return error_set (EPERM, "%s: writable by %s (mode %04o)", dir,
+                      st.st_mode & S_IWOTH ? "everyone" : "its group",
+                      (unsigned) (st.st_mode & 07777));
+  return 0;
+}
+
 /* Open the cache in dir.  An unusable dir gives a working cache that
  * stores nothing, with a warning: the cache never stops the daemon. */
 int
@@ -194,11 +218,14 @@ disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
   pthread_cond_init (&cache->ready_cond, NULL);
 
   r = mkdir_p (dir);
+  if (r == 0)
+    r = check_private (dir);
   if (r == 0 && asprintf (&lock_path, "%s/lock", dir) < 0)
     r = -ENOMEM;
   if (r == 0)
     {
-      cache->lock_fd = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      cache->lock_fd = open (lock_path, O_RDWR | O_CREAT | O_NOFOLLOW
+                             | O_CLOEXEC, 0600);
       if (cache->lock_fd < 0)
         r = -errno;
     }
@@ -207,11 +234,16 @@ disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
   free (lock_path);
   if (r < 0)
     {
-      log_warning ("cache: %s: %s; remote data will not be cached%s", dir,
-                   r == -EBUSY ? "in use by another diskshelf"
-                   : strerror (-r),
-                   r == -EBUSY ? " (give each daemon its own --cache-dir)"
-                   : " (check --cache-dir)");
+      if (r == -EPERM)
+        log_warning ("cache: %s; remote data will not be cached (give "
+                     "--cache-dir a directory of your own, mode 0700)",
+                     error_message ());
+      else
+        log_warning ("cache: %s: %s; remote data will not be cached%s", dir,
+                     r == -EBUSY ? "in use by another diskshelf"
+                     : strerror (-r),
+                     r == -EBUSY ? " (give each daemon its own --cache-dir)"
+                     : " (check --cache-dir)");
       cache->disabled = true;
     }
   else
@@ -362,7 +394,7 @@ attach_file (struct disk_cache_object *obj,
   size_t npresent = 0;
   int fd, r;
 
-  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0)
     {
       r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);
@@ -393,7 +425,7 @@ attach_file (struct disk_cache_object *obj,
   r = dc_file_create (obj->path, v, &h);
   if (r < 0)
     return r;
-  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
   r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);

@@ -4,11 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <gnutls/crypto.h>
 
 #include "diskcache.h"
 
@@ -355,6 +358,138 @@ test_huge (const char *dir)
   disk_cache_free (c);
 }
 
+/* The object file path the cache uses for an "http" key. */
+static void
+object_file (const char *dir, const char *key, const char *suffix, char *out,
+             size_t size)
+{
+  char buf[512];
+  unsigned char digest[32];
+  char hex[33];
+  size_t n = strlen (key);
+
+  memcpy (buf, "http", 5);
+  memcpy (buf + 5, key, n);
+  gnutls_hash_fast (GNUTLS_DIG_SHA256, buf, 5 + n, digest);
+  for (int i = 0; i < 16; i++)
+    snprintf (hex + 2 * i, 3, "%02x", digest[i]);
+  snprintf (out, size, "%s/%s.dsc%s", dir, hex, suffix);
+}
+
+/* True when path holds exactly text. */
+static bool
+file_is (const char *path, const char *text)
+{
+  char buf[256] = "";
+  FILE *f = fopen (path, "r");
+  size_t n;
+
+  if (f == NULL)
+    return false;
+  n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  return strcmp (buf, text) == 0;
+}
+
+/* Symlinks planted at an object's temporary or final name are never
+ * followed: the file they point to is left alone. */
+static void
+test_planted_symlinks (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/planted", 2 * CHUNK,
+                                     NULL, NULL };
+  char victim[4200], victim2[4200], tmp[4200], final[4200], suffix[64];
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  struct stat st;
+  FILE *f;
+
+  rm_rf (dir);
+  snprintf (victim, sizeof victim, "%s.victim", dir);
+  snprintf (victim2, sizeof victim2, "%s.victim2", dir);
+  for (int i = 0; i < 2; i++)
+    {
+      f = fopen (i ? victim2 : victim, "w");
+      CHECK (f != NULL);
+      if (f)
+        {
+          fputs ("precious", f);
+          fclose (f);
+        }
+    }
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  snprintf (suffix, sizeof suffix, ".tmp%ld", (long) getpid ());
+  object_file (dir, v.key, suffix, tmp, sizeof tmp);
+  object_file (dir, v.key, "", final, sizeof final);
+  CHECK (symlink (victim, tmp) == 0);
+  CHECK (symlink (victim2, final) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, 2 * CHUNK, 0, 2, 11);
+  CHECK (read_check (o, 0, 2 * CHUNK, 11) == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  CHECK (file_is (victim, "precious"));
+  CHECK (file_is (victim2, "precious"));
+  CHECK (lstat (final, &st) == 0 && S_ISREG (st.st_mode));
+  CHECK (lstat (tmp, &st) < 0);
+  /* And the object is a good one. */
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (read_check (o, 0, 2 * CHUNK, 11) == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  unlink (victim);
+  unlink (victim2);
+}
+
+/* Store one chunk in a new cache in dir; true when it was kept. */
+static bool
+cache_keeps (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/keeps", CHUNK, NULL,
+                                     NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  bool kept;
+
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, CHUNK, 0, 1, 12);
+  kept = read_check (o, 0, CHUNK, 12) == 0;
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  return kept;
+}
+
+/* A cache dir that others could write to, or owned by another user, is
+ * not used (reads go uncached); a private one is. */
+static void
+test_private_dir (const char *dir)
+{
+  rm_rf (dir);
+  CHECK (mkdir (dir, 0700) == 0);
+  CHECK (chmod (dir, 0777) == 0);
+  CHECK (!cache_keeps (dir));
+  CHECK (count_objects (dir) == 0);
+  CHECK (chmod (dir, 0770) == 0);
+  CHECK (!cache_keeps (dir));
+  CHECK (count_objects (dir) == 0);
+  CHECK (chmod (dir, 0755) == 0);
+  CHECK (cache_keeps (dir));
+  CHECK (count_objects (dir) == 1);
+  if (geteuid () == 0)
+    {
+      /* Only root can give the dir away; as another user the check
+       * above is what runs. */
+      rm_rf (dir);
+      CHECK (mkdir (dir, 0700) == 0);
+      CHECK (chown (dir, 65534, 65534) == 0);
+      CHECK (!cache_keeps (dir));
+      CHECK (count_objects (dir) == 0);
+    }
+}
+
 static void
 test_unusable (void)
 {
@@ -387,6 +522,8 @@ main (void)
   test_torn (sub);
   test_race (sub);
   test_huge (sub);
+  test_planted_symlinks (sub);
+  test_private_dir (sub);
   test_unusable ();
   rm_rf (dir);
   if (check_failures)

@@ -81,6 +81,12 @@ class HeaderLoggingNginx(FixedNginx):
         text = text.replace("    client_body_temp_path", fmt + "    client_body_temp_path", 1)
         self.conf.write_text(text)
 
+    def headers_log_reset(self):
+        """Forget the requests logged so far (nginx keeps appending)."""
+        path = self.prefix / "headers.log"
+        if path.exists():
+            path.write_text("")
+
     def headers_seen(self):
         """One dict per request: method, uri, authorization, cookie,
         x_diskshelf_test, user_agent ("-" or "" when absent)."""

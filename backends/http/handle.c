@@ -303,26 +303,3 @@ http_is_https (const char *url)
 {
   return strncasecmp (url, "https://", 8) == 0;
 }
-
-/* Copy a response header's value, trimmed, into dst when the raw header
- * line (n bytes, not NUL-terminated) is the header `name`. */
-void
-http_header_value (const char *line, size_t n, const char *name, char *dst,
-                   size_t dstlen)
-{
-  size_t nl = strlen (name);
-
-  if (dstlen == 0 || n <= nl || strncasecmp (line, name, nl) != 0
-      || line[nl] != ':')
-    return;
-  line += nl + 1;
-  n -= nl + 1;
-  while (n > 0 && (*line == ' ' || *line == '\t'))
-    line++, n--;
-  while (n > 0 && isspace ((unsigned char) line[n - 1]))
-    n--;
-  if (n >= dstlen)
-    n = dstlen - 1;
-  memcpy (dst, line, n);
-  dst[n] = '\0';
-}

@@ -44,10 +44,7 @@ init_curl (void)
 struct probe
 {
   CURL *c;
-  char accept_ranges[64];
-  char etag[256];
-  char last_modified[128];
-  char content_range[128];
+  struct http_headers hd;
   size_t body;
 };
 
@@ -58,19 +55,7 @@ probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
   struct probe *p = arg;
   size_t n = size * nitems;
 
-  if (n >= 5 && strncmp (buffer, "HTTP/", 5) == 0)
-    {
-      p->accept_ranges[0] = p->etag[0] = p->last_modified[0] = '\0';
-      p->content_range[0] = '\0';
-      return n;
-    }
-  http_header_value (buffer, n, "accept-ranges", p->accept_ranges,
-                   sizeof p->accept_ranges);
-  http_header_value (buffer, n, "etag", p->etag, sizeof p->etag);
-  http_header_value (buffer, n, "last-modified", p->last_modified,
-                   sizeof p->last_modified);
-  http_header_value (buffer, n, "content-range", p->content_range,
-                   sizeof p->content_range);
+  http_headers_line (&p->hd, buffer, n);
   return n;
 }
 
@@ -98,8 +83,7 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
     {
       CURLcode res;
 
-      memset (p->accept_ranges, 0, sizeof p->accept_ranges);
-      p->etag[0] = p->last_modified[0] = p->content_range[0] = '\0';
+      memset (&p->hd, 0, sizeof p->hd);
       p->body = 0;
       errbuf[0] = '\0';
       curl_easy_setopt (p->c, CURLOPT_URL, h->rc.url);
@@ -240,21 +224,6 @@ probe_follow (struct http_layer *h, struct probe *p, bool head, long *code)
     }
 }
 
-/* Parse the total of "bytes A-B/T" or "bytes * /T". */
-static int
-content_range_total (const char *text, uint64_t *total)
-{
-  const char *slash = strrchr (text, '/');
-  char *end;
-
-  if (strncasecmp (text, "bytes ", 6) != 0 || slash == NULL
-      || slash[1] < '0' || slash[1] > '9')
-    return -1;
-  errno = 0;
-  *total = strtoull (slash + 1, &end, 10);
-  return errno || *end != '\0' ? -1 : 0;
-}
-
 /* Learn the size, validators and final URL; refuse servers without
  * range support. */
 static int
@@ -273,14 +242,14 @@ probe_object (struct http_layer *h)
     goto out;
   if (code == 200)
     curl_easy_getinfo (p.c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
-  if (code == 200 && strcasecmp (p.accept_ranges, "none") == 0)
+  if (code == 200 && strcasecmp (p.hd.accept_ranges, "none") == 0)
     {
       r = error_set (ENOTSUP, "http: %s: %s: the server does not support "
                      "range requests (Accept-Ranges: none); diskshelf "
                      "needs them", h->rc.entry_name, h->rc.display);
       goto out;
     }
-  if (code == 200 && length >= 0 && strcasecmp (p.accept_ranges, "bytes") == 0)
+  if (code == 200 && length >= 0 && strcasecmp (p.hd.accept_ranges, "bytes") == 0)
     h->rc.size = (uint64_t) length;
   else
     {
@@ -298,7 +267,7 @@ probe_object (struct http_layer *h)
           goto out;
         }
       if ((code != 206 && code != 416)
-          || content_range_total (p.content_range, &h->rc.size) < 0
+          || http_content_range_total (p.hd.content_range, &h->rc.size) < 0
           || (code == 416 && h->rc.size != 0))
         {
           r = error_set (EIO, "http: %s: %s: HTTP %ld%s", h->rc.entry_name,
@@ -317,10 +286,10 @@ probe_object (struct http_layer *h)
                      h->rc.display, h->rc.size, HTTP_MAX_SIZE);
       goto out;
     }
-  if (p.etag[0])
-    h->rc.etag = strdup (p.etag);
-  if (p.last_modified[0])
-    h->rc.last_modified = strdup (p.last_modified);
+  if (p.hd.etag[0])
+    h->rc.etag = strdup (p.hd.etag);
+  if (p.hd.last_modified[0])
+    h->rc.last_modified = strdup (p.hd.last_modified);
   r = 0;
  out:
   curl_easy_cleanup (p.c);

@@ -7,6 +7,7 @@
  *   fetch.c   one range GET with every check on the response
  *   retry.c   retrying a range GET with back-off within a time budget
  *   handle.c  configuring curl handles; secrets; URL redaction
+ *   headers.c response headers, Content-Range, the checks on a response
  *
  * Reads work in chunks of DISK_CACHE_CHUNK bytes.  A missing chunk is
  * fetched once (concurrent readers wait for the same fetch), by a pool
@@ -144,9 +145,30 @@ struct http_layer
   char last_error[256];             /* protected by error_lock */
 };
 
-/* handle.c */
+/* The response headers the transport looks at. */
+struct http_headers
+{
+  char accept_ranges[64];
+  char etag[256];
+  char last_modified[128];
+  char content_range[128];
+};
+
+/* headers.c: pure parsing and checks of responses (fuzzed). */
+enum fetch_verdict { FETCH_OK, FETCH_RETRY, FETCH_CHANGED, FETCH_FATAL };
 void http_header_value (const char *line, size_t n, const char *name,
                         char *dst, size_t dstlen);
+void http_headers_line (struct http_headers *hd, const char *line, size_t n);
+bool http_parse_content_range (const char *text, uint64_t *a, uint64_t *b,
+                               uint64_t *t);
+int http_content_range_total (const char *text, uint64_t *total);
+enum fetch_verdict http_check_response (const struct http_request_config *rc,
+                                        long code,
+                                        const struct http_headers *hd,
+                                        size_t got, uint64_t offset,
+                                        size_t len, char *why, size_t whylen);
+
+/* handle.c */
 CURL *http_handle_new (const struct http_request_config *rc,
                        atomic_bool *stopping);
 int http_read_secret (const char *what, const char *path, char **out);
@@ -157,7 +179,6 @@ bool http_same_origin (const char *a, const char *b);
 bool http_is_https (const char *url);
 
 /* fetch.c: one attempt; the verdicts tell retry.c what to do. */
-enum fetch_verdict { FETCH_OK, FETCH_RETRY, FETCH_CHANGED, FETCH_FATAL };
 enum fetch_verdict http_fetch_once (const struct http_request_config *rc,
                                     CURL *c, char *buf, uint64_t offset,
                                     size_t len, char *why, size_t whylen);

@@ -303,3 +303,56 @@ http_is_https (const char *url)
 {
   return strncasecmp (url, "https://", 8) == 0;
 }
+
+/* Forget the entry's user, password, cookies and extra headers: the
+ * object lives on another origin than the one they were meant for. */
+static void
+drop_credentials (struct http_request_config *rc)
+{
+  free (rc->user);
+  free (rc->password);
+  free (rc->cookie);
+  curl_slist_free_all (rc->headers);
+  rc->user = rc->password = rc->cookie = NULL;
+  rc->headers = NULL;
+}
+
+/* Take one redirect (at open) to target: refuse https -> http, and keep the
+ * credentials only while the origin stays the same (unless
+ * send-credentials-on-redirect = yes).  target is copied. */
+int
+http_redirect (struct http_request_config *rc, const char *target)
+{
+  char *copy, *key, *shown;
+
+  if (http_redact_url (target, &key, &shown) < 0)
+    return error_set (EIO, "http: %s: %s: the server redirects to an "
+                      "invalid URL", rc->entry_name, rc->display);
+  free (key);
+  if (http_is_https (rc->url) && !http_is_https (target))
+    {
+      error_set (EACCES, "http: %s: %s redirects from https to %s; refused "
+                 "(the data and credentials would travel unprotected): "
+                 "fix the server, or set source = to the URL you trust",
+                 rc->entry_name, rc->display, shown);
+      free (shown);
+      return -EACCES;
+    }
+  if (!rc->credentials_on_redirect
+      && !http_same_origin (rc->url, target)
+      && (rc->user || rc->cookie || rc->headers))
+    {
+      log_warning ("http: %s: %s redirects to another host (%s); user, "
+                   "password, cookies and headers are not sent there (set "
+                   "send-credentials-on-redirect = yes to send them)",
+                   rc->entry_name, rc->display, shown);
+      drop_credentials (rc);
+    }
+  free (shown);
+  copy = strdup (target);
+  if (copy == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  free (rc->url);
+  rc->url = copy;
+  return 0;
+}

@@ -140,61 +140,8 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
     }
 }
 
-/* Forget the entry's user, password, cookies and extra headers: the
- * object lives on another origin than the one they were meant for. */
-static void
-drop_credentials (struct http_request_config *rc)
-{
-  free (rc->user);
-  free (rc->password);
-  free (rc->cookie);
-  curl_slist_free_all (rc->headers);
-  rc->user = rc->password = rc->cookie = NULL;
-  rc->headers = NULL;
-}
-
-/* Take one redirect to target: refuse https -> http, and keep the
- * credentials only while the origin stays the same (unless
- * send-credentials-on-redirect = yes).  target is copied. */
-static int
-follow_redirect (struct http_layer *h, const char *target)
-{
-  char *copy, *key, *shown;
-
-  if (http_redact_url (target, &key, &shown) < 0)
-    return error_set (EIO, "http: %s: %s: the server redirects to an "
-                      "invalid URL", h->rc.entry_name, h->rc.display);
-  free (key);
-  if (http_is_https (h->rc.url) && !http_is_https (target))
-    {
-      error_set (EACCES, "http: %s: %s redirects from https to %s; refused "
-                 "(the data and credentials would travel unprotected): "
-                 "fix the server, or set source = to the URL you trust",
-                 h->rc.entry_name, h->rc.display, shown);
-      free (shown);
-      return -EACCES;
-    }
-  if (!h->rc.credentials_on_redirect
-      && !http_same_origin (h->rc.url, target)
-      && (h->rc.user || h->rc.cookie || h->rc.headers))
-    {
-      log_warning ("http: %s: %s redirects to another host (%s); user, "
-                   "password, cookies and headers are not sent there (set "
-                   "send-credentials-on-redirect = yes to send them)",
-                   h->rc.entry_name, h->rc.display, shown);
-      drop_credentials (&h->rc);
-    }
-  free (shown);
-  copy = strdup (target);
-  if (copy == NULL)
-    return error_set (ENOMEM, "http: out of memory");
-  free (h->rc.url);
-  h->rc.url = copy;
-  return 0;
-}
-
 /* A probe request that follows redirects itself, one hop at a time, so
- * that every hop is checked by follow_redirect; the last URL becomes
+ * that every hop is checked by http_redirect; the last URL becomes
  * the entry's URL.  Returns 0 with *code, or -errno. */
 static int
 probe_follow (struct http_layer *h, struct probe *p, bool head, long *code)
@@ -214,7 +161,7 @@ probe_follow (struct http_layer *h, struct probe *p, bool head, long *code)
       if (hops == MAX_REDIRECTS)
         return error_set (EIO, "http: %s: %s: more than %d redirects",
                           h->rc.entry_name, h->rc.display, MAX_REDIRECTS);
-      r = follow_redirect (h, location);  /* before the handle goes */
+      r = http_redirect (&h->rc, location);  /* before the handle goes */
       if (r < 0)
         return r;
       curl_easy_cleanup (p->c);

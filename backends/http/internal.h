@@ -177,6 +177,7 @@ int http_read_cookies (const char *path, char **out);
 int http_redact_url (const char *url, char **key, char **display);
 bool http_same_origin (const char *a, const char *b);
 bool http_is_https (const char *url);
+int http_redirect (struct http_request_config *rc, const char *target);
 
 /* fetch.c: one attempt; the verdicts tell retry.c what to do. */
 enum fetch_verdict http_fetch_once (const struct http_request_config *rc,

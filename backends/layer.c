@@ -198,3 +198,18 @@ layer_describe (struct layer *l, char *buf, size_t size)
       used += (size_t) n;
     }
 }
+
+/* At an open of the entry's file: ask every layer of the stack that can
+ * whether its source changed. */
+int
+layer_revalidate (struct layer *l)
+{
+  for (; l; l = l->lower)
+    if (l->ops->revalidate)
+      {
+        int r = l->ops->revalidate (l);
+        if (r < 0)
+          return r;
+      }
+  return 0;
+}

@@ -38,6 +38,7 @@ struct entry_config
   double timeout;         /* seconds per request; 0 = layer default */
   double retry_time;      /* seconds of retrying before EIO; 0 = default */
   unsigned connections;   /* NBD multi-conn / HTTP pool; 0 = default */
+  double revalidate;      /* seconds between checks at open; <0 = default */
 
   /* HTTP credentials and headers, all read from files */
   char *user;

@@ -279,6 +279,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
   struct fs_node *n;
   struct open_file *of;
   int accmode = fi->flags & O_ACCMODE;
+  int r;
 
   if (strcmp (path, "/" STATUS_FILE_NAME) == 0)
     return accmode == O_RDONLY ? open_status (d, fi) : -EROFS;
@@ -303,6 +304,13 @@ ds_open (const char *path, struct fuse_file_info *fi)
   of->entry = n->entry;
   fs_entry_ref (of->entry);
   fs_tree_unref (t);
+  /* A remote source that changed fails the open (it logs why). */
+  if ((r = layer_revalidate (of->entry->stack)) < 0)
+    {
+      fs_entry_unref (of->entry);
+      free (of);
+      return r;
+    }
   track_open_file (of);
   fi->fh = (uintptr_t) of;
   /* Immutable sources let the kernel keep their pages across opens. */

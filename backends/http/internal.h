@@ -48,6 +48,7 @@
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
+#define HTTP_DEFAULT_REVALIDATE 30.0  /* seconds between checks at open */
 
 enum chunk_state { CHUNK_FETCHING, CHUNK_READY, CHUNK_FAILED };
 enum fetch_kind { FETCH_FOREGROUND, FETCH_READAHEAD, FETCH_FILL };
@@ -135,6 +136,11 @@ struct http_layer
   unsigned random_misses;           /* non-sequential reads in a row */
   uint64_t ra_next;                 /* first chunk not yet scheduled */
   unsigned ra_window;               /* 0 = not sequential */
+
+  pthread_mutex_t revalidate_lock;  /* one check at a time */
+  double validated_at;              /* last check; revalidate_lock */
+  double revalidate_s;              /* `revalidate =`; fixed */
+  _Atomic uint64_t revalidations;   /* checks made at open */
 
   atomic_bool changed;              /* the object changed: EIO */
   atomic_bool stopping;             /* abort transfers: closing */

@@ -227,7 +227,7 @@ int
 http_redact_url (const char *url, char **key, char **display)
 {
   CURLU *u = curl_url ();
-  size_t dlen = 3 * strlen (url) + 8;   /* "***" per redacted part */
+  size_t dlen = strlen (url) + sizeof "***";  /* see text_redact_url */
   char *k = NULL;
 
   if (u == NULL)

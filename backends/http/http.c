@@ -1,8 +1,10 @@
 /* diskshelf: the HTTP(S) transport (`source = http://...` or https).
  *
  * Open asks the server for the size and validators (HEAD, or a GET of
- * bytes 0-0 when HEAD is refused), following redirects once; the final
- * URL is used from then on.  Reads become range GETs, checked and made
+ * bytes 0-0 when HEAD is refused), following redirects once, hop by hop
+ * (http_redirect: no https->http, credentials only to the original
+ * origin); the final URL is used from then on.  Every open of the file
+ * asks again, at most once per `revalidate` seconds (http_revalidate).  Reads become range GETs, checked and made
  * conditional with If-Range (fetch.c), retried with back-off (retry.c),
  * and kept in the shared disk cache (chunks.c).  Credentials, headers
  * and cookies come from files named by the entry and never reach logs.

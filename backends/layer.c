@@ -247,3 +247,18 @@ layer_waits_aborted (void)
 {
   return __atomic_load_n (&aborted, __ATOMIC_ACQUIRE);
 }
+
+/* At an open of the entry's file: ask every layer of the stack that can
+ * whether its source changed. */
+int
+layer_revalidate (struct layer *l)
+{
+  for (; l; l = l->lower)
+    if (l->ops->revalidate)
+      {
+        int r = l->ops->revalidate (l);
+        if (r < 0)
+          return r;
+      }
+  return 0;
+}

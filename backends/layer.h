@@ -74,6 +74,12 @@ struct layer_ops
   /* Optional: a hint that [offset, offset+length) will be read soon. */
   int (*prefetch) (struct layer *l, uint64_t offset, uint64_t length);
 
+  /* Optional: called when a file of the entry is opened, so that a
+   * layer over a remote object can check that it did not change (rate
+   * limited as it sees fit).  0 when it did not (or cannot tell); a
+   * negative errno fails the open.  NULL: nothing to check. */
+  int (*revalidate) (struct layer *l);
+
   /* Optional: write "key: value" lines about this layer's state (cache
    * fill, progress, peers, last error) for `diskshelf status`.  Secrets
    * never appear. */
@@ -113,6 +119,10 @@ int layer_extent (struct layer *l, uint64_t offset, struct layer_extent *out);
  * Returns the offset, or size when there is none (for holes: the
  * virtual hole at the end), or a negative errno. */
 int64_t layer_seek (struct layer *l, uint64_t offset, bool want_data);
+
+/* At an open of the entry's file: ask every layer of the stack that can
+ * whether its source changed.  0, or the first negative errno. */
+int layer_revalidate (struct layer *l);
 
 /* Hint a future read; errors are ignored by callers. */
 void layer_prefetch (struct layer *l, uint64_t offset, uint64_t length);

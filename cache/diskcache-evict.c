@@ -36,17 +36,38 @@ by_age (const void *a, const void *b)
   return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
-/* Write the disk bitmap bytes [first, last] (sync_lock held). */
-static void
-write_bits (struct disk_cache_object *obj, uint64_t first, uint64_t last)
+/* Order page numbers. */
+static int
+by_number (const void *a, const void *b)
 {
-  size_t n = (size_t) (last - first + 1);
-  ssize_t r;
+  const uint64_t *x = a, *y = b;
 
-  do
-    r = pwrite (obj->fd, obj->disk_bits + first, n,
-                (off_t) (obj->bitmap_off + first));
-  while (r < 0 && errno == EINTR);
+  return (*x > *y) - (*x < *y);
+}
+
+/* Write the on-disk bitmap bytes of the listed pages (sync_lock held);
+ * the list is sorted here and repeats are written once. */
+static void
+write_pages (struct disk_cache_object *obj, uint64_t *page, size_t n)
+{
+  uint64_t bitmap_len = (obj->nchunks + 7) / 8;
+
+  qsort (page, n, sizeof *page, by_number);
+  for (size_t i = 0; i < n; i++)
+    {
+      struct dc_page *pg = atomic_load (&obj->pages[page[i]]);
+      uint64_t first = page[i] * (DC_PAGE_CHUNKS / 8);
+      size_t len = bitmap_len - first < DC_PAGE_CHUNKS / 8
+        ? (size_t) (bitmap_len - first) : DC_PAGE_CHUNKS / 8;
+      ssize_t r;
+
+      if ((i > 0 && page[i] == page[i - 1]) || pg == NULL)
+        continue;
+      do
+        r = pwrite (obj->fd, pg->disk_bits, len,
+                    (off_t) (obj->bitmap_off + first));
+      while (r < 0 && errno == EINTR);
+    }
 }
 
 /* Drop chunks whose state still equals expect[i]: clear their bits on
@@ -58,40 +79,49 @@ dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
 {
   struct disk_cache *cache = obj->cache;
   uint64_t *gone = malloc ((n ? n : 1) * sizeof *gone);
-  uint64_t first = UINT64_MAX, last = 0, freed = 0;
-  size_t ngone = 0;
+  uint64_t *dirty = malloc ((n ? n : 1) * sizeof *dirty);
+  uint64_t freed = 0;
+  size_t ngone = 0, ndirty = 0;
 
-  if (gone == NULL)
-    return 0;
+  if (gone == NULL || dirty == NULL)
+    {
+      free (gone);
+      free (dirty);
+      return 0;
+    }
   for (size_t i = 0; i < n; i++)
     {
+      struct dc_page *pg = dc_page_of (obj, index[i]);
       uint32_t s = expect[i];
       uint32_t next = (s & ~(DC_PRESENT | DC_WRITING)) + DC_VERSION_STEP;
-      if (atomic_compare_exchange_strong (&obj->state[index[i]], &s, next))
+      if (pg && atomic_compare_exchange_strong
+          (&pg->state[index[i] % DC_PAGE_CHUNKS], &s, next))
         gone[ngone++] = index[i];
     }
   if (ngone == 0)
     {
       free (gone);
+      free (dirty);
       return 0;
     }
   pthread_mutex_lock (&obj->sync_lock);
   for (size_t i = 0; i < ngone; i++)
     {
-      uint64_t b = gone[i] / 8;
-      uint8_t bit = (uint8_t) (1u << (gone[i] % 8));
-      if (obj->disk_bits[b] & bit)
+      struct dc_page *pg = dc_page_of (obj, gone[i]);
+      size_t slot = gone[i] % DC_PAGE_CHUNKS;
+      uint8_t bit = (uint8_t) (1u << (slot % 8));
+      if (pg->disk_bits[slot / 8] & bit)
         {
-          obj->disk_bits[b] &= (uint8_t) ~bit;
-          first = b < first ? b : first;
-          last = b > last ? b : last;
+          pg->disk_bits[slot / 8] &= (uint8_t) ~bit;
+          dirty[ndirty++] = gone[i] / DC_PAGE_CHUNKS;
         }
     }
-  if (first != UINT64_MAX)
-    write_bits (obj, first, last);
+  if (ndirty)
+    write_pages (obj, dirty, ndirty);
   pthread_mutex_unlock (&obj->sync_lock);
-  if (first != UINT64_MAX)
+  if (ndirty)
     fdatasync (obj->fd);
+  free (dirty);
   for (size_t i = 0; i < ngone; i++)
     {
       uint64_t len = dc_chunk_len (obj->size, gone[i]);
@@ -171,9 +201,12 @@ dc_evict_to (struct disk_cache *cache, uint64_t target)
     }
   pthread_mutex_unlock (&cache->lock);
 
+  /* Only pages that exist can hold chunks. */
   cap = ndorm;
   for (size_t k = 0; k < nobjs; k++)
-    cap += objs[k]->nchunks;
+    for (uint64_t g = 0; g < objs[k]->npages; g++)
+      if (atomic_load (&objs[k]->pages[g]))
+        cap += DC_PAGE_CHUNKS;
   cand = malloc ((cap + 1) * sizeof *cand);
   if (cand == NULL)
     goto out;
@@ -181,13 +214,18 @@ dc_evict_to (struct disk_cache *cache, uint64_t target)
     cand[ncand++] = (struct candidate) { .ms = dorm[i].last_used_ms,
                                          .dormant = i };
   for (size_t k = 0; k < nobjs; k++)
-    for (uint64_t i = 0; i < objs[k]->nchunks; i++)
+    for (uint64_t g = 0; g < objs[k]->npages; g++)
       {
-        uint32_t s = atomic_load (&objs[k]->state[i]);
-        if ((s & DC_PRESENT) && atomic_load (&objs[k]->pins[i]) == 0)
-          cand[ncand++] = (struct candidate) {
-            .ms = atomic_load (&objs[k]->stamp[i]), .obj = objs[k], .k = k,
-            .index = i, .state = s };
+        struct dc_page *pg = atomic_load (&objs[k]->pages[g]);
+        for (size_t slot = 0; pg && slot < DC_PAGE_CHUNKS; slot++)
+          {
+            uint32_t s = atomic_load (&pg->state[slot]);
+            if ((s & DC_PRESENT) && atomic_load (&pg->pins[slot]) == 0
+                && ncand < cap)
+              cand[ncand++] = (struct candidate) {
+                .ms = atomic_load (&pg->stamp[slot]), .obj = objs[k],
+                .k = k, .index = g * DC_PAGE_CHUNKS + slot, .state = s };
+          }
       }
   qsort (cand, ncand, sizeof *cand, by_age);
 
@@ -208,8 +246,9 @@ dc_evict_to (struct disk_cache *cache, uint64_t target)
           }
         if (idx[k] == NULL)
           {
-            idx[k] = malloc (objs[k]->nchunks * sizeof **idx);
-            exp[k] = malloc (objs[k]->nchunks * sizeof **exp);
+            /* ncand bounds this object's share of the candidates. */
+            idx[k] = malloc (ncand * sizeof **idx);
+            exp[k] = malloc (ncand * sizeof **exp);
             if (idx[k] == NULL || exp[k] == NULL)
               break;
           }
@@ -266,8 +305,8 @@ void
 dc_flush_object (struct disk_cache_object *obj)
 {
   struct dc_pending *list;
-  uint64_t first = UINT64_MAX, last = 0;
-  size_t n;
+  uint64_t *dirty;
+  size_t n, ndirty = 0;
 
   pthread_mutex_lock (&obj->sync_lock);
   list = obj->pending;
@@ -301,18 +340,20 @@ dc_flush_object (struct disk_cache_object *obj)
       free (list);
       return;
     }
+  dirty = malloc (n * sizeof *dirty);
   pthread_mutex_lock (&obj->sync_lock);
-  for (size_t i = 0; i < n; i++)
-    if (atomic_load (&obj->state[list[i].index]) == list[i].state)
+  for (size_t i = 0; dirty && i < n; i++)
+    if (dc_state (obj, list[i].index) == list[i].state)
       {
-        uint64_t b = list[i].index / 8;
-        obj->disk_bits[b] |= (uint8_t) (1u << (list[i].index % 8));
-        first = b < first ? b : first;
-        last = b > last ? b : last;
+        struct dc_page *pg = dc_page_of (obj, list[i].index);
+        size_t slot = list[i].index % DC_PAGE_CHUNKS;
+        pg->disk_bits[slot / 8] |= (uint8_t) (1u << (slot % 8));
+        dirty[ndirty++] = list[i].index / DC_PAGE_CHUNKS;
       }
-  if (first != UINT64_MAX)
-    write_bits (obj, first, last);
+  if (ndirty)
+    write_pages (obj, dirty, ndirty);
   pthread_mutex_unlock (&obj->sync_lock);
+  free (dirty);
   free (list);
 }
 

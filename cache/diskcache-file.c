@@ -149,7 +149,9 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
   h->size = v->size;
   dc_geometry (v->size, header_len, &h->bitmap_off, &h->data_off);
 
-  buf = calloc (1, h->data_off);
+  /* Only the header is written: the bitmap is left a hole (zeros) that
+   * takes no disk until bits are set in it. */
+  buf = calloc (1, header_len);
   if (buf == NULL)
     return -ENOMEM;
   memcpy (buf, DC_MAGIC, 8);
@@ -175,13 +177,18 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
       free (buf);
       return -ENOMEM;
     }
-  fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* A fresh file of our own: never follow or reuse whatever sits at the
+   * temporary name (a leftover, or a planted symlink), remove it once. */
+  fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST && unlink (tmp) == 0)
+    fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+               0600);
   if (fd < 0)
     {
       r = -errno;
       goto out;
     }
-  r = pwrite_all (fd, buf, h->data_off, 0);
+  r = pwrite_all (fd, buf, header_len, 0);
   if (r == 0 && ftruncate (fd, (off_t) (h->data_off + v->size)) < 0)
     r = -errno;
   if (r == 0 && fsync (fd) < 0)
@@ -197,20 +204,112 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
   return r;
 }
 
+/* Bytes an object file takes besides its chunks, as charged against the
+ * bound: the header and one page of bitmap (the rest of the bitmap stays
+ * a hole until bits are set there; at most one 4 KiB block per stored
+ * chunk, which is not charged). */
+uint64_t
+dc_overhead (uint64_t bitmap_off, uint64_t data_off)
+{
+  return data_off - bitmap_off > DC_ALIGN ? bitmap_off + DC_ALIGN : data_off;
+}
+
+/* Collect the indexes of the set bits of the bitmap, reading only the
+ * parts of it that hold data (a fresh bitmap is a hole).  More than
+ * max_present bytes of chunks, or a bit past the last chunk, is a
+ * tampered file: -EINVAL. */
+static int
+load_bits (int fd, const struct dc_header *h, uint64_t max_present,
+           uint64_t **out, size_t *nout)
+{
+  const size_t step = 64 * 1024;
+  uint64_t nchunks = (h->size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
+  uint64_t len = (nchunks + 7) / 8, pos = 0, bytes = 0;
+  uint64_t *list = NULL;
+  size_t n = 0, cap = 0;
+  uint8_t *buf = malloc (step);
+  int r = 0;
+
+  if (buf == NULL)
+    return -ENOMEM;
+  while (pos < len && r == 0)
+    {
+      off_t d = lseek (fd, (off_t) (h->bitmap_off + pos), SEEK_DATA);
+      size_t want;
+
+      if (d < 0 && errno == ENXIO)
+        break;                          /* only holes from here on */
+      if (d >= 0)
+        {
+          if ((uint64_t) d >= h->bitmap_off + len)
+            break;
+          if ((uint64_t) d > h->bitmap_off + pos)
+            pos = (uint64_t) d - h->bitmap_off;
+        }
+      want = len - pos < step ? (size_t) (len - pos) : step;
+      r = pread_all (fd, buf, want, (off_t) (h->bitmap_off + pos));
+      for (size_t j = 0; j < want && r == 0; j++)
+        for (unsigned bit = 0; buf[j] && bit < 8; bit++)
+          {
+            uint64_t index = (pos + j) * 8 + bit;
+            if (!(buf[j] & (1u << bit)))
+              continue;
+            if (index >= nchunks)
+              {
+                r = -EINVAL;
+                break;
+              }
+            bytes += dc_chunk_len (h->size, index);
+            if (bytes > max_present)
+              {
+                r = -EINVAL;
+                break;
+              }
+            if (n == cap)
+              {
+                size_t ncap = cap ? cap * 2 : 64;
+                uint64_t *grown = realloc (list, ncap * sizeof *grown);
+                if (grown == NULL)
+                  {
+                    r = -ENOMEM;
+                    break;
+                  }
+                list = grown;
+                cap = ncap;
+              }
+            list[n++] = index;
+          }
+      pos += want;
+    }
+  free (buf);
+  if (r < 0)
+    {
+      free (list);
+      return r;
+    }
+  *out = list;
+  *nout = n;
+  return 0;
+}
+
 /* Read and check the header and bitmap of an object file.  Returns 0
- * with h filled and *bits malloc'd, or -EINVAL for a torn or foreign
- * file (the caller drops it), or another negative errno. */
+ * with h filled and *present a malloc'd list of the *npresent chunks
+ * whose bits are set (at most max_present bytes of them), or -EINVAL
+ * for a torn, foreign or tampered file (the caller drops it), or
+ * another negative errno. */
 int
-dc_file_load (int fd, struct dc_header *h, uint8_t **bits)
+dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
+              uint64_t **present, size_t *npresent)
 {
   uint8_t fixed[DC_FIXED_LEN], *buf = NULL, *p, *end;
   char **strs[4] = { &h->kind, &h->key, &h->etag, &h->last_modified };
-  uint64_t header_len, nchunks, bitmap_len, bmo, dao;
+  uint64_t header_len, bmo, dao;
   struct stat st;
   int r;
 
   memset (h, 0, sizeof *h);
-  *bits = NULL;
+  *present = NULL;
+  *npresent = 0;
   r = pread_all (fd, fixed, sizeof fixed, 0);
   if (r < 0)
     return r;
@@ -221,7 +320,7 @@ dc_file_load (int fd, struct dc_header *h, uint8_t **bits)
       || get_le (fixed + 24, 8) != DISK_CACHE_CHUNK)
     return -EINVAL;
   h->size = get_le (fixed + 16, 8);
-  if (h->size > (UINT64_C (1) << 56))
+  if (h->size > DISK_CACHE_MAX_SIZE)
     return -EINVAL;
   dc_geometry (h->size, header_len, &bmo, &dao);
   h->bitmap_off = get_le (fixed + 32, 8);
@@ -264,33 +363,14 @@ dc_file_load (int fd, struct dc_header *h, uint8_t **bits)
   if (p != end)
     goto fail;
 
-  nchunks = (h->size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
-  bitmap_len = (nchunks + 7) / 8;
-  *bits = calloc (1, bitmap_len ? bitmap_len : 1);
-  if (*bits == NULL)
-    {
-      r = -ENOMEM;
-      goto fail;
-    }
-  if (bitmap_len)
-    {
-      r = pread_all (fd, *bits, bitmap_len, (off_t) h->bitmap_off);
-      if (r < 0)
-        goto fail;
-      /* Bits past the last chunk must be clear. */
-      if (nchunks % 8 && ((*bits)[bitmap_len - 1] >> (nchunks % 8)) != 0)
-        {
-          r = -EINVAL;
-          goto fail;
-        }
-    }
+  r = load_bits (fd, h, max_present, present, npresent);
+  if (r < 0)
+    goto fail;
   free (buf);
   return 0;
 
  fail:
   free (buf);
-  free (*bits);
-  *bits = NULL;
   dc_header_free (h);
   return r;
 }

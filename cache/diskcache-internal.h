@@ -20,6 +20,14 @@
  * flags plus a version that grows on every eviction.  Readers check it
  * before and after their pread (no lock), so an eviction racing a read
  * is noticed and the read reports a miss instead of wrong bytes.
+ *
+ * Sizes come from remote servers, so nothing is sized by the object's
+ * claimed length up front (DISK_CACHE_MAX_SIZE, 1 PiB, has a 128 MiB
+ * bitmap): the per-chunk records live in pages of DC_PAGE_CHUNKS chunks,
+ * allocated when a chunk of the page is first stored (a missing page
+ * means "nothing present"), and the on-disk bitmap starts as a hole,
+ * read back skipping holes (SEEK_DATA).  Only the header and one page of
+ * bitmap are charged against the bound besides the chunks.
  */
 #ifndef DISKSHELF_DISKCACHE_INTERNAL_H
 #define DISKSHELF_DISKCACHE_INTERNAL_H
@@ -53,6 +61,21 @@ struct dc_dormant
   int64_t last_used_ms;
 };
 
+/* Chunks per page of per-chunk records (4 GiB of data, 64 KiB). */
+#define DC_PAGE_CHUNKS 4096u
+
+/* The records of DC_PAGE_CHUNKS consecutive chunks of one object;
+ * allocated on first use, freed with the object. */
+struct dc_page
+{
+  _Atomic uint32_t state[DC_PAGE_CHUNKS];  /* see above */
+  _Atomic uint32_t pins[DC_PAGE_CHUNKS];   /* readers inside it now */
+  _Atomic int64_t stamp[DC_PAGE_CHUNKS];   /* last use, ms */
+  uint8_t disk_bits[DC_PAGE_CHUNKS / 8];   /* this page's part of the
+                                              bitmap as on disk;
+                                              protected by sync_lock */
+};
+
 struct disk_cache_object
 {
   struct disk_cache *cache;
@@ -68,13 +91,11 @@ struct disk_cache_object
   uint64_t bitmap_off;
   uint64_t data_off;
 
-  _Atomic uint32_t *state;     /* per chunk, see above */
-  _Atomic uint32_t *pins;      /* per chunk: readers inside it now */
-  _Atomic int64_t *stamp;      /* per chunk: last use, ms */
+  _Atomic (struct dc_page *) *pages;  /* npages; NULL until used */
+  uint64_t npages;
   _Atomic uint64_t present;    /* bytes of data present */
 
   pthread_mutex_t sync_lock;
-  uint8_t *disk_bits;          /* the bitmap as on disk; protected by sync_lock */
   struct dc_pending *pending;  /* protected by sync_lock */
   size_t npending, pending_cap;/* protected by sync_lock */
 };
@@ -117,7 +138,9 @@ struct dc_header
 
 int dc_file_create (const char *path, const struct disk_cache_validators *v,
                     struct dc_header *h);
-int dc_file_load (int fd, struct dc_header *h, uint8_t **bits);
+int dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
+                  uint64_t **present, size_t *npresent);
+uint64_t dc_overhead (uint64_t bitmap_off, uint64_t data_off);
 void dc_header_free (struct dc_header *h);
 bool dc_header_matches (const struct dc_header *h,
                         const struct disk_cache_validators *v);
@@ -136,6 +159,25 @@ int dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
 
 /* diskcache.c helpers used by the others. */
 int64_t dc_now_ms (void);
+struct dc_page *dc_page_make (struct disk_cache_object *obj,
+                              uint64_t index);
 void dc_object_unref (struct disk_cache_object *obj);
+
+/* The page holding chunk index, or NULL when none of its chunks was
+ * ever stored. */
+static inline struct dc_page *
+dc_page_of (struct disk_cache_object *obj, uint64_t index)
+{
+  return atomic_load (&obj->pages[index / DC_PAGE_CHUNKS]);
+}
+
+/* The state word of chunk index (0 when its page does not exist). */
+static inline uint32_t
+dc_state (struct disk_cache_object *obj, uint64_t index)
+{
+  struct dc_page *pg = dc_page_of (obj, index);
+
+  return pg ? atomic_load (&pg->state[index % DC_PAGE_CHUNKS]) : 0;
+}
 
 #endif

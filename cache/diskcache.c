@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Milliseconds of wall-clock time, cheap enough for every read. */
 int64_t
@@ -46,17 +47,34 @@ add_dormant (struct disk_cache *cache, char *path, uint64_t bytes,
   return 0;
 }
 
-/* Count the bytes of the chunks whose bits are set. */
+/* Count the bytes of the listed chunks of an object of this size. */
 static uint64_t
-bitmap_bytes (const uint8_t *bits, uint64_t size)
+listed_bytes (const uint64_t *index, size_t n, uint64_t size)
 {
-  uint64_t nchunks = (size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
   uint64_t total = 0;
 
-  for (uint64_t i = 0; i < nchunks; i++)
-    if (bits[i / 8] & (1u << (i % 8)))
-      total += dc_chunk_len (size, i);
+  for (size_t i = 0; i < n; i++)
+    total += dc_chunk_len (size, index[i]);
   return total;
+}
+
+/* The page of records for chunk index, allocated when missing.  NULL
+ * when out of memory. */
+struct dc_page *
+dc_page_make (struct disk_cache_object *obj, uint64_t index)
+{
+  struct dc_page *pg = dc_page_of (obj, index), *expected = NULL;
+
+  if (pg)
+    return pg;
+  pg = calloc (1, sizeof *pg);
+  if (pg == NULL)
+    return NULL;
+  if (atomic_compare_exchange_strong (&obj->pages[index / DC_PAGE_CHUNKS],
+                                      &expected, pg))
+    return pg;
+  free (pg);                  /* another thread made it first */
+  return expected;
 }
 
 /* Look at every file of the cache dir: keep valid objects as dormant,
@@ -74,7 +92,8 @@ scan_dir (struct disk_cache *cache)
       size_t n = strlen (de->d_name);
       struct dc_header h;
       struct stat st;
-      uint8_t *bits;
+      uint64_t *present;
+      size_t npresent;
       char *path;
       int fd;
 
@@ -89,7 +108,7 @@ scan_dir (struct disk_cache *cache)
           free (path);
           continue;
         }
-      fd = open (path, O_RDONLY | O_CLOEXEC);
+      fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0 || fstat (fd, &st) < 0)
         {
           if (fd >= 0)
@@ -97,7 +116,7 @@ scan_dir (struct disk_cache *cache)
           free (path);
           continue;
         }
-      if (dc_file_load (fd, &h, &bits) < 0)
+      if (dc_file_load (fd, &h, cache->max_bytes, &present, &npresent) < 0)
         {
           log_warning ("cache: %s: invalid cache file (torn or foreign), "
                        "dropped", path);
@@ -108,7 +127,8 @@ scan_dir (struct disk_cache *cache)
         }
       close (fd);
       {
-        uint64_t bytes = h.data_off + bitmap_bytes (bits, h.size);
+        uint64_t bytes = dc_overhead (h.bitmap_off, h.data_off)
+          + listed_bytes (present, npresent, h.size);
         int64_t ms = (int64_t) st.st_mtim.tv_sec * 1000
           + st.st_mtim.tv_nsec / 1000000;
         if (add_dormant (cache, path, bytes, ms) == 0)
@@ -116,7 +136,7 @@ scan_dir (struct disk_cache *cache)
         else
           free (path);
       }
-      free (bits);
+      free (present);
       dc_header_free (&h);
     }
   closedir (d);
@@ -151,6 +171,30 @@ mkdir_p (const char *dir)
   return r;
 }
 
+/* Refuse a cache dir that others could tamper with: owned by another
+ * user, or writable by group or others (they could plant files and
+ * symlinks, or read what is cached).  Returns 0, -EPERM with a message,
+ * or another negative errno. */
+static int
+check_private (const char *dir)
+{
+  struct stat st;
+
+  if (stat (dir, &st) < 0)
+    return -errno;
+  if (!S_ISDIR (st.st_mode))
+    return -ENOTDIR;
+  if (st.st_uid != geteuid ())
+    return error_set (EPERM, "%s: owned by uid %u, not by this user "
+                      "(uid %u)", dir, (unsigned) st.st_uid,
+                      (unsigned) geteuid ());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return error_set (EPERM, "%s: writable by %s (mode %04o)", dir,
+                      st.st_mode & S_IWOTH ? "everyone" : "its group",
+                      (unsigned) (st.st_mode & 07777));
+  return 0;
+}
+
 /* Open the cache in dir.  An unusable dir gives a working cache that
  * stores nothing, with a warning: the cache never stops the daemon. */
 int
@@ -174,11 +218,14 @@ disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
   pthread_cond_init (&cache->ready_cond, NULL);
 
   r = mkdir_p (dir);
+  if (r == 0)
+    r = check_private (dir);
   if (r == 0 && asprintf (&lock_path, "%s/lock", dir) < 0)
     r = -ENOMEM;
   if (r == 0)
     {
-      cache->lock_fd = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      cache->lock_fd = open (lock_path, O_RDWR | O_CREAT | O_NOFOLLOW
+                             | O_CLOEXEC, 0600);
       if (cache->lock_fd < 0)
         r = -errno;
     }
@@ -187,11 +234,16 @@ disk_cache_new (const char *dir, uint64_t max_bytes, struct disk_cache **out)
   free (lock_path);
   if (r < 0)
     {
-      log_warning ("cache: %s: %s; remote data will not be cached%s", dir,
-                   r == -EBUSY ? "in use by another diskshelf"
-                   : strerror (-r),
-                   r == -EBUSY ? " (give each daemon its own --cache-dir)"
-                   : " (check --cache-dir)");
+      if (r == -EPERM)
+        log_warning ("cache: %s; remote data will not be cached (give "
+                     "--cache-dir a directory of your own, mode 0700)",
+                     error_message ());
+      else
+        log_warning ("cache: %s: %s; remote data will not be cached%s", dir,
+                     r == -EBUSY ? "in use by another diskshelf"
+                     : strerror (-r),
+                     r == -EBUSY ? " (give each daemon its own --cache-dir)"
+                     : " (check --cache-dir)");
       cache->disabled = true;
     }
   else
@@ -265,20 +317,14 @@ object_alloc (struct disk_cache *cache, uint64_t size)
   obj->refs = 1;
   obj->size = size;
   obj->nchunks = n;
-  obj->state = calloc (n ? n : 1, sizeof *obj->state);
-  obj->pins = calloc (n ? n : 1, sizeof *obj->pins);
-  obj->stamp = calloc (n ? n : 1, sizeof *obj->stamp);
-  obj->disk_bits = calloc (1, (n + 7) / 8 + 1);
-  pthread_mutex_init (&obj->sync_lock, NULL);
-  if (!obj->state || !obj->pins || !obj->stamp || !obj->disk_bits)
+  obj->npages = (n + DC_PAGE_CHUNKS - 1) / DC_PAGE_CHUNKS;
+  obj->pages = calloc (obj->npages ? obj->npages : 1, sizeof *obj->pages);
+  if (obj->pages == NULL)
     {
-      free (obj->state);
-      free (obj->pins);
-      free (obj->stamp);
-      free (obj->disk_bits);
       free (obj);
       return NULL;
     }
+  pthread_mutex_init (&obj->sync_lock, NULL);
   return obj;
 }
 
@@ -300,10 +346,9 @@ object_free (struct disk_cache_object *obj)
 {
   pthread_mutex_destroy (&obj->sync_lock);
   free (obj->version);
-  free (obj->state);
-  free (obj->pins);
-  free (obj->stamp);
-  free (obj->disk_bits);
+  for (uint64_t k = 0; k < obj->npages; k++)
+    free (atomic_load (&obj->pages[k]));
+  free (obj->pages);
   free (obj->pending);
   free (obj->path);
   free (obj);
@@ -345,23 +390,26 @@ attach_file (struct disk_cache_object *obj,
 {
   struct disk_cache *cache = obj->cache;
   struct dc_header h;
-  uint8_t *bits = NULL;
+  uint64_t *present_list = NULL;
+  size_t npresent = 0;
   int fd, r;
 
-  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0)
     {
-      r = dc_file_load (fd, &h, &bits);
+      r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);
       if (r == 0 && dc_header_matches (&h, v))
         goto loaded;
       if (r == 0)
         {
+          char shown[512];
+          text_redact_url (v->key, shown, sizeof shown);
           log_info ("cache: %s: the remote object changed; dropping its "
-                    "cached data", v->key);
+                    "cached data", shown);
           dc_header_free (&h);
         }
-      free (bits);
-      bits = NULL;
+      free (present_list);
+      present_list = NULL;
       close (fd);
     }
   atomic_fetch_sub (&cache->used, charged);
@@ -370,17 +418,17 @@ attach_file (struct disk_cache_object *obj,
   {
     uint64_t bo, dof;
     dc_geometry (v->size, 0, &bo, &dof);
-    if (!dc_reserve (cache, dof + 8192))
+    if (!dc_reserve (cache, dc_overhead (bo, dof) + 8192))
       return -ENOSPC;
-    atomic_fetch_sub (&cache->used, dof + 8192);
+    atomic_fetch_sub (&cache->used, dc_overhead (bo, dof) + 8192);
   }
   r = dc_file_create (obj->path, v, &h);
   if (r < 0)
     return r;
-  fd = open (obj->path, O_RDWR | O_CLOEXEC);
+  fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
-  r = dc_file_load (fd, &h, &bits);
+  r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);
   if (r < 0)
     {
       close (fd);
@@ -399,20 +447,26 @@ attach_file (struct disk_cache_object *obj,
 
     if (fstat (fd, &st) == 0)
       ms = (int64_t) st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-    for (uint64_t i = 0; i < obj->nchunks; i++)
-      if (bits[i / 8] & (1u << (i % 8)))
-        {
-          atomic_store (&obj->state[i], DC_PRESENT);
-          atomic_store (&obj->stamp[i], ms);
-          present += dc_chunk_len (obj->size, i);
-        }
-    memcpy (obj->disk_bits, bits, (obj->nchunks + 7) / 8);
+    for (size_t k = 0; k < npresent; k++)
+      {
+        uint64_t i = present_list[k];
+        size_t slot = i % DC_PAGE_CHUNKS;
+        struct dc_page *pg = dc_page_make (obj, i);
+
+        if (pg == NULL)
+          continue;     /* out of memory: the chunk counts as absent */
+        atomic_store (&pg->state[slot], DC_PRESENT);
+        atomic_store (&pg->stamp[slot], ms);
+        pg->disk_bits[slot / 8] |= (uint8_t) (1u << (slot % 8));
+        present += dc_chunk_len (obj->size, i);
+      }
     atomic_store (&obj->present, present);
     /* Replace the old charge by what the file holds now. */
-    atomic_fetch_add (&cache->used, h.data_off + present);
+    atomic_fetch_add (&cache->used,
+                      dc_overhead (h.bitmap_off, h.data_off) + present);
     atomic_fetch_sub (&cache->used, charged);
   }
-  free (bits);
+  free (present_list);
   dc_header_free (&h);
   return 0;
 }
@@ -428,6 +482,11 @@ disk_cache_open_object (struct disk_cache *cache,
   char *path, *version;
   int r;
 
+  if (v->size > DISK_CACHE_MAX_SIZE)
+    return error_set (EFBIG, "cache: a %s object of %llu bytes is larger "
+                      "than the %llu bytes the cache takes", v->kind,
+                      (unsigned long long) v->size,
+                      (unsigned long long) DISK_CACHE_MAX_SIZE);
   if (cache->disabled)
     {
       obj = object_alloc (cache, v->size);
@@ -528,7 +587,8 @@ dc_object_unref (struct disk_cache_object *obj)
       }
   if (obj->fd >= 0)
     {
-      uint64_t bytes = obj->data_off + atomic_load (&obj->present);
+      uint64_t bytes = dc_overhead (obj->bitmap_off, obj->data_off)
+        + atomic_load (&obj->present);
       dormant_path = strdup (obj->path);
       if (dormant_path == NULL
           || add_dormant (cache, dormant_path, bytes, dc_now_ms ()) < 0)
@@ -595,18 +655,23 @@ disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
       uint64_t in = offset % DISK_CACHE_CHUNK;
       size_t n = DISK_CACHE_CHUNK - in < count ? DISK_CACHE_CHUNK - in
         : count;
+      struct dc_page *pg = dc_page_of (obj, i);
+      size_t slot = i % DC_PAGE_CHUNKS;
       uint32_t before, after;
       bool ok;
 
-      atomic_fetch_add (&obj->pins[i], 1);
-      before = atomic_load (&obj->state[i]);
+      if (pg == NULL)
+        return -ENODATA;
+      atomic_fetch_add (&pg->pins[slot], 1);
+      before = atomic_load (&pg->state[slot]);
       ok = (before & DC_PRESENT) && read_data (obj, p, n, offset);
-      after = atomic_load (&obj->state[i]);
-      atomic_fetch_sub (&obj->pins[i], 1);
+      after = atomic_load (&pg->state[slot]);
+      atomic_fetch_sub (&pg->pins[slot], 1);
       if (!ok || before != after)
         return -ENODATA;
-      if (atomic_load_explicit (&obj->stamp[i], memory_order_relaxed) != now)
-        atomic_store_explicit (&obj->stamp[i], now, memory_order_relaxed);
+      if (atomic_load_explicit (&pg->stamp[slot], memory_order_relaxed)
+          != now)
+        atomic_store_explicit (&pg->stamp[slot], now, memory_order_relaxed);
       p += n;
       offset += n;
       count -= n;
@@ -628,7 +693,7 @@ disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
   first = offset / DISK_CACHE_CHUNK;
   last = (offset + count - 1) / DISK_CACHE_CHUNK;
   for (uint64_t i = first; i <= last; i++)
-    if (!(atomic_load (&obj->state[i]) & DC_PRESENT))
+    if (!(dc_state (obj, i) & DC_PRESENT))
       return false;
   return true;
 }
@@ -639,16 +704,21 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
              uint64_t len)
 {
   struct disk_cache *cache = obj->cache;
-  uint32_t s = atomic_load (&obj->state[i]);
+  struct dc_page *pg = dc_page_make (obj, i);
+  size_t slot = i % DC_PAGE_CHUNKS;
   uint64_t off = i * DISK_CACHE_CHUNK, done = 0;
+  uint32_t s;
 
+  if (pg == NULL)
+    return false;
+  s = atomic_load (&pg->state[slot]);
   if (s & (DC_PRESENT | DC_WRITING))
     return true;
-  if (!atomic_compare_exchange_strong (&obj->state[i], &s, s | DC_WRITING))
+  if (!atomic_compare_exchange_strong (&pg->state[slot], &s, s | DC_WRITING))
     return true;
   if (!dc_reserve (cache, len))
     {
-      atomic_store (&obj->state[i], s);
+      atomic_store (&pg->state[slot], s);
       return false;
     }
   while (done < len)
@@ -662,7 +732,7 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
           int err = r < 0 ? errno : ENOSPC;
           fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                      (off_t) (obj->data_off + off), (off_t) len);
-          atomic_store (&obj->state[i], s);
+          atomic_store (&pg->state[slot], s);
           atomic_fetch_sub (&cache->used, len);
           warn_unstored (cache, "cannot write", err);
           atomic_store (&cache->write_pause_until_ms, dc_now_ms () + 5000);
@@ -670,7 +740,7 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
         }
       done += (uint64_t) r;
     }
-  atomic_store (&obj->stamp[i], dc_now_ms ());
+  atomic_store (&pg->stamp[slot], dc_now_ms ());
   atomic_fetch_add (&obj->present, len);
   pthread_mutex_lock (&obj->sync_lock);
   if (obj->npending == obj->pending_cap)
@@ -683,7 +753,7 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
           pthread_mutex_unlock (&obj->sync_lock);
           atomic_fetch_sub (&obj->present, len);
           atomic_fetch_sub (&cache->used, len);
-          atomic_store (&obj->state[i], s + DC_VERSION_STEP);
+          atomic_store (&pg->state[slot], s + DC_VERSION_STEP);
           return false;
         }
       obj->pending = np;
@@ -691,7 +761,7 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
     }
   obj->pending[obj->npending++] = (struct dc_pending) {
     .index = i, .state = s | DC_PRESENT };
-  atomic_store (&obj->state[i], s | DC_PRESENT);
+  atomic_store (&pg->state[slot], s | DC_PRESENT);
   pthread_mutex_unlock (&obj->sync_lock);
   dc_flusher_kick (cache, len);
   return true;
@@ -731,21 +801,28 @@ disk_cache_invalidate (struct disk_cache_object *obj)
 {
   uint64_t *idx;
   uint32_t *exp;
-  size_t n = 0;
+  size_t n = 0, cap = 0;
 
   if (obj->fd < 0)
     return;
-  idx = malloc (obj->nchunks * sizeof *idx + 1);
-  exp = malloc (obj->nchunks * sizeof *exp + 1);
+  for (uint64_t k = 0; k < obj->npages; k++)
+    if (atomic_load (&obj->pages[k]))
+      cap += DC_PAGE_CHUNKS;
+  idx = malloc (cap * sizeof *idx + 1);
+  exp = malloc (cap * sizeof *exp + 1);
   if (idx && exp)
     {
-      for (uint64_t i = 0; i < obj->nchunks; i++)
+      for (uint64_t k = 0; k < obj->npages; k++)
         {
-          uint32_t s = atomic_load (&obj->state[i]);
-          if (s & DC_PRESENT)
+          struct dc_page *pg = atomic_load (&obj->pages[k]);
+          for (size_t slot = 0; pg && slot < DC_PAGE_CHUNKS; slot++)
             {
-              idx[n] = i;
-              exp[n++] = s;
+              uint32_t s = atomic_load (&pg->state[slot]);
+              if ((s & DC_PRESENT) && n < cap)
+                {
+                  idx[n] = k * DC_PAGE_CHUNKS + slot;
+                  exp[n++] = s;
+                }
             }
         }
       dc_drop_chunks (obj, idx, exp, n);

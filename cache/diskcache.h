@@ -31,6 +31,10 @@
 
 #define DISK_CACHE_CHUNK (1024 * 1024)
 
+/* The largest object the cache takes (1 PiB): sizes come from remote
+ * servers, and nothing real is bigger. */
+#define DISK_CACHE_MAX_SIZE (UINT64_C (1) << 50)
+
 struct disk_cache;
 struct disk_cache_object;
 

@@ -78,6 +78,10 @@ static const struct entry_key entry_keys[] = {
   { "cookie-file", KIND_FILE, FIELD (cookie_file),
     "the absolute path of a cookie file" },
   { "user-agent", KIND_STRING, FIELD (user_agent), "a user agent string" },
+  { "revalidate", KIND_SECONDS, FIELD (revalidate),
+    "seconds between checks that a remote object did not change, e.g. 30" },
+  { "send-credentials-on-redirect", KIND_FLAG,
+    FIELD (send_credentials_on_redirect), "yes or no" },
   { "scan-limit", KIND_SIZE, FIELD (scan_limit),
     "a size such as 512M or 4G" },
   { "owner", KIND_OWNER, FIELD (owner),
@@ -481,6 +485,8 @@ entry_parse (const char *conf_path, const char *name,
     return error_set (ENOMEM, "%s: out of memory", conf_path);
   e->readonly = FLAG_UNSET;
   e->tls_verify = FLAG_UNSET;
+  e->send_credentials_on_redirect = FLAG_UNSET;
+  e->revalidate = -1;
   e->conf_path = strdup (conf_path);
   e->name = strdup (name);
   fp = fopen (conf_path, "re");

@@ -39,6 +39,7 @@ struct entry_config
   double timeout;         /* seconds per request; 0 = layer default */
   double retry_time;      /* seconds of retrying before EIO; 0 = default */
   unsigned connections;   /* NBD multi-conn / HTTP pool; 0 = default */
+  double revalidate;      /* seconds between checks at open; <0 = default */
 
   /* HTTP credentials and headers, all read from files */
   char *user;
@@ -46,6 +47,7 @@ struct entry_config
   char *header_file;
   char *cookie_file;
   char *user_agent;
+  enum entry_flag send_credentials_on_redirect; /* default no */
 
   /* tar */
   uint64_t scan_limit;    /* max bytes of archive to scan; 0 = default */

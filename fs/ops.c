@@ -336,6 +336,13 @@ ds_open (const char *path, struct fuse_file_info *fi)
       return -ENOMEM;
     }
   of->entry = e;   /* the reference resolve took */
+  /* A remote source that changed fails the open (it logs why). */
+  if ((r = layer_revalidate (of->entry->stack)) < 0)
+    {
+      fs_entry_unref (of->entry);
+      free (of);
+      return r;
+    }
   track_open_file (of);
   fi->fh = (uintptr_t) of;
   /* Immutable sources let the kernel keep their pages across opens: a

@@ -75,20 +75,3 @@ nbd_errno_from_wire (uint32_t err)
     default: return EINVAL;
     }
 }
-
-/* Copy at most n bytes of server text into dst, replacing anything not
- * printable so that logs stay readable and safe. */
-void
-nbd_sanitize (char *dst, size_t dstlen, const char *src, size_t n)
-{
-  size_t i, j = 0;
-
-  if (dstlen == 0)
-    return;
-  for (i = 0; i < n && j + 1 < dstlen; i++)
-    {
-      unsigned char ch = (unsigned char) src[i];
-      dst[j++] = (ch >= 0x20 && ch < 0x7f) ? (char) ch : '?';
-    }
-  dst[j] = '\0';
-}

@@ -82,7 +82,7 @@ option_error (struct nbd_conn *conn, const char *what, uint32_t type,
   int err;
   const char *hint = "";
 
-  nbd_sanitize (text, sizeof text, msg, len > NBD_MAX_STRING ? 0 : len);
+  text_escape (text, sizeof text, msg, len > NBD_MAX_STRING ? 0 : len);
   switch (type)
     {
     case NBD_REP_ERR_UNSUP: err = ENOTSUP; break;

@@ -32,6 +32,7 @@
 #include <gnutls/gnutls.h>
 
 #include "nbd.h"
+#include "text.h"       /* text_escape for server text in messages */
 #include "protocol.h"
 
 #define NBD_MAX_CONNECTIONS 16
@@ -166,7 +167,6 @@ int nbd_set_error (int errnum, const char *fmt, ...)
 int nbd_prefix_error (int errnum, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 int nbd_errno_from_wire (uint32_t err);
-void nbd_sanitize (char *dst, size_t dstlen, const char *src, size_t n);
 
 /* socket.c: connecting and moving bytes (plain or TLS). */
 int nbd_socket_connect (struct nbd_client *c, int *fd_out);

@@ -244,7 +244,7 @@ error_chunk (struct nbd_conn *conn, struct nbd_req *req, uint16_t type,
     {
       req->got_error_chunk = true;
       req->first_error = err;
-      nbd_sanitize (req->message, sizeof req->message, msg, msglen);
+      text_escape (req->message, sizeof req->message, msg, msglen);
     }
   if (err == 0)
     req->first_error = UINT32_MAX;  /* protocol violation: EPROTO */

@@ -67,12 +67,43 @@ class FixedNginx(Nginx):
         self.conf.write_text("\n".join(lines) + "\n")
 
 
+class HeaderLoggingNginx(FixedNginx):
+    """A FixedNginx that also writes, for every request, the headers a
+    client might leak to it into headers.log: uri, Authorization,
+    Cookie, X-Diskshelf-Test and User-Agent, tab-separated."""
+
+    def write_conf(self):
+        super().write_conf()
+        text = self.conf.read_text()
+        fmt = ("    log_format hdr '$request_method\\t$uri\\t$http_authorization\\t"
+               "$http_cookie\\t$http_x_diskshelf_test\\t$http_user_agent';\n"
+               f"    access_log {self.prefix}/headers.log hdr;\n")
+        text = text.replace("    client_body_temp_path", fmt + "    client_body_temp_path", 1)
+        self.conf.write_text(text)
+
+    def headers_log_reset(self):
+        """Forget the requests logged so far (nginx keeps appending)."""
+        path = self.prefix / "headers.log"
+        if path.exists():
+            path.write_text("")
+
+    def headers_seen(self):
+        """One dict per request: method, uri, authorization, cookie,
+        x_diskshelf_test, user_agent ("-" or "" when absent)."""
+        path = self.prefix / "headers.log"
+        if not path.exists():
+            return []
+        keys = ("method", "uri", "authorization", "cookie", "x_diskshelf_test", "user_agent")
+        return [dict(zip(keys, line.split("\t")))
+                for line in path.read_text().splitlines()]
+
+
 class HttpServer:
     """An nginx with the extra locations above; `flag` toggles the 503s."""
 
     def __init__(self, prefix, ca):
         self.flag = pathlib.Path(prefix) / "fail503"
-        self.nginx = FixedNginx(prefix, ca=ca)
+        self.nginx = HeaderLoggingNginx(prefix, ca=ca)
         # Basic auth for /secure/: user alice, password in nginx's {PLAIN} form.
         (pathlib.Path(prefix) / "htpasswd").write_text("alice:{PLAIN}s3cret-Passw0rd\n")
         self.nginx.set_extra(extra_locations(self.flag)
@@ -85,6 +116,14 @@ class HttpServer:
 
     def stop(self):
         self.nginx.stop()
+
+    def redirect_away(self, base):
+        """Make /away/NAME answer 302 to base + NAME (another server)."""
+        self.nginx.set_extra(self.nginx.extra + f"""
+        location /away/ {{
+            rewrite ^/away/(.*)$ {base}$1 redirect;
+        }}
+""")
 
     def __getattr__(self, name):
         return getattr(self.nginx, name)
@@ -111,3 +150,16 @@ def data_gets(server, uri):
 def place_image(server, name, size, seed=1):
     """A random image of `size` bytes at server.root/name."""
     return make_random_file(server.root / name, size, seed=seed)
+
+
+def absent(value):
+    """True when nginx logged no such header ("-" or empty)."""
+    return value in ("", "-")
+
+
+@pytest.fixture
+def header_server(tmp_path, test_ca):
+    """A second nginx (HTTP and HTTPS) that logs the credentials it gets."""
+    server = HeaderLoggingNginx(tmp_path / "nginx2", ca=test_ca).start()
+    yield server
+    server.stop()

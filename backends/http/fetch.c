@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "text.h"
+
 /* Where one response goes, and what its headers said. */
 struct sink
 {
@@ -20,29 +22,17 @@ struct sink
   size_t len, got;
   bool bad_status;           /* the body of a non-206 response began */
   bool overflow;             /* more bytes than asked for */
-  char content_range[128];
-  char etag[256];
-  char last_modified[128];
+  struct http_headers hd;
 };
 
-/* Keep the headers that the checks need; a new status line (after a
- * 100 Continue, say) starts afresh. */
+/* Keep the headers that the checks need. */
 static size_t
 header_cb (char *buffer, size_t size, size_t nitems, void *arg)
 {
   struct sink *s = arg;
   size_t n = size * nitems;
 
-  if (n >= 5 && strncmp (buffer, "HTTP/", 5) == 0)
-    {
-      s->content_range[0] = s->etag[0] = s->last_modified[0] = '\0';
-      return n;
-    }
-  http_header_value (buffer, n, "content-range", s->content_range,
-                   sizeof s->content_range);
-  http_header_value (buffer, n, "etag", s->etag, sizeof s->etag);
-  http_header_value (buffer, n, "last-modified", s->last_modified,
-                   sizeof s->last_modified);
+  http_headers_line (&s->hd, buffer, n);
   return n;
 }
 
@@ -72,29 +62,6 @@ write_cb (char *ptr, size_t size, size_t nmemb, void *arg)
   memcpy (s->buf + s->got, ptr, n);
   s->got += n;
   return n;
-}
-
-/* Parse "bytes A-B/T" strictly. */
-static bool
-parse_content_range (const char *text, uint64_t *a, uint64_t *b, uint64_t *t)
-{
-  const char *p = text;
-  char *end;
-
-  if (strncasecmp (p, "bytes ", 6) != 0)
-    return false;
-  p += 6;
-  if (!isdigit ((unsigned char) *p))
-    return false;
-  errno = 0;
-  *a = strtoull (p, &end, 10);
-  if (errno || *end != '-' || !isdigit ((unsigned char) end[1]))
-    return false;
-  *b = strtoull (end + 1, &end, 10);
-  if (errno || *end != '/' || !isdigit ((unsigned char) end[1]))
-    return false;
-  *t = strtoull (end + 1, &end, 10);
-  return errno == 0 && *end == '\0';
 }
 
 /* True when a curl error is worth retrying (the network or the server
@@ -130,7 +97,6 @@ http_fetch_once (const struct http_request_config *rc, CURL *c, char *buf,
 {
   struct sink s = { .c = c, .buf = buf, .len = len };
   char range[64], errbuf[CURL_ERROR_SIZE] = "";
-  uint64_t a, b, t;
   CURLcode res;
   long code = 0;
 
@@ -160,58 +126,6 @@ http_fetch_once (const struct http_request_config *rc, CURL *c, char *buf,
                 : curl_easy_strerror (res));
       return retryable (res) ? FETCH_RETRY : FETCH_FATAL;
     }
-  if (code == 200 && (rc->etag || rc->last_modified))
-    {
-      snprintf (why, whylen, "the server sent the whole object instead of "
-                "a range: it changed since it was opened");
-      return FETCH_CHANGED;
-    }
-  if (code == 200)
-    {
-      snprintf (why, whylen, "the server ignored the Range header");
-      return FETCH_FATAL;
-    }
-  if (code == 412 || code == 416)
-    {
-      snprintf (why, whylen, "HTTP %ld: the object changed since it was "
-                "opened", code);
-      return FETCH_CHANGED;
-    }
-  if (code >= 500 || code == 408 || code == 429)
-    {
-      snprintf (why, whylen, "HTTP %ld", code);
-      return FETCH_RETRY;
-    }
-  if (code != 206)
-    {
-      snprintf (why, whylen, "HTTP %ld", code);
-      return FETCH_FATAL;
-    }
-  if (!parse_content_range (s.content_range, &a, &b, &t)
-      || a != offset || b != offset + len - 1)
-    {
-      snprintf (why, whylen, "Content-Range '%s' does not match the "
-                "request %s", s.content_range, range);
-      return FETCH_FATAL;
-    }
-  if (t != rc->size)
-    {
-      snprintf (why, whylen, "the size changed from %" PRIu64 " to %"
-                PRIu64, rc->size, t);
-      return FETCH_CHANGED;
-    }
-  if ((rc->etag && s.etag[0] && strcmp (rc->etag, s.etag) != 0)
-      || (rc->last_modified && s.last_modified[0]
-          && strcmp (rc->last_modified, s.last_modified) != 0))
-    {
-      snprintf (why, whylen, "ETag/Last-Modified changed (%s, %s)",
-                s.etag, s.last_modified);
-      return FETCH_CHANGED;
-    }
-  if (s.got != len)
-    {
-      snprintf (why, whylen, "short body: %zu of %zu bytes", s.got, len);
-      return FETCH_RETRY;
-    }
-  return FETCH_OK;
+  return http_check_response (rc, code, &s.hd, s.got, offset, len, why,
+                              whylen);
 }

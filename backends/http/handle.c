@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Abort a transfer when the layer is closing. */
 static int
@@ -220,12 +221,14 @@ http_read_cookies (const char *path, char **out)
 }
 
 /* From a URL that may hold credentials, make the cache key (credentials
- * removed) and the display form (credentials shown as ***). */
+ * removed) and the display form (text_redact_url: credentials and
+ * secret-looking query values shown as ***). */
 int
 http_redact_url (const char *url, char **key, char **display)
 {
   CURLU *u = curl_url ();
-  char *user = NULL, *pass = NULL, *k = NULL, *d = NULL;
+  size_t dlen = strlen (url) + sizeof "***";  /* see text_redact_url */
+  char *k = NULL;
 
   if (u == NULL)
     return -ENOMEM;
@@ -234,53 +237,122 @@ http_redact_url (const char *url, char **key, char **display)
       curl_url_cleanup (u);
       return -EINVAL;
     }
-  curl_url_get (u, CURLUPART_USER, &user, 0);
-  curl_url_get (u, CURLUPART_PASSWORD, &pass, 0);
   curl_url_set (u, CURLUPART_USER, NULL, 0);
   curl_url_set (u, CURLUPART_PASSWORD, NULL, 0);
   curl_url_get (u, CURLUPART_URL, &k, 0);
-  if (user || pass)
-    {
-      curl_url_set (u, CURLUPART_USER, "***", 0);
-      curl_url_get (u, CURLUPART_URL, &d, 0);
-    }
-  curl_free (user);
-  curl_free (pass);
   curl_url_cleanup (u);
   if (k == NULL)
     return -ENOMEM;
   *key = strdup (k);
-  *display = strdup (d ? d : k);
+  *display = malloc (dlen);
   curl_free (k);
-  curl_free (d);
   if (*key == NULL || *display == NULL)
     {
       free (*key);
       free (*display);
       return -ENOMEM;
     }
+  text_redact_url (url, *display, dlen);
   return 0;
 }
 
-/* Copy a response header's value, trimmed, into dst when the raw header
- * line (n bytes, not NUL-terminated) is the header `name`. */
-void
-http_header_value (const char *line, size_t n, const char *name, char *dst,
-                   size_t dstlen)
+/* Split a URL into its scheme, host and port (the default port when
+ * none is given).  Returns false when it does not parse. */
+static bool
+url_origin (const char *url, char **scheme, char **host, char **port)
 {
-  size_t nl = strlen (name);
+  CURLU *u = curl_url ();
+  bool ok;
 
-  if (dstlen == 0 || n <= nl || strncasecmp (line, name, nl) != 0
-      || line[nl] != ':')
-    return;
-  line += nl + 1;
-  n -= nl + 1;
-  while (n > 0 && (*line == ' ' || *line == '\t'))
-    line++, n--;
-  while (n > 0 && isspace ((unsigned char) line[n - 1]))
-    n--;
-  if (n >= dstlen)
-    n = dstlen - 1;
-  memcpy (dst, line, n);
-  dst[n] = '\0';
+  *scheme = *host = *port = NULL;
+  if (u == NULL)
+    return false;
+  ok = curl_url_set (u, CURLUPART_URL, url, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_HOST, host, 0) == CURLUE_OK
+    && curl_url_get (u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT)
+       == CURLUE_OK;
+  curl_url_cleanup (u);
+  return ok;
+}
+
+/* True when two URLs share scheme, host and port: the only place the
+ * entry's credentials and headers go unless the user says otherwise
+ * (what curl does with its own credentials). */
+bool
+http_same_origin (const char *a, const char *b)
+{
+  char *sa, *ha, *pa, *sb, *hb, *pb;
+  bool oka = url_origin (a, &sa, &ha, &pa);
+  bool okb = url_origin (b, &sb, &hb, &pb);
+  bool same = oka && okb && strcasecmp (sa, sb) == 0
+    && strcasecmp (ha, hb) == 0 && strcmp (pa, pb) == 0;
+
+  curl_free (sa);
+  curl_free (ha);
+  curl_free (pa);
+  curl_free (sb);
+  curl_free (hb);
+  curl_free (pb);
+  return same;
+}
+
+/* True when a URL's scheme is https. */
+bool
+http_is_https (const char *url)
+{
+  return strncasecmp (url, "https://", 8) == 0;
+}
+
+/* Forget the entry's user, password, cookies and extra headers: the
+ * object lives on another origin than the one they were meant for. */
+static void
+drop_credentials (struct http_request_config *rc)
+{
+  free (rc->user);
+  free (rc->password);
+  free (rc->cookie);
+  curl_slist_free_all (rc->headers);
+  rc->user = rc->password = rc->cookie = NULL;
+  rc->headers = NULL;
+}
+
+/* Take one redirect (at open) to target: refuse https -> http, and keep the
+ * credentials only while the origin stays the same (unless
+ * send-credentials-on-redirect = yes).  target is copied. */
+int
+http_redirect (struct http_request_config *rc, const char *target)
+{
+  char *copy, *key, *shown;
+
+  if (http_redact_url (target, &key, &shown) < 0)
+    return error_set (EIO, "http: %s: %s: the server redirects to an "
+                      "invalid URL", rc->entry_name, rc->display);
+  free (key);
+  if (http_is_https (rc->url) && !http_is_https (target))
+    {
+      error_set (EACCES, "http: %s: %s redirects from https to %s; refused "
+                 "(the data and credentials would travel unprotected): "
+                 "fix the server, or set source = to the URL you trust",
+                 rc->entry_name, rc->display, shown);
+      free (shown);
+      return -EACCES;
+    }
+  if (!rc->credentials_on_redirect
+      && !http_same_origin (rc->url, target)
+      && (rc->user || rc->cookie || rc->headers))
+    {
+      log_warning ("http: %s: %s redirects to another host (%s); user, "
+                   "password, cookies and headers are not sent there (set "
+                   "send-credentials-on-redirect = yes to send them)",
+                   rc->entry_name, rc->display, shown);
+      drop_credentials (rc);
+    }
+  free (shown);
+  copy = strdup (target);
+  if (copy == NULL)
+    return error_set (ENOMEM, "http: out of memory");
+  free (rc->url);
+  rc->url = copy;
+  return 0;
 }

@@ -1,8 +1,10 @@
 /* diskshelf: the HTTP(S) transport (`source = http://...` or https).
  *
  * Open asks the server for the size and validators (HEAD, or a GET of
- * bytes 0-0 when HEAD is refused), following redirects once; the final
- * URL is used from then on.  Reads become range GETs, checked and made
+ * bytes 0-0 when HEAD is refused), following redirects once, hop by hop
+ * (http_redirect: no https->http, credentials only to the original
+ * origin); the final URL is used from then on.  Every open of the file
+ * asks again, at most once per `revalidate` seconds (http_revalidate).  Reads become range GETs, checked and made
  * conditional with If-Range (fetch.c), retried with back-off (retry.c),
  * and kept in the shared disk cache (chunks.c).  Credentials, headers
  * and cookies come from files named by the entry and never reach logs.
@@ -22,10 +24,14 @@
 #include "clock.h"
 #include "error.h"
 #include "stack.h"
+#include "text.h"
 
 /* Seconds of retrying at open: entries open one after another at mount,
  * so a dead server must not hold the others up for long. */
 #define OPEN_RETRY_MAX 5.0
+
+/* Redirects followed at open, at most. */
+#define MAX_REDIRECTS 10
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -40,10 +46,7 @@ init_curl (void)
 struct probe
 {
   CURL *c;
-  char accept_ranges[64];
-  char etag[256];
-  char last_modified[128];
-  char content_range[128];
+  struct http_headers hd;
   size_t body;
 };
 
@@ -54,19 +57,7 @@ probe_header_cb (char *buffer, size_t size, size_t nitems, void *arg)
   struct probe *p = arg;
   size_t n = size * nitems;
 
-  if (n >= 5 && strncmp (buffer, "HTTP/", 5) == 0)
-    {
-      p->accept_ranges[0] = p->etag[0] = p->last_modified[0] = '\0';
-      p->content_range[0] = '\0';
-      return n;
-    }
-  http_header_value (buffer, n, "accept-ranges", p->accept_ranges,
-                   sizeof p->accept_ranges);
-  http_header_value (buffer, n, "etag", p->etag, sizeof p->etag);
-  http_header_value (buffer, n, "last-modified", p->last_modified,
-                   sizeof p->last_modified);
-  http_header_value (buffer, n, "content-range", p->content_range,
-                   sizeof p->content_range);
+  http_headers_line (&p->hd, buffer, n);
   return n;
 }
 
@@ -94,13 +85,11 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
     {
       CURLcode res;
 
-      memset (p->accept_ranges, 0, sizeof p->accept_ranges);
-      p->etag[0] = p->last_modified[0] = p->content_range[0] = '\0';
+      memset (&p->hd, 0, sizeof p->hd);
       p->body = 0;
       errbuf[0] = '\0';
       curl_easy_setopt (p->c, CURLOPT_URL, h->rc.url);
-      curl_easy_setopt (p->c, CURLOPT_FOLLOWLOCATION, 1L);
-      curl_easy_setopt (p->c, CURLOPT_MAXREDIRS, 10L);
+      curl_easy_setopt (p->c, CURLOPT_FOLLOWLOCATION, 0L);
       curl_easy_setopt (p->c, CURLOPT_HEADERFUNCTION, probe_header_cb);
       curl_easy_setopt (p->c, CURLOPT_HEADERDATA, p);
       curl_easy_setopt (p->c, CURLOPT_WRITEFUNCTION, probe_write_cb);
@@ -153,54 +142,82 @@ probe_request (struct http_layer *h, struct probe *p, bool head, long *code)
     }
 }
 
-/* Parse the total of "bytes A-B/T" or "bytes * /T". */
+/* A probe request that follows redirects itself, one hop at a time, so
+ * that every hop is checked by http_redirect; the last URL becomes
+ * the entry's URL.  Without follow (revalidation: the URL is fixed) a
+ * redirect is returned like any other answer.  Returns 0 with *code, or
+ * -errno. */
 static int
-content_range_total (const char *text, uint64_t *total)
+probe_follow (struct http_layer *h, struct probe *p, bool head, bool follow,
+              long *code)
 {
-  const char *slash = strrchr (text, '/');
-  char *end;
+  for (int hops = 0; ; hops++)
+    {
+      char *location = NULL;
+      int r = probe_request (h, p, head, code);
 
-  if (strncasecmp (text, "bytes ", 6) != 0 || slash == NULL
-      || slash[1] < '0' || slash[1] > '9')
-    return -1;
-  errno = 0;
-  *total = strtoull (slash + 1, &end, 10);
-  return errno || *end != '\0' ? -1 : 0;
+      if (r < 0)
+        return r;
+      if (*code < 300 || *code > 399 || !follow)
+        return 0;
+      curl_easy_getinfo (p->c, CURLINFO_REDIRECT_URL, &location);
+      if (location == NULL)
+        return 0;
+      if (hops == MAX_REDIRECTS)
+        return error_set (EIO, "http: %s: %s: more than %d redirects",
+                          h->rc.entry_name, h->rc.display, MAX_REDIRECTS);
+      r = http_redirect (&h->rc, location);  /* before the handle goes */
+      if (r < 0)
+        return r;
+      curl_easy_cleanup (p->c);
+      p->c = http_handle_new (&h->rc, &h->stopping);
+      if (p->c == NULL)
+        return error_set (ENOMEM, "http: out of memory");
+    }
 }
 
-/* Learn the size, validators and final URL; refuse servers without
- * range support. */
+/* What the server says about the object now. */
+struct http_object
+{
+  uint64_t size;
+  char *etag, *last_modified;  /* malloc'd, NULL when not sent */
+  long code;                   /* the last HTTP status seen, 0 if none */
+};
+
+/* Learn the size and validators (and, with follow, the final URL);
+ * refuse servers without range support.  Returns 0 with o filled, or
+ * -errno with o->code saying what the server last answered. */
 static int
-probe_object (struct http_layer *h)
+probe_object (struct http_layer *h, struct http_object *o, bool follow)
 {
   struct probe p = { 0 };
   curl_off_t length = -1;
-  char *final = NULL;
-  long code;
+  long code = 0;
   int r;
 
+  memset (o, 0, sizeof *o);
   p.c = http_handle_new (&h->rc, &h->stopping);
   if (p.c == NULL)
     return error_set (ENOMEM, "http: out of memory");
-  r = probe_request (h, &p, true, &code);
+  r = probe_follow (h, &p, true, follow, &code);
   if (r < 0)
     goto out;
   if (code == 200)
     curl_easy_getinfo (p.c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
-  if (code == 200 && strcasecmp (p.accept_ranges, "none") == 0)
+  if (code == 200 && strcasecmp (p.hd.accept_ranges, "none") == 0)
     {
       r = error_set (ENOTSUP, "http: %s: %s: the server does not support "
                      "range requests (Accept-Ranges: none); diskshelf "
                      "needs them", h->rc.entry_name, h->rc.display);
       goto out;
     }
-  if (code == 200 && length >= 0 && strcasecmp (p.accept_ranges, "bytes") == 0)
-    h->rc.size = (uint64_t) length;
+  if (code == 200 && length >= 0 && strcasecmp (p.hd.accept_ranges, "bytes") == 0)
+    o->size = (uint64_t) length;
   else
     {
       /* HEAD refused or not conclusive: ask for the first byte. */
       curl_easy_setopt (p.c, CURLOPT_NOBODY, 0L);
-      r = probe_request (h, &p, false, &code);
+      r = probe_follow (h, &p, false, follow, &code);
       if (r < 0)
         goto out;
       if (code == 200)
@@ -212,8 +229,8 @@ probe_object (struct http_layer *h)
           goto out;
         }
       if ((code != 206 && code != 416)
-          || content_range_total (p.content_range, &h->rc.size) < 0
-          || (code == 416 && h->rc.size != 0))
+          || http_content_range_total (p.hd.content_range, &o->size) < 0
+          || (code == 416 && o->size != 0))
         {
           r = error_set (EIO, "http: %s: %s: HTTP %ld%s", h->rc.entry_name,
                          h->rc.display, code,
@@ -223,24 +240,120 @@ probe_object (struct http_layer *h)
           goto out;
         }
     }
-  if (p.etag[0])
-    h->rc.etag = strdup (p.etag);
-  if (p.last_modified[0])
-    h->rc.last_modified = strdup (p.last_modified);
-  curl_easy_getinfo (p.c, CURLINFO_EFFECTIVE_URL, &final);
-  if (final && strcmp (final, h->rc.url) != 0)
+  if (o->size > HTTP_MAX_SIZE)
     {
-      char *copy = strdup (final);
-      if (copy)
-        {
-          free (h->rc.url);
-          h->rc.url = copy;
-        }
+      r = error_set (EFBIG, "http: %s: %s: the server claims %" PRIu64
+                     " bytes, more than the %" PRIu64 " (1 PiB) diskshelf "
+                     "accepts: a broken or hostile server", h->rc.entry_name,
+                     h->rc.display, o->size, HTTP_MAX_SIZE);
+      goto out;
+    }
+  if ((p.hd.etag[0] && (o->etag = strdup (p.hd.etag)) == NULL)
+      || (p.hd.last_modified[0]
+          && (o->last_modified = strdup (p.hd.last_modified)) == NULL))
+    {
+      r = error_set (ENOMEM, "http: out of memory");
+      goto out;
     }
   r = 0;
  out:
+  o->code = code;
+  if (r < 0)
+    {
+      free (o->etag);
+      free (o->last_modified);
+      o->etag = o->last_modified = NULL;
+    }
   curl_easy_cleanup (p.c);
   return r;
+}
+
+/* True when two optional validators differ (a validator the server
+ * stopped or started sending counts only when the other one is there to
+ * compare). */
+static bool
+validator_differs (const char *then, const char *now)
+{
+  return then && now && strcmp (then, now) != 0;
+}
+
+/* Ask the server whether the object is still the one opened.  Returns 0
+ * when it is, 1 when it changed (why says how), or -errno when the
+ * server could not be asked (network, 5xx). */
+static int
+check_object (struct http_layer *h, char *why, size_t whylen)
+{
+  struct http_object now;
+  int r = probe_object (h, &now, false);
+
+  if (r < 0)
+    {
+      if (now.code >= 300 && now.code < 500 && now.code != 408
+          && now.code != 429)
+        {
+          snprintf (why, whylen, "it now answers HTTP %ld", now.code);
+          return 1;
+        }
+      return r;
+    }
+  r = 0;
+  if (now.size != h->rc.size)
+    {
+      snprintf (why, whylen, "its size changed from %" PRIu64 " to %"
+                PRIu64, h->rc.size, now.size);
+      r = 1;
+    }
+  else if (validator_differs (h->rc.etag, now.etag)
+           || validator_differs (h->rc.last_modified, now.last_modified)
+           || (h->rc.etag && now.etag == NULL && h->rc.last_modified == NULL))
+    {
+      char e[1024], lm[512];
+      snprintf (why, whylen, "its ETag/Last-Modified changed to (%s, %s)",
+                text_escape (e, sizeof e, now.etag ? now.etag : "",
+                             now.etag ? strlen (now.etag) : 0),
+                text_escape (lm, sizeof lm,
+                             now.last_modified ? now.last_modified : "",
+                             now.last_modified ? strlen (now.last_modified)
+                             : 0));
+      r = 1;
+    }
+  free (now.etag);
+  free (now.last_modified);
+  return r;
+}
+
+/* Layer callback at every open of the file: check with the server that
+ * the object did not change, at most once per `revalidate` seconds.  A
+ * changed object fails this open and every read (EIO, one log line) and
+ * its cached bytes are dropped; a server that cannot be asked leaves the
+ * cached bytes in use (with a warning). */
+static int
+http_revalidate (struct layer *l)
+{
+  struct http_layer *h = (struct http_layer *) l;
+  char why[512] = "";
+  int r = 0;
+
+  pthread_mutex_lock (&h->revalidate_lock);
+  if (!atomic_load (&h->changed)
+      && clock_seconds () - h->validated_at >= h->revalidate_s)
+    {
+      r = check_object (h, why, sizeof why);
+      if (r == 1)
+        http_note_changed (h, why);
+      else if (r < 0)
+        log_warning ("http: %s: %s: cannot check whether it changed (%s); "
+                     "serving what is cached", h->rc.entry_name,
+                     h->rc.display, error_message ());
+      atomic_fetch_add (&h->revalidations, 1);
+      h->validated_at = clock_seconds ();
+    }
+  pthread_mutex_unlock (&h->revalidate_lock);
+  if (atomic_load (&h->changed))
+    return error_set (EIO, "http: %s: %s changed on the server; reopen the "
+                      "entry (touch its .conf) to read the new version",
+                      h->rc.entry_name, h->rc.display);
+  return 0;
 }
 
 /* Make every later GET conditional on the validators just learned. */
@@ -286,18 +399,25 @@ static void
 http_status (struct layer *l, FILE *out)
 {
   struct http_layer *h = (struct http_layer *) l;
+  char shown[1024];
 
   fprintf (out, "http-url: %s\n", h->rc.display);
   fprintf (out, "http-size: %" PRIu64 "\n", h->rc.size);
   if (h->rc.etag)
-    fprintf (out, "http-etag: %s\n", h->rc.etag);
+    fprintf (out, "http-etag: %s\n", text_escape (shown, sizeof shown,
+                                                   h->rc.etag,
+                                                   strlen (h->rc.etag)));
   if (h->rc.last_modified)
-    fprintf (out, "http-last-modified: %s\n", h->rc.last_modified);
+    fprintf (out, "http-last-modified: %s\n",
+             text_escape (shown, sizeof shown, h->rc.last_modified,
+                          strlen (h->rc.last_modified)));
   fprintf (out, "http-state: %s\n", atomic_load (&h->changed)
            ? "changed on the server (reads fail with EIO)" : "ok");
   fprintf (out, "http-requests: %" PRIu64 "\n", atomic_load (&h->requests));
   fprintf (out, "http-fetched: %" PRIu64 " bytes\n", atomic_load (&h->bytes));
   fprintf (out, "http-retries: %" PRIu64 "\n", atomic_load (&h->retries));
+  fprintf (out, "http-revalidations: %" PRIu64 "\n",
+           atomic_load (&h->revalidations));
   fprintf (out, "http-reads-waiting-for-fetch: %" PRIu64 "\n",
            atomic_load (&h->waits));
   pthread_mutex_lock (&h->lock);
@@ -332,6 +452,7 @@ http_free (struct http_layer *h)
   curl_slist_free_all (h->rc.headers);
   pthread_mutex_destroy (&h->lock);
   pthread_mutex_destroy (&h->error_lock);
+  pthread_mutex_destroy (&h->revalidate_lock);
   pthread_cond_destroy (&h->chunk_cond);
   pthread_cond_destroy (&h->work_cond);
   pthread_cond_destroy (&h->store_cond);
@@ -350,6 +471,7 @@ static const struct layer_ops http_ops = {
   .name = "http",
   .pread = http_pread,
   .prefetch = http_prefetch,
+  .revalidate = http_revalidate,
   .status = http_status,
   .close = http_close,
 };
@@ -393,6 +515,7 @@ configure (struct http_layer *h, const struct entry_config *e,
     return error_prefix (r, "http: %s", h->rc.entry_name);
   h->rc.user_agent = strdup (e->user_agent ? e->user_agent
                              : "diskshelf/" PACKAGE_VERSION);
+  h->rc.credentials_on_redirect = e->send_credentials_on_redirect == FLAG_YES;
   h->rc.ca_file = dup_or_null (e->ca_file);
   h->rc.ca_path = dup_or_null (e->ca_path);
   h->rc.verify = e->tls_verify != FLAG_NO;
@@ -402,6 +525,8 @@ configure (struct http_layer *h, const struct entry_config *e,
     : HTTP_DEFAULT_RETRY_TIME;
   h->max_workers = e->connections ? e->connections
     : HTTP_DEFAULT_CONNECTIONS;
+  h->revalidate_s = e->revalidate >= 0 ? e->revalidate
+    : HTTP_DEFAULT_REVALIDATE;
   return 0;
 }
 
@@ -420,6 +545,7 @@ layer_http_open (const struct stack_context *ctx, const char *url,
     return error_set (ENOMEM, "http: out of memory");
   pthread_mutex_init (&h->lock, NULL);
   pthread_mutex_init (&h->error_lock, NULL);
+  pthread_mutex_init (&h->revalidate_lock, NULL);
   pthread_cond_init (&h->chunk_cond, NULL);
   pthread_cond_init (&h->work_cond, NULL);
   pthread_cond_init (&h->store_cond, NULL);
@@ -431,7 +557,14 @@ layer_http_open (const struct stack_context *ctx, const char *url,
 
   r = configure (h, ctx->entry, url, &key);
   if (r == 0)
-    r = probe_object (h);
+    {
+      struct http_object o;
+      r = probe_object (h, &o, true);
+      h->rc.size = o.size;
+      h->rc.etag = o.etag;
+      h->rc.last_modified = o.last_modified;
+      h->validated_at = clock_seconds ();
+    }
   if (r == 0 && add_if_range (h) < 0)
     r = error_set (ENOMEM, "http: out of memory");
   if (r < 0)

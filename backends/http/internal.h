@@ -7,6 +7,7 @@
  *   fetch.c   one range GET with every check on the response
  *   retry.c   retrying a range GET with back-off within a time budget
  *   handle.c  configuring curl handles; secrets; URL redaction
+ *   headers.c response headers, Content-Range, the checks on a response
  *
  * Reads work in chunks of DISK_CACHE_CHUNK bytes.  A missing chunk is
  * fetched once (concurrent readers wait for the same fetch), by a pool
@@ -43,9 +44,11 @@
 #define HTTP_FILL_WORKERS 1         /* workers busy with fill at once */
 #define HTTP_STORE_MAX 64           /* fetched chunks waiting for disk */
 #define HTTP_STORE_WAIT_S 2         /* then wait this long before skipping */
+#define HTTP_MAX_SIZE DISK_CACHE_MAX_SIZE /* larger claimed sizes refused */
 #define HTTP_DEFAULT_CONNECTIONS 4
 #define HTTP_DEFAULT_TIMEOUT 30.0
 #define HTTP_DEFAULT_RETRY_TIME 60.0
+#define HTTP_DEFAULT_REVALIDATE 30.0  /* seconds between checks at open */
 
 enum chunk_state { CHUNK_FETCHING, CHUNK_READY, CHUNK_FAILED };
 enum fetch_kind { FETCH_FOREGROUND, FETCH_READAHEAD, FETCH_FILL };
@@ -85,6 +88,7 @@ struct http_request_config
   char *user, *password;       /* NULL when unset */
   char *cookie;                /* "a=b; c=d" or NULL */
   char *user_agent;
+  bool credentials_on_redirect;/* send-credentials-on-redirect = yes */
   char *ca_file, *ca_path;
   bool verify;
   long timeout_s;
@@ -133,6 +137,11 @@ struct http_layer
   uint64_t ra_next;                 /* first chunk not yet scheduled */
   unsigned ra_window;               /* 0 = not sequential */
 
+  pthread_mutex_t revalidate_lock;  /* one check at a time */
+  double validated_at;              /* last check; revalidate_lock */
+  double revalidate_s;              /* `revalidate =`; fixed */
+  _Atomic uint64_t revalidations;   /* checks made at open */
+
   atomic_bool changed;              /* the object changed: EIO */
   atomic_bool stopping;             /* abort transfers: closing */
   atomic_bool retrying;             /* a retry episode was logged */
@@ -142,18 +151,41 @@ struct http_layer
   char last_error[256];             /* protected by error_lock */
 };
 
-/* handle.c */
+/* The response headers the transport looks at. */
+struct http_headers
+{
+  char accept_ranges[64];
+  char etag[256];
+  char last_modified[128];
+  char content_range[128];
+};
+
+/* headers.c: pure parsing and checks of responses (fuzzed). */
+enum fetch_verdict { FETCH_OK, FETCH_RETRY, FETCH_CHANGED, FETCH_FATAL };
 void http_header_value (const char *line, size_t n, const char *name,
                         char *dst, size_t dstlen);
+void http_headers_line (struct http_headers *hd, const char *line, size_t n);
+bool http_parse_content_range (const char *text, uint64_t *a, uint64_t *b,
+                               uint64_t *t);
+int http_content_range_total (const char *text, uint64_t *total);
+enum fetch_verdict http_check_response (const struct http_request_config *rc,
+                                        long code,
+                                        const struct http_headers *hd,
+                                        size_t got, uint64_t offset,
+                                        size_t len, char *why, size_t whylen);
+
+/* handle.c */
 CURL *http_handle_new (const struct http_request_config *rc,
                        atomic_bool *stopping);
 int http_read_secret (const char *what, const char *path, char **out);
 int http_read_headers (const char *path, struct curl_slist **out);
 int http_read_cookies (const char *path, char **out);
 int http_redact_url (const char *url, char **key, char **display);
+bool http_same_origin (const char *a, const char *b);
+bool http_is_https (const char *url);
+int http_redirect (struct http_request_config *rc, const char *target);
 
 /* fetch.c: one attempt; the verdicts tell retry.c what to do. */
-enum fetch_verdict { FETCH_OK, FETCH_RETRY, FETCH_CHANGED, FETCH_FATAL };
 enum fetch_verdict http_fetch_once (const struct http_request_config *rc,
                                     CURL *c, char *buf, uint64_t offset,
                                     size_t len, char *why, size_t whylen);

@@ -4,11 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <gnutls/crypto.h>
 
 #include "diskcache.h"
 
@@ -277,6 +280,216 @@ test_race (const char *dir)
   disk_cache_free (c);
 }
 
+/* Bytes the files of dir occupy on disk (du), or 0. */
+static unsigned long long
+disk_usage (const char *dir)
+{
+  char cmd[4200];
+  unsigned long long kb = 0;
+  FILE *f;
+
+  snprintf (cmd, sizeof cmd, "du -sk '%s'", dir);
+  f = popen (cmd, "r");
+  if (f)
+    {
+      if (fscanf (f, "%llu", &kb) != 1)
+        kb = 0;
+      pclose (f);
+    }
+  return kb * 1024;
+}
+
+/* Objects claiming huge sizes cost neither memory nor disk for their
+ * bitmaps, evict nothing to make room for them, and their far chunks
+ * are stored, survive a restart and read back.  15 TiB (a 1.9 MiB
+ * bitmap, 240 MiB of per-chunk records if allocated whole) fits the
+ * 16 TiB file limit of ext4; DISK_CACHE_MAX_SIZE (1 PiB) opens without
+ * harm even where the file system refuses such a file; larger objects
+ * are refused. */
+static void
+test_huge (const char *dir)
+{
+  uint64_t huge = UINT64_C (15) << 40;
+  struct disk_cache_validators small = { "http", "http://x/small", 4 * CHUNK,
+                                         NULL, NULL };
+  struct disk_cache_validators big = { "http", "http://x/huge", huge,
+                                       "\"h\"", NULL };
+  struct disk_cache_validators max = { "http", "http://x/max",
+                                       DISK_CACHE_MAX_SIZE, NULL, NULL };
+  struct disk_cache_validators bigger = { "http", "http://x/huger",
+                                          DISK_CACHE_MAX_SIZE + 1, NULL,
+                                          NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *os, *ob, *o3;
+  uint64_t last = huge / CHUNK - 1;
+
+  rm_rf (dir);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &small, &os) == 0);
+  store (os, 4 * CHUNK, 0, 4, 7);
+  CHECK (disk_cache_open_object (c, &big, &ob) == 0);
+  store (ob, huge, 0, 1, 8);
+  store (ob, huge, last, last + 1, 8);
+  store (ob, huge, last / 2, last / 2 + 1, 8);
+  /* 4 + 3 chunks fit the bound of 8: nothing was evicted for a bitmap. */
+  CHECK (read_check (os, 0, 4 * CHUNK, 7) == 0);
+  CHECK (read_check (ob, last * CHUNK, CHUNK, 8) == 0);
+  CHECK (read_check (ob, (last / 2) * CHUNK + 5, 100, 8) == 0);
+  CHECK (read_check (ob, CHUNK, 100, 8) == -ENODATA);
+  CHECK (disk_cache_used (c) <= 8 * CHUNK);
+  disk_cache_close_object (ob);
+  disk_cache_close_object (os);
+  disk_cache_free (c);
+  /* Data, headers and touched bitmap pages only. */
+  CHECK (disk_usage (dir) < 7ull * CHUNK + 256 * 1024);
+
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &big, &ob) == 0);
+  CHECK (read_check (ob, last * CHUNK, CHUNK, 8) == 0);
+  CHECK (read_check (ob, 0, CHUNK, 8) == 0);
+  CHECK (disk_cache_object_present (ob) == 3 * CHUNK);
+  disk_cache_invalidate (ob);
+  CHECK (read_check (ob, last * CHUNK, 16, 8) == -ENODATA);
+  disk_cache_close_object (ob);
+  CHECK (disk_cache_open_object (c, &max, &o3) == 0);
+  CHECK (read_check (o3, DISK_CACHE_MAX_SIZE - CHUNK, 16, 8) == -ENODATA);
+  disk_cache_close_object (o3);
+  CHECK (disk_cache_open_object (c, &bigger, &o3) < 0);
+  disk_cache_free (c);
+}
+
+/* The object file path the cache uses for an "http" key. */
+static void
+object_file (const char *dir, const char *key, const char *suffix, char *out,
+             size_t size)
+{
+  char buf[512];
+  unsigned char digest[32];
+  char hex[33];
+  size_t n = strlen (key);
+
+  memcpy (buf, "http", 5);
+  memcpy (buf + 5, key, n);
+  gnutls_hash_fast (GNUTLS_DIG_SHA256, buf, 5 + n, digest);
+  for (int i = 0; i < 16; i++)
+    snprintf (hex + 2 * i, 3, "%02x", digest[i]);
+  snprintf (out, size, "%s/%s.dsc%s", dir, hex, suffix);
+}
+
+/* True when path holds exactly text. */
+static bool
+file_is (const char *path, const char *text)
+{
+  char buf[256] = "";
+  FILE *f = fopen (path, "r");
+  size_t n;
+
+  if (f == NULL)
+    return false;
+  n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  return strcmp (buf, text) == 0;
+}
+
+/* Symlinks planted at an object's temporary or final name are never
+ * followed: the file they point to is left alone. */
+static void
+test_planted_symlinks (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/planted", 2 * CHUNK,
+                                     NULL, NULL };
+  char victim[4200], victim2[4200], tmp[4200], final[4200], suffix[64];
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  struct stat st;
+  FILE *f;
+
+  rm_rf (dir);
+  snprintf (victim, sizeof victim, "%s.victim", dir);
+  snprintf (victim2, sizeof victim2, "%s.victim2", dir);
+  for (int i = 0; i < 2; i++)
+    {
+      f = fopen (i ? victim2 : victim, "w");
+      CHECK (f != NULL);
+      if (f)
+        {
+          fputs ("precious", f);
+          fclose (f);
+        }
+    }
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  snprintf (suffix, sizeof suffix, ".tmp%ld", (long) getpid ());
+  object_file (dir, v.key, suffix, tmp, sizeof tmp);
+  object_file (dir, v.key, "", final, sizeof final);
+  CHECK (symlink (victim, tmp) == 0);
+  CHECK (symlink (victim2, final) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, 2 * CHUNK, 0, 2, 11);
+  CHECK (read_check (o, 0, 2 * CHUNK, 11) == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  CHECK (file_is (victim, "precious"));
+  CHECK (file_is (victim2, "precious"));
+  CHECK (lstat (final, &st) == 0 && S_ISREG (st.st_mode));
+  CHECK (lstat (tmp, &st) < 0);
+  /* And the object is a good one. */
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  CHECK (read_check (o, 0, 2 * CHUNK, 11) == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  unlink (victim);
+  unlink (victim2);
+}
+
+/* Store one chunk in a new cache in dir; true when it was kept. */
+static bool
+cache_keeps (const char *dir)
+{
+  struct disk_cache_validators v = { "http", "http://x/keeps", CHUNK, NULL,
+                                     NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  bool kept;
+
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, CHUNK, 0, 1, 12);
+  kept = read_check (o, 0, CHUNK, 12) == 0;
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  return kept;
+}
+
+/* A cache dir that others could write to, or owned by another user, is
+ * not used (reads go uncached); a private one is. */
+static void
+test_private_dir (const char *dir)
+{
+  rm_rf (dir);
+  CHECK (mkdir (dir, 0700) == 0);
+  CHECK (chmod (dir, 0777) == 0);
+  CHECK (!cache_keeps (dir));
+  CHECK (count_objects (dir) == 0);
+  CHECK (chmod (dir, 0770) == 0);
+  CHECK (!cache_keeps (dir));
+  CHECK (count_objects (dir) == 0);
+  CHECK (chmod (dir, 0755) == 0);
+  CHECK (cache_keeps (dir));
+  CHECK (count_objects (dir) == 1);
+  if (geteuid () == 0)
+    {
+      /* Only root can give the dir away; as another user the check
+       * above is what runs. */
+      rm_rf (dir);
+      CHECK (mkdir (dir, 0700) == 0);
+      CHECK (chown (dir, 65534, 65534) == 0);
+      CHECK (!cache_keeps (dir));
+      CHECK (count_objects (dir) == 0);
+    }
+}
+
 static void
 test_unusable (void)
 {
@@ -308,6 +521,9 @@ main (void)
   test_bound (sub);
   test_torn (sub);
   test_race (sub);
+  test_huge (sub);
+  test_planted_symlinks (sub);
+  test_private_dir (sub);
   test_unusable ();
   rm_rf (dir);
   if (check_failures)

@@ -71,6 +71,7 @@ nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
   pthread_mutex_lock (&conn->wlock);
   conn->fd = fd;
   conn->rpos = conn->rlen = 0;
+  conn->io_timeout = handshake_timeout;
   pthread_mutex_unlock (&conn->wlock);
   pthread_mutex_unlock (&conn->lock);
 
@@ -98,6 +99,7 @@ nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
       /* The socket keeps a timeout: a server that stops in the middle
        * of a reply cannot hold the reader role forever. */
       nbd_socket_set_timeout (fd, c->timeout);
+      conn->io_timeout = c->timeout;
       return 0;
     }
   pthread_mutex_lock (&conn->lock);

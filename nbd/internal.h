@@ -127,6 +127,7 @@ struct nbd_conn
   /* reader (or handshake) only */
   char *rbuf;
   size_t rpos, rlen;
+  double io_timeout;           /* the socket's receive timeout, seconds */
 
   struct nbd_export_info info;
 };

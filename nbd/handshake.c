@@ -148,6 +148,15 @@ start_tls (struct nbd_conn *conn)
       return r;
     }
   free (data);
+  /* Whatever follows the ACK in the clear would otherwise be handed out
+   * after the handshake as if it had come through TLS: a man in the
+   * middle could forge the rest of the negotiation and the data. */
+  if (conn->rpos != conn->rlen)
+    return nbd_set_error (EPROTO, "%s: the server sent %zu bytes in the "
+                          "clear after its STARTTLS reply; refusing the "
+                          "connection (something between us and the "
+                          "server may be injecting data)",
+                          conn->client->name, conn->rlen - conn->rpos);
   return nbd_tls_handshake (conn);
 }
 

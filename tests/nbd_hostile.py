@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A small, deliberately broken NBD server for the fault tests.
 
-    nbd_hostile.py SOCKET SCENARIO
+    nbd_hostile.py SOCKET SCENARIO [CERTDIR]
 
 It negotiates like a well-behaved fixed-newstyle server (structured
 replies, base:allocation, GO) and then misbehaves in one way:
@@ -16,15 +16,35 @@ replies, base:allocation, GO) and then misbehaves in one way:
   good          behaves (reads return a pattern)
   no-go         behaves, but knows neither GO nor structured replies, so
                 the client falls back to EXPORT_NAME and simple replies
+  starttls-inject
+                answers STARTTLS with an ACK followed, in the clear, by
+                forged replies to the rest of the negotiation (export size
+                FORGED_SIZE), then runs TLS (server-cert.pem/server-key.pem
+                from CERTDIR) and behaves
+  tls-good      STARTTLS answered properly, then TLS, then behaves
+  tiny-chunks   answers a read with 1-byte data chunks in reverse order
+  huge-option-reply
+                claims a 2 GiB reply to STRUCTURED_REPLY
+  long-info-name
+                sends an NBD_INFO_NAME longer than the 4096-byte limit
+  long-option-error
+                refuses GO with a 60000-byte error message
+  long-error-chunk
+                answers a read with an error chunk carrying a 5000-byte
+                message (consistent with the chunk length)
+  huge-chunk    answers a read with a chunk claiming 4 GiB
 
 Each connection is served in its own thread until the client leaves."""
 
+import os
 import socket
+import ssl
 import struct
 import sys
 import threading
 
 SIZE = 1 << 20
+FORGED_SIZE = 3 << 20
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
 REPMAGIC = 0x0003E889045565A9
@@ -55,20 +75,64 @@ def chunk(cookie, ctype, payload, done=True):
     return struct.pack(">IHHQI", STRUCT, 1 if done else 0, ctype, cookie, len(payload)) + payload
 
 
-def negotiate(conn, scenario):
+def opt_bytes(opt, rtype, data=b""):
+    return struct.pack(">QIII", REPMAGIC, opt, rtype, len(data)) + data
+
+
+def start_tls(conn, certdir):
+    """Wrap conn in a server-side TLS session with the test CA's server
+    certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certdir, "server-cert.pem"),
+                        os.path.join(certdir, "server-key.pem"))
+    return ctx.wrap_socket(conn, server_side=True)
+
+
+def negotiate(conn, scenario, certdir):
+    """Run the handshake; returns the socket to go on with (maybe TLS),
+    or None to close."""
     if scenario == "truncated":
         conn.sendall(struct.pack(">Q", NBDMAGIC) + b"IHA")
-        return False
+        return None
     conn.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
     recv_exact(conn, 4)
     while True:
         magic, opt, length = struct.unpack(">QII", recv_exact(conn, 16))
         data = recv_exact(conn, length)
+        if opt == 5 and scenario == "starttls-inject":
+            # The ACK, and in the same write the replies a man in the
+            # middle would forge for STRUCTURED_REPLY, SET_META_CONTEXT
+            # and GO.
+            conn.sendall(opt_bytes(5, 1)
+                         + opt_bytes(8, 1)
+                         + opt_bytes(10, 1)
+                         + opt_bytes(7, 3, struct.pack(">HQH", 0, FORGED_SIZE, 1 | 2))
+                         + opt_bytes(7, 1))
+            conn = start_tls(conn, certdir)
+            # Swallow the three options the client sends through TLS.
+            for _ in range(3):
+                magic, opt, length = struct.unpack(">QII", recv_exact(conn, 16))
+                recv_exact(conn, length)
+            return conn
+        if opt == 5 and scenario == "tls-good":
+            opt_reply(conn, opt, 1)
+            conn = start_tls(conn, certdir)
+            continue
         if scenario == "no-go" and opt == 1:   # EXPORT_NAME: no framing
             conn.sendall(struct.pack(">QH", SIZE, 1 | 2))  # NO_ZEROES agreed
-            return True
+            return conn
         if scenario == "no-go" and opt in (7, 8, 10):
             opt_reply(conn, opt, 0x80000001)
+        elif opt == 8 and scenario == "huge-option-reply":
+            conn.sendall(struct.pack(">QIII", REPMAGIC, opt, 1, 0x7FFFFFFF))
+            return None
+        elif opt == 7 and scenario == "long-info-name":
+            opt_reply(conn, opt, 3, struct.pack(">H", 1) + b"n" * 5000)
+            opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
+            opt_reply(conn, opt, 1)
+            return conn
+        elif opt == 7 and scenario == "long-option-error":
+            opt_reply(conn, opt, 0x80000006, b"e" * 60000)
         elif opt == 8:                     # STRUCTURED_REPLY
             opt_reply(conn, opt, 1)
         elif opt == 10:                    # SET_META_CONTEXT
@@ -77,16 +141,18 @@ def negotiate(conn, scenario):
         elif opt == 7:                     # GO
             opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
             opt_reply(conn, opt, 1)
-            return True
+            return conn
         elif opt == 2:                     # ABORT
-            return False
+            return None
         else:
             opt_reply(conn, opt, 0x80000001)
 
 
-def serve(conn, scenario):
+def serve(raw, scenario, certdir):
+    conn = raw
     try:
-        if not negotiate(conn, scenario):
+        conn = negotiate(raw, scenario, certdir)
+        if conn is None:
             return
         while True:
             magic, flags, ctype, cookie, offset, length = struct.unpack(
@@ -104,7 +170,7 @@ def serve(conn, scenario):
             data = pattern(offset, length)
             if scenario == "no-go":
                 conn.sendall(struct.pack(">IIQ", SIMPLE, 0, cookie) + data)
-            elif scenario == "good":
+            elif scenario in ("good", "tls-good", "starttls-inject"):
                 conn.sendall(chunk(cookie, 1, struct.pack(">Q", offset) + data))
             elif scenario == "wrong-cookie":
                 conn.sendall(chunk(cookie + 1000, 1, struct.pack(">Q", offset) + data))
@@ -120,20 +186,33 @@ def serve(conn, scenario):
                 conn.sendall(b"\xde\xad\xbe\xef" * 8)
             elif scenario == "huge-error":
                 conn.sendall(chunk(cookie, 0x8001, struct.pack(">IH", 5, 60000) + b"oops"))
-    except (EOFError, OSError):
+            elif scenario == "long-error-chunk":
+                conn.sendall(chunk(cookie, 0x8001, struct.pack(">IH", 5, 5000) + b"m" * 5000))
+            elif scenario == "huge-chunk":
+                conn.sendall(struct.pack(">IHHQI", STRUCT, 1, 1, cookie, 0xFFFFFFF0)
+                             + struct.pack(">Q", offset) + data)
+            elif scenario == "tiny-chunks":
+                last = offset + length - 1
+                conn.sendall(b"".join(
+                    chunk(cookie, 1, struct.pack(">QB", o, (o % 251)), done=(o == offset))
+                    for o in range(last, offset - 1, -1)))
+    except (EOFError, OSError, ssl.SSLError):
         pass
     finally:
-        conn.close()
+        if conn is not None and conn is not raw:
+            conn.close()
+        raw.close()
 
 
 def main():
     path, scenario = sys.argv[1], sys.argv[2]
+    certdir = sys.argv[3] if len(sys.argv) > 3 else None
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(16)
     while True:
         conn, _ = srv.accept()
-        threading.Thread(target=serve, args=(conn, scenario), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, scenario, certdir), daemon=True).start()
 
 
 if __name__ == "__main__":

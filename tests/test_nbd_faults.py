@@ -5,36 +5,19 @@ give EIO where the server failed, correct data everywhere else, and
 never crash or hang."""
 
 import errno
-import mmap
 import os
-import pathlib
 import re
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from nbd_helpers import NbdServer, unix_ready
+from nbd_helpers import NbdServer, direct_pread, hostile  # noqa: F401 (fixture)
 from peers import make_random_file, scaled, sha256, start_process, stop_process, wait_for, \
     write_entry
 
 MiB = 1 << 20
-HOSTILE = pathlib.Path(__file__).resolve().parent / "nbd_hostile.py"
-
-
-def direct_pread(path, offset, length):
-    """Read with O_DIRECT (so the kernel asks for exactly this range)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    buf = mmap.mmap(-1, length)
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-        n = os.readv(fd, [buf])
-        return bytes(buf[:n])
-    finally:
-        buf.close()
-        os.close(fd)
 
 
 def test_error_filter_gives_eio_on_the_failing_reads(mount, catalog, tmp_path):
@@ -110,26 +93,6 @@ def test_server_killed_and_restarted_during_dd(mount, catalog, tmp_path, tls):
         assert m.unmount() == 0
     finally:
         srv.stop()
-
-
-@pytest.fixture
-def hostile(tmp_path):
-    """Factory: hostile(scenario) -> the Unix socket of a running hostile
-    server."""
-    procs = []
-
-    def start(scenario):
-        sock = tmp_path / f"hostile-{scenario}.sock"
-        p = start_process([sys.executable, HOSTILE, sock, scenario],
-                          log_path=tmp_path / f"hostile-{scenario}.log")
-        procs.append(p)
-        wait_for(lambda: unix_ready(sock) or p.poll() is not None, 15, "hostile server")
-        assert p.poll() is None, (tmp_path / f"hostile-{scenario}.log").read_text()
-        return sock
-
-    yield start
-    for p in procs:
-        stop_process(p)
 
 
 BROKEN = ["wrong-cookie", "oversized", "overlap", "bad-magic", "huge-error", "silent"]

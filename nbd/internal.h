@@ -39,6 +39,10 @@
 #define NBD_READ_BUFFER (64 * 1024)
 /* Seconds an extra multi-conn connection may take to negotiate. */
 #define NBD_EXTRA_CONN_TIMEOUT 5.0
+/* Chunks one structured reply may have: enough for a server that splits
+ * a read at every 512-byte change between data and hole, few enough
+ * that tracking them costs little memory and time. */
+#define NBD_MAX_REPLY_CHUNKS(count) (64 + (count) / 512)
 
 /* What one negotiation produced. */
 struct nbd_export_info
@@ -87,8 +91,11 @@ struct nbd_req
   char message[256];         /* the reason when failed */
 
   /* reader thread only, while SENT */
-  struct nbd_range *cover;
+  struct nbd_range *cover;   /* READ chunks seen (contiguous ones merged) */
   size_t ncover, cover_cap;
+  uint64_t covered;          /* bytes in them */
+  bool cover_unsorted;       /* a chunk came before an earlier one */
+  uint32_t nchunks;          /* chunks of this reply so far */
   bool got_error_chunk;
   uint32_t first_error;
   bool got_extent;

@@ -161,6 +161,9 @@ submit (struct nbd_conn *conn, struct nbd_req *req)
   req->got_error_chunk = false;
   req->got_extent = false;
   req->ncover = 0;
+  req->covered = 0;
+  req->cover_unsorted = false;
+  req->nchunks = 0;
   nbd_table_insert (conn, req);
   nbd_deadline_after (&req->deadline, c->timeout);
   atomic_fetch_add (&c->requests, 1);

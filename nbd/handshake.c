@@ -8,6 +8,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +55,9 @@ recv_reply (struct nbd_conn *conn, uint32_t option, uint32_t *type,
   *type = be32toh (h.reply);
   *len = be32toh (h.length);
   if (*len > NBD_MAX_OPTION_REPLY)
-    return nbd_set_error (EPROTO, "%s: option reply of %u bytes is too large",
-                          name, *len);
+    return nbd_set_error (EPROTO, "%s: option reply of %u bytes is larger "
+                          "than the %u-byte limit; refusing the server",
+                          name, *len, (unsigned) NBD_MAX_OPTION_REPLY);
   if (*type == NBD_REP_ACK && *len != 0)
     return nbd_set_error (EPROTO, "%s: ACK with a payload", name);
   *data = malloc (*len + 1);
@@ -82,7 +84,12 @@ option_error (struct nbd_conn *conn, const char *what, uint32_t type,
   int err;
   const char *hint = "";
 
-  nbd_sanitize (text, sizeof text, msg, len > NBD_MAX_STRING ? 0 : len);
+  /* The spec bounds strings at 4096 bytes: a longer one is not shown. */
+  if (len > NBD_MAX_STRING)
+    snprintf (text, sizeof text, "(a %u-byte message, longer than %u)",
+              len, (unsigned) NBD_MAX_STRING);
+  else
+    nbd_sanitize (text, sizeof text, msg, len);
   switch (type)
     {
     case NBD_REP_ERR_UNSUP: err = ENOTSUP; break;

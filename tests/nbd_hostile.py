@@ -23,6 +23,7 @@ replies, base:allocation, GO) and then misbehaves in one way:
                 from CERTDIR) and behaves
   tls-good      STARTTLS answered properly, then TLS, then behaves
   tiny-chunks   answers a read with 1-byte data chunks in reverse order
+                (reads up to 8 KiB: 16 chunks in reverse order, valid)
   huge-option-reply
                 claims a 2 GiB reply to STRUCTURED_REPLY
   long-info-name
@@ -191,6 +192,14 @@ def serve(raw, scenario, certdir):
             elif scenario == "huge-chunk":
                 conn.sendall(struct.pack(">IHHQI", STRUCT, 1, 1, cookie, 0xFFFFFFF0)
                              + struct.pack(">Q", offset) + data)
+            elif scenario == "tiny-chunks" and length <= 8192:
+                # Few chunks, still in reverse order: a valid reply.
+                step = length // 16 or length
+                starts = list(range(offset, offset + length, step))[::-1]
+                conn.sendall(b"".join(
+                    chunk(cookie, 1, struct.pack(">Q", o)
+                          + pattern(o, min(step, offset + length - o)), done=(o == offset))
+                    for o in starts))
             elif scenario == "tiny-chunks":
                 last = offset + length - 1
                 conn.sendall(b"".join(

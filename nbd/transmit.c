@@ -72,6 +72,17 @@ violation (struct nbd_conn *conn, const char *what)
                         conn->client->name, what);
 }
 
+/* The server answered NBD_ESHUTDOWN: it is stopping and will serve no
+ * more.  That is a lost connection, not a failed request: the caller
+ * drops it (so the server can exit) and the request is sent again after
+ * a reconnect. */
+static int
+server_shutting_down (struct nbd_conn *conn)
+{
+  return nbd_set_error (ESHUTDOWN, "%s: the server is shutting down",
+                        conn->client->name);
+}
+
 /* Look a cookie up under the lock. */
 static struct nbd_req *
 find (struct nbd_conn *conn, uint64_t cookie)
@@ -264,6 +275,8 @@ error_chunk (struct nbd_conn *conn, struct nbd_req *req, uint16_t type,
   r = nbd_conn_skip (conn, length - 6 - msglen);
   if (r < 0)
     return r;
+  if (err == NBD_ESHUTDOWN)
+    return server_shutting_down (conn);
   if (!req->got_error_chunk)
     {
       req->got_error_chunk = true;
@@ -428,6 +441,8 @@ simple_reply (struct nbd_conn *conn, const struct nbd_simple_reply *hdr)
       atomic_fetch_add (&conn->client->protocol_errors, 1);
       return 0;
     }
+  if (err == NBD_ESHUTDOWN)
+    return server_shutting_down (conn);
   if (err == 0 && req->type == NBD_CMD_BLOCK_STATUS)
     return violation (conn, "simple reply to a block status request");
   if (err == 0 && req->type == NBD_CMD_READ)

@@ -159,6 +159,57 @@ class NbdServer:
             stop_process(self.proc, sig=sig or signal.SIGTERM)
         self.proc = None
 
+    def pids(self):
+        """PIDs of the server's processes (nbd-server: the daemon and the
+        children serving connections)."""
+        if self.kind == "nbd-server":
+            root = getattr(self, "daemon_pid", None)
+        else:
+            root = self.proc.pid if self.proc is not None else None
+        if root is None:
+            return []
+        pids = [root]
+        try:
+            with open(f"/proc/{root}/task/{root}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def terminate(self, timeout=20):
+        """SIGTERM, as a graceful stop would send, then wait (no SIGKILL)
+        until every process of the server has exited.  True if they did
+        within timeout; otherwise they are killed and False returned."""
+        import signal
+        pids = self.pids()
+        for pid in pids[:1]:
+            os.kill(pid, signal.SIGTERM)
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().split()[2] == "Z"
+            except OSError:
+                return True
+            finally:
+                if self.proc is not None and pid == self.proc.pid:
+                    self.proc.poll()
+        try:
+            wait_for(lambda: all(gone(p) for p in pids), timeout, f"{self.kind} to exit")
+            exited = True
+        except TimeoutError:
+            exited = False
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.proc is not None:
+            self.proc.wait(timeout=scaled(10))
+        self.proc = None
+        self.daemon_pid = None
+        return exited
+
     def kill(self):
         """Kill the server at once (SIGKILL), as a crash would."""
         import signal

@@ -14,6 +14,22 @@
 
 #define ALLOCATION_CONTEXT "base:allocation"
 
+/* Replies we accept to one option: GO has a few INFO replies, and
+ * SET_META_CONTEXT one per context asked for; a server that sends more
+ * (forever) must not keep the negotiation going. */
+#define MAX_REPLIES_PER_OPTION 64
+
+/* Fail when the reply-th reply to option is one too many. */
+static int
+too_many_replies (struct nbd_conn *conn, const char *option, unsigned reply)
+{
+  if (reply <= MAX_REPLIES_PER_OPTION)
+    return 0;
+  return nbd_set_error (EPROTO, "%s: more than %u replies to %s; refusing "
+                        "the server", conn->client->name,
+                        MAX_REPLIES_PER_OPTION, option);
+}
+
 /* Send one option with its data. */
 static int
 send_option (struct nbd_conn *conn, uint32_t option, const void *data,
@@ -212,8 +228,11 @@ set_meta_context (struct nbd_conn *conn, const char *export)
   free (payload);
   if (r < 0)
     return r;
-  for (;;)
+  for (unsigned n = 1;; n++)
     {
+      r = too_many_replies (conn, "SET_META_CONTEXT", n);
+      if (r < 0)
+        return r;
       r = recv_reply (conn, NBD_OPT_SET_META_CONTEXT, &type, &data, &len);
       if (r < 0)
         return r;
@@ -280,10 +299,13 @@ go (struct nbd_conn *conn, const char *export, bool *unsupported)
   free (payload);
   if (r < 0)
     return r;
-  for (;;)
+  for (unsigned n = 1;; n++)
     {
       uint16_t info;
 
+      r = too_many_replies (conn, "GO", n);
+      if (r < 0)
+        return r;
       r = recv_reply (conn, NBD_OPT_GO, &type, &data, &len);
       if (r < 0)
         return r;

@@ -28,6 +28,7 @@ replies, base:allocation, GO) and then misbehaves in one way:
                 claims a 2 GiB reply to STRUCTURED_REPLY
   long-info-name
                 sends an NBD_INFO_NAME longer than the 4096-byte limit
+  endless-info  answers GO with NBD_INFO_NAME replies forever
   long-option-error
                 refuses GO with a 60000-byte error message
   long-error-chunk
@@ -132,6 +133,9 @@ def negotiate(conn, scenario, certdir):
             opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
             opt_reply(conn, opt, 1)
             return conn
+        elif opt == 7 and scenario == "endless-info":
+            while True:
+                opt_reply(conn, opt, 3, struct.pack(">H", 1) + b"name")
         elif opt == 7 and scenario == "long-option-error":
             opt_reply(conn, opt, 0x80000006, b"e" * 60000)
         elif opt == 8:                     # STRUCTURED_REPLY

@@ -71,6 +71,7 @@ def test_tiny_out_of_order_chunks_fail_fast(mount, catalog, hostile):
 @pytest.mark.parametrize("scenario, message", [
     ("huge-option-reply", r"option reply of 2147483647 bytes is larger than"),
     ("long-info-name", r"NBD_INFO 1 with bad length 5002"),
+    ("endless-info", r"more than 64 replies to GO; refusing the server"),
     ("long-option-error", r"opening the export refused \(error 6\) \(no such export\): "
                           r"\(a 60000-byte message, longer than 4096\)"),
 ])

@@ -86,7 +86,12 @@ nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
   pthread_mutex_unlock (&conn->wlock);
   pthread_mutex_unlock (&conn->lock);
 
+  /* The socket timeout bounds each read; this bounds the whole
+   * negotiation, which a server trickling bytes could stretch forever. */
+  conn->negotiating = true;
+  nbd_deadline_after (&conn->hs_deadline, handshake_timeout);
   r = nbd_handshake (conn);
+  conn->negotiating = false;
   if (r == 0 && c->nconns > 0)
     {
       /* A reconnect must find the same export. */

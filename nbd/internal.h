@@ -152,6 +152,8 @@ struct nbd_conn
   char *rbuf;
   size_t rpos, rlen;
   double io_timeout;           /* the socket's receive timeout, seconds */
+  bool negotiating;            /* the handshake must end by hs_deadline */
+  struct timespec hs_deadline;
 
   struct nbd_export_info info;
 };

@@ -291,6 +291,8 @@ raw_recv (struct nbd_conn *conn, void *buf, size_t n)
     {
       ssize_t r;
 
+      if (conn->negotiating && nbd_deadline_passed (&conn->hs_deadline))
+        return -ETIMEDOUT;
       if (conn->tls)
         {
           r = gnutls_record_recv (conn->tls, buf, n);

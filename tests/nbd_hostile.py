@@ -28,6 +28,7 @@ replies, base:allocation, GO) and then misbehaves in one way:
                 claims a 2 GiB reply to STRUCTURED_REPLY
   long-info-name
                 sends an NBD_INFO_NAME longer than the 4096-byte limit
+  trickle       answers GO with NBD_INFO_NAME replies, one byte every 0.2 s
   endless-info  answers GO with NBD_INFO_NAME replies forever
   long-option-error
                 refuses GO with a 60000-byte error message
@@ -44,6 +45,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 
 SIZE = 1 << 20
 FORGED_SIZE = 3 << 20
@@ -133,6 +135,12 @@ def negotiate(conn, scenario, certdir):
             opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
             opt_reply(conn, opt, 1)
             return conn
+        elif opt == 7 and scenario == "trickle":
+            reply = struct.pack(">QIII", REPMAGIC, opt, 3, 6) + struct.pack(">H", 1) + b"name"
+            while True:
+                for b in reply:
+                    conn.sendall(bytes([b]))
+                    time.sleep(0.2)
         elif opt == 7 and scenario == "endless-info":
             while True:
                 opt_reply(conn, opt, 3, struct.pack(">H", 1) + b"name")

@@ -358,7 +358,14 @@ go (struct nbd_conn *conn, const char *export, bool *unsupported)
         }
       else if ((info == NBD_INFO_NAME || info == NBD_INFO_DESCRIPTION)
                && len > 2 + NBD_MAX_STRING)
-        goto bad_info;
+        {
+          free (data);
+          return nbd_set_error (EPROTO, "%s: the export %s the server sent "
+                                "is %u bytes, longer than the %u-byte limit",
+                                name, info == NBD_INFO_NAME ? "name"
+                                : "description", len - 2,
+                                (unsigned) NBD_MAX_STRING);
+        }
       /* Other info types are ignored, as the spec says. */
       free (data);
       continue;

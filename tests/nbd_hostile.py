@@ -28,6 +28,9 @@ replies, base:allocation, GO) and then misbehaves in one way:
                 claims a 2 GiB reply to STRUCTURED_REPLY
   long-info-name
                 sends an NBD_INFO_NAME longer than the 4096-byte limit
+  stopping      first connection: every read answered NBD_ESHUTDOWN (an
+                error chunk); second: GO refused with NBD_REP_ERR_SHUTDOWN;
+                then behaves
   trickle       answers GO with NBD_INFO_NAME replies, one byte every 0.2 s
   endless-info  answers GO with NBD_INFO_NAME replies forever
   long-option-error
@@ -92,14 +95,22 @@ def start_tls(conn, certdir):
     return ctx.wrap_socket(conn, server_side=True)
 
 
+CLIENTS = [0]
+CLIENTS_LOCK = threading.Lock()
+
+
 def negotiate(conn, scenario, certdir):
-    """Run the handshake; returns the socket to go on with (maybe TLS),
-    or None to close."""
+    """Run the handshake; returns the socket to go on with (maybe TLS)
+    or None to close, and which client this is (1 for the first that
+    sent its flags: a readiness check that only connects does not count)."""
     if scenario == "truncated":
         conn.sendall(struct.pack(">Q", NBDMAGIC) + b"IHA")
-        return None
+        return None, 0
     conn.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
     recv_exact(conn, 4)
+    with CLIENTS_LOCK:
+        CLIENTS[0] += 1
+        nth = CLIENTS[0]
     while True:
         magic, opt, length = struct.unpack(">QII", recv_exact(conn, 16))
         data = recv_exact(conn, length)
@@ -117,24 +128,26 @@ def negotiate(conn, scenario, certdir):
             for _ in range(3):
                 magic, opt, length = struct.unpack(">QII", recv_exact(conn, 16))
                 recv_exact(conn, length)
-            return conn
+            return conn, nth
         if opt == 5 and scenario == "tls-good":
             opt_reply(conn, opt, 1)
             conn = start_tls(conn, certdir)
             continue
         if scenario == "no-go" and opt == 1:   # EXPORT_NAME: no framing
             conn.sendall(struct.pack(">QH", SIZE, 1 | 2))  # NO_ZEROES agreed
-            return conn
+            return conn, nth
         if scenario == "no-go" and opt in (7, 8, 10):
             opt_reply(conn, opt, 0x80000001)
         elif opt == 8 and scenario == "huge-option-reply":
             conn.sendall(struct.pack(">QIII", REPMAGIC, opt, 1, 0x7FFFFFFF))
-            return None
+            return None, nth
         elif opt == 7 and scenario == "long-info-name":
             opt_reply(conn, opt, 3, struct.pack(">H", 1) + b"n" * 5000)
             opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
             opt_reply(conn, opt, 1)
-            return conn
+            return conn, nth
+        elif opt == 7 and scenario == "stopping" and nth == 2:
+            opt_reply(conn, opt, 0x80000007, b"shutting down")
         elif opt == 7 and scenario == "trickle":
             reply = struct.pack(">QIII", REPMAGIC, opt, 3, 6) + struct.pack(">H", 1) + b"name"
             while True:
@@ -154,9 +167,9 @@ def negotiate(conn, scenario, certdir):
         elif opt == 7:                     # GO
             opt_reply(conn, opt, 3, struct.pack(">HQH", 0, SIZE, 1 | 2))
             opt_reply(conn, opt, 1)
-            return conn
+            return conn, nth
         elif opt == 2:                     # ABORT
-            return None
+            return None, nth
         else:
             opt_reply(conn, opt, 0x80000001)
 
@@ -164,7 +177,7 @@ def negotiate(conn, scenario, certdir):
 def serve(raw, scenario, certdir):
     conn = raw
     try:
-        conn = negotiate(raw, scenario, certdir)
+        conn, nth = negotiate(raw, scenario, certdir)
         if conn is None:
             return
         while True:
@@ -181,9 +194,13 @@ def serve(raw, scenario, certdir):
                 conn.sendall(struct.pack(">IIQ", SIMPLE, 22, cookie))
                 continue
             data = pattern(offset, length)
+            if scenario == "stopping" and nth == 1:
+                # A server stopping gracefully: ESHUTDOWN for everything.
+                conn.sendall(chunk(cookie, 0x8001, struct.pack(">IH", 108, 0)))
+                continue
             if scenario == "no-go":
                 conn.sendall(struct.pack(">IIQ", SIMPLE, 0, cookie) + data)
-            elif scenario in ("good", "tls-good", "starttls-inject"):
+            elif scenario in ("good", "tls-good", "starttls-inject", "stopping"):
                 conn.sendall(chunk(cookie, 1, struct.pack(">Q", offset) + data))
             elif scenario == "wrong-cookie":
                 conn.sendall(chunk(cookie + 1000, 1, struct.pack(">Q", offset) + data))

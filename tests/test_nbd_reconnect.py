@@ -5,11 +5,12 @@ server can exit, and reconnects with back-off exactly as after a crash;
 once the server is back on the same socket or port, reads work again
 and return the right bytes (issue 15)."""
 
+import re
 import subprocess
 
 import pytest
 
-from nbd_helpers import NbdServer, direct_pread
+from nbd_helpers import NbdServer, direct_pread, hostile  # noqa: F401 (fixture)
 from peers import make_random_file, scaled, sha256, wait_for, write_entry
 
 MiB = 1 << 20
@@ -90,3 +91,22 @@ def test_sigterm_during_a_read_then_restart(mount, catalog, tmp_path, kind, tran
         assert m.unmount() == 0
     finally:
         srv.stop()
+
+
+def test_eshutdown_reply_and_refusal_mean_reconnect(mount, catalog, hostile):
+    """NBD_ESHUTDOWN in a reply, then NBD_REP_ERR_SHUTDOWN on the next
+    handshake, are a server going away, not failed reads: the read is
+    sent again once a connection works and returns the right bytes."""
+    sock = hostile("stopping")
+    write_entry(catalog, "disk.img",
+                f"source = nbd+unix:///?socket={sock}\ncompression = none\n"
+                "timeout = 10\nretry-time = 30\n")
+    m = mount(catalog)
+    assert direct_pread(m.path / "disk.img", 4096, 65536) == \
+        bytes((4096 + i) % 251 for i in range(65536))
+    status = m.status()
+    reconnects = re.search(r"^nbd-reconnects: (\d+)$", status, re.M)
+    assert reconnects and int(reconnects.group(1)) >= 1, status
+    assert re.search(r"^nbd-last-loss: connection 0: .*the server is shutting down$",
+                     status, re.M), status
+    assert m.unmount() == 0

@@ -22,8 +22,9 @@ replies, base:allocation, GO) and then misbehaves in one way:
                 FORGED_SIZE), then runs TLS (server-cert.pem/server-key.pem
                 from CERTDIR) and behaves
   tls-good      STARTTLS answered properly, then TLS, then behaves
-  tiny-chunks   answers a read with 1-byte data chunks in reverse order
-                (reads up to 8 KiB: 16 chunks in reverse order, valid)
+  tiny-chunks   answers a read at offset 0 with 1-byte data chunks in
+                reverse order (other reads: 16 chunks in reverse order,
+                a valid reply)
   huge-option-reply
                 claims a 2 GiB reply to STRUCTURED_REPLY
   long-info-name
@@ -221,7 +222,7 @@ def serve(raw, scenario, certdir):
             elif scenario == "huge-chunk":
                 conn.sendall(struct.pack(">IHHQI", STRUCT, 1, 1, cookie, 0xFFFFFFF0)
                              + struct.pack(">Q", offset) + data)
-            elif scenario == "tiny-chunks" and length <= 8192:
+            elif scenario == "tiny-chunks" and offset != 0:
                 # Few chunks, still in reverse order: a valid reply.
                 step = length // 16 or length
                 starts = list(range(offset, offset + length, step))[::-1]

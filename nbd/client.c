@@ -66,6 +66,7 @@ stop_conn (struct nbd_conn *conn)
       conn->state = CONN_CLOSING;
       pthread_cond_signal (&conn->reader_cond);
       pthread_mutex_unlock (&conn->lock);
+      nbd_conn_wake (conn);
       nbd_send_disconnect (conn);
       clock_gettime (CLOCK_REALTIME, &until);
       until.tv_sec += 2;
@@ -145,16 +146,21 @@ nbd_open (const struct nbd_uri *uri, const struct nbd_settings *s,
        * while it has not yet noticed an old client leave) costs a few
        * seconds, not the open.  Go on with the ones made so far. */
       if (nbd_conn_connect (conn, c->timeout < NBD_EXTRA_CONN_TIMEOUT
-                                  ? c->timeout : NBD_EXTRA_CONN_TIMEOUT) < 0
-          || start_reader (conn) < 0)
+                                  ? c->timeout : NBD_EXTRA_CONN_TIMEOUT) < 0)
         {
           c->conns[i] = NULL;
           nbd_conn_free (conn);
           break;
         }
-      pthread_mutex_lock (&conn->lock);
+      /* Up before its thread starts: a thread that saw it down would
+       * connect it a second time. */
       conn->state = CONN_UP;
-      pthread_mutex_unlock (&conn->lock);
+      if (start_reader (conn) < 0)
+        {
+          c->conns[i] = NULL;
+          nbd_conn_free (conn);
+          break;
+        }
       c->nconns++;
     }
   *out = c;

@@ -4,9 +4,11 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +23,14 @@ nbd_conn_new (struct nbd_client *c, unsigned index, struct nbd_conn **out)
     {
       free (conn);
       return nbd_set_error (ENOMEM, "%s: out of memory", c->name);
+    }
+  conn->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (conn->wake_fd < 0)
+    {
+      int err = errno;
+      free (conn->rbuf);
+      free (conn);
+      return nbd_set_error (err, "%s: eventfd: %s", c->name, strerror (err));
     }
   conn->client = c;
   conn->index = index;
@@ -48,6 +58,7 @@ nbd_conn_free (struct nbd_conn *conn)
   pthread_mutex_destroy (&conn->lock);
   pthread_mutex_destroy (&conn->wlock);
   pthread_cond_destroy (&conn->reader_cond);
+  close (conn->wake_fd);
   free (conn->rbuf);
   free (conn);
 }
@@ -71,10 +82,16 @@ nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
   pthread_mutex_lock (&conn->wlock);
   conn->fd = fd;
   conn->rpos = conn->rlen = 0;
+  conn->io_timeout = handshake_timeout;
   pthread_mutex_unlock (&conn->wlock);
   pthread_mutex_unlock (&conn->lock);
 
+  /* The socket timeout bounds each read; this bounds the whole
+   * negotiation, which a server trickling bytes could stretch forever. */
+  conn->negotiating = true;
+  nbd_deadline_after (&conn->hs_deadline, handshake_timeout);
   r = nbd_handshake (conn);
+  conn->negotiating = false;
   if (r == 0 && c->nconns > 0)
     {
       /* A reconnect must find the same export. */
@@ -98,6 +115,7 @@ nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout)
       /* The socket keeps a timeout: a server that stops in the middle
        * of a reply cannot hold the reader role forever. */
       nbd_socket_set_timeout (fd, c->timeout);
+      conn->io_timeout = c->timeout;
       return 0;
     }
   pthread_mutex_lock (&conn->lock);
@@ -141,7 +159,7 @@ nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
         if (req->timed_out)
           nbd_req_complete (conn, req, ETIMEDOUT, "no reply within the "
                             "timeout");
-        else if (fatal || conn->state == CONN_CLOSING)
+        else if (fatal || conn->state == CONN_CLOSING || req->probe)
           nbd_req_complete (conn, req, EIO, why);
         else
           {
@@ -156,6 +174,18 @@ nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
       }
   pthread_cond_signal (&conn->reader_cond);
   pthread_mutex_unlock (&conn->lock);
+  nbd_conn_wake (conn);
+}
+
+/* Wake the connection's thread if it is watching the socket. */
+void
+nbd_conn_wake (struct nbd_conn *conn)
+{
+  uint64_t one = 1;
+  /* A failure is EAGAIN: the counter is already set, the thread wakes. */
+  ssize_t r = write (conn->wake_fd, &one, sizeof one);
+
+  (void) r;
 }
 
 /* Fail every queued request with EIO (lock held). */
@@ -216,8 +246,63 @@ reconnect (struct nbd_conn *conn, double *backoff)
   pthread_mutex_unlock (&conn->lock);
 }
 
-/* The connection's thread: reconnect after a loss (callers read the
- * replies themselves while the connection is up). */
+/* While the connection is up, wait until the server closes its side
+ * of the socket (or something wakes us).  A closed socket with nobody
+ * reading it is a lost connection: take the reader role, so no caller
+ * starts reading, and say so; with requests in flight their reader sees
+ * the end of the stream itself.  Called and returns with lock held. */
+static void
+watch (struct nbd_conn *conn)
+{
+  struct pollfd p[2] = { { .fd = conn->fd, .events = POLLRDHUP },
+                         { .fd = conn->wake_fd, .events = POLLIN } };
+  uint64_t gen = conn->gen, submitted = conn->submitted, count;
+  struct timespec until;
+  int r;
+
+  pthread_mutex_unlock (&conn->lock);
+  do
+    r = poll (p, 2, NBD_IDLE_PROBE_SECONDS * 1000);
+  while (r < 0 && errno == EINTR);
+  if (p[1].revents & POLLIN)
+    while (read (conn->wake_fd, &count, sizeof count) > 0)
+      ;
+  pthread_mutex_lock (&conn->lock);
+  if (conn->state != CONN_UP || conn->gen != gen)
+    return;
+  if (r == 0)
+    {
+      /* Idle for a while: make sure the server still serves.  A reply
+       * of NBD_ESHUTDOWN or no reply drops the connection (the reader
+       * of the probe does that), and the loop below reconnects. */
+      if (conn->submitted == submitted && conn->in_flight == 0
+          && !conn->reading)
+        {
+          pthread_mutex_unlock (&conn->lock);
+          nbd_run_probe (conn);
+          pthread_mutex_lock (&conn->lock);
+        }
+      return;
+    }
+  if (r < 0 || !(p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+    return;
+  if (conn->reading || conn->in_flight > 0)
+    {
+      /* Their reader will meet the end of the stream; look again soon
+       * rather than spin on a socket that stays closed. */
+      nbd_deadline_after (&until, 0.1);
+      pthread_cond_timedwait (&conn->reader_cond, &conn->lock, &until);
+      return;
+    }
+  conn->reading = true;
+  pthread_mutex_unlock (&conn->lock);
+  nbd_conn_lost (conn, false, "the server closed the connection");
+  pthread_mutex_lock (&conn->lock);
+  conn->reading = false;
+}
+
+/* The connection's thread: watch the socket while the connection is up
+ * (callers read the replies themselves), reconnect after a loss. */
 void *
 nbd_reader_thread (void *arg)
 {
@@ -227,8 +312,13 @@ nbd_reader_thread (void *arg)
   for (;;)
     {
       pthread_mutex_lock (&conn->lock);
-      while (conn->state == CONN_UP
-             || (conn->state == CONN_FAILED && conn->queue == NULL))
+      if (conn->state == CONN_UP)
+        {
+          watch (conn);
+          pthread_mutex_unlock (&conn->lock);
+          continue;
+        }
+      while (conn->state == CONN_FAILED && conn->queue == NULL)
         pthread_cond_wait (&conn->reader_cond, &conn->lock);
       if (conn->state == CONN_CLOSING)
         {

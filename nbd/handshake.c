@@ -8,10 +8,27 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ALLOCATION_CONTEXT "base:allocation"
+
+/* Replies we accept to one option: GO has a few INFO replies, and
+ * SET_META_CONTEXT one per context asked for; a server that sends more
+ * (forever) must not keep the negotiation going. */
+#define MAX_REPLIES_PER_OPTION 64
+
+/* Fail when the reply-th reply to option is one too many. */
+static int
+too_many_replies (struct nbd_conn *conn, const char *option, unsigned reply)
+{
+  if (reply <= MAX_REPLIES_PER_OPTION)
+    return 0;
+  return nbd_set_error (EPROTO, "%s: more than %u replies to %s; refusing "
+                        "the server", conn->client->name,
+                        MAX_REPLIES_PER_OPTION, option);
+}
 
 /* Send one option with its data. */
 static int
@@ -54,8 +71,9 @@ recv_reply (struct nbd_conn *conn, uint32_t option, uint32_t *type,
   *type = be32toh (h.reply);
   *len = be32toh (h.length);
   if (*len > NBD_MAX_OPTION_REPLY)
-    return nbd_set_error (EPROTO, "%s: option reply of %u bytes is too large",
-                          name, *len);
+    return nbd_set_error (EPROTO, "%s: option reply of %u bytes is larger "
+                          "than the %u-byte limit; refusing the server",
+                          name, *len, (unsigned) NBD_MAX_OPTION_REPLY);
   if (*type == NBD_REP_ACK && *len != 0)
     return nbd_set_error (EPROTO, "%s: ACK with a payload", name);
   *data = malloc (*len + 1);
@@ -82,7 +100,12 @@ option_error (struct nbd_conn *conn, const char *what, uint32_t type,
   int err;
   const char *hint = "";
 
-  text_escape (text, sizeof text, msg, len > NBD_MAX_STRING ? 0 : len);
+  /* The spec bounds strings at 4096 bytes: a longer one is not shown. */
+  if (len > NBD_MAX_STRING)
+    snprintf (text, sizeof text, "(a %u-byte message, longer than %u)",
+              len, (unsigned) NBD_MAX_STRING);
+  else
+    text_escape (text, sizeof text, msg, len);
   switch (type)
     {
     case NBD_REP_ERR_UNSUP: err = ENOTSUP; break;
@@ -148,6 +171,15 @@ start_tls (struct nbd_conn *conn)
       return r;
     }
   free (data);
+  /* Whatever follows the ACK in the clear would otherwise be handed out
+   * after the handshake as if it had come through TLS: a man in the
+   * middle could forge the rest of the negotiation and the data. */
+  if (conn->rpos != conn->rlen)
+    return nbd_set_error (EPROTO, "%s: the server sent %zu bytes in the "
+                          "clear after its STARTTLS reply; refusing the "
+                          "connection (something between us and the "
+                          "server may be injecting data)",
+                          conn->client->name, conn->rlen - conn->rpos);
   return nbd_tls_handshake (conn);
 }
 
@@ -196,8 +228,11 @@ set_meta_context (struct nbd_conn *conn, const char *export)
   free (payload);
   if (r < 0)
     return r;
-  for (;;)
+  for (unsigned n = 1;; n++)
     {
+      r = too_many_replies (conn, "SET_META_CONTEXT", n);
+      if (r < 0)
+        return r;
       r = recv_reply (conn, NBD_OPT_SET_META_CONTEXT, &type, &data, &len);
       if (r < 0)
         return r;
@@ -264,10 +299,13 @@ go (struct nbd_conn *conn, const char *export, bool *unsupported)
   free (payload);
   if (r < 0)
     return r;
-  for (;;)
+  for (unsigned n = 1;; n++)
     {
       uint16_t info;
 
+      r = too_many_replies (conn, "GO", n);
+      if (r < 0)
+        return r;
       r = recv_reply (conn, NBD_OPT_GO, &type, &data, &len);
       if (r < 0)
         return r;
@@ -320,7 +358,14 @@ go (struct nbd_conn *conn, const char *export, bool *unsupported)
         }
       else if ((info == NBD_INFO_NAME || info == NBD_INFO_DESCRIPTION)
                && len > 2 + NBD_MAX_STRING)
-        goto bad_info;
+        {
+          free (data);
+          return nbd_set_error (EPROTO, "%s: the export %s the server sent "
+                                "is %u bytes, longer than the %u-byte limit",
+                                name, info == NBD_INFO_NAME ? "name"
+                                : "description", len - 2,
+                                (unsigned) NBD_MAX_STRING);
+        }
       /* Other info types are ignored, as the spec says. */
       free (data);
       continue;

@@ -13,7 +13,14 @@
  *    request costs no thread switch; when its reply is in, it hands the
  *    role to another waiter.  The reader role owns the read buffer and
  *    the reply-tracking fields of in-flight requests;
- *  - the connection's own thread only reconnects after a loss.
+ *  - the connection's own thread reconnects after a loss and, while the
+ *    connection is up, watches the socket for the server closing it
+ *    (POLLRDHUP); when nobody reads (no request in flight) it takes the
+ *    reader role and declares the connection lost, so that a server
+ *    stopping gracefully sees us close and a reconnect starts at once.
+ *    After NBD_IDLE_PROBE_SECONDS without a request it reads one block
+ *    (a probe, never replayed), since a server stopping gracefully may
+ *    only say so (NBD_ESHUTDOWN) when asked.
  * A request lives on its caller's stack; the caller waits on its own
  * condition variable until the reader (or the reconnect logic) marks it
  * done, and only then returns.
@@ -40,6 +47,15 @@
 #define NBD_READ_BUFFER (64 * 1024)
 /* Seconds an extra multi-conn connection may take to negotiate. */
 #define NBD_EXTRA_CONN_TIMEOUT 5.0
+/* Chunks one structured reply may have: enough for a server that splits
+ * a read at every 512-byte change between data and hole, few enough
+ * that tracking them costs little memory and time. */
+/* Seconds an idle connection waits before checking the server is still
+ * serving (a server stopping gracefully, like nbdkit on SIGTERM, sends
+ * nothing and waits for us to leave; it says NBD_ESHUTDOWN only when
+ * asked something). */
+#define NBD_IDLE_PROBE_SECONDS 10
+#define NBD_MAX_REPLY_CHUNKS(count) (64 + (count) / 512)
 
 /* What one negotiation produced. */
 struct nbd_export_info
@@ -74,6 +90,7 @@ struct nbd_req
   const void *wbuf;          /* WRITE payload */
   struct nbd_extent *extent; /* BLOCK_STATUS result */
   struct nbd_conn *conn;     /* the connection it goes over */
+  bool probe;                /* the idle check: never queued or replayed */
 
   /* protected by conn->lock */
   enum nbd_req_state state;
@@ -88,8 +105,11 @@ struct nbd_req
   char message[256];         /* the reason when failed */
 
   /* reader thread only, while SENT */
-  struct nbd_range *cover;
+  struct nbd_range *cover;   /* READ chunks seen (contiguous ones merged) */
   size_t ncover, cover_cap;
+  uint64_t covered;          /* bytes in them */
+  bool cover_unsorted;       /* a chunk came before an earlier one */
+  uint32_t nchunks;          /* chunks of this reply so far */
   bool got_error_chunk;
   uint32_t first_error;
   bool got_extent;
@@ -106,12 +126,16 @@ struct nbd_conn
   pthread_mutex_t lock;
   pthread_mutex_t wlock;
   pthread_cond_t reader_cond;  /* wakes the reader to reconnect */
+  int wake_fd;                 /* eventfd: wakes the connection's thread
+                                  from watching an idle socket */
   enum nbd_conn_state state;   /* protected by lock */
   uint64_t gen;                /* protected by lock and wlock */
   uint64_t next_cookie;        /* protected by lock */
   struct nbd_req *table[NBD_TABLE_SIZE];  /* protected by lock */
   struct nbd_req *queue;       /* protected by lock */
   size_t in_flight;            /* protected by lock */
+  uint64_t submitted;          /* protected by lock: requests sent, so
+                                  the idle check sees activity */
   size_t big_reads;            /* protected by lock (read racily as a
                                   hint): READs in flight whose payload
                                   goes straight to the caller's buffer */
@@ -128,6 +152,9 @@ struct nbd_conn
   /* reader (or handshake) only */
   char *rbuf;
   size_t rpos, rlen;
+  double io_timeout;           /* the socket's receive timeout, seconds */
+  bool negotiating;            /* the handshake must end by hs_deadline */
+  struct timespec hs_deadline;
 
   struct nbd_export_info info;
 };
@@ -198,6 +225,7 @@ struct nbd_req *nbd_table_find (struct nbd_conn *conn, uint64_t cookie);
 void nbd_req_complete (struct nbd_conn *conn, struct nbd_req *req, int err,
                        const char *why);
 int nbd_run (struct nbd_client *c, struct nbd_req *reqs, size_t n);
+int nbd_run_probe (struct nbd_conn *conn);
 
 /* connection.c */
 int nbd_conn_new (struct nbd_client *c, unsigned index,
@@ -205,6 +233,7 @@ int nbd_conn_new (struct nbd_client *c, unsigned index,
 void nbd_conn_free (struct nbd_conn *conn);
 int nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout);
 void nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why);
+void nbd_conn_wake (struct nbd_conn *conn);
 void *nbd_reader_thread (void *arg);
 
 /* Time helpers. */

@@ -11,7 +11,11 @@
  * the replies themselves (one at a time per connection, handing the role
  * on), so a lone request costs no thread switch; each connection also has
  * a thread that reconnects, with back-off, when it is lost, after which
- * the interrupted requests are sent again.  A request fails with EIO when
+ * the interrupted requests are sent again.  A lost connection is any sign
+ * that the server is gone: end of stream or a reset (noticed while idle
+ * too: the connection's thread watches the socket, and after 10 s without
+ * a request reads one block), or an NBD_ESHUTDOWN reply from a server that
+ * is stopping.  A request fails with EIO when
  * its reply does not come within the timeout or when the server cannot be
  * reached again within the retry time.
  *
@@ -20,7 +24,11 @@
  * nbd_get_error ().
  *
  * Every byte from the server is treated as hostile: lengths, offsets,
- * chunk overlaps, error codes and string sizes are all checked.
+ * chunk overlaps, error codes and string sizes are all checked, and
+ * nothing the server sizes is allocated without a bound (option replies
+ * 64 KiB, strings 4096 bytes, chunks per reply 64 + count/512).  Bytes
+ * sent in the clear after the STARTTLS reply fail the connection.  TLS
+ * over a Unix or vsock socket needs an explicit CA (or tls-hostname).
  */
 #ifndef DISKSHELF_NBD_H
 #define DISKSHELF_NBD_H

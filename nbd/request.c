@@ -173,6 +173,11 @@ submit (struct nbd_conn *conn, struct nbd_req *req)
       nbd_req_complete (conn, req, ESHUTDOWN, "the client is closing");
       return;
     }
+  if (conn->state != CONN_UP && req->probe)
+    {
+      nbd_req_complete (conn, req, ENOTCONN, "the connection is down");
+      return;
+    }
   if (conn->state != CONN_UP)
     {
       enqueue (conn, req);
@@ -185,9 +190,14 @@ submit (struct nbd_conn *conn, struct nbd_req *req)
   req->got_error_chunk = false;
   req->got_extent = false;
   req->ncover = 0;
+  req->covered = 0;
+  req->cover_unsorted = false;
+  req->nchunks = 0;
   nbd_table_insert (conn, req);
   nbd_deadline_after (&req->deadline, c->timeout);
-  atomic_fetch_add (&c->requests, 1);
+  conn->submitted++;
+  if (!req->probe)
+    atomic_fetch_add (&c->requests, 1);
   pthread_mutex_unlock (&conn->lock);
   r = nbd_send_request (conn, req);
   pthread_mutex_lock (&conn->lock);
@@ -261,7 +271,7 @@ lead (struct nbd_conn *conn, struct nbd_req *req)
     {
       char why[512];
 
-      if (fatal)
+      if (fatal || r == -ESHUTDOWN)
         snprintf (why, sizeof why, "%s", nbd_get_error ());
       else
         snprintf (why, sizeof why, "connection lost: %s", strerror (-r));
@@ -349,6 +359,39 @@ pick_conn (struct nbd_client *c)
         }
     }
   return best;
+}
+
+/* Ask the server for one block over conn, to learn whether it still
+ * serves: 0, or a negative errno (the connection is then being dropped
+ * or already down).  Only the connection's own thread calls it. */
+int
+nbd_run_probe (struct nbd_conn *conn)
+{
+  struct nbd_client *c = conn->client;
+  struct nbd_req req = { .type = NBD_CMD_READ, .probe = true,
+                         .conn = conn };
+  pthread_condattr_t attr;
+  char *buf;
+
+  req.count = conn->info.min_block;
+  if (c->info.size < req.count)
+    return 0;
+  buf = malloc (req.count);
+  if (buf == NULL)
+    return -ENOMEM;
+  req.rbuf = buf;
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&req.cond, &attr);
+  pthread_condattr_destroy (&attr);
+  pthread_mutex_lock (&conn->lock);
+  submit (conn, &req);
+  wait_done (conn, &req);
+  pthread_mutex_unlock (&conn->lock);
+  free (req.cover);
+  pthread_cond_destroy (&req.cond);
+  free (buf);
+  return -req.error;
 }
 
 /* Run n requests at once (spread over the connections) and wait for all;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -245,15 +246,53 @@ nbd_conn_send (struct nbd_conn *conn, struct iovec *iov, int iovcnt)
   return 0;
 }
 
+/* After GNUTLS_E_AGAIN: 0 to try again when the socket turns readable
+ * before the deadline, -ETIMEDOUT when the receive timeout is spent.
+ * GnuTLS also says AGAIN after it has consumed a post-handshake message
+ * (a TLS 1.3 session ticket) and no application data is there yet. */
+static int
+tls_wait_again (struct nbd_conn *conn, const struct timespec *deadline)
+{
+  struct pollfd p = { .fd = conn->fd, .events = POLLIN };
+  struct timespec now;
+  long ms;
+  int r;
+
+  if (gnutls_record_check_pending (conn->tls) > 0)
+    return 0;
+  if (conn->io_timeout <= 0)
+    ms = -1;
+  else
+    {
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      ms = (deadline->tv_sec - now.tv_sec) * 1000
+           + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+      if (ms <= 0)
+        return -ETIMEDOUT;
+    }
+  do
+    r = poll (&p, 1, (int) (ms > INT_MAX ? INT_MAX : ms));
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return -errno;
+  return r == 0 ? -ETIMEDOUT : 0;
+}
+
 /* Read up to n bytes from the transport into buf: > 0 bytes, or a
  * negative errno (-ECONNRESET for end of stream). */
 static ssize_t
 raw_recv (struct nbd_conn *conn, void *buf, size_t n)
 {
+  struct timespec deadline;
+
+  if (conn->tls)
+    nbd_deadline_after (&deadline, conn->io_timeout);
   for (;;)
     {
       ssize_t r;
 
+      if (conn->negotiating && nbd_deadline_passed (&conn->hs_deadline))
+        return -ETIMEDOUT;
       if (conn->tls)
         {
           r = gnutls_record_recv (conn->tls, buf, n);
@@ -264,7 +303,13 @@ raw_recv (struct nbd_conn *conn, void *buf, size_t n)
           if (r == GNUTLS_E_INTERRUPTED)
             continue;
           if (r == GNUTLS_E_AGAIN)
-            return -ETIMEDOUT;
+            {
+              int w = tls_wait_again (conn, &deadline);
+
+              if (w < 0)
+                return w;
+              continue;
+            }
           return -ECONNRESET;
         }
       r = recv (conn->fd, buf, n, 0);

@@ -1,7 +1,8 @@
 /* diskshelf nbd: TLS with GnuTLS after NBD_OPT_STARTTLS: X.509 (a
  * directory holding ca-cert.pem, client-cert.pem, client-key.pem) or PSK
  * (a file of username:hexkey lines).  The server is verified by default,
- * over Unix sockets too (chain only there, unless tls-hostname is set). */
+ * over Unix sockets too (chain only there, unless tls-hostname is set,
+ * so there an explicit CA is required: the system CAs are not enough). */
 #include "internal.h"
 
 #include <errno.h>
@@ -152,6 +153,19 @@ load_x509 (struct nbd_client *c)
                               gnutls_strerror (r));
       trusted += r;
     }
+  /* Over a Unix or vsock socket no host name is checked unless
+   * tls-hostname names one, so the system CAs would accept any
+   * certificate they signed for anyone: ask for an explicit CA. */
+  if (trusted == 0 && c->verify_peer
+      && c->uri->transport != NBD_TRANSPORT_TCP && !c->uri->tls_hostname)
+    return nbd_set_error (EACCES, "%s: no CA certificate to verify the "
+                          "server over a %s socket (the system CAs would "
+                          "accept any certificate they signed, with no host "
+                          "name to check): put ca-cert.pem in the "
+                          "tls-certificates directory, set ca-file, or add "
+                          "tls-hostname=NAME to the URI", c->name,
+                          c->uri->transport == NBD_TRANSPORT_UNIX
+                          ? "Unix" : "vsock");
   if (trusted == 0)
     {
       r = gnutls_certificate_set_x509_system_trust (c->x509);

@@ -7,6 +7,8 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -70,6 +72,17 @@ violation (struct nbd_conn *conn, const char *what)
                         conn->client->name, what);
 }
 
+/* The server answered NBD_ESHUTDOWN: it is stopping and will serve no
+ * more.  That is a lost connection, not a failed request: the caller
+ * drops it (so the server can exit) and the request is sent again after
+ * a reconnect. */
+static int
+server_shutting_down (struct nbd_conn *conn)
+{
+  return nbd_set_error (ESHUTDOWN, "%s: the server is shutting down",
+                        conn->client->name);
+}
+
 /* Look a cookie up under the lock. */
 static struct nbd_req *
 find (struct nbd_conn *conn, uint64_t cookie)
@@ -92,51 +105,62 @@ complete (struct nbd_conn *conn, struct nbd_req *req, int err,
   pthread_mutex_unlock (&conn->lock);
 }
 
-/* Mark [start, end) of a READ as received; false if it overlaps bytes
- * already received.  The ranges stay sorted and merged. */
-static bool
+/* Record [start, end) of a READ as received: appended (or merged with
+ * the previous chunk when it follows it), so that each chunk costs O(1);
+ * overlaps and gaps are found once, when the reply is done.  Returns 0
+ * or -ENOMEM. */
+static int
 cover (struct nbd_req *req, uint64_t start, uint64_t end)
 {
-  size_t i = req->ncover;
+  struct nbd_range *last = req->ncover ? &req->cover[req->ncover - 1] : NULL;
 
-  /* Chunks usually come in ascending order: search from the end. */
-  while (i > 0 && req->cover[i - 1].start >= end)
-    i--;
-  if (i > 0 && req->cover[i - 1].end > start)
-    return false;
-  if (i < req->ncover && req->cover[i].start < end)
-    return false;
-  if (i > 0 && req->cover[i - 1].end == start)
+  req->covered += end - start;
+  if (last && last->end == start)
     {
-      req->cover[i - 1].end = end;
-      if (i < req->ncover && req->cover[i].start == end)
-        {
-          req->cover[i - 1].end = req->cover[i].end;
-          memmove (&req->cover[i], &req->cover[i + 1],
-                   (req->ncover - i - 1) * sizeof req->cover[0]);
-          req->ncover--;
-        }
-      return true;
+      last->end = end;
+      return 0;
     }
-  if (i < req->ncover && req->cover[i].start == end)
-    {
-      req->cover[i].start = start;
-      return true;
-    }
+  if (last && start < last->end)
+    req->cover_unsorted = true;
   if (req->ncover == req->cover_cap)
     {
       size_t cap = req->cover_cap ? req->cover_cap * 2 : 8;
       struct nbd_range *p = realloc (req->cover, cap * sizeof *p);
       if (p == NULL)
-        return false;
+        return -ENOMEM;
       req->cover = p;
       req->cover_cap = cap;
     }
-  memmove (&req->cover[i + 1], &req->cover[i],
-           (req->ncover - i) * sizeof req->cover[0]);
-  req->cover[i].start = start;
-  req->cover[i].end = end;
+  req->cover[req->ncover].start = start;
+  req->cover[req->ncover].end = end;
   req->ncover++;
+  return 0;
+}
+
+/* Order ranges by start, for qsort. */
+static int
+range_compare (const void *a, const void *b)
+{
+  const struct nbd_range *x = a, *y = b;
+
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* True if the READ chunks of req tile the request exactly: every chunk
+ * lies inside it (checked as they came), they add up to its length, and
+ * none overlaps another (O(n log n) in the number of chunks). */
+static bool
+covered_exactly (struct nbd_req *req)
+{
+  size_t i;
+
+  if (req->covered != req->count)
+    return false;
+  if (req->cover_unsorted)
+    qsort (req->cover, req->ncover, sizeof req->cover[0], range_compare);
+  for (i = 1; i < req->ncover; i++)
+    if (req->cover[i].start < req->cover[i - 1].end)
+      return false;
   return true;
 }
 
@@ -151,8 +175,12 @@ check_read_chunk (struct nbd_conn *conn, struct nbd_req *req,
   if (n == 0 || offset < req->offset || n > req->count
       || offset - req->offset > req->count - n)
     return violation (conn, "read chunk outside the requested range");
-  if (!cover (req, offset, offset + n))
+  /* Every chunk lies inside the request: more bytes than it asked for
+   * means some overlap. */
+  if (req->covered + n > req->count)
     return violation (conn, "overlapping read chunks");
+  if (cover (req, offset, offset + n) < 0)
+    return nbd_set_error (ENOMEM, "%s: out of memory", conn->client->name);
   req->data_chunk_seen = true;
   return 0;
 }
@@ -230,7 +258,14 @@ error_chunk (struct nbd_conn *conn, struct nbd_req *req, uint16_t type,
     return r;
   err = be32toh (e.error);
   msglen = be16toh (e.msglen);
-  if (msglen > length - 6 || msglen > NBD_MAX_STRING)
+  if (msglen > NBD_MAX_STRING)
+    {
+      char what[128];
+      snprintf (what, sizeof what, "error message of %u bytes is longer "
+                "than %u", (unsigned) msglen, (unsigned) NBD_MAX_STRING);
+      return violation (conn, what);
+    }
+  if (msglen > length - 6)
     return violation (conn, "error message longer than its chunk");
   if (type == NBD_REPLY_TYPE_ERROR_OFFSET && length - 6 - msglen != 8)
     return violation (conn, "error-offset chunk with a bad length");
@@ -240,6 +275,8 @@ error_chunk (struct nbd_conn *conn, struct nbd_req *req, uint16_t type,
   r = nbd_conn_skip (conn, length - 6 - msglen);
   if (r < 0)
     return r;
+  if (err == NBD_ESHUTDOWN)
+    return server_shutting_down (conn);
   if (!req->got_error_chunk)
     {
       req->got_error_chunk = true;
@@ -272,7 +309,13 @@ structured_chunk (struct nbd_conn *conn, const char *hdr16)
   if (!conn->info.structured)
     return violation (conn, "structured reply that was not negotiated");
   if (length > NBD_MAX_PAYLOAD + 8 && length > NBD_MAX_EXTENTS_CHUNK)
-    return violation (conn, "chunk longer than any allowed reply");
+    {
+      char what[128];
+      snprintf (what, sizeof what, "chunk of %" PRIu32 " bytes is longer "
+                "than any allowed reply (%u)", length,
+                (unsigned) NBD_MAX_PAYLOAD + 8);
+      return violation (conn, what);
+    }
 
   req = find (conn, be64toh (h.cookie));
   if (req == NULL)
@@ -281,6 +324,14 @@ structured_chunk (struct nbd_conn *conn, const char *hdr16)
        * framing still holds, so skip it. */
       atomic_fetch_add (&conn->client->protocol_errors, 1);
       return nbd_conn_skip (conn, length);
+    }
+  if (++req->nchunks > NBD_MAX_REPLY_CHUNKS (req->count))
+    {
+      char what[128];
+      snprintf (what, sizeof what, "too many chunks in one reply (more "
+                "than %" PRIu32 " for %" PRIu32 " bytes)",
+                (uint32_t) NBD_MAX_REPLY_CHUNKS (req->count), req->count);
+      return violation (conn, what);
     }
 
   switch (type)
@@ -363,10 +414,10 @@ structured_chunk (struct nbd_conn *conn, const char *hdr16)
           complete (conn, req, e == UINT32_MAX ? EPROTO
                     : nbd_errno_from_wire (e), req->message);
         }
-      else if (req->type == NBD_CMD_READ
-               && !(req->ncover == 1 && req->cover[0].start == req->offset
-                    && req->cover[0].end == req->offset + req->count))
-        return violation (conn, "read reply does not cover the request");
+      else if (req->type == NBD_CMD_READ && !covered_exactly (req))
+        return violation (conn, req->covered == req->count
+                          ? "overlapping read chunks"
+                          : "read reply does not cover the request");
       else if (req->type == NBD_CMD_BLOCK_STATUS && !req->got_extent)
         complete (conn, req, EPROTO, "no base:allocation extents in reply");
       else
@@ -390,6 +441,8 @@ simple_reply (struct nbd_conn *conn, const struct nbd_simple_reply *hdr)
       atomic_fetch_add (&conn->client->protocol_errors, 1);
       return 0;
     }
+  if (err == NBD_ESHUTDOWN)
+    return server_shutting_down (conn);
   if (err == 0 && req->type == NBD_CMD_BLOCK_STATUS)
     return violation (conn, "simple reply to a block status request");
   if (err == 0 && req->type == NBD_CMD_READ)

@@ -3,12 +3,18 @@ each over a Unix socket or 127.0.0.1 TCP, in the clear or with TLS
 (X.509 from the test CA, or PSK made by psktool).  Every server is
 started in its own session and stopped by PID; every wait has a timeout."""
 
+import mmap
 import os
 import pathlib
 import socket
 import subprocess
+import sys
+
+import pytest
 
 from peers import free_port, port_open, run, scaled, start_process, stop_process, wait_for
+
+HOSTILE = pathlib.Path(__file__).resolve().parent / "nbd_hostile.py"
 
 PSK_USER = "alice"
 
@@ -153,6 +159,57 @@ class NbdServer:
             stop_process(self.proc, sig=sig or signal.SIGTERM)
         self.proc = None
 
+    def pids(self):
+        """PIDs of the server's processes (nbd-server: the daemon and the
+        children serving connections)."""
+        if self.kind == "nbd-server":
+            root = getattr(self, "daemon_pid", None)
+        else:
+            root = self.proc.pid if self.proc is not None else None
+        if root is None:
+            return []
+        pids = [root]
+        try:
+            with open(f"/proc/{root}/task/{root}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def terminate(self, timeout=20):
+        """SIGTERM, as a graceful stop would send, then wait (no SIGKILL)
+        until every process of the server has exited.  True if they did
+        within timeout; otherwise they are killed and False returned."""
+        import signal
+        pids = self.pids()
+        for pid in pids[:1]:
+            os.kill(pid, signal.SIGTERM)
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().split()[2] == "Z"
+            except OSError:
+                return True
+            finally:
+                if self.proc is not None and pid == self.proc.pid:
+                    self.proc.poll()
+        try:
+            wait_for(lambda: all(gone(p) for p in pids), timeout, f"{self.kind} to exit")
+            exited = True
+        except TimeoutError:
+            exited = False
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.proc is not None:
+            self.proc.wait(timeout=scaled(10))
+        self.proc = None
+        self.daemon_pid = None
+        return exited
+
     def kill(self):
         """Kill the server at once (SIGKILL), as a crash would."""
         import signal
@@ -177,3 +234,39 @@ class NbdServer:
             query.append("tls-verify-peer=0")
         q = ("?" + "&".join(query)) if query else ""
         return f"{scheme}://{authority}/{self.export}{q}"
+
+
+def direct_pread(path, offset, length):
+    """Read with O_DIRECT (so the kernel asks for exactly this range)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, length)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        n = os.readv(fd, [buf])
+        return bytes(buf[:n])
+    finally:
+        buf.close()
+        os.close(fd)
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """Factory: hostile(scenario, certdir=None) -> the Unix socket of a
+    running tests/nbd_hostile.py (stopped by PID at teardown)."""
+    procs = []
+
+    def start(scenario, certdir=None):
+        sock = tmp_path / f"hostile-{scenario}.sock"
+        log = tmp_path / f"hostile-{scenario}.log"
+        argv = [sys.executable, HOSTILE, sock, scenario]
+        if certdir is not None:
+            argv.append(certdir)
+        p = start_process(argv, log_path=log)
+        procs.append(p)
+        wait_for(lambda: unix_ready(sock) or p.poll() is not None, 15, "hostile server")
+        assert p.poll() is None, log.read_text()
+        return sock
+
+    yield start
+    for p in procs:
+        stop_process(p)

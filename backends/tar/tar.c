@@ -19,11 +19,13 @@
 #include "entry.h"
 #include "error.h"
 #include "stack.h"
+#include "text.h"
 
 struct tar_layer
 {
   struct layer layer;        /* first: the generic part */
-  char *source;              /* archive name for messages; owned */
+  char *source;              /* archive name for messages, any password
+                                replaced by "***" (text_redact_url); owned */
   char *member;              /* member name as asked; owned */
   struct tar_member where;   /* constant after open */
 };
@@ -102,6 +104,21 @@ static const struct layer_ops tar_ops = {
   .close = tar_close,
 };
 
+/* A copy of the source for messages and status, with any
+ * "user:password@" of a URL replaced by "***@"; NULL when out of
+ * memory. */
+static char *
+redacted_source (const char *source)
+{
+  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
+  size_t size = strlen (source) + sizeof "***";
+  char *out = malloc (size);
+
+  if (out)
+    text_redact_url (source, out, size);
+  return out;
+}
+
 /* Open member `member` of the archive in lower; takes lower on success. */
 int
 layer_tar_open (const struct stack_context *ctx, struct layer *lower,
@@ -114,14 +131,21 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
   struct tar_layer *t;
   int r;
 
-  if (member == NULL || member[0] == '\0')
-    return error_set (EINVAL, "tar: %s: `entry =` names no member", source);
   t = calloc (1, sizeof *t);
-  if (t == NULL)
-    return error_set (ENOMEM, "tar: %s: out of memory", source);
-  t->source = strdup (source);
+  if (t == NULL || (t->source = redacted_source (source)) == NULL)
+    {
+      free (t);
+      return error_set (ENOMEM, "tar: out of memory");
+    }
+  /* From here on only the redacted copy is named in messages. */
+  source = t->source;
+  if (member == NULL || member[0] == '\0')
+    {
+      r = error_set (EINVAL, "tar: %s: `entry =` names no member", source);
+      goto err;
+    }
   t->member = strdup (member);
-  if (t->source == NULL || t->member == NULL)
+  if (t->member == NULL)
     {
       r = error_set (ENOMEM, "tar: %s: out of memory", source);
       goto err;

@@ -2,9 +2,10 @@
 the daemon's log or `diskshelf status`, whatever the stack behind the
 entry: plain HTTP, xz over HTTP, tar and tar.xz over HTTP (found
 members, missing members, and a member whose reads fail later), and an
-NBD export.  A local source is the control: its path, which looks like a
-URL's user:password@ but is a file name, must be shown as it is, proving
-that sources do reach the log and status this test greps."""
+NBD export.  Local sources (a file and a tar) are the control: their
+path, which looks like a URL's user:password@ but is a file name, must
+be shown as it is, proving that sources do reach the log and status
+this test greps."""
 
 import re
 import subprocess
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 
 from nbd_helpers import NbdServer
-from peers import run, scaled, sha256, wait_for, write_entry
+from peers import free_port, run, scaled, sha256, wait_for, write_entry
 from tar_helpers import tar_create, write_random
 from xz_helpers import make_image, xz
 
@@ -44,7 +45,8 @@ def sources(tmp_path):
     local_dir = d / f"bob:{VISIBLE}@dir"
     local_dir.mkdir()
     (local_dir / "local.img").hardlink_to(raw)
-    return d, local_dir / "local.img"
+    (local_dir / "local.tar").hardlink_to(tar)
+    return d, local_dir
 
 
 def test_no_password_in_log_or_status(sources, tmp_path, nginx, catalog, mount, diskshelf):
@@ -61,14 +63,18 @@ def test_no_password_in_log_or_status(sources, tmp_path, nginx, catalog, mount, 
                     "entry = member.img\n")
         write_entry(catalog, "tar-missing", f"source = {tar_url}\nentry = no-such.img\n")
         write_entry(catalog, "nbd", f"source = nbd://alice:{SECRET}@127.0.0.1:{nbd.port}/\n")
-        write_entry(catalog, "local", f"source = {local}\n")
+        write_entry(catalog, "nbd-down", f"source = nbd://alice:{SECRET}@127.0.0.1:{free_port()}/\n"
+                    "retry-time = 1\ntimeout = 2\n")
+        write_entry(catalog, "local", f"source = {local / 'local.img'}\n")
+        write_entry(catalog, "localtar", f"source = {local / 'local.tar'}\nentry = member.img\n")
         m = mount(catalog, "--cache-dir=none")
 
         for name in ("raw", "xz", "nbd", "local"):
             assert sha256(m.path / name) == sha256(d / "raw.img"), name
         with open(m.path / "tar", "rb") as f:
             assert len(f.read(4096)) == 4096
-        assert sha256(m.path / "tarxz") == sha256(d / "tree" / "member.img")
+        for name in ("tarxz", "localtar"):
+            assert sha256(m.path / name) == sha256(d / "tree" / "member.img"), name
         assert not (m.path / "tar-missing").exists()
         m.wait_log(r"tar-missing: .*no member 'no-such.img'")
 

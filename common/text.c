@@ -173,25 +173,135 @@ text_edit_distance (const char *a, const char *b)
   return result > 255 ? 255 : result;
 }
 
-/* Replace the userinfo of a URL by "***". */
+/* A bounded output buffer, always NUL-terminated. */
+struct text_out
+{
+  char *buf;
+  size_t size, len;
+};
+
+/* Append n bytes, dropping what does not fit. */
+static void
+out_put (struct text_out *o, const char *s, size_t n)
+{
+  while (n-- > 0 && o->len + 1 < o->size)
+    o->buf[o->len++] = *s++;
+  o->buf[o->len] = '\0';
+}
+
+/* True when a query parameter of this name usually carries a secret:
+ * presigned-URL signatures (X-Amz-Signature, X-Goog-Signature, Azure's
+ * sig), tokens, keys, passwords. */
+static bool
+secret_param (const char *name, size_t n)
+{
+  static const char *const exact[] = { "sig", "key", "auth", "pass", "pwd" };
+  static const char *const part[] = {
+    "signature", "token", "secret", "passw", "credential", "apikey",
+    "api_key", "api-key", "accesskey", "access_key" };
+  char lower[64];
+
+  if (n == 0 || n >= sizeof lower)
+    return n >= sizeof lower;       /* an absurdly long name: hide it */
+  for (size_t i = 0; i < n; i++)
+    lower[i] = (char) tolower ((unsigned char) name[i]);
+  lower[n] = '\0';
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (strcmp (lower, exact[i]) == 0)
+      return true;
+  for (size_t i = 0; i < sizeof part / sizeof part[0]; i++)
+    if (strstr (lower, part[i]))
+      return true;
+  return false;
+}
+
+/* Replace the userinfo of a URL, and the values of secret-looking query
+ * parameters, by "***". */
 void
 text_redact_url (const char *url, char *buf, size_t size)
 {
+  struct text_out o = { buf, size, 0 };
   const char *scheme_end = strstr (url, "://");
-  const char *host, *at, *slash;
+  const char *host, *at, *p;
 
   if (size == 0)
     return;
+  buf[0] = '\0';
   if (scheme_end == NULL)
     {
-      snprintf (buf, size, "%s", url);
+      out_put (&o, url, strlen (url));
       return;
     }
   host = scheme_end + 3;
-  slash = host + strcspn (host, "/?#");
-  at = memchr (host, '@', (size_t) (slash - host));
+  p = host + strcspn (host, "/?#");
+  at = memrchr (host, '@', (size_t) (p - host));
   if (at == NULL)
-    snprintf (buf, size, "%s", url);
+    out_put (&o, url, (size_t) (p - url));
   else
-    snprintf (buf, size, "%.*s***%s", (int) (host - url), url, at);
+    {
+      out_put (&o, url, (size_t) (host - url));
+      out_put (&o, "***", 3);
+      out_put (&o, at, (size_t) (p - at));
+    }
+  /* The path, then the query parameter by parameter. */
+  {
+    size_t n = strcspn (p, "?#");
+    out_put (&o, p, n);
+    p += n;
+  }
+  if (*p == '?')
+    {
+      out_put (&o, p++, 1);
+      while (*p && *p != '#')
+        {
+          size_t n = strcspn (p, "&;#");
+          size_t name = strcspn (p, "=&;#");
+
+          if (name < n && secret_param (p, name))
+            {
+              out_put (&o, p, name + 1);
+              out_put (&o, "***", 3);
+            }
+          else
+            out_put (&o, p, n);
+          p += n;
+          if (*p == '&' || *p == ';')
+            out_put (&o, p++, 1);
+        }
+    }
+  out_put (&o, p, strlen (p));
+}
+
+/* Copy n bytes of untrusted text into dst, writing every byte outside
+ * printable ASCII, and the backslash, as \xNN. */
+char *
+text_escape (char *dst, size_t dstlen, const char *src, size_t n)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t j = 0;
+
+  if (dstlen == 0)
+    return dst;
+  for (size_t i = 0; i < n; i++)
+    {
+      unsigned char ch = (unsigned char) src[i];
+
+      if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+        {
+          if (j + 1 >= dstlen)
+            break;
+          dst[j++] = (char) ch;
+        }
+      else
+        {
+          if (j + 4 >= dstlen)
+            break;
+          dst[j++] = '\\';
+          dst[j++] = 'x';
+          dst[j++] = hex[ch >> 4];
+          dst[j++] = hex[ch & 15];
+        }
+    }
+  dst[j] = '\0';
+  return dst;
 }

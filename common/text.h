@@ -24,8 +24,18 @@ int text_split_words (const char *line, char ***out);
 /* Levenshtein distance, for "did you mean" hints (capped at 255). */
 unsigned text_edit_distance (const char *a, const char *b);
 
-/* Copy a URL into buf with any "user:password@" replaced by "***@", so
- * that secrets never reach logs or status. */
+/* Copy a URL into buf (truncated to size) with any "user:password@"
+ * replaced by "***@" and the value of every secret-looking query
+ * parameter (X-Amz-Signature, Signature, sig, token, access_token,
+ * X-Goog-Signature, ...key..., ...password...) by "***", so that
+ * secrets never reach logs or status.  The result can be longer than
+ * url by 3 bytes per redacted part. */
 void text_redact_url (const char *url, char *buf, size_t size);
+
+/* Copy n bytes of untrusted text (a header value from a server) into
+ * dst, dstlen bytes, always NUL-terminated and truncated to fit: bytes
+ * outside printable ASCII, and the backslash, become \xNN, so a peer
+ * cannot forge log lines or send terminal escapes.  Returns dst. */
+char *text_escape (char *dst, size_t dstlen, const char *src, size_t n);
 
 #endif

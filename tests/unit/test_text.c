@@ -70,12 +70,59 @@ test_misc (void)
   CHECK (strcmp (buf, "/plain/path") == 0);
 }
 
+/* Query secrets of presigned URLs are hidden; other parameters stay. */
+static void
+test_redact_query (void)
+{
+  char buf[512];
+
+  text_redact_url ("https://b.s3.amazonaws.com/k.img?X-Amz-Algorithm=AWS4"
+                   "&X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abcdef"
+                   "&X-Amz-Security-Token=zz&part=3", buf, sizeof buf);
+  CHECK (strcmp (buf, "https://b.s3.amazonaws.com/k.img?X-Amz-Algorithm=AWS4"
+                 "&X-Amz-Credential=***&X-Amz-Signature=***"
+                 "&X-Amz-Security-Token=***&part=3") == 0);
+  text_redact_url ("https://u:p@h/x?sig=SECRET;sv=2020&Signature=S#frag",
+                   buf, sizeof buf);
+  CHECK (strcmp (buf, "https://***@h/x?sig=***;sv=2020&Signature=***#frag")
+         == 0);
+  text_redact_url ("https://h/x?access_token=T&X-Goog-Signature=G&token",
+                   buf, sizeof buf);
+  CHECK (strcmp (buf, "https://h/x?access_token=***&X-Goog-Signature=***"
+                 "&token") == 0);
+  text_redact_url ("https://h/x?#a=b&sig=c", buf, sizeof buf);
+  CHECK (strcmp (buf, "https://h/x?#a=b&sig=c") == 0);
+  text_redact_url ("https://a@b:c@h/x?k=v", buf, sizeof buf);
+  CHECK (strcmp (buf, "https://***@h/x?k=v") == 0);
+  /* Truncation keeps the string terminated and never shows a secret. */
+  text_redact_url ("https://h/x?sig=SECRETSECRET", buf, 20);
+  CHECK (strlen (buf) == 19 && strstr (buf, "SECRET") == NULL);
+}
+
+/* Server text is escaped for logs. */
+static void
+test_escape (void)
+{
+  char buf[64];
+
+  CHECK (strcmp (text_escape (buf, sizeof buf, "a\x1b[2J\n\\b", 8),
+                 "a\\x1b[2J\\x0a\\x5cb") == 0);
+  CHECK (strcmp (text_escape (buf, sizeof buf, "\"e\0t\"", 5),
+                 "\"e\\x00t\"") == 0);
+  CHECK (strcmp (text_escape (buf, 4, "\x01\x02", 2), "") == 0);
+  CHECK (strcmp (text_escape (buf, 5, "\x01\x02", 2), "\\x01") == 0);
+  CHECK (strcmp (text_escape (buf, 3, "abcd", 4), "ab") == 0);
+  CHECK (strcmp (text_escape (buf, sizeof buf, "\xff", 1), "\\xff") == 0);
+}
+
 int
 main (void)
 {
   test_split_words ();
   test_numbers ();
   test_misc ();
+  test_redact_query ();
+  test_escape ();
   if (check_failures)
     fprintf (stderr, "%d failure(s)\n", check_failures);
   return check_failures ? 1 : 0;

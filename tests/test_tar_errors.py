@@ -253,3 +253,39 @@ def test_huge_special_header_refused(typ, what, size, tree, tmp_path, catalog, m
     assert f"header at offset {len(first)}: a {what} claiming {size} bytes, " \
         "more than the 1 MiB accepted" in line, line
     assert sha256(m.path / "before") == sha256(tree / "vm.ovf")
+
+
+def test_control_characters_in_member_names_are_escaped(tmp_path, catalog, mount):
+    # Names from the archive reach messages (closest names, symbolic link
+    # and hard link targets): their control characters are escaped, so
+    # the archive can neither forge a log line nor send a terminal escape.
+    import io
+    import tarfile
+    forged = "diskshelf: info: FORGED line"
+    evil = f"disk.img\n{forged}\x1b[2J"
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tf:
+        data = b"x" * 1000
+        info = tarfile.TarInfo(evil)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("sym.img")
+        link.type = tarfile.SYMTYPE
+        link.linkname = f"target\n{forged}\x07"
+        tf.addfile(link)
+        hard = tarfile.TarInfo("hard.img")
+        hard.type = tarfile.LNKTYPE
+        hard.linkname = f"gone\r{forged}\x1b]0;title\x07"
+        tf.addfile(hard)
+    write_entry(catalog, "typo", f"source = {archive}\nentry = disk.im\n")
+    write_entry(catalog, "sym", f"source = {archive}\nentry = sym.img\n")
+    write_entry(catalog, "hard", f"source = {archive}\nentry = hard.img\n")
+    m = mount(catalog)
+    log = m.log()
+    assert "closest: 'disk.img\\x0adiskshelf: info: FORGED line\\x1b[2J'" in broken_line(m, "typo")
+    assert "symbolic link to 'target\\x0adiskshelf: info: FORGED line\\x07'" in \
+        broken_line(m, "sym")
+    assert "hard link to 'gone\\x0ddiskshelf: info: FORGED line\\x1b]0;title\\x07'" in \
+        broken_line(m, "hard")
+    assert not [line for line in log.splitlines() if line.startswith(forged)], log
+    assert not any(c in log for c in "\x1b\x07\r"), repr(log)

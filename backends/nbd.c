@@ -232,8 +232,9 @@ int
 layer_nbd_open (const struct stack_context *ctx, const char *uri,
                 struct layer **out)
 {
-  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
-  size_t size = strlen (uri) + sizeof "***";
+  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
+   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
+  size_t size = 2 * strlen (uri) + sizeof "***";
   char *display = malloc (size);
   int r;
 

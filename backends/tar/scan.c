@@ -27,6 +27,7 @@
 #include <archive_entry.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Reads grow from MIN to MAX while libarchive reads on without skipping
  * (many small members), and fall back after a skip. */
@@ -69,7 +70,14 @@ struct scan
   char io_message[512];
   bool limit_hit;
   bool special_hit;      /* SCAN_BETWEEN_HEADERS_MAX reached */
+  char shown[512];       /* the name looked for, escaped for messages */
 };
+
+/* Member names come from the archive (hard link and symlink targets,
+ * names suggested) or the catalog: every byte outside printable ASCII
+ * is escaped before a name goes into a message, so an archive cannot
+ * forge log lines or send terminal escapes. */
+#define SCAN_SHOW(buf, name) text_escape (buf, sizeof buf, name, strlen (name))
 
 /* libarchive read callback: the next run of bytes of the layer below. */
 static la_ssize_t
@@ -409,10 +417,14 @@ scan_found (struct scan *s, struct archive *a, struct archive_entry *e,
     return error_set (EISDIR, "tar: %s: %s is a directory; name a file "
                       "inside it", s->source, name);
   if (type == AE_IFLNK)
-    return error_set (ELOOP, "tar: %s: %s is a symbolic link to '%s'; "
-                      "name the target in `entry =`", s->source, name,
-                      archive_entry_symlink (e) ? archive_entry_symlink (e)
-                                                : "");
+    {
+      char shown[512];
+      const char *to = archive_entry_symlink (e);
+
+      return error_set (ELOOP, "tar: %s: %s is a symbolic link to '%s'; "
+                        "name the target in `entry =`", s->source, name,
+                        SCAN_SHOW (shown, to ? to : ""));
+    }
   if (type != AE_IFREG && target == NULL)
     return error_set (EINVAL, "tar: %s: %s is not a regular file",
                       s->source, name);
@@ -511,6 +523,7 @@ scan_pass (struct scan *s, const char *name, struct tar_suggest *sug,
   s->special_hit = false;
   s->since_header = 0;
   s->next_header = 0;
+  SCAN_SHOW (s->shown, name);
   a = scan_archive_new (s);
   if (a == NULL)
     return error_set (ENOMEM, "tar: %s: cannot set up libarchive",
@@ -553,7 +566,7 @@ scan_pass (struct scan *s, const char *name, struct tar_suggest *sug,
         continue;
       if (scan_same_name (ename, name))
         {
-          r = scan_found (s, a, e, name, out, link);
+          r = scan_found (s, a, e, s->shown, out, link);
           break;
         }
       if (archive_entry_filetype (e) != AE_IFDIR)
@@ -569,18 +582,19 @@ static int
 scan_not_found (struct scan *s, const char *name, const char *wanted,
                 struct tar_suggest *sug, uint64_t headers)
 {
-  char close[768];
+  char close[768], shown[512];
 
   tar_suggest_format (sug, close, sizeof close);
+  SCAN_SHOW (shown, name);
   if (strcmp (name, wanted) != 0)
     return error_set (ENOENT, "tar: %s: %s is a hard link to '%s', which "
-                      "is not in the archive before it", s->source, name,
-                      wanted);
+                      "is not in the archive before it", s->source, shown,
+                      s->shown);
   if (headers == 0)
     return error_set (ENOENT, "tar: %s: no member '%s': the archive is "
-                      "empty", s->source, name);
+                      "empty", s->source, shown);
   return error_set (ENOENT, "tar: %s: no member '%s' among %llu members; "
-                    "closest: %s", s->source, name,
+                    "closest: %s", s->source, shown,
                     (unsigned long long) headers, close);
 }
 
@@ -624,7 +638,7 @@ tar_scan (struct layer *lower, const char *source, const char *name,
       if (links + 1 >= SCAN_MAX_LINKS)
         {
           r = error_set (ELOOP, "tar: %s: %s: too many hard links",
-                         source, name);
+                         source, SCAN_SHOW (s.shown, name));
           break;
         }
     }

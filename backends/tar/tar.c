@@ -26,7 +26,8 @@ struct tar_layer
   struct layer layer;        /* first: the generic part */
   char *source;              /* archive name for messages, any password
                                 replaced by "***" (text_redact_url); owned */
-  char *member;              /* member name as asked; owned */
+  char *member;              /* member name as asked, escaped for
+                                messages (text_escape); owned */
   struct tar_member where;   /* constant after open */
 };
 
@@ -110,8 +111,9 @@ static const struct layer_ops tar_ops = {
 static char *
 redacted_source (const char *source)
 {
-  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
-  size_t size = strlen (source) + sizeof "***";
+  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
+   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
+  size_t size = 2 * strlen (source) + sizeof "***";
   char *out = malloc (size);
 
   if (out)
@@ -144,7 +146,9 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
       r = error_set (EINVAL, "tar: %s: `entry =` names no member", source);
       goto err;
     }
-  t->member = strdup (member);
+  t->member = malloc (4 * strlen (member) + 1);
+  if (t->member)
+    text_escape (t->member, 4 * strlen (member) + 1, member, strlen (member));
   if (t->member == NULL)
     {
       r = error_set (ENOMEM, "tar: %s: out of memory", source);
@@ -161,7 +165,7 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
   t->layer.immutable = lower->immutable;
   log_info ("tar: %s: member %s: %" PRIu64 " bytes at offset %" PRIu64
             ", found after reading %" PRIu64 " bytes of the archive "
-            "(%" PRIu64 " headers)", source, member, t->where.size,
+            "(%" PRIu64 " headers)", source, t->member, t->where.size,
             t->where.data_offset, t->where.bytes_read, t->where.headers);
   *out = &t->layer;
   return 0;

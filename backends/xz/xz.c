@@ -52,8 +52,9 @@ struct xz_layer
 static char *
 redacted_source (const char *src)
 {
-  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
-  size_t size = strlen (src) + sizeof "***";
+  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
+   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
+  size_t size = 2 * strlen (src) + sizeof "***";
   char *out = malloc (size);
 
   if (out)

@@ -111,7 +111,8 @@ scan_read (struct archive *a, void *opaque, const void **out)
       s->special_hit = true;
       s->io_errno = EFBIG;
       snprintf (s->io_message, sizeof s->io_message,
-                "more than %d MiB of headers between two members",
+                "more than %d MiB of extension headers (pax, GNU) before "
+                "one member; the archive is damaged or hostile",
                 SCAN_BETWEEN_HEADERS_MAX >> 20);
       archive_set_error (a, EFBIG, "%s", s->io_message);
       return -1;

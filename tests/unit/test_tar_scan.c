@@ -223,6 +223,30 @@ test_huge_special_headers (void)
   mem_close (&m->layer);
   free (a);
   free (b);
+
+  /* Five pax headers of 1 MiB each (the most libarchive takes one at a
+   * time) in a row: reading stops after 4 MiB. */
+  {
+    size_t each = 1 << 20, total = 5 * (512 + each) + 2048;
+    unsigned char *c = calloc (1, total), *p = c;
+
+    for (int i = 0; i < 5; i++)
+      {
+        ustar_header (p, "././@PaxHeader", each, 'x');
+        p += 512;
+        snprintf ((char *) p, 20, "%zu comment=", each);
+        memset (p + 16, 'c', each - 17);
+        p[each - 1] = '\n';
+        p += each;
+      }
+    m = mem_new (c, total);
+    CHECK (tar_scan (&m->layer, "t.tar", "b", 0, &t) == -EFBIG);
+    CHECK (strstr (error_message (), "more than 4 MiB of extension headers "
+                   "(pax, GNU) before one member") != NULL);
+    CHECK (m->bytes_read < 6u << 20);
+    mem_close (&m->layer);
+    free (c);
+  }
 }
 
 /* The layer is a window: reads land at the member's bytes. */

@@ -259,8 +259,11 @@ text_redact_url (const char *url, char *buf, size_t size)
 
           if (name < n && secret_param (p, name))
             {
+              /* "***", or as many stars as a shorter value has: the
+               * result never grows here (callers size by the input). */
+              size_t value = n - name - 1;
               out_put (&o, p, name + 1);
-              out_put (&o, "***", 3);
+              out_put (&o, "***", value < 3 ? value : 3);
             }
           else
             out_put (&o, p, n);

@@ -28,8 +28,8 @@ unsigned text_edit_distance (const char *a, const char *b);
  * replaced by "***@" and the value of every secret-looking query
  * parameter (X-Amz-Signature, Signature, sig, token, access_token,
  * X-Goog-Signature, ...key..., ...password...) by "***", so that
- * secrets never reach logs or status.  The result can be longer than
- * url by 3 bytes per redacted part. */
+ * secrets never reach logs or status.  The result is at most 3 bytes
+ * longer than url (values shorter than "***" become as many stars). */
 void text_redact_url (const char *url, char *buf, size_t size);
 
 /* Copy n bytes of untrusted text (a header value from a server) into

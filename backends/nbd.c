@@ -232,9 +232,8 @@ int
 layer_nbd_open (const struct stack_context *ctx, const char *uri,
                 struct layer **out)
 {
-  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
-   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
-  size_t size = 2 * strlen (uri) + sizeof "***";
+  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  size_t size = strlen (uri) + sizeof "***";
   char *display = malloc (size);
   int r;
 

@@ -111,9 +111,8 @@ static const struct layer_ops tar_ops = {
 static char *
 redacted_source (const char *source)
 {
-  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
-   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
-  size_t size = 2 * strlen (source) + sizeof "***";
+  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  size_t size = strlen (source) + sizeof "***";
   char *out = malloc (size);
 
   if (out)

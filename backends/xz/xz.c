@@ -52,9 +52,8 @@ struct xz_layer
 static char *
 redacted_source (const char *src)
 {
-  /* Each "***" may be longer than what it replaces ("u@" -> "***@",
-   * "sig=" -> "sig=***"): at most 3 bytes per part of 2 bytes or more. */
-  size_t size = 2 * strlen (src) + sizeof "***";
+  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  size_t size = strlen (src) + sizeof "***";
   char *out = malloc (size);
 
   if (out)

@@ -52,7 +52,7 @@ struct xz_layer
 static char *
 redacted_source (const char *src)
 {
-  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
   size_t size = strlen (src) + sizeof "***";
   char *out = malloc (size);
 

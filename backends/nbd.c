@@ -15,6 +15,7 @@
 #include "nbd_layer.h"
 #include "options.h"
 #include "stack.h"
+#include "text.h"
 
 struct nbd_layer
 {
@@ -226,10 +227,21 @@ nbd_layer_open_with (const struct stack_context *ctx, const char *uri,
   return 0;
 }
 
-/* The constructor for `source = <NBD URI>` entries. */
+/* The constructor for `source = <NBD URI>` entries.  Messages and
+ * status name the URI with any "user:password@" replaced by "***@". */
 int
 layer_nbd_open (const struct stack_context *ctx, const char *uri,
                 struct layer **out)
 {
-  return nbd_layer_open_with (ctx, uri, uri, NULL, NULL, out);
+  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  size_t size = strlen (uri) + sizeof "***";
+  char *display = malloc (size);
+  int r;
+
+  if (display == NULL)
+    return error_set (ENOMEM, "nbd: out of memory");
+  text_redact_url (uri, display, size);
+  r = nbd_layer_open_with (ctx, uri, display, NULL, NULL, out);
+  free (display);
+  return r;
 }

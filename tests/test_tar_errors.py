@@ -214,3 +214,78 @@ def test_multi_volume_pieces_refused(tmp_path, catalog, mount):
     assert sha256(m.path / "a1") == sha256(t / "a.bin")
     assert "truncated" in broken_line(m, "b1")
     assert "not a regular file" in broken_line(m, "b2") or "multi-volume" in broken_line(m, "b2")
+
+
+def special_header(name, size, typ):
+    """A raw tar header block of type typ ('x' pax, 'L' GNU long name)
+    claiming `size` bytes (octal, or GNU base-256 when it does not fit),
+    with a valid checksum."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\x00"
+    h[108:116] = b"0000000\x00"
+    h[116:124] = b"0000000\x00"
+    h[124:136] = b"%011o\x00" % size if size < 8 ** 11 else b"\x80" + size.to_bytes(11, "big")
+    h[136:148] = b"00000000000\x00"
+    h[156:157] = typ
+    h[257:265] = b"ustar\x0000" if typ == b"x" else b"ustar  \x00"
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\x00 " % sum(h)
+    return bytes(h)
+
+
+@pytest.mark.parametrize("typ,what,size", [
+    (b"x", "pax extended header", 3 << 30),
+    (b"L", "GNU long name", 1 << 40),
+])
+def test_huge_special_header_refused(typ, what, size, tree, tmp_path, catalog, mount):
+    # A real archive of vm.ovf, then a hostile header claiming gigabytes
+    # (none of which are in the file) before the member asked for.
+    first = tar_create(tmp_path / "first.tar", tree, ["vm.ovf"], "gnu").read_bytes()
+    first = first[:512 + (3000 + 511) // 512 * 512]      # without the end blocks
+    name = b"././@PaxHeader" if typ == b"x" else b"././@LongLink"
+    hostile = tmp_path / "hostile.tar"
+    hostile.write_bytes(first + special_header(name, size, typ) + bytes(8192))
+    write_entry(catalog, "bad", f"source = {hostile}\nentry = disk1.vmdk\n")
+    write_entry(catalog, "before", f"source = {hostile}\nentry = vm.ovf\n")
+    m = mount(catalog)
+    line = broken_line(m, "bad")
+    assert f"header at offset {len(first)}: a {what} claiming {size} bytes, " \
+        "more than the 1 MiB accepted" in line, line
+    assert sha256(m.path / "before") == sha256(tree / "vm.ovf")
+
+
+def test_control_characters_in_member_names_are_escaped(tmp_path, catalog, mount):
+    # Names from the archive reach messages (closest names, symbolic link
+    # and hard link targets): their control characters are escaped, so
+    # the archive can neither forge a log line nor send a terminal escape.
+    import io
+    import tarfile
+    forged = "diskshelf: info: FORGED line"
+    evil = f"disk.img\n{forged}\x1b[2J"
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tf:
+        data = b"x" * 1000
+        info = tarfile.TarInfo(evil)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("sym.img")
+        link.type = tarfile.SYMTYPE
+        link.linkname = f"target\n{forged}\x07"
+        tf.addfile(link)
+        hard = tarfile.TarInfo("hard.img")
+        hard.type = tarfile.LNKTYPE
+        hard.linkname = f"gone\r{forged}\x1b]0;title\x07"
+        tf.addfile(hard)
+    write_entry(catalog, "typo", f"source = {archive}\nentry = disk.im\n")
+    write_entry(catalog, "sym", f"source = {archive}\nentry = sym.img\n")
+    write_entry(catalog, "hard", f"source = {archive}\nentry = hard.img\n")
+    m = mount(catalog)
+    log = m.log()
+    assert "closest: 'disk.img\\x0adiskshelf: info: FORGED line\\x1b[2J'" in broken_line(m, "typo")
+    assert "symbolic link to 'target\\x0adiskshelf: info: FORGED line\\x07'" in \
+        broken_line(m, "sym")
+    assert "hard link to 'gone\\x0ddiskshelf: info: FORGED line\\x1b]0;title\\x07'" in \
+        broken_line(m, "hard")
+    assert not [line for line in log.splitlines() if line.startswith(forged)], log
+    assert not any(c in log for c in "\x1b\x07\r"), repr(log)

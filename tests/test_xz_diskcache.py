@@ -7,7 +7,7 @@ import os
 import random
 import threading
 
-from peers import sha256, write_entry
+from peers import scaled, sha256, write_entry
 from xz_helpers import make_image, xz
 
 MIB = 1 << 20
@@ -24,22 +24,29 @@ def test_readers_wait_for_frontier_then_restart_uses_cache(mount, catalog, tmp_p
     errors = []
 
     def reader(seed):
-        rng = random.Random(seed)
-        fd = os.open(m.path / "one.img", os.O_RDONLY)
+        # Everything a reader meets, wrong bytes or an exception (EIO, a
+        # timeout), is collected: an exception in a thread would
+        # otherwise only be printed, and the test would pass.
         try:
-            for _ in range(40):
-                off = rng.randrange(len(data))
-                n = rng.choice([4096, 70000])
-                if os.pread(fd, n, off) != data[off:off + n]:
-                    errors.append((seed, off, n))
-        finally:
-            os.close(fd)
+            rng = random.Random(seed)
+            fd = os.open(m.path / "one.img", os.O_RDONLY)
+            try:
+                for _ in range(40):
+                    off = rng.randrange(len(data))
+                    n = rng.choice([4096, 70000])
+                    if os.pread(fd, n, off) != data[off:off + n]:
+                        errors.append((seed, off, n, "wrong bytes"))
+            finally:
+                os.close(fd)
+        except BaseException as e:   # noqa: B036 - reported below
+            errors.append((seed, repr(e)))
 
     threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=scaled(120))
+    assert not any(t.is_alive() for t in threads), "a reader is still waiting"
     assert errors == []
     m.wait_log("decoded completely", timeout=60)
     assert "xz-decode-runs: 1" in m.status()

@@ -176,3 +176,28 @@ def test_two_images_share_one_bounded_cache(mount, catalog, tmp_path):
     # Bounded: at most the bound plus the blocks busy right now (none).
     assert used <= bound
     assert "evictions" in line and " 0 evictions" not in line
+
+
+@pytest.mark.parametrize("path", ["multi-block", "single-block"])
+def test_writes_refused_with_erofs(mount, catalog, original, tmp_path, path):
+    # An xz image is read-only even over a writable file: opening it for
+    # writing and truncating it give EROFS, and the file is untouched.
+    import errno
+    packed = xz(original, tmp_path / "x.img.xz",
+                *(["--block-size=1MiB"] if path == "multi-block" else []))
+    before = sha256(packed)
+    write_entry(catalog, "x.img", f"source = {packed}\n")
+    m = mount(catalog, "--max-block-size=4M")
+    f = m.path / "x.img"
+    assert f"xz-mode: {path}" in m.status()
+    assert "mode: read-only" in m.status()
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_RDWR | os.O_APPEND):
+        with pytest.raises(OSError) as e:
+            os.close(os.open(f, flags))
+        assert e.value.errno == errno.EROFS, flags
+    with pytest.raises(OSError) as e:
+        os.truncate(f, 4096)
+    assert e.value.errno == errno.EROFS
+    assert f.stat().st_size == original.stat().st_size
+    assert sha256(f) == sha256(original)
+    assert sha256(packed) == before

@@ -27,6 +27,7 @@
 #include <archive_entry.h>
 
 #include "error.h"
+#include "text.h"
 
 /* Reads grow from MIN to MAX while libarchive reads on without skipping
  * (many small members), and fall back after a skip. */
@@ -41,6 +42,18 @@
 
 #define TAR_BLOCK 512
 
+/* The longest pax extended header or GNU long name/link accepted (the
+ * headers libarchive reads into memory whole): real ones hold a few
+ * names and times.  libarchive 3.6 refuses longer ones itself; this
+ * says so in our words, whatever its version does. */
+#define SCAN_SPECIAL_MAX (1024 * 1024)
+
+/* Bytes read from the layer below between two headers libarchive
+ * returns: the special headers in between plus at most two reads of
+ * SCAN_READ_MAX.  More means a special header claiming a huge size is
+ * being read into memory. */
+#define SCAN_BETWEEN_HEADERS_MAX (SCAN_SPECIAL_MAX + 3 * SCAN_READ_MAX)
+
 /* State shared by the libarchive callbacks during one pass. */
 struct scan
 {
@@ -49,12 +62,22 @@ struct scan
   uint64_t limit;
   uint64_t pos;          /* next byte the read callback returns */
   uint64_t bytes_read;   /* total read from lower, all passes */
+  uint64_t since_header; /* read since libarchive returned a header */
+  uint64_t next_header;  /* where the next header (chain) should start */
   size_t chunk;          /* size of the next read */
   char *buf;             /* SCAN_READ_MAX bytes */
   int io_errno;          /* failure inside a callback, 0 if none */
   char io_message[512];
   bool limit_hit;
+  bool special_hit;      /* SCAN_BETWEEN_HEADERS_MAX reached */
+  char shown[512];       /* the name looked for, escaped for messages */
 };
+
+/* Member names come from the archive (hard link and symlink targets,
+ * names suggested) or the catalog: every byte outside printable ASCII
+ * is escaped before a name goes into a message, so an archive cannot
+ * forge log lines or send terminal escapes. */
+#define SCAN_SHOW(buf, name) text_escape (buf, sizeof buf, name, strlen (name))
 
 /* libarchive read callback: the next run of bytes of the layer below. */
 static la_ssize_t
@@ -83,6 +106,17 @@ scan_read (struct archive *a, void *opaque, const void **out)
         }
       n = (size_t) (s->limit - s->bytes_read);
     }
+  if (s->since_header + n > SCAN_BETWEEN_HEADERS_MAX)
+    {
+      s->special_hit = true;
+      s->io_errno = EFBIG;
+      snprintf (s->io_message, sizeof s->io_message,
+                "more than %d MiB of extension headers (pax, GNU) before "
+                "one member; the archive is damaged or hostile",
+                SCAN_BETWEEN_HEADERS_MAX >> 20);
+      archive_set_error (a, EFBIG, "%s", s->io_message);
+      return -1;
+    }
   r = layer_pread (s->lower, s->buf, n, s->pos);
   if (r < 0)
     {
@@ -93,6 +127,7 @@ scan_read (struct archive *a, void *opaque, const void **out)
     }
   s->pos += n;
   s->bytes_read += n;
+  s->since_header += n;
   if (s->chunk < SCAN_READ_MAX)
     s->chunk *= 2;
   return (la_ssize_t) n;
@@ -209,6 +244,81 @@ scan_fail (struct scan *s, struct archive *a, const char *what)
                     (unsigned long long) archive_filter_bytes (a, 0));
 }
 
+/* The size field of a raw tar header: octal, or GNU base-256 (first
+ * byte 0x80).  UINT64_MAX when it is neither or does not fit. */
+static uint64_t
+scan_header_size (const unsigned char *h)
+{
+  const unsigned char *f = h + 124;
+  uint64_t v = 0;
+  int i;
+
+  if (f[0] == 0x80)
+    {
+      for (i = 1; i < 12; i++)
+        {
+          if (v >> 56)
+            return UINT64_MAX;
+          v = v << 8 | f[i];
+        }
+      return v;
+    }
+  for (i = 0; i < 12 && f[i] == ' '; i++)
+    ;
+  for (; i < 12 && f[i] >= '0' && f[i] <= '7'; i++)
+    v = v * 8 + (uint64_t) (f[i] - '0');
+  return v;
+}
+
+/* When the header chain that failed (from s->next_header) holds a pax
+ * extended header or a GNU long name or link claiming more than
+ * SCAN_SPECIAL_MAX bytes, record a message saying so and return its
+ * negative errno; else 0.  Only a few headers of the chain are looked
+ * at: this explains a failure, it does not parse the archive. */
+static int
+scan_special_too_large (struct scan *s)
+{
+  static const struct { char type; const char *what; } kinds[] = {
+    { 'x', "pax extended header" }, { 'g', "pax global header" },
+    { 'L', "GNU long name" }, { 'K', "GNU long link name" },
+  };
+  unsigned char h[TAR_BLOCK];
+  uint64_t at = s->next_header, size;
+  unsigned step;
+  size_t i;
+
+  for (step = 0; step < 8; step++)
+    {
+      if (at > s->lower->size || s->lower->size - at < TAR_BLOCK
+          || layer_pread (s->lower, h, sizeof h, at) < 0)
+        break;
+      s->bytes_read += sizeof h;
+      size = scan_header_size (h);
+      for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (h[156] == kinds[i].type)
+          break;
+      if (i == sizeof kinds / sizeof kinds[0])
+        break;
+      if (size > SCAN_SPECIAL_MAX)
+        {
+          char claims[32] = "a size that does not fit";
+
+          if (size != UINT64_MAX)
+            snprintf (claims, sizeof claims, "%llu bytes",
+                      (unsigned long long) size);
+          return error_set (EFBIG, "tar: %s: header at offset %llu: a %s "
+                            "claiming %s, more than the %d MiB accepted; "
+                            "the archive is damaged or hostile", s->source,
+                            (unsigned long long) at, kinds[i].what, claims,
+                            SCAN_SPECIAL_MAX >> 20);
+        }
+      /* A special header of a sane size: the next one follows it. */
+      at += TAR_BLOCK + (size + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK;
+    }
+  error_clear ();
+  return 0;
+}
+
 /* The header block right before the data must be a tar header (good
  * checksum) for a member whose data is one run: this checks the
  * computed offset independently of libarchive, and refuses types
@@ -308,10 +418,14 @@ scan_found (struct scan *s, struct archive *a, struct archive_entry *e,
     return error_set (EISDIR, "tar: %s: %s is a directory; name a file "
                       "inside it", s->source, name);
   if (type == AE_IFLNK)
-    return error_set (ELOOP, "tar: %s: %s is a symbolic link to '%s'; "
-                      "name the target in `entry =`", s->source, name,
-                      archive_entry_symlink (e) ? archive_entry_symlink (e)
-                                                : "");
+    {
+      char shown[512];
+      const char *to = archive_entry_symlink (e);
+
+      return error_set (ELOOP, "tar: %s: %s is a symbolic link to '%s'; "
+                        "name the target in `entry =`", s->source, name,
+                        SCAN_SHOW (shown, to ? to : ""));
+    }
   if (type != AE_IFREG && target == NULL)
     return error_set (EINVAL, "tar: %s: %s is not a regular file",
                       s->source, name);
@@ -374,6 +488,22 @@ scan_archive_new (struct scan *s)
   return a;
 }
 
+/* Remember where the header after entry e should start: after its
+ * data, rounded up to a block (only to explain a failure there). */
+static void
+scan_note_next_header (struct scan *s, struct archive *a,
+                       struct archive_entry *e)
+{
+  int64_t data = archive_filter_bytes (a, 0);
+  int64_t size = archive_entry_size_is_set (e) ? archive_entry_size (e) : 0;
+
+  if (data < 0 || size < 0 || size > INT64_MAX - data - TAR_BLOCK)
+    s->next_header = UINT64_MAX;
+  else
+    s->next_header = ((uint64_t) (data + size) + TAR_BLOCK - 1)
+                     / TAR_BLOCK * TAR_BLOCK;
+}
+
 /* One pass from the start of the archive looking for name.  Returns 0
  * (found, out filled), 1 (a hard link: *link is the target to look
  * for), 2 (not found: sug holds the closest names) or a negative
@@ -391,6 +521,10 @@ scan_pass (struct scan *s, const char *name, struct tar_suggest *sug,
   s->chunk = SCAN_READ_MIN;
   s->io_errno = 0;
   s->limit_hit = false;
+  s->special_hit = false;
+  s->since_header = 0;
+  s->next_header = 0;
+  SCAN_SHOW (s->shown, name);
   a = scan_archive_new (s);
   if (a == NULL)
     return error_set (ENOMEM, "tar: %s: cannot set up libarchive",
@@ -414,6 +548,9 @@ scan_pass (struct scan *s, const char *name, struct tar_suggest *sug,
         }
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
         {
+          r = scan_special_too_large (s);
+          if (r < 0)
+            break;
           if (out->headers == 0)
             snprintf (what, sizeof what, "first header");
           else
@@ -423,12 +560,14 @@ scan_pass (struct scan *s, const char *name, struct tar_suggest *sug,
           break;
         }
       out->headers++;
+      s->since_header = 0;
+      scan_note_next_header (s, a, e);
       ename = scan_entry_name (e);
       if (ename == NULL)
         continue;
       if (scan_same_name (ename, name))
         {
-          r = scan_found (s, a, e, name, out, link);
+          r = scan_found (s, a, e, s->shown, out, link);
           break;
         }
       if (archive_entry_filetype (e) != AE_IFDIR)
@@ -444,18 +583,19 @@ static int
 scan_not_found (struct scan *s, const char *name, const char *wanted,
                 struct tar_suggest *sug, uint64_t headers)
 {
-  char close[768];
+  char close[768], shown[512];
 
   tar_suggest_format (sug, close, sizeof close);
+  SCAN_SHOW (shown, name);
   if (strcmp (name, wanted) != 0)
     return error_set (ENOENT, "tar: %s: %s is a hard link to '%s', which "
-                      "is not in the archive before it", s->source, name,
-                      wanted);
+                      "is not in the archive before it", s->source, shown,
+                      s->shown);
   if (headers == 0)
     return error_set (ENOENT, "tar: %s: no member '%s': the archive is "
-                      "empty", s->source, name);
+                      "empty", s->source, shown);
   return error_set (ENOENT, "tar: %s: no member '%s' among %llu members; "
-                    "closest: %s", s->source, name,
+                    "closest: %s", s->source, shown,
                     (unsigned long long) headers, close);
 }
 
@@ -499,7 +639,7 @@ tar_scan (struct layer *lower, const char *source, const char *name,
       if (links + 1 >= SCAN_MAX_LINKS)
         {
           r = error_set (ELOOP, "tar: %s: %s: too many hard links",
-                         source, name);
+                         source, SCAN_SHOW (s.shown, name));
           break;
         }
     }

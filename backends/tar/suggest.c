@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 #define SUGGEST_KEEP 5
 #define SUGGEST_MAX_LEN 128
 /* Shorter names are contained in almost anything: no evidence. */
@@ -204,8 +206,10 @@ tar_suggest_format (const struct tar_suggest *s, char *buf, size_t size)
     return;
   for (i = 0; i < s->kept && used < size; i++)
     {
-      int n = snprintf (buf + used, size - used, "%s'%s'",
-                        i ? ", " : "", s->names[i]);
+      char shown[256];
+      int n = snprintf (buf + used, size - used, "%s'%s'", i ? ", " : "",
+                        text_escape (shown, sizeof shown, s->names[i],
+                                     strlen (s->names[i])));
       if (n < 0)
         break;
       used += (size_t) n;

@@ -19,12 +19,15 @@
 #include "entry.h"
 #include "error.h"
 #include "stack.h"
+#include "text.h"
 
 struct tar_layer
 {
   struct layer layer;        /* first: the generic part */
-  char *source;              /* archive name for messages; owned */
-  char *member;              /* member name as asked; owned */
+  char *source;              /* archive name for messages, any password
+                                replaced by "***" (text_redact_url); owned */
+  char *member;              /* member name as asked, escaped for
+                                messages (text_escape); owned */
   struct tar_member where;   /* constant after open */
 };
 
@@ -102,6 +105,21 @@ static const struct layer_ops tar_ops = {
   .close = tar_close,
 };
 
+/* A copy of the source for messages and status, with any
+ * "user:password@" of a URL replaced by "***@"; NULL when out of
+ * memory. */
+static char *
+redacted_source (const char *source)
+{
+  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
+  size_t size = strlen (source) + sizeof "***";
+  char *out = malloc (size);
+
+  if (out)
+    text_redact_url (source, out, size);
+  return out;
+}
+
 /* Open member `member` of the archive in lower; takes lower on success. */
 int
 layer_tar_open (const struct stack_context *ctx, struct layer *lower,
@@ -114,14 +132,23 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
   struct tar_layer *t;
   int r;
 
-  if (member == NULL || member[0] == '\0')
-    return error_set (EINVAL, "tar: %s: `entry =` names no member", source);
   t = calloc (1, sizeof *t);
-  if (t == NULL)
-    return error_set (ENOMEM, "tar: %s: out of memory", source);
-  t->source = strdup (source);
-  t->member = strdup (member);
-  if (t->source == NULL || t->member == NULL)
+  if (t == NULL || (t->source = redacted_source (source)) == NULL)
+    {
+      free (t);
+      return error_set (ENOMEM, "tar: out of memory");
+    }
+  /* From here on only the redacted copy is named in messages. */
+  source = t->source;
+  if (member == NULL || member[0] == '\0')
+    {
+      r = error_set (EINVAL, "tar: %s: `entry =` names no member", source);
+      goto err;
+    }
+  t->member = malloc (4 * strlen (member) + 1);
+  if (t->member)
+    text_escape (t->member, 4 * strlen (member) + 1, member, strlen (member));
+  if (t->member == NULL)
     {
       r = error_set (ENOMEM, "tar: %s: out of memory", source);
       goto err;
@@ -137,7 +164,7 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
   t->layer.immutable = lower->immutable;
   log_info ("tar: %s: member %s: %" PRIu64 " bytes at offset %" PRIu64
             ", found after reading %" PRIu64 " bytes of the archive "
-            "(%" PRIu64 " headers)", source, member, t->where.size,
+            "(%" PRIu64 " headers)", source, t->member, t->where.size,
             t->where.data_offset, t->where.bytes_read, t->where.headers);
   *out = &t->layer;
   return 0;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <lzma.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +27,6 @@
  * as soon as the first piece is in while the rest is fetched (the whole
  * block is hinted to the transport first). */
 #define INPUT_CHUNK (1024u * 1024)
-#define DECODER_MEMLIMIT (1024ull * 1024 * 1024)
 
 struct decoder
 {
@@ -147,6 +147,27 @@ decode_error (lzma_ret ret, const char *src, const struct xz_block *b,
                     xz_check_name (b->check), what, (int) ret);
 }
 
+/* The message for a block whose decoder would need more than
+ * XZ_DECODER_MEMLIMIT (need is UINT64_MAX when unknown). */
+int
+xz_memlimit_error (const char *src, uint64_t need, const struct xz_block *b,
+                   size_t n)
+{
+  char needs[64] = "more";
+
+  if (need != UINT64_MAX)
+    snprintf (needs, sizeof needs, "%llu MiB",
+              (unsigned long long) ((need + (1 << 20) - 1) >> 20));
+  return error_set (EIO, "xz: %s: block %zu (image bytes %llu-%llu): its "
+                    "decoder needs %s of memory (the dictionary its header "
+                    "declares), more than the limit of %llu MiB; "
+                    "recompress the image with a smaller dictionary "
+                    "(xz -6, or --lzma2=dict=64MiB)", src, n,
+                    (unsigned long long) b->uoffset,
+                    (unsigned long long) (b->uoffset + b->usize - 1),
+                    needs, XZ_DECODER_MEMLIMIT >> 20);
+}
+
 /* Read the first piece of block b's compressed data into in (at least
  * INPUT_CHUNK bytes), decode its header into blk and start strm on the
  * rest of the piece.  liblzma keeps a pointer to blk while decoding, so
@@ -158,7 +179,7 @@ block_begin (struct layer *lower, const char *src, const struct xz_block *b,
              lzma_filter *filters, uint64_t *cpos)
 {
   uint64_t total = (b->unpadded + 3) & ~(uint64_t) 3;
-  uint64_t cend = b->coffset + total;
+  uint64_t cend = b->coffset + total, need;
   size_t got;
   lzma_ret ret;
   int r;
@@ -203,10 +224,11 @@ block_begin (struct layer *lower, const char *src, const struct xz_block *b,
                         "on its size", src, n);
     }
   blk->uncompressed_size = b->usize;
-  if (lzma_raw_decoder_memusage (filters) > DECODER_MEMLIMIT)
+  need = lzma_raw_decoder_memusage (filters);
+  if (need > XZ_DECODER_MEMLIMIT)
     {
       free_filters (filters);
-      return decode_error (LZMA_MEMLIMIT_ERROR, src, b, n);
+      return xz_memlimit_error (src, need, b, n);
     }
   ret = lzma_block_decoder (strm, blk);
   if (ret != LZMA_OK)

@@ -18,9 +18,13 @@
 #include "error.h"
 
 #define XZ_HEADER_SIZE LZMA_STREAM_HEADER_SIZE
-#define MAX_INDEX_BYTES (256u * 1024 * 1024)   /* larger is hostile */
-#define INDEX_MEMLIMIT (512u * 1024 * 1024)
+/* Stream padding read per step, from the first step's size up. */
+#define PADDING_SCAN_FIRST 4096
 #define PADDING_SCAN 65536
+/* The most stream padding (zero bytes) accepted in a whole file: real
+ * files have a few bytes at most; a huge zero object would otherwise be
+ * read from its end to its start before being refused. */
+#define MAX_PADDING (4u * 1024 * 1024)
 
 /* Read from the lower layer with a message naming what was read. */
 static int
@@ -49,22 +53,33 @@ xz_check_name (uint32_t check)
     }
 }
 
-/* Move *pos back over stream padding (zero bytes in groups of four).
- * Returns 0, or a negative errno when the padding runs into the start. */
+/* Move *pos back over stream padding (zero bytes in groups of four),
+ * adding what it skips to *padding.  Returns 0, or a negative errno when
+ * the padding runs into the start or past MAX_PADDING in all. */
 static int
 skip_padding (struct layer *lower, const char *src, uint64_t *pos,
               uint64_t *padding)
 {
   unsigned char *buf = malloc (PADDING_SCAN);
+  size_t step = PADDING_SCAN_FIRST;
   int r = 0;
 
   if (buf == NULL)
     return error_set (ENOMEM, "xz: %s: out of memory", src);
   while (*pos > 0)
     {
-      size_t n = *pos < PADDING_SCAN ? (size_t) *pos : PADDING_SCAN;
+      size_t n = *pos < step ? (size_t) *pos : step;
       size_t i;
 
+      if (*padding > MAX_PADDING)
+        {
+          r = error_set (EINVAL, "xz: %s: more than %u MiB of zero bytes "
+                         "before offset %llu: not an xz file, or stream "
+                         "padding longer than diskshelf accepts", src,
+                         MAX_PADDING >> 20,
+                         (unsigned long long) (*pos + *padding));
+          break;
+        }
       r = read_at (lower, src, buf, n, *pos - n, "stream padding");
       if (r < 0)
         break;
@@ -75,6 +90,8 @@ skip_padding (struct layer *lower, const char *src, uint64_t *pos,
       *pos -= n - i;
       if (i >= 4)
         break;
+      if (step < PADDING_SCAN)
+        step *= 4;
     }
   free (buf);
   if (r == 0 && *pos == 0)
@@ -82,18 +99,33 @@ skip_padding (struct layer *lower, const char *src, uint64_t *pos,
   return r;
 }
 
+/* The message for an index over XZ_INDEX_MEMORY_MAX. */
+static int
+index_too_large (const char *src, uint64_t blocks, uint64_t streams)
+{
+  return error_set (EFBIG, "xz: %s: the index (%llu blocks in %llu "
+                    "streams read so far) needs more than the limit of "
+                    "%llu MiB of memory; recompress the image with larger "
+                    "blocks (xz -T0 --block-size=16MiB) and as one stream",
+                    src,
+                    (unsigned long long) blocks,
+                    (unsigned long long) streams,
+                    XZ_INDEX_MEMORY_MAX >> 20);
+}
+
 /* Decode one stream that ends at end (its footer's last byte + 1): set
  * *idx (with stream flags set) and *start. */
 static int
 read_stream (struct layer *lower, const char *src, uint64_t end,
-             unsigned nth_from_end, lzma_index **idx, uint64_t *start,
+             uint64_t nth_from_end, uint64_t memory_left,
+             uint64_t blocks_so_far, lzma_index **idx, uint64_t *start,
              uint64_t *fingerprint)
 {
   unsigned char footer[LZMA_STREAM_HEADER_SIZE];
   unsigned char header[LZMA_STREAM_HEADER_SIZE];
   lzma_stream_flags ff, hf;
   unsigned char *ibuf;
-  uint64_t memlimit = INDEX_MEMLIMIT, ssize;
+  uint64_t memlimit = memory_left, ssize;
   size_t in_pos = 0;
   lzma_ret ret;
   int r;
@@ -121,9 +153,10 @@ read_stream (struct layer *lower, const char *src, uint64_t end,
                       "bytes but the stream has only %llu", src,
                       (unsigned long long) ff.backward_size,
                       (unsigned long long) (end - 2 * XZ_HEADER_SIZE));
-  if (ff.backward_size > MAX_INDEX_BYTES)
-    return error_set (EINVAL, "xz: %s: index of %llu bytes is too large",
-                      src, (unsigned long long) ff.backward_size);
+  /* A decoded index takes more memory than its bytes: an index larger
+   * than the memory left cannot fit, and is not read. */
+  if (ff.backward_size > memory_left)
+    return index_too_large (src, blocks_so_far, nth_from_end + 1);
 
   ibuf = malloc (ff.backward_size);
   if (ibuf == NULL)
@@ -140,7 +173,7 @@ read_stream (struct layer *lower, const char *src, uint64_t end,
   *fingerprint = lzma_crc64 (ibuf, ff.backward_size, *fingerprint);
   free (ibuf);
   if (ret == LZMA_MEMLIMIT_ERROR)
-    return error_set (EINVAL, "xz: %s: the index has too many blocks", src);
+    return index_too_large (src, blocks_so_far, nth_from_end + 1);
   if (ret != LZMA_OK || in_pos != ff.backward_size)
     {
       if (ret == LZMA_OK)
@@ -198,10 +231,13 @@ collect_blocks (const char *src, const lzma_index *combined,
 {
   lzma_index_iter it;
   lzma_vli count = lzma_index_block_count (combined);
+  uint64_t used = lzma_index_memused (combined);
   size_t n = 0;
 
-  if (count > SIZE_MAX / sizeof *out->blocks)
-    return error_set (EINVAL, "xz: %s: too many blocks", src);
+  /* liblzma's index and the table are both alive while copying. */
+  if (used > XZ_INDEX_MEMORY_MAX
+      || count > (XZ_INDEX_MEMORY_MAX - used) / sizeof *out->blocks)
+    return index_too_large (src, count, lzma_index_stream_count (combined));
   out->blocks = calloc (count ? count : 1, sizeof *out->blocks);
   if (out->blocks == NULL)
     return error_set (ENOMEM, "xz: %s: out of memory", src);
@@ -222,12 +258,30 @@ collect_blocks (const char *src, const lzma_index *combined,
   return 0;
 }
 
-/* Read every stream's index, last stream first, and combine them. */
+/* Free the indexes of streams not combined yet. */
+static void
+free_streams (lzma_index **streams, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    lzma_index_end (streams[i], NULL);
+  free (streams);
+}
+
+/* Read every stream's index, last stream first, and combine them.
+ * Memory: every stream's decoded index counts against one budget,
+ * XZ_INDEX_MEMORY_MAX; they are kept apart while reading and combined
+ * first to last at the end, so each lzma_index_cat moves one stream
+ * (combining from the end would move every later stream again each
+ * time: quadratic in the number of streams). */
 int
 xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
 {
-  lzma_index *combined = NULL;
-  uint64_t pos = lower->size;
+  lzma_index **streams = NULL;   /* last stream first */
+  lzma_index *combined;
+  size_t nstreams = 0, cap = 0;
+  uint64_t pos = lower->size, used = 0, blocks = 0;
   unsigned char magic[6];
   int r;
 
@@ -248,14 +302,15 @@ xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
 
   while (pos > 0)
     {
-      uint64_t padding = 0, start = 0;
+      uint64_t padding = out->padding, start = 0;
       lzma_index *idx;
 
-      r = skip_padding (lower, src, &pos, &padding);
+      r = skip_padding (lower, src, &pos, &out->padding);
       if (r < 0)
         goto err;
-      r = read_stream (lower, src, pos, out->nstreams, &idx, &start,
-                       &out->fingerprint);
+      padding = out->padding - padding;
+      r = read_stream (lower, src, pos, nstreams, XZ_INDEX_MEMORY_MAX - used,
+                       blocks, &idx, &start, &out->fingerprint);
       if (r < 0)
         goto err;
       if (lzma_index_stream_padding (idx, padding) != LZMA_OK)
@@ -264,22 +319,48 @@ xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
           r = error_set (EINVAL, "xz: %s: bad stream padding", src);
           goto err;
         }
-      out->padding += padding;
-      out->nstreams++;
-      if (combined)
+      used += lzma_index_memused (idx);
+      blocks += lzma_index_block_count (idx);
+      if (nstreams == cap)
         {
-          if (lzma_index_cat (idx, combined, NULL) != LZMA_OK)
+          size_t ncap = cap ? cap * 2 : 16;
+          lzma_index **grown = realloc (streams, ncap * sizeof *streams);
+
+          if (grown == NULL)
             {
               lzma_index_end (idx, NULL);
-              r = error_set (EINVAL, "xz: %s: the streams together are "
-                             "too large", src);
+              r = error_set (ENOMEM, "xz: %s: out of memory", src);
               goto err;
             }
+          streams = grown;
+          cap = ncap;
         }
-      combined = idx;
+      streams[nstreams++] = idx;
+      /* The table of stream pointers counts too. */
+      if (used + cap * sizeof *streams > XZ_INDEX_MEMORY_MAX)
+        {
+          r = index_too_large (src, blocks, nstreams);
+          goto err;
+        }
       pos = start;
     }
 
+  combined = streams[--nstreams];
+  while (nstreams > 0)
+    {
+      lzma_index *next = streams[nstreams - 1];
+
+      if (lzma_index_cat (combined, next, NULL) != LZMA_OK)
+        {
+          lzma_index_end (combined, NULL);
+          r = error_set (EINVAL, "xz: %s: the streams together are "
+                         "too large", src);
+          goto err;
+        }
+      nstreams--;
+    }
+  free (streams);
+  out->nstreams = (unsigned) lzma_index_stream_count (combined);
   out->usize = lzma_index_uncompressed_size (combined);
   out->checks = lzma_index_checks (combined);
   r = collect_blocks (src, combined, out);
@@ -289,9 +370,15 @@ xz_index_read (struct layer *lower, const char *src, struct xz_index *out)
   return r;
 
  err:
-  if (combined)
-    lzma_index_end (combined, NULL);
+  free_streams (streams, nstreams);
   return r;
+}
+
+/* Memory the block table of idx takes (the digests come on top). */
+uint64_t
+xz_index_memory (const struct xz_index *idx)
+{
+  return (uint64_t) idx->nblocks * sizeof *idx->blocks;
 }
 
 /* Free what xz_index_read allocated. */

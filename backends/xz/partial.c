@@ -61,13 +61,28 @@ segments_of (const struct xz_block *b)
   return (size_t) ((b->usize + XZ_SEGMENT - 1) / XZ_SEGMENT);
 }
 
-/* Set up digests for every block of idx (none known yet). */
+/* Set up digests for every block of idx (none known yet), if they fit
+ * in XZ_INDEX_MEMORY_MAX beside the block table. */
 int
-xz_digests_init (struct xz_digests *dg, const struct xz_index *idx)
+xz_digests_init (struct xz_digests *dg, const struct xz_index *idx,
+                 const char *src)
 {
+  uint64_t left = XZ_INDEX_MEMORY_MAX - xz_index_memory (idx);
   size_t i, total = 0;
 
   memset (dg, 0, sizeof *dg);
+  /* 9 bytes per block, 8 per segment; the sizes come from the file. */
+  if (xz_index_memory (idx) > XZ_INDEX_MEMORY_MAX
+      || idx->nblocks + 1 > left / (sizeof *dg->first + sizeof *dg->known))
+    goto too_large;
+  left -= (idx->nblocks + 1) * (sizeof *dg->first + sizeof *dg->known);
+  for (i = 0; i < idx->nblocks; i++)
+    {
+      total += segments_of (&idx->blocks[i]);
+      if (total > left / sizeof *dg->digest)
+        goto too_large;
+    }
+  total = 0;
   dg->first = malloc ((idx->nblocks + 1) * sizeof *dg->first);
   dg->known = calloc (idx->nblocks + 1, sizeof *dg->known);
   if (dg->first == NULL || dg->known == NULL)
@@ -85,7 +100,15 @@ xz_digests_init (struct xz_digests *dg, const struct xz_index *idx)
 
  nomem:
   xz_digests_free (dg);
-  return error_set (ENOMEM, "xz: out of memory for block digests");
+  return error_set (ENOMEM, "xz: %s: out of memory for block digests", src);
+
+ too_large:
+  return error_set (EFBIG, "xz: %s: the index (%zu blocks, %llu bytes "
+                    "decompressed) needs more than the limit of %llu MiB "
+                    "of memory; recompress the image with larger blocks "
+                    "(xz -T0 --block-size=16MiB)", src, idx->nblocks,
+                    (unsigned long long) idx->usize,
+                    XZ_INDEX_MEMORY_MAX >> 20);
 }
 
 /* Free what xz_digests_init allocated. */

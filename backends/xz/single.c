@@ -166,6 +166,13 @@ decode_chunk (struct xz_single *s, lzma_stream *strm, unsigned char *in,
                               "the index", s->src);
           return 0;
         }
+      if (ret == LZMA_MEMLIMIT_ERROR && s->idx->nblocks > 0)
+        {
+          size_t k = xz_index_find (s->idx, strm->total_out < s->size
+                                    ? strm->total_out : s->size - 1);
+          return xz_memlimit_error (s->src, lzma_memusage (strm),
+                                    &s->idx->blocks[k], k);
+        }
       if (ret != LZMA_OK)
         return error_set (EIO, "xz: %s: decoding failed near image offset %"
                           PRIu64 ": %s (liblzma code %d)", s->src,
@@ -191,7 +198,10 @@ decode_run (struct xz_single *s, unsigned char *in)
   bool restart = false;
   lzma_ret ret;
 
-  ret = lzma_stream_decoder (&strm, UINT64_MAX, LZMA_CONCATENATED);
+  /* The same bound on a decoder's memory as on the block path: the
+   * dictionary a block header declares (up to 4 GiB) is not taken on
+   * trust. */
+  ret = lzma_stream_decoder (&strm, XZ_DECODER_MEMLIMIT, LZMA_CONCATENATED);
   if (ret != LZMA_OK)
     {
       pthread_mutex_lock (&s->lock);

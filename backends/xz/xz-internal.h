@@ -23,6 +23,19 @@
 
 struct disk_cache;
 
+/* The one bound on what an entry's index may cost in memory: liblzma's
+ * decoded index of every stream while opening, then our block table and
+ * the digests of partial.c.  A hostile file (millions of records, or of
+ * streams) is refused at open with a message, instead of taking
+ * gigabytes.  256 MiB is about 4 million blocks: a 4 TiB image in 1 MiB
+ * blocks, 64 TiB in 16 MiB blocks. */
+#define XZ_INDEX_MEMORY_MAX (256ull * 1024 * 1024)
+
+/* The most memory one decoder may take (mostly the LZMA2 dictionary the
+ * block header declares), on both paths.  xz -9 needs 65 MiB; a header
+ * may declare up to 4 GiB. */
+#define XZ_DECODER_MEMLIMIT (1024ull * 1024 * 1024)
+
 /* One non-empty block, as the index describes it. */
 struct xz_block
 {
@@ -57,6 +70,9 @@ int xz_index_read (struct layer *lower, const char *src,
                    struct xz_index *out);
 void xz_index_free (struct xz_index *idx);
 
+/* Bytes the block table of idx takes in memory. */
+uint64_t xz_index_memory (const struct xz_index *idx);
+
 /* The number of the block holding decompressed offset (< idx->usize). */
 size_t xz_index_find (const struct xz_index *idx, uint64_t offset);
 
@@ -67,6 +83,12 @@ const char *xz_check_name (uint32_t check);
  * verifying its sizes and its check.  Thread-safe; reads lower. */
 int xz_block_decode (struct layer *lower, const char *src,
                      const struct xz_block *b, size_t n, void *buf);
+
+/* Record the message for block b (number n) whose decoder would need
+ * need bytes (UINT64_MAX: unknown), more than XZ_DECODER_MEMLIMIT;
+ * returns -EIO. */
+int xz_memlimit_error (const char *src, uint64_t need,
+                       const struct xz_block *b, size_t n);
 
 /* Called with each decoded segment (number seg, len bytes) of a partial
  * decode; returns 0 to go on or a negative errno with a message. */
@@ -90,7 +112,10 @@ struct xz_digests
   uint64_t *digest;              /* one per segment of every block */
   _Atomic uint64_t partial_reads;
 };
-int xz_digests_init (struct xz_digests *dg, const struct xz_index *idx);
+/* Set up the digests of every block, within XZ_INDEX_MEMORY_MAX together
+ * with the block table; src names the file in messages. */
+int xz_digests_init (struct xz_digests *dg, const struct xz_index *idx,
+                     const char *src);
 void xz_digests_free (struct xz_digests *dg);
 void xz_digests_record (struct xz_digests *dg, const struct xz_block *b,
                         size_t n, const unsigned char *buf);

@@ -273,7 +273,7 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
   else
     {
       x->cache = ctx->services->block_cache;
-      r = xz_digests_init (&x->digests, &x->idx);
+      r = xz_digests_init (&x->digests, &x->idx, x->src);
       if (r == 0)
         r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
                                     &x->client);

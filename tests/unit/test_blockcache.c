@@ -1,7 +1,6 @@
 /* Unit tests of the decoded-block cache (cache/blockcache.c): single
  * flight, the byte bound, failures, read-ahead, and freeing a client
  * while its read-ahead is queued. */
-#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,6 +11,8 @@
 
 #include "blockcache.h"
 #include "error.h"
+
+#include "check.h"
 
 #define BLOCK 65536
 
@@ -82,8 +83,12 @@ test_single_flight (struct block_cache *cache)
   struct reader_arg a[8];
   int i;
 
-  assert (block_cache_client_new (cache, "sf", fake_decode, NULL,
-                                  &client) == 0);
+  if (block_cache_client_new (cache, "sf", fake_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
   atomic_store (&decodes, 0);
   for (i = 0; i < 8; i++)
     {
@@ -93,9 +98,9 @@ test_single_flight (struct block_cache *cache)
   for (i = 0; i < 8; i++)
     {
       pthread_join (t[i], NULL);
-      assert (a[i].result == 0);
+      CHECK (a[i].result == 0);
     }
-  assert (atomic_load (&decodes) == 1);
+  CHECK (atomic_load (&decodes) == 1);
   block_cache_client_free (client);
   printf ("single flight: ok\n");
 }
@@ -109,23 +114,27 @@ test_bound (struct block_cache *cache)
   unsigned char buf[100];
   uint64_t i;
 
-  assert (block_cache_client_new (cache, "bound", fake_decode, NULL,
-                                  &client) == 0);
+  if (block_cache_client_new (cache, "bound", fake_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
   for (i = 0; i < 40; i++)
     {
-      assert (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf) == 0);
-      assert (check_bytes (buf, i, 5, sizeof buf));
+      CHECK (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf) == 0);
+      CHECK (check_bytes (buf, i, 5, sizeof buf));
       block_cache_get_stats (cache, &st);
-      assert (st.used_bytes <= st.max_bytes);
+      CHECK (st.used_bytes <= st.max_bytes);
     }
   atomic_store (&decodes, 0);
-  assert (block_cache_read (client, 39, BLOCK, 0, buf, sizeof buf) == 0);
-  assert (atomic_load (&decodes) == 0);          /* a hit */
+  CHECK (block_cache_read (client, 39, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (atomic_load (&decodes) == 0);          /* a hit */
   block_cache_get_stats (cache, &st);
-  assert (st.evictions > 0);
+  CHECK (st.evictions > 0);
   block_cache_client_free (client);
   block_cache_get_stats (cache, &st);
-  assert (st.used_bytes == 0 && st.entries == 0);
+  CHECK (st.used_bytes == 0 && st.entries == 0);
   printf ("bound: ok\n");
 }
 
@@ -137,14 +146,18 @@ test_failure (struct block_cache *cache)
   struct block_cache_client *client;
   unsigned char buf[10];
 
-  assert (block_cache_client_new (cache, "fail", fake_decode, NULL,
-                                  &client) == 0);
+  if (block_cache_client_new (cache, "fail", fake_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
   fail_index = 3;
-  assert (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
-  assert (strstr (error_message (), "block 3 is bad") != NULL);
-  assert (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
-  assert (atomic_load (&fail_index_calls) == 2);  /* tried again */
-  assert (block_cache_read (client, 4, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
+  CHECK (strstr (error_message (), "block 3 is bad") != NULL);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
+  CHECK (atomic_load (&fail_index_calls) == 2);  /* tried again */
+  CHECK (block_cache_read (client, 4, BLOCK, 0, buf, sizeof buf) == 0);
   fail_index = UINT64_MAX;
   block_cache_client_free (client);
   printf ("failure: ok\n");
@@ -159,11 +172,15 @@ test_prefetch (struct block_cache *cache)
   unsigned char buf[10];
   int i;
 
-  assert (block_cache_client_new (cache, "ahead", fake_decode, NULL,
-                                  &client) == 0);
+  if (block_cache_client_new (cache, "ahead", fake_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
   block_cache_get_stats (cache, &before);
-  assert (block_cache_prefetch (client, 1, BLOCK));
-  assert (block_cache_prefetch (client, 2, BLOCK));
+  CHECK (block_cache_prefetch (client, 1, BLOCK));
+  CHECK (block_cache_prefetch (client, 2, BLOCK));
   for (i = 0; i < 200; i++)
     {
       block_cache_get_stats (cache, &after);
@@ -172,15 +189,15 @@ test_prefetch (struct block_cache *cache)
       usleep (10000);
     }
   block_cache_get_stats (cache, &before);
-  assert (block_cache_read (client, 2, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 2, BLOCK, 0, buf, sizeof buf) == 0);
   block_cache_get_stats (cache, &after);
-  assert (after.hits == before.hits + 1);
+  CHECK (after.hits == before.hits + 1);
   /* Queue more read-ahead than can run, then free the client at once. */
   for (i = 10; i < 14; i++)
     block_cache_prefetch (client, i, BLOCK);
   block_cache_client_free (client);
   block_cache_get_stats (cache, &after);
-  assert (after.used_bytes == 0);
+  CHECK (after.used_bytes == 0);
   printf ("prefetch: ok\n");
 }
 
@@ -190,12 +207,18 @@ main (void)
   struct block_cache *cache;
 
   log_set_level (LOG_LEVEL_ERROR + 0);
-  assert (block_cache_new (8 * BLOCK, 2, &cache) == 0);
-  assert (block_cache_workers (cache) == 2);
+  if (block_cache_new (8 * BLOCK, 2, &cache) != 0)
+    {
+      CHECK (!"block_cache_new");
+      return 1;
+    }
+  CHECK (block_cache_workers (cache) == 2);
   test_single_flight (cache);
   test_bound (cache);
   test_failure (cache);
   test_prefetch (cache);
   block_cache_free (cache);
-  return 0;
+  if (check_failures)
+    fprintf (stderr, "%d check(s) failed\n", check_failures);
+  return check_failures ? 1 : 0;
 }

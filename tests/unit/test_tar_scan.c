@@ -170,6 +170,85 @@ test_errors (void)
   free (a);
 }
 
+/* Put a GNU base-256 size into header h and fix its checksum. */
+static void
+set_base256_size (unsigned char *h, uint64_t size)
+{
+  unsigned sum = 0;
+
+  memset (h + 124, 0, 12);
+  h[124] = 0x80;
+  for (int i = 0; i < 8; i++)
+    h[135 - i] = (unsigned char) (size >> (8 * i));
+  memset (h + 148, ' ', 8);
+  for (int i = 0; i < 512; i++)
+    sum += h[i];
+  snprintf ((char *) h + 148, 8, "%06o", sum);
+  h[155] = ' ';
+}
+
+/* A pax extended header or GNU long name claiming gigabytes is refused
+ * with a message naming it, its offset and what it claims, before any
+ * of it is read: the archive here holds none of those bytes. */
+static void
+test_huge_special_headers (void)
+{
+  const char *names[] = { "a", "b" };
+  const uint64_t sizes[] = { 700, 10 };
+  static const char rec[] = "30 path=aaaaaaaaaaaaaaaaaaaaa\n";
+  uint64_t size;
+  unsigned char *a = ustar_archive (names, sizes, 2, &size);
+  unsigned char *b = calloc (1, 8192);
+  struct mem_layer *m = mem_new (a, size);
+  struct tar_member t;
+
+  /* "b"'s header (at 1536) becomes a pax header claiming 1 GiB. */
+  ustar_header (a + 1536, "././@PaxHeader", 1ull << 30, 'x');
+  CHECK (tar_scan (&m->layer, "t.tar", "b", 0, &t) == -EFBIG);
+  CHECK (strstr (error_message (), "t.tar: header at offset 1536: a pax "
+                 "extended header claiming 1073741824 bytes, more than the "
+                 "1 MiB accepted") != NULL);
+  CHECK (m->bytes_read < 64 * 1024);
+  mem_close (&m->layer);
+
+  /* A sane pax header, then a GNU long name claiming 5 TiB (base-256). */
+  ustar_header (b, "././@PaxHeader", sizeof rec - 1, 'x');
+  memcpy (b + 512, rec, sizeof rec - 1);
+  ustar_header (b + 1024, "././@LongLink", 0, 'L');
+  set_base256_size (b + 1024, 5ull << 40);
+  m = mem_new (b, 8192);
+  CHECK (tar_scan (&m->layer, "t.tar", "b", 0, &t) == -EFBIG);
+  CHECK (strstr (error_message (), "header at offset 1024: a GNU long name "
+                 "claiming 5497558138880 bytes") != NULL);
+  mem_close (&m->layer);
+  free (a);
+  free (b);
+
+  /* Five pax headers of 1 MiB each (the most libarchive takes one at a
+   * time) in a row: reading stops after 4 MiB. */
+  {
+    size_t each = 1 << 20, total = 5 * (512 + each) + 2048;
+    unsigned char *c = calloc (1, total), *p = c;
+
+    for (int i = 0; i < 5; i++)
+      {
+        ustar_header (p, "././@PaxHeader", each, 'x');
+        p += 512;
+        snprintf ((char *) p, 20, "%zu comment=", each);
+        memset (p + 16, 'c', each - 17);
+        p[each - 1] = '\n';
+        p += each;
+      }
+    m = mem_new (c, total);
+    CHECK (tar_scan (&m->layer, "t.tar", "b", 0, &t) == -EFBIG);
+    CHECK (strstr (error_message (), "more than 4 MiB of extension headers "
+                   "(pax, GNU) before one member") != NULL);
+    CHECK (m->bytes_read < 6u << 20);
+    mem_close (&m->layer);
+    free (c);
+  }
+}
+
 /* The layer is a window: reads land at the member's bytes. */
 static void
 test_layer_window (void)
@@ -224,6 +303,7 @@ main (void)
 {
   test_find_and_skip ();
   test_errors ();
+  test_huge_special_headers ();
   test_layer_window ();
   test_suggest ();
   if (check_failures)

@@ -32,6 +32,7 @@ enum key_kind
   KIND_COUNT,         /* integer 1..1024 */
   KIND_COMPRESSION,   /* auto/none/xz */
   KIND_ARGV,          /* shell-like words */
+  KIND_OVERLAY,       /* none/discard/absolute path */
 };
 
 struct entry_key
@@ -76,6 +77,9 @@ static const struct entry_key entry_keys[] = {
   { "user-agent", KIND_STRING, FIELD (user_agent), "a user agent string" },
   { "scan-limit", KIND_SIZE, FIELD (scan_limit),
     "a size such as 512M or 4G" },
+  { "overlay", KIND_OVERLAY, FIELD (overlay),
+    "none, discard, or the absolute path of an overlay file (its"
+    " directory must exist)" },
 };
 
 /* Collected error text for one parse. */
@@ -268,6 +272,51 @@ check_path (const char *value, bool want_dir, char *buf, size_t size)
   return buf;
 }
 
+/* Parse `overlay =`: none, discard, or a file in an existing directory. */
+const char *
+entry_parse_overlay (const char *value, enum entry_overlay *mode,
+                     char **path, char *buf, size_t size)
+{
+  struct stat st;
+  char *dir, *slash;
+
+  *path = NULL;
+  if (strcmp (value, "none") == 0)
+    return *mode = OVERLAY_NONE, NULL;
+  if (strcmp (value, "discard") == 0)
+    return *mode = OVERLAY_DISCARD, NULL;
+  if (value[0] != '/')
+    {
+      snprintf (buf, size, "'%s' is neither none, discard nor an absolute"
+                " path", value);
+      return buf;
+    }
+  if (stat (value, &st) == 0 && S_ISDIR (st.st_mode))
+    {
+      snprintf (buf, size, "'%s' is a directory, not an overlay file",
+                value);
+      return buf;
+    }
+  dir = strdup (value);
+  if (dir == NULL)
+    return "out of memory";
+  slash = strrchr (dir, '/');
+  slash[slash == dir ? 1 : 0] = '\0';
+  if (stat (dir, &st) < 0 || !S_ISDIR (st.st_mode))
+    {
+      snprintf (buf, size, "the directory '%s' of the overlay file does not"
+                " exist", dir);
+      free (dir);
+      return buf;
+    }
+  free (dir);
+  *path = strdup (value);
+  if (*path == NULL)
+    return "out of memory";
+  *mode = OVERLAY_FILE;
+  return NULL;
+}
+
 /* Store one value into the entry; returns NULL or a complaint. */
 static const char *
 store_value (struct entry_config *e, const struct entry_key *key,
@@ -319,6 +368,9 @@ store_value (struct entry_config *e, const struct entry_key *key,
       else
         return "unknown compression";
       return NULL;
+    case KIND_OVERLAY:
+      return entry_parse_overlay (value, &e->overlay, &e->overlay_path, buf,
+                                  size);
     case KIND_ARGV:
       {
         char **argv;
@@ -519,5 +571,6 @@ entry_free (struct entry_config *e)
   free (e->header_file);
   free (e->cookie_file);
   free (e->user_agent);
+  free (e->overlay_path);
   free (e);
 }

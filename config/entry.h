@@ -11,9 +11,14 @@
 #define DISKSHELF_ENTRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum entry_compression { COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_XZ };
+
+/* `overlay =`: where writes go.  UNSET takes the daemon's --overlay. */
+enum entry_overlay { OVERLAY_UNSET, OVERLAY_NONE, OVERLAY_DISCARD,
+                     OVERLAY_FILE };
 
 /* A tri-state for yes/no keys that may be left unset. */
 enum entry_flag { FLAG_UNSET = -1, FLAG_NO = 0, FLAG_YES = 1 };
@@ -48,7 +53,17 @@ struct entry_config
 
   /* tar */
   uint64_t scan_limit;    /* max bytes of archive to scan; 0 = default */
+
+  /* copy-on-write overlay */
+  enum entry_overlay overlay;
+  char *overlay_path;     /* for OVERLAY_FILE: absolute path */
 };
+
+/* Parse an overlay value: "none", "discard" or an absolute path (whose
+ * directory must exist).  Returns NULL when fine (*path malloc'd for a
+ * path), or a complaint written into buf. */
+const char *entry_parse_overlay (const char *value, enum entry_overlay *mode,
+                                 char **path, char *buf, size_t size);
 
 /* Parse one .conf file.  name is the entry's path in the mount.  On
  * error returns a negative errno; every problem found is appended to

@@ -60,6 +60,11 @@ print_help (void)
     "  --workers=N                decode threads (default: one per core)\n"
     "  --readahead=SIZE           kernel read-ahead on the mount (default 1M;\n"
     "                             0 keeps the kernel's 128K; needs root)\n"
+    "  --overlay=none|discard|DIR where writes to entries without an\n"
+    "                             `overlay =` key go: nowhere (default:\n"
+    "                             read-only sources stay read-only), a\n"
+    "                             private store dropped at the last close,\n"
+    "                             or persistent files DIR/NAME.overlay\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
@@ -95,6 +100,31 @@ size_option (const char *name, const char *value, uint64_t *out)
   return 0;
 }
 
+/* --overlay=none|discard|DIR: the default for entries without the key. */
+static int
+overlay_option (struct daemon_options *o, const char *value)
+{
+  if (value == NULL || *value == '\0')
+    return error_set (EINVAL, "--overlay needs none, discard or a"
+                      " directory");
+  free (o->overlay_dir);
+  o->overlay_dir = NULL;
+  if (strcmp (value, "none") == 0)
+    o->overlay = OVERLAY_NONE;
+  else if (strcmp (value, "discard") == 0)
+    o->overlay = OVERLAY_DISCARD;
+  else
+    {
+      o->overlay_dir = realpath (value, NULL);
+      if (o->overlay_dir == NULL)
+        return error_set (EINVAL, "--overlay: '%s' is neither none, discard"
+                          " nor an existing directory: %s", value,
+                          strerror (errno));
+      o->overlay = OVERLAY_FILE;
+    }
+  return 0;
+}
+
 /* Apply one named option ("cache-dir", "DIR"); value may be NULL.
  * Returns 1 when the name is not one of ours. */
 static int
@@ -119,6 +149,8 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
     return size_option (name, value, &o->max_block_size);
   if (strcmp (name, "readahead") == 0)
     return size_option (name, value, &o->readahead);
+  if (strcmp (name, "overlay") == 0)
+    return overlay_option (o, value);
   if (strcmp (name, "workers") == 0)
     {
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
@@ -201,6 +233,7 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   o->memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE;
   o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
   o->readahead = DEFAULT_READAHEAD;
+  o->overlay = OVERLAY_NONE;
   for (int i = 0; i < argc; i++)
     {
       const char *arg = argv[i];
@@ -276,6 +309,7 @@ options_free (struct daemon_options *o)
   free (o->mountpoint);
   free (o->fuse_options);
   free (o->cache_dir);
+  free (o->overlay_dir);
   memset (o, 0, sizeof *o);
 }
 

@@ -30,6 +30,11 @@ struct daemon_options
   uint64_t max_block_size;  /* largest xz block decoded in memory */
   unsigned workers;         /* decode worker threads; 0 = cores */
   uint64_t readahead;       /* kernel read-ahead on the mount, bytes */
+  int overlay;              /* default for entries without `overlay =`:
+                               an enum entry_overlay, never UNSET;
+                               OVERLAY_FILE means one file per entry
+                               in overlay_dir */
+  char *overlay_dir;        /* for OVERLAY_FILE; absolute */
 };
 
 /* Parse argv after the program name (and after a subcommand).  Returns

@@ -58,6 +58,8 @@ free_open_file (struct open_file *of)
   if (of->next)
     of->next->prev = of->prev;
   pthread_mutex_unlock (&open_files_lock);
+  if (of->entry)
+    layer_handle_released (of->entry->stack);
   fs_entry_unref (of->entry);
   free (of->status_text);
   free (of->dir_path);
@@ -303,6 +305,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
   of->entry = n->entry;
   fs_entry_ref (of->entry);
   fs_tree_unref (t);
+  layer_handle_opened (of->entry->stack);
   track_open_file (of);
   fi->fh = (uintptr_t) of;
   /* Immutable sources let the kernel keep their pages across opens. */

@@ -534,20 +534,31 @@ overlay_mode (const struct stack_context *ctx, char **path)
   return *path ? OVERLAY_FILE : -ENOMEM;
 }
 
-/* The identity text and readable description of the base below. */
+/* The identity text of the base below (hashed into a persistent
+ * overlay's header) and a readable one-line form of it (kept there for
+ * messages): source, member, then each layer's name, size and
+ * validators. */
 static int
 describe_base (const struct stack_context *ctx, struct layer *lower,
                char **identity, char **desc)
 {
   const struct entry_config *e = ctx->entry;
-  char source[1024], stack[128];
-  size_t len = 0;
+  char source[1024];
+  char *layers = NULL;
+  size_t len = 0, layers_len = 0;
   FILE *mem = open_memstream (identity, &len);
+  FILE *lmem = open_memstream (&layers, &layers_len);
 
-  if (mem == NULL)
-    return error_set (ENOMEM, "overlay: out of memory");
-  text_redact_url (e->source ? e->source : e->command[0], source,
-                   sizeof source);
+  if (mem == NULL || lmem == NULL)
+    {
+      if (mem)
+        fclose (mem);
+      if (lmem)
+        fclose (lmem);
+      free (*identity);
+      free (layers);
+      return error_set (ENOMEM, "overlay: out of memory");
+    }
   if (e->source)
     fprintf (mem, "source: %s\n", e->source);
   else
@@ -556,10 +567,21 @@ describe_base (const struct stack_context *ctx, struct layer *lower,
   if (e->member)
     fprintf (mem, "entry: %s\n", e->member);
   layer_identity (lower, mem);
+  layer_identity (lower, lmem);
   fclose (mem);
-  layer_describe (lower, stack, sizeof stack);
-  if (asprintf (desc, "%s%s%s via %s", source, e->member ? " member " : "",
-                e->member ? e->member : "", stack) < 0)
+  fclose (lmem);
+  /* One line: "a\nb\n" -> "a; b" (a line ends with a space, which
+   * is replaced in place: no growth). */
+  for (char *p = layers; *p; p++)
+    if (*p == '\n')
+      *p = p[1] ? ';' : '\0';
+  text_redact_url (e->source ? e->source : e->command[0], source,
+                   sizeof source);
+  if (asprintf (desc, "%s%s%s: %s", source, e->member ? " member " : "",
+                e->member ? e->member : "", layers) < 0)
+    *desc = NULL;
+  free (layers);
+  if (*desc == NULL)
     {
       free (*identity);
       return error_set (ENOMEM, "overlay: out of memory");

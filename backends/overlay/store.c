@@ -25,6 +25,7 @@
 #include <gnutls/crypto.h>
 #include <limits.h>
 #include <stdio.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -202,8 +203,9 @@ sync_parent (const char *path)
     }
 }
 
-/* Make a new overlay file at path: header + empty map, synced, renamed
- * into place. */
+/* Make a new overlay file at path: header + empty map, synced, then
+ * renamed into place unless a file appeared there meanwhile (another
+ * entry naming the same path), which is then left alone. */
 static int
 create_file (struct overlay_store *s, const char *path, const char *hash,
              const char *desc)
@@ -212,7 +214,7 @@ create_file (struct overlay_store *s, const char *path, const char *hash,
   char tmp[PATH_MAX];
   int fd, r;
 
-  if (snprintf (tmp, sizeof tmp, "%s.new", path) >= (int) sizeof tmp)
+  if (snprintf (tmp, sizeof tmp, "%s.XXXXXX", path) >= (int) sizeof tmp)
     return error_set (ENAMETOOLONG, "overlay: %s: path too long", path);
   memset (header, 0, sizeof header);
   memcpy (header, overlay_magic, sizeof overlay_magic);
@@ -226,10 +228,10 @@ create_file (struct overlay_store *s, const char *path, const char *hash,
   snprintf ((char *) header + HDR_DESC, HDR_DESC_LEN, "%s", desc);
   put_u64 (header + HDR_CHECK, header_check (header));
 
-  fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  fd = mkostemp (tmp, O_CLOEXEC);
   if (fd < 0)
-    return error_set (errno, "overlay: cannot create %s: %s", tmp,
-                      strerror (errno));
+    return error_set (errno, "overlay: cannot create a file beside %s: %s",
+                      path, strerror (errno));
   r = write_full (fd, header, sizeof header, 0, tmp);
   if (r == 0 && ftruncate (fd, (off_t) (s->data_offset + s->size)) < 0)
     r = error_set (errno, "overlay: %s: cannot size the file: %s", tmp,
@@ -237,9 +239,20 @@ create_file (struct overlay_store *s, const char *path, const char *hash,
   if (r == 0 && fsync (fd) < 0)
     r = error_set (errno, "overlay: %s: sync: %s", tmp, strerror (errno));
   close (fd);
-  if (r == 0 && rename (tmp, path) < 0)
-    r = error_set (errno, "overlay: cannot rename %s to %s: %s", tmp, path,
-                   strerror (errno));
+  if (r == 0 && renameat2 (AT_FDCWD, tmp, AT_FDCWD, path,
+                           RENAME_NOREPLACE) < 0)
+    {
+      struct stat st;
+      if (errno == EEXIST && stat (path, &st) == 0 && st.st_size > 0)
+        {
+          unlink (tmp);
+          return 0;       /* someone else's; opened and checked next */
+        }
+      /* An empty file made by touch, or no RENAME_NOREPLACE here. */
+      if (rename (tmp, path) < 0)
+        r = error_set (errno, "overlay: cannot rename %s to %s: %s", tmp,
+                       path, strerror (errno));
+    }
   if (r < 0)
     {
       unlink (tmp);
@@ -258,11 +271,10 @@ load_file (struct overlay_store *s, const char *path, const char *hash,
   unsigned char header[OVERLAY_HEADER_SIZE];
   char old_desc[HDR_DESC_LEN];
   struct stat st;
-  int r;
 
-  r = read_full (s->fd, header, sizeof header, 0, path);
-  if (r < 0)
-    return r;
+  memset (header, 0, sizeof header);
+  if (pread (s->fd, header, sizeof header, 0) < 0)
+    return error_set (errno, "overlay: %s: read: %s", path, strerror (errno));
   if (memcmp (header, overlay_magic, sizeof overlay_magic) != 0
       || get_u64 (header + HDR_CHECK) != header_check (header))
     return error_set (EINVAL, "overlay: %s is not a diskshelf overlay file"

@@ -25,6 +25,7 @@ struct open_file
   char *status_text;        /* snapshot for the status file */
   size_t status_len;
   char *dir_path;           /* for an open directory */
+  bool direct;              /* opened with O_DIRECT: I/O must be aligned */
   struct open_file *prev, *next;   /* protected by open_files_lock */
 };
 
@@ -303,6 +304,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
       return -ENOMEM;
     }
   of->entry = n->entry;
+  of->direct = (fi->flags & O_DIRECT) != 0;
   fs_entry_ref (of->entry);
   fs_tree_unref (t);
   layer_handle_opened (of->entry->stack);
@@ -331,6 +333,19 @@ file_of (struct fuse_file_info *fi)
   return (struct open_file *) (uintptr_t) fi->fh;
 }
 
+/* O_DIRECT I/O must be sector-aligned, as on a disk-backed file system.
+ * qemu (cache=none) probes this: if 1-byte direct reads worked it would
+ * assume 4 KiB alignment and refuse images whose size is not a multiple
+ * of it, such as a 512-byte boot sector. */
+#define DIRECT_IO_ALIGN 512
+
+/* Is an O_DIRECT request misaligned? */
+static bool
+misaligned (const struct open_file *of, size_t size, off_t offset)
+{
+  return of->direct && ((size | (size_t) offset) & (DIRECT_IO_ALIGN - 1));
+}
+
 /* read: clamp to the size and read through the stack. */
 static int
 ds_read (const char *path, char *buf, size_t size, off_t offset,
@@ -350,7 +365,7 @@ ds_read (const char *path, char *buf, size_t size, off_t offset,
       return (int) size;
     }
   l = of->entry->stack;
-  if (offset < 0)
+  if (offset < 0 || misaligned (of, size, offset))
     return -EINVAL;
   if ((uint64_t) offset >= l->size)
     return 0;
@@ -374,7 +389,7 @@ ds_write (const char *path, const char *buf, size_t size, off_t offset,
   if (of->entry == NULL)
     return -EROFS;
   l = of->entry->stack;
-  if (offset < 0)
+  if (offset < 0 || misaligned (of, size, offset))
     return -EINVAL;
   if ((uint64_t) offset >= l->size || size > l->size - (uint64_t) offset)
     return -ENOSPC;

@@ -13,6 +13,10 @@ packages=(
   python3-pytest python3-pytest-timeout
   nbdkit qemu-utils nbd-server nginx-light gnutls-bin
   xz-utils tar e2fsprogs util-linux coreutils
+  # VM boots from the mount: qemu, a Debian kernel for the guest, and the
+  # tools that make a bootable image without loop mounts
+  qemu-system-x86 linux-image-amd64 syslinux syslinux-common mtools dosfstools
+  busybox-static fdisk kmod
   # benchmarks: the competing tools
   libnbd-bin fio
 )

@@ -298,8 +298,25 @@ def linux_result(output):
             "done": LINUX_MARKER in output}
 
 
+def main(argv):
+    """build DIR: make DIR/linux.img; boot FILE LOG [DRIVE-OPTS]: boot it
+    and print the seconds to the marker (for bench/bench_boot.sh)."""
+    if len(argv) == 2 and argv[0] == "build":
+        print(build_linux_image(argv[1]))
+        return 0
+    if len(argv) in (3, 4) and argv[0] == "boot":
+        opts = "," + argv[3] if len(argv) == 4 else ""
+        code, out, seconds = boot(f"file={argv[1]},format=raw{opts}", argv[2], LINUX_MARKER,
+                                  300)
+        result = linux_result(out)
+        if code != 0 or not result["done"] or not result["sha_ok"] or seconds is None:
+            print(f"boot failed (exit {code}), see {argv[2]}", file=sys.stderr)
+            return 1
+        print(f"{seconds:.2f}")
+        return 0
+    print("usage: vm_helpers.py build DIR | boot FILE LOG [DRIVE-OPTS]", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "build":
-        print(build_linux_image(sys.argv[2]))
-    else:
-        sys.exit("usage: vm_helpers.py build DIR")
+    sys.exit(main(sys.argv[1:]))

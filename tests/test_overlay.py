@@ -191,13 +191,15 @@ def test_writable_sources_are_never_touched(mount, catalog, tmp_path):
     assert sha256(exported) == exported_sum
 
 
-def test_persistent_overlay_survives_remounts(mount, catalog, tmp_path, nginx):
+def test_persistent_overlay_survives_remounts(diskshelf, mount, catalog, tmp_path, nginx):
     base = make_random_file(nginx.root / "disk.img", SIZE).read_bytes()
     ovl = tmp_path / "disk.overlay"
     write_entry(catalog, "disk.img", f"source = {nginx.url('disk.img')}\noverlay = {ovl}\n")
     m = mount(catalog)
     pwrite_all(m.path / "disk.img", CHUNKS)
-    st = status_section(m.status(), "disk.img")
+    shown = subprocess.run([diskshelf, "status", m.path], capture_output=True, text=True,
+                           timeout=scaled(30)).stdout
+    st = status_section(shown, "disk.img")
     assert st["overlay"] == str(ovl)
     assert int(st["overlay-allocated"].split()[0]) >= 20 * 4096
     assert m.unmount() == 0

@@ -339,11 +339,19 @@ file_of (struct fuse_file_info *fi)
  * of it, such as a 512-byte boot sector. */
 #define DIRECT_IO_ALIGN 512
 
-/* Is an O_DIRECT request misaligned? */
+/* Is an O_DIRECT request misaligned?  A request that ends at the end of
+ * an image whose size is not a multiple of the sector is fine (the
+ * kernel cuts direct reads at the file size). */
 static bool
-misaligned (const struct open_file *of, size_t size, off_t offset)
+misaligned (const struct open_file *of, size_t size, off_t offset,
+            uint64_t file_size)
 {
-  return of->direct && ((size | (size_t) offset) & (DIRECT_IO_ALIGN - 1));
+  if (!of->direct)
+    return false;
+  if ((uint64_t) offset & (DIRECT_IO_ALIGN - 1))
+    return true;
+  return (size & (DIRECT_IO_ALIGN - 1)) && (uint64_t) offset + size
+                                           < file_size;
 }
 
 /* read: clamp to the size and read through the stack. */
@@ -365,7 +373,7 @@ ds_read (const char *path, char *buf, size_t size, off_t offset,
       return (int) size;
     }
   l = of->entry->stack;
-  if (offset < 0 || misaligned (of, size, offset))
+  if (offset < 0 || misaligned (of, size, offset, l->size))
     return -EINVAL;
   if ((uint64_t) offset >= l->size)
     return 0;
@@ -389,7 +397,7 @@ ds_write (const char *path, const char *buf, size_t size, off_t offset,
   if (of->entry == NULL)
     return -EROFS;
   l = of->entry->stack;
-  if (offset < 0 || misaligned (of, size, offset))
+  if (offset < 0 || misaligned (of, size, offset, l->size))
     return -EINVAL;
   if ((uint64_t) offset >= l->size || size > l->size - (uint64_t) offset)
     return -ENOSPC;

@@ -136,28 +136,34 @@ best () {   # keep the smaller of two numbers ("failed" loses)
 }
 
 LOCAL=; COLD=; WARM=; CHAIN=
+ALL_LOCAL=; ALL_COLD=; ALL_WARM=; ALL_CHAIN=
+record () {   # NAME SECONDS: keep the best in NAME, every run in ALL_NAME
+  local all="ALL_$1"
+  printf -v "$all" '%s' "${!all:+${!all} }$2"
+  printf -v "$1" '%s' "$(best "${!1}" "$2")"
+}
 for run in $(seq "$RUNS"); do
   log "run $run/$RUNS: local raw"
   cp "$IMG/linux.img" "$RUN/local.img"
-  LOCAL=$(best "$LOCAL" "$(boot "$RUN/local.img" "$RUN/local.log")")
+  record LOCAL "$(boot "$RUN/local.img" "$RUN/local.log")"
 
   log "run $run/$RUNS: diskshelf cold (http + xz, empty caches)"
   rm -rf "$RUN/cache"
   if mount_ds "$RUN/cache"; then
-    COLD=$(best "$COLD" "$(boot "$FILE" "$RUN/cold.log")")
-  else COLD=$(best "$COLD" failed); fi
+    record COLD "$(boot "$FILE" "$RUN/cold.log")"
+  else record COLD failed; fi
   umount_it
 
   log "run $run/$RUNS: diskshelf warm (disk cache from the cold run)"
   if mount_ds "$RUN/cache"; then
-    WARM=$(best "$WARM" "$(boot "$FILE" "$RUN/warm.log")")
-  else WARM=$(best "$WARM" failed); fi
+    record WARM "$(boot "$FILE" "$RUN/warm.log")"
+  else record WARM failed; fi
   umount_it
 
   log "run $run/$RUNS: nbdfuse + nbdkit curl --filter=xz, snapshot=on"
   if mount_chain; then
-    CHAIN=$(best "$CHAIN" "$(boot "$FILE" "$RUN/chain-boot.log" snapshot=on)")
-  else CHAIN=$(best "$CHAIN" failed); fi
+    record CHAIN "$(boot "$FILE" "$RUN/chain-boot.log" snapshot=on)"
+  else record CHAIN failed; fi
   umount_it
 done
 
@@ -165,9 +171,10 @@ ratio () { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "
 
 echo
 echo "Linux boot to marker (TCG, best of $RUNS; image $(du -h --apparent-size "$IMG/linux.img" | cut -f1), xz $(du -h --apparent-size "$IMG/linux.img.xz" | cut -f1))"
-printf '%-44s %10s %12s\n' "source" "seconds" "vs local"
-printf '%-44s %10s %12s\n' "local raw file (limit)" "$LOCAL" "1.00"
-printf '%-44s %10s %12s\n' "diskshelf http+xz, cold" "$COLD" "$(ratio "$COLD" "$LOCAL")"
-printf '%-44s %10s %12s\n' "diskshelf http+xz, warm disk cache" "$WARM" "$(ratio "$WARM" "$LOCAL")"
-printf '%-44s %10s %12s\n' "nbdfuse + nbdkit curl --filter=xz" "$CHAIN" "$(ratio "$CHAIN" "$LOCAL")"
+printf '%-38s %8s %9s   %s\n' "source" "best s" "vs local" "every run, s"
+printf '%-38s %8s %9s   %s\n' "local raw file (limit)" "$LOCAL" "1.00" "$ALL_LOCAL"
+printf '%-38s %8s %9s   %s\n' "diskshelf http+xz, cold" "$COLD" "$(ratio "$COLD" "$LOCAL")" "$ALL_COLD"
+printf '%-38s %8s %9s   %s\n' "diskshelf http+xz, warm disk cache" "$WARM" "$(ratio "$WARM" "$LOCAL")" "$ALL_WARM"
+printf '%-38s %8s %9s   %s\n' "nbdfuse + nbdkit curl --filter=xz" "$CHAIN" "$(ratio "$CHAIN" "$LOCAL")" "$ALL_CHAIN"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; TCG boots slow down with it)"
 echo "diskshelf cold vs chain: $(ratio "$COLD" "$CHAIN") (below 1 is faster)"

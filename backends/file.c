@@ -164,6 +164,20 @@ file_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
   return 0;
 }
 
+/* The file's path, inode and mtime: a replaced or edited file differs. */
+static void
+file_identity (struct layer *l, FILE *out)
+{
+  struct file_layer *f = (struct file_layer *) l;
+  struct stat st;
+
+  fprintf (out, "path: %s\n", f->path);
+  if (fstat (f->fd, &st) == 0 && !f->is_block_device)
+    fprintf (out, "inode: %llu:%llu\nmtime: %lld.%09ld\n",
+             (unsigned long long) st.st_dev, (unsigned long long) st.st_ino,
+             (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
 /* Close the fd and free the layer. */
 static void
 file_close (struct layer *l)
@@ -183,6 +197,7 @@ static const struct layer_ops file_ops = {
   .trim = file_trim,
   .zero = file_zero,
   .extent = file_extent,
+  .identity = file_identity,
   .close = file_close,
 };
 

@@ -165,6 +165,36 @@ layer_status (struct layer *l, FILE *out)
       l->ops->status (l, out);
 }
 
+/* What identifies the bytes of the stack, top layer first. */
+void
+layer_identity (struct layer *l, FILE *out)
+{
+  for (; l; l = l->lower)
+    {
+      fprintf (out, "%s %llu\n", l->ops->name, (unsigned long long) l->size);
+      if (l->ops->identity)
+        l->ops->identity (l, out);
+    }
+}
+
+/* A file handle on the stack was opened. */
+void
+layer_handle_opened (struct layer *l)
+{
+  for (; l; l = l->lower)
+    if (l->ops->handle_opened)
+      l->ops->handle_opened (l);
+}
+
+/* A file handle on the stack was released. */
+void
+layer_handle_released (struct layer *l)
+{
+  for (; l; l = l->lower)
+    if (l->ops->handle_released)
+      l->ops->handle_released (l);
+}
+
 /* Close a layer and everything below it. */
 void
 layer_close (struct layer *l)

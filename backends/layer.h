@@ -85,6 +85,18 @@ struct layer_ops
    * never appear. */
   void (*status) (struct layer *l, FILE *out);
 
+  /* Optional: write what identifies this layer's content beyond its
+   * name and size (validators such as an ETag, a file's inode and
+   * mtime), one "key: value" line each, so a persistent overlay can
+   * tell that the bytes below it changed.  Secrets never appear. */
+  void (*identity) (struct layer *l, FILE *out);
+
+  /* Optional: a file handle on the entry was opened / released (called
+   * on every layer of the stack, top first).  The overlay drops a
+   * discard store when the last handle goes. */
+  void (*handle_opened) (struct layer *l);
+  void (*handle_released) (struct layer *l);
+
   /* Optional: free everything the layer owns, including l itself and the
    * lower layer.  NULL means: layer_close closes lower and frees l. */
   void (*close) (struct layer *l);
@@ -129,6 +141,15 @@ void layer_prefetch (struct layer *l, uint64_t offset, uint64_t length);
 
 /* Write the status lines of this layer and all below it. */
 void layer_status (struct layer *l, FILE *out);
+
+/* Write the identity of the stack from l down: "name size" per layer
+ * and each layer's identity lines. */
+void layer_identity (struct layer *l, FILE *out);
+
+/* Tell every layer of the stack that a file handle was opened or
+ * released. */
+void layer_handle_opened (struct layer *l);
+void layer_handle_released (struct layer *l);
 
 /* Close the whole stack from l down.  NULL is allowed. */
 void layer_close (struct layer *l);

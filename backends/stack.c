@@ -2,7 +2,7 @@
  *
  * transport (by URI scheme or `command`) -> xz (by magic bytes or
  * `compression = xz`), or read-ahead over a bare NBD transport -> tar
- * member (by `entry =`). */
+ * member (by `entry =`) -> copy-on-write overlay (by `overlay =`). */
 #include "stack.h"
 
 #include <errno.h>
@@ -85,7 +85,7 @@ add_decoder (const struct stack_context *ctx, struct layer **top)
 int
 stack_open (const struct stack_context *ctx, struct layer **out)
 {
-  struct layer *top = NULL, *transport, *ahead, *member;
+  struct layer *top = NULL, *transport, *ahead, *member, *overlay;
   int r;
 
   r = open_transport (ctx, &top);
@@ -111,6 +111,10 @@ stack_open (const struct stack_context *ctx, struct layer **out)
         goto fail;
       top = member;
     }
+  r = layer_overlay_open (ctx, top, &overlay);
+  if (r < 0)
+    goto fail;
+  top = overlay;
   *out = top;
   return 0;
 

@@ -2,7 +2,8 @@
  *
  * stack_open probes the source: the URI scheme picks the transport
  * (file, http(s), nbd*, torrent), magic bytes or `compression =` add the
- * xz decoder, and `entry =` adds the tar member layer on top.
+ * xz decoder, `entry =` adds the tar member layer, and `overlay =` (or
+ * --overlay) puts the copy-on-write overlay on top of everything.
  *
  * The shared services (decoded-block cache, disk cache) live in one
  * struct services owned by the daemon and outlive every stack.
@@ -50,5 +51,10 @@ int layer_xz_open (const struct stack_context *ctx, struct layer *lower,
                    struct layer **out);
 int layer_tar_open (const struct stack_context *ctx, struct layer *lower,
                     const char *member, struct layer **out);
+
+/* The copy-on-write overlay when the entry's `overlay =` (or the
+ * daemon's --overlay) asks for one; otherwise *out = lower, unchanged. */
+int layer_overlay_open (const struct stack_context *ctx, struct layer *lower,
+                        struct layer **out);
 
 #endif

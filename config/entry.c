@@ -36,6 +36,7 @@ enum key_kind
   KIND_OWNER,         /* user name or uid */
   KIND_GROUP,         /* group name or gid */
   KIND_MODE,          /* octal permission bits */
+  KIND_OVERLAY,       /* none/discard/absolute path */
 };
 
 struct entry_key
@@ -90,6 +91,9 @@ static const struct entry_key entry_keys[] = {
     "a group name or number that exists on this machine" },
   { "mode", KIND_MODE, FIELD (mode),
     "permission bits in octal, e.g. 0444 or 0640" },
+  { "overlay", KIND_OVERLAY, FIELD (overlay),
+    "none, discard, or the absolute path of an overlay file (its"
+    " directory must exist)" },
 };
 
 /* Collected error text for one parse. */
@@ -282,6 +286,51 @@ check_path (const char *value, bool want_dir, char *buf, size_t size)
   return buf;
 }
 
+/* Parse `overlay =`: none, discard, or a file in an existing directory. */
+const char *
+entry_parse_overlay (const char *value, enum entry_overlay *mode,
+                     char **path, char *buf, size_t size)
+{
+  struct stat st;
+  char *dir, *slash;
+
+  *path = NULL;
+  if (strcmp (value, "none") == 0)
+    return *mode = OVERLAY_NONE, NULL;
+  if (strcmp (value, "discard") == 0)
+    return *mode = OVERLAY_DISCARD, NULL;
+  if (value[0] != '/')
+    {
+      snprintf (buf, size, "'%s' is neither none, discard nor an absolute"
+                " path", value);
+      return buf;
+    }
+  if (stat (value, &st) == 0 && S_ISDIR (st.st_mode))
+    {
+      snprintf (buf, size, "'%s' is a directory, not an overlay file",
+                value);
+      return buf;
+    }
+  dir = strdup (value);
+  if (dir == NULL)
+    return "out of memory";
+  slash = strrchr (dir, '/');
+  slash[slash == dir ? 1 : 0] = '\0';
+  if (stat (dir, &st) < 0 || !S_ISDIR (st.st_mode))
+    {
+      snprintf (buf, size, "the directory '%s' of the overlay file does not"
+                " exist", dir);
+      free (dir);
+      return buf;
+    }
+  free (dir);
+  *path = strdup (value);
+  if (*path == NULL)
+    return "out of memory";
+  *mode = OVERLAY_FILE;
+  return NULL;
+}
+
 /* Store one value into the entry; returns NULL or a complaint. */
 static const char *
 store_value (struct entry_config *e, const struct entry_key *key,
@@ -348,6 +397,9 @@ store_value (struct entry_config *e, const struct entry_key *key,
         return "not an octal mode from 0000 to 0777";
       e->mode_set = true;
       return NULL;
+    case KIND_OVERLAY:
+      return entry_parse_overlay (value, &e->overlay, &e->overlay_path, buf,
+                                  size);
     case KIND_ARGV:
       {
         char **argv;
@@ -550,5 +602,6 @@ entry_free (struct entry_config *e)
   free (e->header_file);
   free (e->cookie_file);
   free (e->user_agent);
+  free (e->overlay_path);
   free (e);
 }

@@ -11,10 +11,15 @@
 #define DISKSHELF_ENTRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 enum entry_compression { COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_XZ };
+
+/* `overlay =`: where writes go.  UNSET takes the daemon's --overlay. */
+enum entry_overlay { OVERLAY_UNSET, OVERLAY_NONE, OVERLAY_DISCARD,
+                     OVERLAY_FILE };
 
 /* A tri-state for yes/no keys that may be left unset. */
 enum entry_flag { FLAG_UNSET = -1, FLAG_NO = 0, FLAG_YES = 1 };
@@ -58,7 +63,16 @@ struct entry_config
   uid_t owner;
   gid_t group;
   mode_t mode;            /* permission bits only */
+  /* copy-on-write overlay */
+  enum entry_overlay overlay;
+  char *overlay_path;     /* for OVERLAY_FILE: absolute path */
 };
+
+/* Parse an overlay value: "none", "discard" or an absolute path (whose
+ * directory must exist).  Returns NULL when fine (*path malloc'd for a
+ * path), or a complaint written into buf. */
+const char *entry_parse_overlay (const char *value, enum entry_overlay *mode,
+                                 char **path, char *buf, size_t size);
 
 /* Parse one .conf file.  name is the entry's path in the mount.  On
  * error returns a negative errno; every problem found is appended to

@@ -74,6 +74,11 @@ print_help (void)
     "                             set none (default: the daemon's user and\n"
     "                             group, 0444, or 0644 when writable)\n"
     "  --log-file=FILE            append log lines to FILE\n"
+    "  --overlay=none|discard|DIR where writes to entries without an\n"
+    "                             `overlay =` key go: nowhere (default:\n"
+    "                             read-only sources stay read-only), a\n"
+    "                             private store dropped at the last close,\n"
+    "                             or persistent files DIR/NAME.overlay\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
@@ -120,7 +125,7 @@ size_option (const char *name, const char *value, uint64_t *out)
 /* The long options that take a value, so "--name VALUE" works too. */
 static const char *const options_with_value[] = {
   "cache-dir", "cache-size", "memory-cache-size", "max-block-size",
-  "readahead", "workers", "log-file", "owner", "group", "mode",
+  "readahead", "workers", "log-file", "owner", "group", "mode", "overlay",
 };
 
 /* True when --name needs a value. */
@@ -132,6 +137,31 @@ takes_value (const char *name)
     if (strcmp (name, options_with_value[i]) == 0)
       return true;
   return false;
+}
+
+/* --overlay=none|discard|DIR: the default for entries without the key. */
+static int
+overlay_option (struct daemon_options *o, const char *value)
+{
+  if (value == NULL || *value == '\0')
+    return error_set (EINVAL, "--overlay needs none, discard or a"
+                      " directory");
+  free (o->overlay_dir);
+  o->overlay_dir = NULL;
+  if (strcmp (value, "none") == 0)
+    o->overlay = OVERLAY_NONE;
+  else if (strcmp (value, "discard") == 0)
+    o->overlay = OVERLAY_DISCARD;
+  else
+    {
+      o->overlay_dir = realpath (value, NULL);
+      if (o->overlay_dir == NULL)
+        return error_set (EINVAL, "--overlay: '%s' is neither none, discard"
+                          " nor an existing directory: %s", value,
+                          strerror (errno));
+      o->overlay = OVERLAY_FILE;
+    }
+  return 0;
 }
 
 /* Apply one named option ("cache-dir", "DIR"); value may be NULL.
@@ -158,6 +188,8 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
     return size_option (name, value, &o->max_block_size);
   if (strcmp (name, "readahead") == 0)
     return size_option (name, value, &o->readahead);
+  if (strcmp (name, "overlay") == 0)
+    return overlay_option (o, value);
   if (strcmp (name, "workers") == 0)
     {
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
@@ -274,6 +306,7 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   o->memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE;
   o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
   o->readahead = DEFAULT_READAHEAD;
+  o->overlay = OVERLAY_NONE;
   for (int i = 0; i < argc; i++)
     {
       const char *arg = argv[i];
@@ -367,6 +400,7 @@ options_free (struct daemon_options *o)
   free (o->fuse_options);
   free (o->cache_dir);
   free (o->log_file);
+  free (o->overlay_dir);
   memset (o, 0, sizeof *o);
 }
 

@@ -38,6 +38,11 @@ struct daemon_options
   uid_t owner;
   gid_t group;
   mode_t mode;
+  int overlay;              /* default for entries without `overlay =`:
+                               an enum entry_overlay, never UNSET;
+                               OVERLAY_FILE means one file per entry
+                               in overlay_dir */
+  char *overlay_dir;        /* for OVERLAY_FILE; absolute */
 };
 
 /* Parse argv after the program name (and after a subcommand).  Returns

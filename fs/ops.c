@@ -29,6 +29,7 @@ struct open_file
   char *status_text;        /* snapshot for the status file */
   size_t status_len;
   char *dir_path;           /* for an open directory */
+  bool direct;              /* opened with O_DIRECT: I/O must be aligned */
   struct open_file *prev, *next;   /* protected by open_files_lock */
 };
 
@@ -62,6 +63,8 @@ free_open_file (struct open_file *of)
   if (of->next)
     of->next->prev = of->prev;
   pthread_mutex_unlock (&open_files_lock);
+  if (of->entry)
+    layer_handle_released (of->entry->stack);
   fs_entry_unref (of->entry);
   free (of->status_text);
   free (of->dir_path);
@@ -336,6 +339,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
       return -ENOMEM;
     }
   of->entry = e;   /* the reference resolve took */
+  of->direct = (fi->flags & O_DIRECT) != 0;
   /* A remote source that changed fails the open (it logs why). */
   if ((r = layer_revalidate (of->entry->stack)) < 0)
     {
@@ -343,6 +347,7 @@ ds_open (const char *path, struct fuse_file_info *fi)
       free (of);
       return r;
     }
+  layer_handle_opened (of->entry->stack);
   track_open_file (of);
   fi->fh = (uintptr_t) of;
   /* Immutable sources let the kernel keep their pages across opens: a
@@ -384,6 +389,27 @@ file_of (struct fuse_file_info *fi)
   return (struct open_file *) (uintptr_t) fi->fh;
 }
 
+/* O_DIRECT I/O must be sector-aligned, as on a disk-backed file system.
+ * qemu (cache=none) probes this: if 1-byte direct reads worked it would
+ * assume 4 KiB alignment and refuse images whose size is not a multiple
+ * of it, such as a 512-byte boot sector. */
+#define DIRECT_IO_ALIGN 512
+
+/* Is an O_DIRECT request misaligned?  A request that ends at the end of
+ * an image whose size is not a multiple of the sector is fine (the
+ * kernel cuts direct reads at the file size). */
+static bool
+misaligned (const struct open_file *of, size_t size, off_t offset,
+            uint64_t file_size)
+{
+  if (!of->direct)
+    return false;
+  if ((uint64_t) offset & (DIRECT_IO_ALIGN - 1))
+    return true;
+  return (size & (DIRECT_IO_ALIGN - 1)) && (uint64_t) offset + size
+                                           < file_size;
+}
+
 /* read: clamp to the size and read through the stack. */
 static int
 ds_read (const char *path, char *buf, size_t size, off_t offset,
@@ -403,7 +429,7 @@ ds_read (const char *path, char *buf, size_t size, off_t offset,
       return (int) size;
     }
   l = of->entry->stack;
-  if (offset < 0)
+  if (offset < 0 || misaligned (of, size, offset, l->size))
     return -EINVAL;
   if ((uint64_t) offset >= l->size)
     return 0;
@@ -427,7 +453,7 @@ ds_write (const char *path, const char *buf, size_t size, off_t offset,
   if (of->entry == NULL)
     return -EROFS;
   l = of->entry->stack;
-  if (offset < 0)
+  if (offset < 0 || misaligned (of, size, offset, l->size))
     return -EINVAL;
   if ((uint64_t) offset >= l->size || size > l->size - (uint64_t) offset)
     return -ENOSPC;

@@ -17,6 +17,10 @@ packages=(
   xz-utils tar e2fsprogs util-linux coreutils
   # service tests: systemd-analyze verify, man -l
   systemd man-db
+  # VM boots from the mount: qemu, a Debian kernel for the guest, and the
+  # tools that make a bootable image without loop mounts
+  qemu-system-x86 linux-image-amd64 syslinux syslinux-common mtools dosfstools
+  busybox-static fdisk kmod
   # benchmarks: the competing tools
   libnbd-bin fio
 )

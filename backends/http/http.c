@@ -394,6 +394,19 @@ http_prefetch (struct layer *l, uint64_t offset, uint64_t length)
   return http_chunks_prefetch ((struct http_layer *) l, offset, length);
 }
 
+/* The URL and validators: what tells this object from another. */
+static void
+http_identity (struct layer *l, FILE *out)
+{
+  struct http_layer *h = (struct http_layer *) l;
+
+  fprintf (out, "url: %s\n", h->rc.display);
+  if (h->rc.etag)
+    fprintf (out, "etag: %s\n", h->rc.etag);
+  if (h->rc.last_modified)
+    fprintf (out, "last-modified: %s\n", h->rc.last_modified);
+}
+
 /* "http-...: ..." lines for `diskshelf status`; no secrets. */
 static void
 http_status (struct layer *l, FILE *out)
@@ -473,6 +486,7 @@ static const struct layer_ops http_ops = {
   .prefetch = http_prefetch,
   .revalidate = http_revalidate,
   .status = http_status,
+  .identity = http_identity,
   .close = http_close,
 };
 

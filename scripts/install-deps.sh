@@ -13,6 +13,9 @@ packages=(
   python3-pytest python3-pytest-timeout
   nbdkit qemu-utils nbd-server nginx-light gnutls-bin
   xz-utils tar e2fsprogs util-linux coreutils
+  # tests: the BitTorrent swarm (tracker, seeders, independent leechers)
+  opentracker aria2 mktorrent transmission-cli transmission-daemon
+  python3-libtorrent
   # benchmarks: the competing tools
   libnbd-bin fio
 )

@@ -2,7 +2,8 @@
  *
  *   bt-get [--out FILE] [--seed FILE] [--listen ADDR] [--port N]
  *          [--peer HOST:PORT]... [--timeout S] [--threads N]
- *          [--pieces FIRST-LAST] [--serve] [--verbose] TORRENT
+ *          [--pieces FIRST-LAST] [--serve] [--announce-retry S]
+ *          [--verbose] TORRENT
  *
  * --out: fetch the pieces (all, or FIRST-LAST) with N reader threads and
  * write them at their offsets in FILE (the files of a multi-file torrent
@@ -109,7 +110,8 @@ usage (void)
 {
   fprintf (stderr, "usage: bt-get [--out FILE|--seed FILE] [--listen ADDR] "
            "[--port N] [--peer HOST:PORT]... [--timeout S] [--threads N] "
-           "[--pieces FIRST-LAST] [--serve] [--verbose] TORRENT\n");
+           "[--pieces FIRST-LAST] [--serve] [--announce-retry S] [--verbose] "
+           "TORRENT\n");
   exit (2);
 }
 
@@ -127,6 +129,7 @@ main (int argc, char **argv)
     { "pieces", required_argument, NULL, 'r' },
     { "serve", no_argument, NULL, 'S' },
     { "verbose", no_argument, NULL, 'v' },
+    { "announce-retry", required_argument, NULL, 'R' },
     { NULL, 0, NULL, 0 },
   };
   const char *out = NULL, *seed = NULL, *peers[64] = { NULL };
@@ -151,6 +154,7 @@ main (int argc, char **argv)
         break;
       case 'S': serve = true; set.listen = true; break;
       case 'v': log_set_level (LOG_LEVEL_DEBUG); break;
+      case 'R': set.announce_retry = atof (optarg); break;
       default: usage ();
       }
   if (optind + 1 != argc || (out == NULL) == (seed == NULL) || threads == 0

@@ -145,7 +145,8 @@ class Tracker:
         with open(self.whitelist, "a") as f:
             for h in hashes:
                 f.write(h + "\n")
-        os.kill(self.proc.pid, signal.SIGHUP)
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
 
     def scrape(self, hexhash):
         """The raw scrape reply, or None if the tracker does not answer."""

@@ -63,3 +63,164 @@ def test_fetch_single_file_http_tracker(tmp_path, tracker, swarm_data):
         assert int(c["hash_failures"]) == 0
     finally:
         seeder.stop()
+
+
+def test_fetch_multi_file_udp_tracker_many_readers(tmp_path, tracker, swarm_data):
+    # Same info, two announce URLs: aria2 announces over HTTP (it needs
+    # DHT for UDP), bt-get over UDP (BEP 15); one swarm per info-hash.
+    multi = swarm_data / "multi"
+    http_t = make_torrent(multi, tmp_path / "multi-http.torrent", tracker.http)
+    udp_t = make_torrent(multi, tmp_path / "multi-udp.torrent", tracker.udp)
+    assert info_hash(http_t) == info_hash(udp_t)
+    tracker.allow(info_hash(http_t))
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [http_t]).start()
+    try:
+        seeded(tracker, http_t)
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "60", "--threads", "8", udp_t)
+        assert rc == 0, stderr
+        # mktorrent orders files by path: a.bin, c.txt, sub/b.bin
+        want = concat([multi / "a.bin", multi / "c.txt", multi / "sub" / "b.bin"])
+        assert out.read_bytes() == want
+        assert int(counters(stdout)["announces_ok"]) >= 1
+    finally:
+        seeder.stop()
+
+
+def test_fetch_from_two_seeders(tmp_path, tracker, swarm_data):
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    # Both capped so that neither alone is much faster than the other.
+    a = Aria2Seeder(tmp_path / "seed-a", swarm_data, [torrent], uplimit="1M").start()
+    b = Aria2Seeder(tmp_path / "seed-b", swarm_data, [torrent], uplimit="1M").start()
+    try:
+        seeded(tracker, torrent, 2)
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "90", "--threads", "8",
+                                    "--verbose", torrent, timeout=180)
+        assert rc == 0, stderr
+        assert sha256(out) == sha256(swarm_data / "big.bin")
+        connected = {line.split("connected to ")[1].split()[0]
+                     for line in stderr.splitlines() if "connected to " in line}
+        assert f"127.0.0.1:{a.port}" in connected and f"127.0.0.1:{b.port}" in connected, stderr
+        up_a = (tmp_path / "seed-a" / "aria2.log").read_text(errors="replace")
+        up_b = (tmp_path / "seed-b" / "aria2.log").read_text(errors="replace")
+        # each seeder's log shows it sent blocks to us
+        assert "piece index=" in up_a and "piece index=" in up_b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_no_peers_gives_eio_after_timeout(tmp_path, tracker, swarm_data):
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    rc, stdout, stderr = bt_get("--out", tmp_path / "out.bin", "--timeout", "3",
+                                "--pieces", "5-5", torrent, timeout=60)
+    assert rc == 1
+    assert "piece 5: no peer delivered a verified copy within 3 s" in stderr
+
+
+def test_down_tracker_is_logged_and_retried(tmp_path, swarm_data):
+    tracker = Tracker(tmp_path / "tracker")       # port chosen, not started yet
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    h = info_hash(torrent)
+    seeder = BtGet(tmp_path / "seed.log", "--seed", swarm_data / "big.bin",
+                   "--announce-retry", "1", torrent).start()
+    try:
+        seeder.read_port()
+        wait_for(lambda: "no tracker answered; retrying in 1 s" in seeder.log(), 30,
+                 "the failed announce in the log")
+        tracker.allow(h)
+        tracker.start()
+        # The retry reaches the tracker, which then lists us as a seeder.
+        wait_for(lambda: tracker.complete(h) >= 1, 30, "the retried announce")
+        c = seeder.stop()
+        assert int(c["announces_failed"]) >= 1 and int(c["announces_ok"]) >= 1
+    finally:
+        stop_process(seeder.proc)
+        tracker.stop()
+
+
+def test_libtorrent_leeches_from_our_seeder(tmp_path, tracker, swarm_data):
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    h = info_hash(torrent)
+    tracker.allow(h)
+    seeder = BtGet(tmp_path / "seed.log", "--seed", swarm_data / "big.bin", torrent).start()
+    try:
+        port = seeder.read_port()
+        wait_for(lambda: tracker.complete(h) >= 1, 30, "our seeder on the tracker")
+        dl = tmp_path / "dl"
+        dl.mkdir()
+        rc, out = lt_leech(tmp_path, torrent, dl, limit=90, peer=f"127.0.0.1:{port}")
+        assert rc == 0, out + seeder.log()
+        assert sha256(dl / "big.bin") == sha256(swarm_data / "big.bin")
+        c = seeder.stop()
+        assert int(c["bytes_up"]) >= 3 * 1024 * 1024 + 4567
+    finally:
+        stop_process(seeder.proc)
+
+
+def test_libtorrent_leeches_multi_file_from_us(tmp_path, tracker, swarm_data):
+    multi = swarm_data / "multi"
+    torrent = make_torrent(multi, tmp_path / "multi.torrent", tracker.http)
+    h = info_hash(torrent)
+    tracker.allow(h)
+    content = tmp_path / "content.bin"
+    content.write_bytes(concat([multi / "a.bin", multi / "c.txt", multi / "sub" / "b.bin"]))
+    seeder = BtGet(tmp_path / "seed.log", "--seed", content, torrent).start()
+    try:
+        port = seeder.read_port()
+        dl = tmp_path / "dl"
+        dl.mkdir()
+        rc, out = lt_leech(tmp_path, torrent, dl, limit=90, peer=f"127.0.0.1:{port}")
+        assert rc == 0, out + seeder.log()
+        for name in ["a.bin", "c.txt", "sub/b.bin"]:
+            assert sha256(dl / "multi" / name) == sha256(multi / name)
+    finally:
+        stop_process(seeder.proc)
+
+
+def test_bad_pieces_ban_the_peer_and_good_peer_delivers(tmp_path, tracker, swarm_data):
+    from bt_hostile import HostilePeer
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    h = info_hash(torrent)
+    tracker.allow(h)
+    pieces = (3 * 1024 * 1024 + 4567 + 32767) // 32768
+    bad = HostilePeer(h, pieces, "garbage").start()
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [torrent]).start()
+    try:
+        seeded(tracker, torrent)
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "60", "--peer", bad.addr,
+                                    "--threads", "4", torrent)
+        assert rc == 0, stderr
+        assert sha256(out) == sha256(swarm_data / "big.bin")
+        c = counters(stdout)
+        assert bad.requests > 0
+        assert int(c["hash_failures"]) >= 1 and int(c["peers_banned"]) == 1, stdout
+        assert f"peer {bad.addr} sent piece" in stderr and "banning it" in stderr
+    finally:
+        seeder.stop()
+        bad.stop()
+
+
+@pytest.mark.parametrize("mode", ["oversize", "badindex", "silent"])
+def test_hostile_peer_is_dropped(tmp_path, swarm_data, mode):
+    from bt_hostile import HostilePeer
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent")
+    h = info_hash(torrent)
+    pieces = (3 * 1024 * 1024 + 4567 + 32767) // 32768
+    bad = HostilePeer(h, pieces, mode).start()
+    try:
+        rc, stdout, stderr = bt_get("--out", tmp_path / "out.bin", "--timeout", "4",
+                                    "--peer", bad.addr, "--pieces", "0-0", "--verbose",
+                                    torrent, timeout=60)
+        # No good copy anywhere: EIO after the timeout, and no crash.
+        assert rc == 1, stderr
+        assert "no peer delivered a verified copy" in stderr
+        assert bad.connections >= 1
+        if mode != "silent":
+            assert "too long" in stderr or "out of range" in stderr, stderr
+    finally:
+        bad.stop()

@@ -7,6 +7,8 @@ packages=(
   # build
   gcc meson ninja-build pkg-config
   libfuse3-dev libcurl4-gnutls-dev liblzma-dev libarchive-dev libgnutls28-dev
+  # fuzzing (scripts/fuzz.sh): clang with libFuzzer and the sanitizers
+  clang libclang-rt-14-dev
   # run
   fuse3
   # tests: the real peers and the tools that make test data

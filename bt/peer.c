@@ -389,10 +389,14 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
         else
           k++;
       }
+  /* Interested while the peer has any piece we lack: an on-demand
+   * reader may want any of them next, and a peer that sees us lose
+   * interest chokes us, so the next read would wait for its next
+   * unchoke round (10 s for aria2). */
   *interested = c->nas > 0;
-  for (struct want *w = s->wants; w != NULL && !*interested; w = w->next)
-    *interested = !w->done && bit_get (c->peer_has, w->index)
-                  && !bit_get (c->refused, w->index);
+  for (uint32_t i = 0; i < s->mi->piece_count && !*interested; i++)
+    *interested = s->piece_state[i] != PIECE_VERIFIED
+                  && bit_get (c->peer_has, i) && !bit_get (c->refused, i);
   unsigned n = 0;
   if (c->peer_choking)
     return 0;
@@ -467,15 +471,18 @@ on_piece (struct bt_conn *c, const struct bt_msg *m)
       a = &c->as[k];
   k--;
   uint32_t b = m->begin / BT_BLOCK_SIZE;
+  /* Blocks of pieces we are not assembling are ignored; a block asked
+   * for before a choke is taken (the SHA-1 decides about it anyway). */
   if (a == NULL || m->begin % BT_BLOCK_SIZE != 0 || b >= a->nblocks
-      || a->block[b] != BLOCK_REQUESTED
+      || a->block[b] == BLOCK_GOT
       || m->data_len != ((b + 1 == a->nblocks)
                          ? a->size - b * BT_BLOCK_SIZE : BT_BLOCK_SIZE))
-    return 0;                   /* not asked for (or cancelled): ignore */
+    return 0;
   memcpy (a->buf + m->begin, m->data, m->data_len);
+  if (a->block[b] == BLOCK_REQUESTED)
+    c->outstanding--;
   a->block[b] = BLOCK_GOT;
   a->received++;
-  c->outstanding--;
   c->last_block = clock_seconds ();
   pthread_mutex_lock (&s->lock);
   s->stats.bytes_down += m->data_len;
@@ -575,15 +582,18 @@ handle (struct bt_conn *c, const struct bt_msg *m)
     case BT_MSG_SUGGEST: case BT_MSG_ALLOWED_FAST:
       return 0;
     case BT_MSG_CHOKE:
+      /* BEP 3: pending requests are dropped.  With the fast extension
+       * the peer should reject each one instead (BEP 6), but not every
+       * peer does, so ask again after the unchoke either way; a block
+       * that still arrives is taken if it is requested again by then. */
       c->peer_choking = true;
-      if (!c->fast)             /* BEP 3: pending requests are dropped */
-        for (unsigned k = 0; k < c->nas; k++)
-          for (uint32_t b = 0; b < c->as[k].nblocks; b++)
-            if (c->as[k].block[b] == BLOCK_REQUESTED)
-              {
-                c->as[k].block[b] = BLOCK_NONE;
-                c->outstanding--;
-              }
+      for (unsigned k = 0; k < c->nas; k++)
+        for (uint32_t b = 0; b < c->as[k].nblocks; b++)
+          if (c->as[k].block[b] == BLOCK_REQUESTED)
+            {
+              c->as[k].block[b] = BLOCK_NONE;
+              c->outstanding--;
+            }
       return 0;
     case BT_MSG_UNCHOKE:
       c->peer_choking = false;

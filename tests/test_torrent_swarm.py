@@ -134,7 +134,11 @@ def test_down_tracker_is_logged_and_retried(tmp_path, swarm_data):
         tracker.allow(h)
         tracker.start()
         # The retry reaches the tracker, which then lists us as a seeder.
-        wait_for(lambda: tracker.complete(h) >= 1, 30, "the retried announce")
+        # (Retries double from 1 s, so allow for a few doublings.)
+        try:
+            wait_for(lambda: tracker.complete(h) >= 1, 90, "the retried announce")
+        except TimeoutError:
+            raise AssertionError(seeder.log()[-3000:])
         c = seeder.stop()
         assert int(c["announces_failed"]) >= 1 and int(c["announces_ok"]) >= 1
     finally:

@@ -10,6 +10,7 @@ Every peer binds 127.0.0.1 only with DHT, LSD, PEX, UPnP and NAT-PMP off
 
 import hashlib
 import os
+import re
 import pathlib
 import signal
 import socket
@@ -194,6 +195,15 @@ class Aria2Seeder:
         stop_process(self.proc)
 
 
+# Sanitizer reports in bt-get's output fail the test that ran it.
+SANITIZER = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:")
+
+
+def check_clean(text):
+    m = SANITIZER.search(text)
+    assert m is None, "bt-get sanitizer report:\n" + text[max(0, m.start() - 200):][:6000]
+
+
 def bt_get_path():
     """bt-get, next to the daemon under test (build/ or build-asan/)."""
     daemon = pathlib.Path(os.environ.get("DISKSHELF_BIN", ROOT / "build" / "diskshelf"))
@@ -228,6 +238,7 @@ class BtGet:
         """SIGTERM, then the key=value counters it printed."""
         stop_process(self.proc, timeout=30)
         out = self.proc.stdout.read()
+        check_clean(self.log())
         return dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
 
 
@@ -235,6 +246,7 @@ def bt_get(*args, timeout=120):
     """Run bt-get to completion; returns (returncode, stdout, stderr)."""
     p = subprocess.run([str(bt_get_path()), *map(str, args)], capture_output=True, text=True,
                        timeout=scaled(timeout))
+    check_clean(p.stderr)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -181,6 +181,7 @@ def test_libtorrent_leeches_multi_file_from_us(tmp_path, tracker, swarm_data):
         assert rc == 0, out + seeder.log()
         for name in ["a.bin", "c.txt", "sub/b.bin"]:
             assert sha256(dl / "multi" / name) == sha256(multi / name)
+        assert int(seeder.stop()["bytes_up"]) >= 300001 + 12345 + 1024 * 1024 + 7
     finally:
         stop_process(seeder.proc)
 

@@ -3,7 +3,7 @@
  *   bt-get [--out FILE] [--seed FILE] [--listen ADDR] [--port N]
  *          [--peer HOST:PORT]... [--timeout S] [--threads N]
  *          [--pieces FIRST-LAST] [--serve] [--announce-retry S]
- *          [--verbose] TORRENT
+ *          [--announce-min-interval S] [--verbose] TORRENT
  *
  * --out: fetch the pieces (all, or FIRST-LAST) with N reader threads and
  * write them at their offsets in FILE (the files of a multi-file torrent
@@ -110,8 +110,8 @@ usage (void)
 {
   fprintf (stderr, "usage: bt-get [--out FILE|--seed FILE] [--listen ADDR] "
            "[--port N] [--peer HOST:PORT]... [--timeout S] [--threads N] "
-           "[--pieces FIRST-LAST] [--serve] [--announce-retry S] [--verbose] "
-           "TORRENT\n");
+           "[--pieces FIRST-LAST] [--serve] [--announce-retry S] "
+           "[--announce-min-interval S] [--verbose] TORRENT\n");
   exit (2);
 }
 
@@ -130,6 +130,7 @@ main (int argc, char **argv)
     { "serve", no_argument, NULL, 'S' },
     { "verbose", no_argument, NULL, 'v' },
     { "announce-retry", required_argument, NULL, 'R' },
+    { "announce-min-interval", required_argument, NULL, 'I' },
     { NULL, 0, NULL, 0 },
   };
   const char *out = NULL, *seed = NULL, *peers[64] = { NULL };
@@ -155,6 +156,7 @@ main (int argc, char **argv)
       case 'S': serve = true; set.listen = true; break;
       case 'v': log_set_level (LOG_LEVEL_DEBUG); break;
       case 'R': set.announce_retry = atof (optarg); break;
+      case 'I': set.announce_min_interval = atof (optarg); break;
       default: usage ();
       }
   if (optind + 1 != argc || (out == NULL) == (seed == NULL) || threads == 0

@@ -297,3 +297,55 @@ def lt_leech(workdir, torrent, outdir, limit=60, peer=None):
         pass
     rc = stop_process(proc)
     return rc, (workdir / "lt_leech.log").read_text(errors="replace")
+
+
+class FakeHttpTracker:
+    """A scripted HTTP tracker in a thread of the test: it records every
+    announce (time and decoded query) and answers with `interval` and the
+    compact peers given."""
+
+    def __init__(self, interval, peers=()):
+        import http.server
+        import threading
+        import time
+        self.announces = []
+        self.interval = interval
+        self.peers = list(peers)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query,
+                                          encoding="latin-1")
+                outer.announces.append((time.monotonic(), {k: v[0] for k, v in q.items()}))
+                body = bencode({"interval": outer.interval,
+                                "peers": b"".join(socket.inet_aton(h) + p.to_bytes(2, "big")
+                                                  for h, p in outer.peers)})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/announce"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def ours(self):
+        """Announces from bt-get (peer id prefix -DS0010-)."""
+        return [(t, q) for t, q in self.announces if q.get("peer_id", "").startswith("-DS0010-")]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)

@@ -229,3 +229,37 @@ def test_hostile_peer_is_dropped(tmp_path, swarm_data, mode):
             assert "too long" in stderr or "out of range" in stderr, stderr
     finally:
         bad.stop()
+
+
+def test_announce_events_and_interval(tmp_path, swarm_data):
+    from bt_helpers import FakeHttpTracker
+    fake = FakeHttpTracker(interval=2).start()
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", fake.url)
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [torrent]).start()
+    fake.peers = [("127.0.0.1", seeder.port)]
+    bt = BtGet(tmp_path / "bt.log", "--out", tmp_path / "out.bin", "--serve", "--timeout", "60",
+               "--announce-min-interval", "1", torrent).start()
+    try:
+        port = bt.read_port()
+        # (bt-get prints "fetched ok|failed" within its 60 s read timeout)
+        assert bt.proc.stdout.readline().strip() == "fetched ok", bt.log()
+        assert sha256(tmp_path / "out.bin") == sha256(swarm_data / "big.bin")
+        # a few more announces at the tracker's interval, then stop
+        wait_for(lambda: len(fake.ours()) >= 5, 60, "periodic announces")
+        bt.stop()
+        ours = fake.ours()
+        events = [q.get("event") for _, q in ours]
+        assert events[0] == "started", events
+        assert "completed" in events, events
+        assert events[-1] == "stopped", events
+        assert all(q["compact"] == "1" and q["port"] == str(port) for _, q in ours)
+        assert ours[-2][1]["left"] == "0"
+        # the tracker's interval is respected: no periodic announce early
+        periodic = [t for t, q in ours if "event" not in q]
+        assert len(periodic) >= 2
+        for a, b in zip(periodic, periodic[1:]):
+            assert b - a >= 1.9, periodic
+    finally:
+        stop_process(bt.proc)
+        seeder.stop()
+        fake.stop()

@@ -41,7 +41,8 @@ struct torrent_layer
   struct block_cache *cache;            /* borrowed */
   struct block_cache_client *client;
   uint64_t base;                        /* the file's offset in the torrent */
-  unsigned ahead;                       /* pieces of read-ahead */
+  unsigned ahead;                       /* pieces the cache reads ahead */
+  unsigned swarm_ahead;                 /* pieces the swarm fetches ahead */
   _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
 
@@ -72,6 +73,8 @@ torrent_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   uint64_t abs = t->base + offset;
   if (sequential && count > 0)
     {
+      /* The cache's workers (few) wait for the next pieces; the swarm
+       * fetches more in parallel behind them, so those waits are short. */
       uint64_t last = (abs + count - 1) / plen;
       for (unsigned k = 1; k <= t->ahead && last + k < t->mi->piece_count;
            k++)
@@ -79,6 +82,10 @@ torrent_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
                                    bt_metainfo_piece_size (t->mi,
                                                            last + k)))
           break;
+      for (uint64_t k = 1; k <= t->swarm_ahead
+                           && last + k < t->mi->piece_count; k++)
+        if (!block_cache_has (t->client, last + k))
+          bt_prefetch_piece (t->session, last + k);
     }
   while (count > 0)
     {
@@ -211,6 +218,10 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   if (r < 0)
     goto err;
   t->ahead = block_cache_workers (t->cache);
+  /* 16 MiB of pieces in flight from the swarm, 4 pieces at least. */
+  t->swarm_ahead = (16u << 20) / t->mi->piece_length;
+  if (t->swarm_ahead < 4)
+    t->swarm_ahead = 4;
   char hex[41];
   bt_info_hash_hex (t->mi, hex);
   log_info ("torrent: %s: info-hash %s, %u pieces of %u KiB, %zu tier%s of "

@@ -148,6 +148,12 @@ int bt_session_open (const struct bt_metainfo *mi,
  * when no peer delivered a good copy within the timeout. */
 int bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf);
 
+/* Start fetching piece index in the background, so that a later
+ * bt_read_piece finds it ready (a sequential reader's read-ahead).  At
+ * most about 32 MiB of such pieces are kept waiting for their reader;
+ * beyond that the oldest unread one is dropped.  Never blocks. */
+void bt_prefetch_piece (struct bt_session *s, uint32_t index);
+
 /* The TCP port the session listens on (0 if it does not). */
 uint16_t bt_session_port (const struct bt_session *s);
 

@@ -32,6 +32,7 @@ struct want
   unsigned waiters;    /* readers blocked on it */
   unsigned assigned;   /* connections assembling it */
   bool done;
+  bool prefetch;       /* asked by bt_prefetch_piece, not yet read */
   uint8_t *buf;        /* the verified bytes once done */
 };
 
@@ -66,7 +67,8 @@ struct bt_session
   uint32_t *have_log;            /* lock; pieces verified since open, in
                                     order, for HAVE messages */
   uint32_t have_log_len;         /* lock */
-  struct want *wants;            /* lock */
+  struct want *wants;            /* lock; newest first */
+  unsigned prefetches;           /* lock; wants with prefetch set */
   struct peer_entry *peers;      /* lock */
   size_t peer_count, peer_cap;   /* lock */
   struct bt_conn *conns;         /* lock; every live connection */

@@ -294,10 +294,62 @@ drop_want_locked (struct bt_session *s, struct want *w)
     if (*pp == w)
       {
         *pp = w->next;
+        if (w->prefetch)
+          s->prefetches--;
         free (w->buf);
         free (w);
         return;
       }
+}
+
+/* The most prefetched pieces kept waiting for a reader. */
+static unsigned
+max_prefetches (const struct bt_session *s)
+{
+  unsigned n = (32u << 20) / s->mi->piece_length;
+  return n < 2 ? 2 : n > 256 ? 256 : n;
+}
+
+/* Queue a background fetch (see bt.h). */
+void
+bt_prefetch_piece (struct bt_session *s, uint32_t index)
+{
+  if (index >= s->mi->piece_count)
+    return;
+  pthread_mutex_lock (&s->lock);
+  if (s->piece_state[index] == PIECE_VERIFIED || find_want (s, index) != NULL
+      || s->stopping)
+    {
+      pthread_mutex_unlock (&s->lock);
+      return;
+    }
+  if (s->prefetches >= max_prefetches (s))
+    {
+      /* Drop the oldest prefetch nobody came for (the list is newest
+       * first); if all are still in flight, skip this one. */
+      struct want *oldest = NULL;
+      for (struct want *w = s->wants; w != NULL; w = w->next)
+        if (w->prefetch && w->waiters == 0 && w->done)
+          oldest = w;
+      if (oldest == NULL)
+        {
+          pthread_mutex_unlock (&s->lock);
+          return;
+        }
+      drop_want_locked (s, oldest);
+    }
+  struct want *w = calloc (1, sizeof *w);
+  if (w != NULL)
+    {
+      w->index = index;
+      w->prefetch = true;
+      w->next = s->wants;
+      s->wants = w;
+      s->prefetches++;
+      session_maybe_connect_locked (s);
+      session_wake_conns_locked (s);
+    }
+  pthread_mutex_unlock (&s->lock);
 }
 
 /* Fetch one verified piece (see bt.h). */
@@ -333,6 +385,11 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
       w->index = index;
       w->next = s->wants;
       s->wants = w;
+    }
+  if (w->prefetch)
+    {
+      w->prefetch = false;      /* its reader came: drop it when done */
+      s->prefetches--;
     }
   w->waiters++;
   session_maybe_connect_locked (s);

@@ -104,6 +104,22 @@ reader (void *opaque)
   return NULL;
 }
 
+/* Parse a whole non-negative decimal number (seconds may have a
+ * fraction); exits 2 on anything else. */
+static double
+number (const char *text, double max)
+{
+  char *end;
+  errno = 0;
+  double v = strtod (text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !(v >= 0) || v > max)
+    {
+      fprintf (stderr, "bt-get: bad number \"%s\"\n", text);
+      exit (2);
+    }
+  return v;
+}
+
 /* Print the usage and exit 2. */
 static void
 usage (void)
@@ -145,18 +161,18 @@ main (int argc, char **argv)
       case 'o': out = optarg; break;
       case 's': seed = optarg; set.listen = true; break;
       case 'l': set.listen_address = optarg; set.listen = true; break;
-      case 'p': set.listen_port = atoi (optarg); set.listen = true; break;
+      case 'p': set.listen_port = number (optarg, 65535); set.listen = true; break;
       case 'P': if (npeers < 63) peers[npeers++] = optarg; break;
-      case 't': set.timeout = atof (optarg); break;
-      case 'n': threads = atoi (optarg); break;
+      case 't': set.timeout = number (optarg, 1e6); break;
+      case 'n': threads = number (optarg, 64); break;
       case 'r':
         if (sscanf (optarg, "%ld-%ld", &first, &last) != 2)
           usage ();
         break;
       case 'S': serve = true; set.listen = true; break;
       case 'v': log_set_level (LOG_LEVEL_DEBUG); break;
-      case 'R': set.announce_retry = atof (optarg); break;
-      case 'I': set.announce_min_interval = atof (optarg); break;
+      case 'R': set.announce_retry = number (optarg, 1e6); break;
+      case 'I': set.announce_min_interval = number (optarg, 1e6); break;
       default: usage ();
       }
   if (optind + 1 != argc || (out == NULL) == (seed == NULL) || threads == 0

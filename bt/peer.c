@@ -10,8 +10,8 @@
  * peers and serves blocks of verified pieces.
  *
  * Thread model: the connection's fields are touched only by its thread,
- * except `next` (session lock) and wake_fd/fd, which other threads may
- * write to (wake) or shut down (close).
+ * except `next` and `fd` (set under the session lock; other threads wake
+ * the connection through wake_fd and shut fd down when closing).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -198,10 +198,17 @@ recv_exact (struct bt_conn *c, uint8_t *buf, size_t len, double deadline)
 static int
 connect_peer (struct bt_conn *c, const struct bt_peer_addr *a)
 {
-  c->fd = socket (a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK
-                  | SOCK_CLOEXEC, 0);
-  if (c->fd < 0)
+  int fd = socket (a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK
+                   | SOCK_CLOEXEC, 0);
+  if (fd < 0)
     return error_set (errno, "socket: %s", strerror (errno));
+  /* conn_shutdown reads fd under the session lock. */
+  pthread_mutex_lock (&c->s->lock);
+  c->fd = fd;
+  bool stopping = c->s->stopping;
+  pthread_mutex_unlock (&c->s->lock);
+  if (stopping)
+    return error_set (ECANCELED, "session closing");
   if (connect (c->fd, (const struct sockaddr *) &a->addr, a->addr_len) < 0
       && errno != EINPROGRESS)
     return error_set (errno, "connect: %s", strerror (errno));

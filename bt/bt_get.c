@@ -3,7 +3,7 @@
  *   bt-get [--out FILE] [--seed FILE] [--listen ADDR] [--port N]
  *          [--peer HOST:PORT]... [--timeout S] [--threads N]
  *          [--pieces FIRST-LAST] [--serve] [--announce-retry S]
- *          [--announce-min-interval S] [--verbose] TORRENT
+ *          [--announce-min-interval S] [--ca-file PEM] [--verbose] TORRENT
  *
  * --out: fetch the pieces (all, or FIRST-LAST) with N reader threads and
  * write them at their offsets in FILE (the files of a multi-file torrent
@@ -127,7 +127,7 @@ usage (void)
   fprintf (stderr, "usage: bt-get [--out FILE|--seed FILE] [--listen ADDR] "
            "[--port N] [--peer HOST:PORT]... [--timeout S] [--threads N] "
            "[--pieces FIRST-LAST] [--serve] [--announce-retry S] "
-           "[--announce-min-interval S] [--verbose] TORRENT\n");
+           "[--announce-min-interval S] [--ca-file PEM] [--verbose] TORRENT\n");
   exit (2);
 }
 
@@ -147,6 +147,7 @@ main (int argc, char **argv)
     { "verbose", no_argument, NULL, 'v' },
     { "announce-retry", required_argument, NULL, 'R' },
     { "announce-min-interval", required_argument, NULL, 'I' },
+    { "ca-file", required_argument, NULL, 'C' },
     { NULL, 0, NULL, 0 },
   };
   const char *out = NULL, *seed = NULL, *peers[64] = { NULL };
@@ -173,6 +174,7 @@ main (int argc, char **argv)
       case 'v': log_set_level (LOG_LEVEL_DEBUG); break;
       case 'R': set.announce_retry = number (optarg, 1e6); break;
       case 'I': set.announce_min_interval = number (optarg, 1e6); break;
+      case 'C': set.ca_file = optarg; break;
       default: usage ();
       }
   if (optind + 1 != argc || (out == NULL) == (seed == NULL) || threads == 0

@@ -349,3 +349,61 @@ class FakeHttpTracker:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+class FakeUdpTracker:
+    """A scripted BEP 15 tracker on UDP 127.0.0.1 in a thread of the test.
+    It ignores the first connect request (so the client must retransmit),
+    answers the first announce with a reply for another transaction (which
+    the client must ignore) and then with the real one, listing `peers`."""
+
+    def __init__(self, peers=()):
+        import struct
+        import threading
+        self.struct = struct
+        self.peers = list(peers)
+        self.connects = 0
+        self.announces = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self):
+        return f"udp://127.0.0.1:{self.port}/announce"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        st = self.struct
+        while not self.stopping:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (socket.timeout, OSError):
+                continue
+            if len(data) == 16 and data[:12] == st.pack(">QI", 0x41727101980, 0):
+                self.connects += 1
+                if self.connects == 1:
+                    continue                     # lost: the client must resend
+                txid = data[12:16]
+                self.sock.sendto(st.pack(">I", 0) + txid + b"CONNID42", addr)
+            elif len(data) >= 98 and data[:8] == b"CONNID42":
+                action, txid = st.unpack(">II", data[8:16])
+                event, = st.unpack(">I", data[80:84])
+                self.announces.append(event)
+                peers = b"".join(socket.inet_aton(h) + p.to_bytes(2, "big")
+                                 for h, p in self.peers)
+                other = st.pack(">II", 1, (txid + 1) & 0xFFFFFFFF)
+                self.sock.sendto(other + st.pack(">III", 60, 0, 1), addr)
+                self.sock.sendto(st.pack(">IIIII", 1, txid, 60, 0, len(self.peers)) + peers,
+                                 addr)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(timeout=10)
+        self.sock.close()

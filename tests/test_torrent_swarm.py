@@ -263,3 +263,50 @@ def test_announce_events_and_interval(tmp_path, swarm_data):
         stop_process(bt.proc)
         seeder.stop()
         fake.stop()
+
+
+def test_https_tracker_verified_with_ca_file(tmp_path, swarm_data, nginx, test_ca):
+    from bt_helpers import bencode
+    import socket as so
+    seeder_torrent = make_torrent(swarm_data / "big.bin", tmp_path / "seed.torrent")
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [seeder_torrent]).start()
+    # nginx answers every announce with a fixed reply naming the seeder.
+    (nginx.root / "announce").write_bytes(bencode(
+        {"interval": 60, "peers": so.inet_aton("127.0.0.1") + seeder.port.to_bytes(2, "big")}))
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "https.torrent",
+                           nginx.url("announce", https=True))
+    try:
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "60", "--ca-file",
+                                    test_ca.ca_cert, torrent)
+        assert rc == 0, stderr
+        assert sha256(out) == sha256(swarm_data / "big.bin")
+        # Without the CA the certificate is refused: logged, no peers, EIO.
+        rc, stdout, stderr = bt_get("--out", tmp_path / "out2.bin", "--timeout", "3",
+                                    "--pieces", "0-0", torrent, timeout=60)
+        assert rc == 1
+        assert f"tracker {nginx.url('announce', https=True)}" in stderr
+        assert "certificate" in stderr.lower(), stderr
+        assert "no tracker answered" in stderr
+    finally:
+        seeder.stop()
+
+
+def test_udp_tracker_lost_packet_and_stray_reply(tmp_path, swarm_data):
+    from bt_helpers import FakeUdpTracker
+    seeder_torrent = make_torrent(swarm_data / "big.bin", tmp_path / "seed.torrent")
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [seeder_torrent]).start()
+    fake = FakeUdpTracker([("127.0.0.1", seeder.port)]).start()
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "udp.torrent", fake.url)
+    try:
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "60", torrent)
+        assert rc == 0, stderr
+        assert sha256(out) == sha256(swarm_data / "big.bin")
+        assert fake.connects >= 2            # the lost connect was sent again
+        assert fake.announces[0] == 2        # BEP 15 event 2: started
+        assert fake.announces[-1] == 3       # stopped, on close
+        assert int(counters(stdout)["announces_ok"]) >= 1
+    finally:
+        fake.stop()
+        seeder.stop()

@@ -205,7 +205,11 @@ main (int argc, char **argv)
   sigemptyset (&sigs);
   sigaddset (&sigs, SIGTERM);
   sigaddset (&sigs, SIGINT);
-  pthread_sigmask (SIG_BLOCK, &sigs, NULL);
+  /* Serving ends with SIGTERM/SIGINT, taken by sigwait below (so every
+   * thread must block them); a plain fetch just dies of them. */
+  bool wait_signal = seed != NULL || serve;
+  if (wait_signal)
+    pthread_sigmask (SIG_BLOCK, &sigs, NULL);
 
   struct bt_session *s;
   if (bt_session_open (mi, &set, &ops, &st, &s) < 0)
@@ -232,7 +236,7 @@ main (int argc, char **argv)
       printf ("fetched %s\n", status ? "failed" : "ok");
       fflush (stdout);
     }
-  if (seed != NULL || serve)
+  if (wait_signal)
     {
       int sig;
       sigwait (&sigs, &sig);

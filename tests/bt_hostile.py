@@ -7,6 +7,7 @@ way:
     silent      never answers a request
     oversize    sends a message whose length prefix is 64 MiB
     badindex    sends "have" for a piece past the end
+    reject      rejects every request (BEP 6 reject-request)
 
 It runs in a thread of the test process; stop() closes everything.
 """
@@ -110,6 +111,8 @@ class HostilePeer:
                     if self.mode == "garbage":
                         conn.sendall(struct.pack(">IBII", 9 + size, 7, index, begin)
                                      + os.urandom(size))
+                    elif self.mode == "reject" and fast:
+                        conn.sendall(struct.pack(">IBIII", 13, 0x10, index, begin, size))
         except (ConnectionError, OSError):
             pass
         finally:

@@ -210,7 +210,7 @@ def test_bad_pieces_ban_the_peer_and_good_peer_delivers(tmp_path, tracker, swarm
         bad.stop()
 
 
-@pytest.mark.parametrize("mode", ["oversize", "badindex", "silent"])
+@pytest.mark.parametrize("mode", ["oversize", "badindex", "silent", "reject"])
 def test_hostile_peer_is_dropped(tmp_path, swarm_data, mode):
     from bt_hostile import HostilePeer
     torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent")
@@ -225,8 +225,11 @@ def test_hostile_peer_is_dropped(tmp_path, swarm_data, mode):
         assert rc == 1, stderr
         assert "no peer delivered a verified copy" in stderr
         assert bad.connections >= 1
-        if mode != "silent":
+        if mode in ("oversize", "badindex"):
             assert "too long" in stderr or "out of range" in stderr, stderr
+        if mode == "reject":
+            # a rejected piece is not asked of that peer again (no loop)
+            assert 1 <= bad.requests <= 2, bad.requests
     finally:
         bad.stop()
 
@@ -310,3 +313,24 @@ def test_udp_tracker_lost_packet_and_stray_reply(tmp_path, swarm_data):
     finally:
         fake.stop()
         seeder.stop()
+
+
+def test_many_requests_in_flight(tmp_path, swarm_data):
+    import time
+    from bt_hostile import HostilePeer
+    # 256 KiB pieces = 16 blocks; a peer that never answers sees how many
+    # requests we keep in flight at once.
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", piece_log=18)
+    h = info_hash(torrent)
+    silent = HostilePeer(h, 13, "silent").start()
+    bt = BtGet(tmp_path / "bt.log", "--out", tmp_path / "out.bin", "--timeout", "600",
+               "--threads", "8", "--peer", silent.addr, "--pieces", "0-7", torrent).start()
+    try:
+        # 8 pieces wanted at once: the default pipeline of 64 fills, and
+        # not one request more goes out while none is answered.
+        wait_for(lambda: silent.requests >= 64, 30, "64 requests")
+        time.sleep(1)
+        assert silent.requests == 64, silent.requests
+    finally:
+        stop_process(bt.proc)
+        silent.stop()

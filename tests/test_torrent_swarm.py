@@ -334,3 +334,28 @@ def test_many_requests_in_flight(tmp_path, swarm_data):
     finally:
         stop_process(bt.proc)
         silent.stop()
+
+
+def test_fetched_pieces_are_seeded_on(tmp_path, tracker, swarm_data):
+    # bt-get fetches from aria2 into its store, the seeder goes away, and
+    # libtorrent then gets every piece from us alone.
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    seeder = Aria2Seeder(tmp_path / "seed", swarm_data, [torrent]).start()
+    bt = BtGet(tmp_path / "bt.log", "--out", tmp_path / "out.bin", "--serve", "--timeout", "60",
+               torrent).start()
+    try:
+        seeded(tracker, torrent)
+        port = bt.read_port()
+        assert bt.proc.stdout.readline().strip() == "fetched ok", bt.log()
+        seeder.stop()
+        dl = tmp_path / "dl"
+        dl.mkdir()
+        rc, out = lt_leech(tmp_path, torrent, dl, limit=90, peer=f"127.0.0.1:{port}")
+        assert rc == 0, out + bt.log()
+        assert sha256(dl / "big.bin") == sha256(swarm_data / "big.bin")
+        c = bt.stop()
+        assert int(c["bytes_up"]) >= 3 * 1024 * 1024 + 4567
+    finally:
+        stop_process(bt.proc)
+        seeder.stop()

@@ -61,6 +61,9 @@ fill_announce (struct bt_session *s, struct bt_announce *a,
   a->numwant = 50;
   a->timeout = timeout;
   a->ca_file = s->set.ca_file;
+  /* A closing session does not wait for a slow tracker, except for the
+   * short "stopped" announce. */
+  a->cancel = ev == BT_EVENT_STOPPED ? NULL : &s->cancel;
 }
 
 /* Announce once, tier by tier.  Returns the interval or a negative
@@ -77,6 +80,8 @@ announce_once (struct bt_session *s, enum bt_event ev, double timeout,
       {
         struct bt_reply reply;
         r = bt_tracker_announce (s->tiers[t][i], &a, &reply);
+        if (r == -ECANCELED)
+          return r;
         if (r < 0)
           {
             log_warning ("bt: %s: %s", s->name, error_message ());
@@ -151,6 +156,8 @@ tracker_main (void *opaque)
       else
         s->stats.announces_ok++;
       pthread_mutex_unlock (&s->lock);
+      if (interval == -ECANCELED)
+        break;
       if (interval < 0)
         {
           log_warning ("bt: %s: no tracker answered; retrying in %.0f s",

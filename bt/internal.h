@@ -10,6 +10,7 @@
 #define DISKSHELF_BT_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -62,6 +63,8 @@ struct bt_session
   pthread_mutex_t lock;
   pthread_cond_t cond;           /* want done, conns gone, stopping */
   bool stopping;                 /* lock */
+  atomic_bool cancel;            /* = stopping, read without the lock by
+                                    a running announce */
   uint8_t *piece_state;          /* lock; enum piece_state per piece */
   uint32_t verified_count;       /* lock */
   uint32_t *have_log;            /* lock; pieces verified since open, in

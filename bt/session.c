@@ -437,6 +437,7 @@ bt_session_close (struct bt_session *s)
     return;
   pthread_mutex_lock (&s->lock);
   s->stopping = true;
+  atomic_store (&s->cancel, true);
   pthread_cond_broadcast (&s->cond);
   for (struct bt_conn *c = s->conns; c != NULL; c = conn_next (c))
     conn_shutdown (c);

@@ -41,6 +41,15 @@ collect (char *ptr, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
+/* libcurl progress callback: abort when the session is closing. */
+static int
+check_cancel (void *opaque, curl_off_t dltotal, curl_off_t dlnow,
+              curl_off_t ultotal, curl_off_t ulnow)
+{
+  const atomic_bool *cancel = opaque;
+  return cancel != NULL && atomic_load (cancel);
+}
+
 /* Percent-encode 20 bytes into out (61 bytes). */
 static void
 url_escape20 (const uint8_t *in, char *out)
@@ -94,6 +103,9 @@ announce_http (const char *url, const struct bt_announce *a,
   curl_easy_setopt (curl, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt (curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt (curl, CURLOPT_USERAGENT, "diskshelf/0.1");
+  curl_easy_setopt (curl, CURLOPT_XFERINFOFUNCTION, check_cancel);
+  curl_easy_setopt (curl, CURLOPT_XFERINFODATA, (void *) a->cancel);
+  curl_easy_setopt (curl, CURLOPT_NOPROGRESS, 0L);
   if (a->ca_file != NULL)
     curl_easy_setopt (curl, CURLOPT_CAINFO, a->ca_file);
   CURLcode rc = curl_easy_perform (curl);
@@ -102,7 +114,9 @@ announce_http (const char *url, const struct bt_announce *a,
   curl_easy_cleanup (curl);
   free (full);
   int r;
-  if (rc != CURLE_OK)
+  if (rc == CURLE_ABORTED_BY_CALLBACK)
+    r = error_set (ECANCELED, "cancelled");
+  else if (rc != CURLE_OK)
     r = error_set (EHOSTUNREACH, "%s", errbuf[0] ? errbuf
                    : curl_easy_strerror (rc));
   else if (status != 200)
@@ -174,7 +188,7 @@ split_udp_url (const char *url, char *host, size_t hostlen, char *port,
  * the deadline.  Returns the reply length or a negative errno. */
 static ssize_t
 udp_exchange (int fd, const uint8_t *req, size_t reqlen, uint8_t *reply,
-              size_t replylen, double deadline)
+              size_t replylen, double deadline, const atomic_bool *cancel)
 {
   double wait = 1.0;            /* BEP 15 says 15 s * 2^n; loopback-first */
   for (;;)
@@ -189,6 +203,10 @@ udp_exchange (int fd, const uint8_t *req, size_t reqlen, uint8_t *reply,
           double left = until - clock_seconds ();
           if (left <= 0)
             break;
+          if (cancel != NULL && atomic_load (cancel))
+            return error_set (ECANCELED, "cancelled");
+          if (left > 0.2)
+            left = 0.2;         /* look at cancel five times a second */
           struct pollfd pfd = { .fd = fd, .events = POLLIN };
           int n = poll (&pfd, 1, (int) (left * 1000) + 1);
           if (n < 0 && errno != EINTR)
@@ -243,7 +261,8 @@ announce_udp (const char *url, const struct bt_announce *a,
   put64 (req, UINT64_C (0x41727101980));
   put32 (req + 8, 0);           /* connect */
   put32 (req + 12, txid);
-  ssize_t n = udp_exchange (fd, req, 16, reply, sizeof reply, deadline);
+  ssize_t n = udp_exchange (fd, req, 16, reply, sizeof reply, deadline,
+                           a->cancel);
   if (n >= 0 && (n < 16 || get32 (reply) != 0))
     n = get32 (reply) == 3 && n > 8
         ? error_set (EREMOTEIO, "tracker refused: %.*s", (int) (n - 8),
@@ -270,7 +289,8 @@ announce_udp (const char *url, const struct bt_announce *a,
   put32 (req + 92, (uint32_t) a->numwant);
   req[96] = a->port >> 8;
   req[97] = a->port;
-  n = udp_exchange (fd, req, sizeof req, reply, sizeof reply, deadline);
+  n = udp_exchange (fd, req, sizeof req, reply, sizeof reply, deadline,
+                    a->cancel);
   close (fd);
   if (n < 0)
     return error_prefix (-n, "UDP announce");

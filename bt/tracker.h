@@ -10,6 +10,8 @@
 #define DISKSHELF_BT_TRACKER_H
 
 #include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -36,6 +38,8 @@ struct bt_announce
   uint32_t key;
   int numwant;
   double timeout;             /* seconds for the whole announce */
+  const atomic_bool *cancel;  /* if set and true, give up at once
+                                 (-ECANCELED); may be NULL */
   const char *ca_file;        /* HTTPS: extra trusted CAs or NULL */
 };
 

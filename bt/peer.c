@@ -75,13 +75,14 @@ struct bt_conn
   double last_recv, last_send, last_block;
 };
 
-/* Bitmap helpers (BEP 3 order: high bit first). */
+/* Test bit i of a piece bitmap (BEP 3 order: high bit first). */
 static bool
 bit_get (const uint8_t *map, uint32_t i)
 {
   return map[i / 8] & (0x80 >> (i % 8));
 }
 
+/* Set bit i of a piece bitmap. */
 static void
 bit_set (uint8_t *map, uint32_t i)
 {

@@ -127,13 +127,14 @@ announce_http (const char *url, const struct bt_announce *a,
   return r;
 }
 
-/* Write a big-endian 32- and 64-bit number. */
+/* Write a big-endian 32-bit number. */
 static void
 put32 (uint8_t *p, uint32_t v)
 {
   p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
 }
 
+/* Write a big-endian 64-bit number. */
 static void
 put64 (uint8_t *p, uint64_t v)
 {
@@ -141,6 +142,7 @@ put64 (uint8_t *p, uint64_t v)
   put32 (p + 4, (uint32_t) v);
 }
 
+/* Read a big-endian 32-bit number. */
 static uint32_t
 get32 (const uint8_t *p)
 {

@@ -407,3 +407,60 @@ class FakeUdpTracker:
         self.stopping = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+LT_SEED = r'''
+import sys, time, libtorrent as lt
+torrent, datadir, port, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = lt.session({"listen_interfaces": "127.0.0.1:%d" % port, "outgoing_interfaces": "127.0.0.1",
+                "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+                "enable_natpmp": False, "allow_multiple_connections_per_ip": True,
+                "enable_incoming_utp": False, "enable_outgoing_utp": False,
+                "alert_mask": lt.alert.category_t.error_notification})
+h = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": datadir,
+                   "flags": lt.torrent_flags.seed_mode})
+print("seeding", flush=True)
+end = time.monotonic() + limit
+while time.monotonic() < end:
+    time.sleep(0.5)
+'''
+
+
+def make_hybrid_torrent(directory, out, piece_size=16384):
+    """A hybrid v1/v2 torrent of directory (BEP 52 + BEP 47 pad files),
+    made by python3-libtorrent in a child process."""
+    code = ("import sys, libtorrent as lt\n"
+            "fs = lt.file_storage(); lt.add_files(fs, sys.argv[1])\n"
+            "ct = lt.create_torrent(fs, int(sys.argv[3]))\n"
+            "lt.set_piece_hashes(ct, sys.argv[4])\n"
+            "open(sys.argv[2], 'wb').write(lt.bencode(ct.generate()))\n")
+    directory = pathlib.Path(directory)
+    run(["/usr/bin/python3", "-c", code, directory.name, out, piece_size, directory.parent],
+        cwd=directory.parent)
+    return pathlib.Path(out)
+
+
+class LtSeeder:
+    """python3-libtorrent seeding one torrent from datadir on 127.0.0.1."""
+
+    def __init__(self, workdir, torrent, datadir, limit=300):
+        self.dir = pathlib.Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        script = self.dir / "lt_seed.py"
+        script.write_text(LT_SEED)
+        self.port = free_port()
+        self.argv = ["/usr/bin/python3", script, torrent, datadir, self.port, scaled(limit)]
+        self.proc = None
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = start_process(self.argv, self.dir / "lt_seed.log")
+        wait_for(lambda: "seeding" in (self.dir / "lt_seed.log").read_text(), 30,
+                 "the libtorrent seeder")
+        return self
+
+    def stop(self):
+        stop_process(self.proc)

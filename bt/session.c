@@ -38,7 +38,10 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
     return -ENOENT;
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
   if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
-    return -ENOENT;
+    {
+      memset (buf, 0, size);
+      return -ENOENT;
+    }
   if (st == PIECE_VERIFIED)
     return 0;
   bool good = session_verify (s, index, buf);
@@ -53,8 +56,11 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
     }
   pthread_mutex_unlock (&s->lock);
   if (!good)
-    log_warning ("bt: %s: piece %u in the store fails its SHA-1; fetching "
-                 "it again", s->name, index);
+    {
+      memset (buf, 0, size);    /* no unverified byte leaves this file */
+      log_warning ("bt: %s: piece %u in the store fails its SHA-1; fetching "
+                   "it again", s->name, index);
+    }
   return good ? 0 : -ENOENT;
 }
 
@@ -407,7 +413,7 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
   if (done)
     return 0;
   return error_set (EIO, "bt: %s: piece %u: no peer delivered a verified "
-                    "copy within %.0f s (%u peers known, %u connected); "
+                    "copy within %g s (%u peers known, %u connected); "
                     "check the trackers and the swarm, or raise the timeout",
                     s->name, index, s->set.timeout, known, connected);
 }

@@ -162,7 +162,10 @@ main (int argc, char **argv)
       case 'o': out = optarg; break;
       case 's': seed = optarg; set.listen = true; break;
       case 'l': set.listen_address = optarg; set.listen = true; break;
-      case 'p': set.listen_port = number (optarg, 65535); set.listen = true; break;
+      case 'p':
+        set.listen_port = number (optarg, 65535);
+        set.listen = true;
+        break;
       case 'P': if (npeers < 63) peers[npeers++] = optarg; break;
       case 't': set.timeout = number (optarg, 1e6); break;
       case 'n': threads = number (optarg, 64); break;

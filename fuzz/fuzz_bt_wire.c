@@ -34,7 +34,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         break;
       if (used > size)
         abort ();
-      if (m.data_len > 0 && (m.data < data || m.data + m.data_len > data + used))
+      if (m.data_len > 0
+          && (m.data < data || m.data + m.data_len > data + used))
         abort ();
       if (m.id != BT_MSG_BITFIELD && m.id != BT_MSG_PIECE
           && m.id != BT_MSG_EXTENDED)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bt/bt.h"
 #include "entry.h"
 #include "error.h"
 #include "readahead.h"
@@ -21,7 +22,9 @@
 static const unsigned char xz_magic[6] = { 0xFD, '7', 'z', 'X', 'Z', 0x00 };
 
 /* Is the local file a torrent: named *.torrent, or a small file that
- * starts like a bencoded dictionary ("d" and a key length)? */
+ * starts like a bencoded dictionary ("d" and a key length) and parses as
+ * a metainfo file (so a disk image that happens to start with "d5" stays
+ * a disk image)? */
 static bool
 is_torrent_file (const char *path)
 {
@@ -37,6 +40,13 @@ is_torrent_file (const char *path)
              && st.st_size < (64 << 20) && pread (fd, head, 2, 0) == 2
              && head[0] == 'd' && head[1] >= '1' && head[1] <= '9';
   close (fd);
+  if (yes)
+    {
+      struct bt_metainfo *mi = NULL;
+      yes = bt_metainfo_load (path, &mi) == 0;
+      bt_metainfo_free (yes ? mi : NULL);
+      error_clear ();
+    }
   return yes;
 }
 

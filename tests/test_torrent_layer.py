@@ -100,3 +100,21 @@ def test_no_peers_gives_eio_after_the_entry_timeout(mount, catalog, tmp_path, tr
     finally:
         os.close(fd)
     m.wait_log("no peer delivered a verified copy within 3 s", timeout=10)
+
+
+def test_torrent_found_by_content_and_lookalike_stays_a_file(mount, catalog, tmp_path, tracker,
+                                                            data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.meta", tracker.http)
+    seeder = seed(tmp_path, tracker, data, torrent)
+    lookalike = tmp_path / "raw.img"
+    lookalike.write_bytes(b"d5:hello" + bytes(70000))      # starts like bencode, is not
+    try:
+        write_entry(catalog, "disk.img", f"source = {torrent}\n")
+        write_entry(catalog, "raw.img", f"source = {lookalike}\n")
+        m = mount(catalog)
+        assert sha256(m.path / "disk.img") == sha256(data / "disk.img")
+        assert (m.path / "raw.img").read_bytes() == lookalike.read_bytes()
+        status = m.status()
+        assert "stack: torrent" in status and "stack: file" in status, status
+    finally:
+        seeder.stop()

@@ -47,6 +47,8 @@ int layer_http_open (const struct stack_context *ctx, const char *url,
 int layer_nbd_open (const struct stack_context *ctx, const char *uri,
                     struct layer **out);
 int layer_captive_open (const struct stack_context *ctx, struct layer **out);
+int layer_torrent_open (const struct stack_context *ctx, const char *path,
+                        struct layer **out);
 int layer_xz_open (const struct stack_context *ctx, struct layer *lower,
                    struct layer **out);
 int layer_tar_open (const struct stack_context *ctx, struct layer *lower,

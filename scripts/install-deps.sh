@@ -21,6 +21,9 @@ packages=(
   # tools that make a bootable image without loop mounts
   qemu-system-x86 linux-image-amd64 syslinux syslinux-common mtools dosfstools
   busybox-static fdisk kmod
+  # tests: the BitTorrent swarm (tracker, seeders, independent leechers)
+  opentracker aria2 mktorrent transmission-cli transmission-daemon
+  python3-libtorrent
   # benchmarks: the competing tools
   libnbd-bin fio
 )

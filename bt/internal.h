@@ -1,0 +1,144 @@
+/* diskshelf bt: the session's private state, shared by session.c
+ * (pieces, waiters, peers list), announce.c (tracker thread), listen.c
+ * (incoming connections) and peer.c (one thread per connection).
+ *
+ * Thread model: everything below marked "lock" is protected by
+ * bt_session.lock.  Connection threads are detached; the session counts
+ * them (live_conns) and close waits for the count to drop to zero.
+ */
+#ifndef DISKSHELF_BT_INTERNAL_H
+#define DISKSHELF_BT_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bt.h"
+#include "tracker.h"
+
+/* What the session knows about one piece (piece_state[]). */
+enum piece_state
+{
+  PIECE_ABSENT = 0,
+  PIECE_CLAIMED,       /* the store says it has it; not yet verified */
+  PIECE_VERIFIED,      /* in the store and its SHA-1 matched */
+};
+
+/* A piece some reader is waiting for. */
+struct want
+{
+  struct want *next;
+  uint32_t index;
+  unsigned waiters;    /* readers blocked on it */
+  unsigned assigned;   /* connections assembling it */
+  bool done;
+  bool prefetch;       /* asked by bt_prefetch_piece, not yet read */
+  uint8_t *buf;        /* the verified bytes once done */
+};
+
+enum peer_state { PEER_IDLE, PEER_CONNECTED, PEER_BANNED, PEER_SELF };
+
+/* A peer address learnt from a tracker or the settings. */
+struct peer_entry
+{
+  struct bt_peer_addr addr;
+  enum peer_state state;
+  unsigned failures;
+  double next_try;     /* monotonic seconds */
+};
+
+struct bt_conn;
+
+struct bt_session
+{
+  const struct bt_metainfo *mi;
+  struct bt_settings set;        /* strings borrowed except name */
+  char *name;
+  struct bt_store_ops store;
+  void *store_ctx;
+  uint8_t peer_id[20];
+  uint32_t key;
+
+  pthread_mutex_t lock;
+  pthread_cond_t cond;           /* want done, conns gone, stopping */
+  bool stopping;                 /* lock */
+  atomic_bool cancel;            /* = stopping, read without the lock by
+                                    a running announce */
+  uint8_t *piece_state;          /* lock; enum piece_state per piece */
+  uint32_t verified_count;       /* lock */
+  uint32_t *have_log;            /* lock; pieces verified since open, in
+                                    order, for HAVE messages */
+  uint32_t have_log_len;         /* lock */
+  struct want *wants;            /* lock; newest first */
+  unsigned prefetches;           /* lock; wants with prefetch set */
+  struct peer_entry *peers;      /* lock */
+  size_t peer_count, peer_cap;   /* lock */
+  struct bt_conn *conns;         /* lock; every live connection */
+  unsigned live_conns;           /* lock; threads not yet finished */
+  unsigned outgoing_conns;       /* lock */
+  struct bt_stats stats;         /* lock */
+
+  pthread_t tracker_thread;
+  bool tracker_started;
+  char ***tiers;                 /* tracker thread only: own copy */
+  size_t tier_count;
+
+  int listen_fd;
+  uint16_t port;
+  pthread_t listen_thread;
+  bool listen_started;
+};
+
+/* session.c */
+int session_piece_from_store (struct bt_session *s, uint32_t index,
+                              uint8_t *buf);
+void session_piece_verified (struct bt_session *s, uint32_t index,
+                             const uint8_t *buf);
+bool session_verify (struct bt_session *s, uint32_t index,
+                     const uint8_t *buf);
+void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,
+                        size_t n);
+void session_maybe_connect_locked (struct bt_session *s);
+void session_wake_conns_locked (struct bt_session *s);
+void session_peer_addr_text (const struct bt_peer_addr *a, char *buf,
+                             size_t len);
+
+/* peer.c */
+int conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index);
+void conn_wake (struct bt_conn *c);
+void conn_shutdown (struct bt_conn *c);
+struct bt_conn *conn_next (struct bt_conn *c);
+
+/* announce.c */
+int announce_start (struct bt_session *s);
+void announce_stop (struct bt_session *s);
+
+/* listen.c */
+int listen_start (struct bt_session *s);
+void listen_stop (struct bt_session *s);
+
+/* pthread_create for the library's own threads: they block every
+ * asynchronous signal, so a signal sent to the application always reaches
+ * one of the application's threads (a daemon's main thread waits for
+ * SIGTERM), never a library thread that would ignore it. */
+static inline int
+bt_thread_create (pthread_t *thread, const pthread_attr_t *attr,
+                  void *(*start) (void *), void *arg)
+{
+  static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+                                SIGABRT };
+  sigset_t block, old;
+  int r;
+
+  sigfillset (&block);
+  for (unsigned i = 0; i < sizeof faults / sizeof faults[0]; i++)
+    sigdelset (&block, faults[i]);
+  pthread_sigmask (SIG_BLOCK, &block, &old);
+  r = pthread_create (thread, attr, start, arg);
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  return r;
+}
+
+#endif

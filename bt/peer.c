@@ -1,0 +1,898 @@
+/* diskshelf bt: one peer connection, in its own thread.
+ *
+ * Outgoing or incoming, a connection does the BEP 3 handshake (offering
+ * the fast extension, BEP 6, and the extension protocol, BEP 10), sends
+ * what we have (bitfield, have-all or have-none), says interested when
+ * the peer has a piece a reader waits for, keeps up to `pipeline` 16 KiB
+ * requests in flight over a few pieces at once, assembles each piece,
+ * verifies its SHA-1 and only then hands it to the session.  A peer whose
+ * piece fails the hash is banned.  When seeding it unchokes interested
+ * peers and serves blocks of verified pieces.
+ *
+ * Thread model: the connection's fields are touched only by its thread,
+ * except `next` and `fd` (set under the session lock; other threads wake
+ * the connection through wake_fd and shut fd down when closing).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bencode.h"
+#include "clock.h"
+#include "error.h"
+#include "internal.h"
+#include "wire.h"
+
+#define MAX_ASSEMBLIES 8
+#define DEAD_AFTER 150.0        /* nothing received at all, seconds */
+#define KEEPALIVE_AFTER 90.0
+#define IO_TIMEOUT 30.0
+
+enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
+
+/* A piece being put together from blocks. */
+struct assembly
+{
+  uint32_t index;
+  uint32_t size;
+  uint32_t nblocks;
+  uint32_t received;
+  uint8_t *buf;
+  uint8_t *block;               /* enum block_state per block */
+};
+
+struct bt_conn
+{
+  struct bt_conn *next;         /* session lock */
+  struct bt_session *s;
+  int fd;
+  int wake_fd;
+  ssize_t peer_index;           /* -1: incoming */
+  char addr[80];
+  bool fast, ext;
+  bool counted;                 /* in stats.peers_connected */
+  bool ban;                     /* set on a hash failure */
+  bool self;                    /* we connected to ourselves */
+  bool got_piece;
+  uint8_t *peer_has;
+  bool peer_choking, peer_interested, am_choking, am_interested;
+  uint32_t have_sent;           /* position in the session's have_log */
+  struct assembly as[MAX_ASSEMBLIES];
+  unsigned nas;
+  unsigned outstanding;         /* requests sent, block not yet here */
+  uint8_t *refused;             /* pieces this peer rejected */
+  uint8_t *rbuf;
+  size_t rlen, rcap;
+  uint8_t *serve_buf;
+  int64_t serve_index;
+  double last_recv, last_send, last_block;
+};
+
+/* Test bit i of a piece bitmap (BEP 3 order: high bit first). */
+static bool
+bit_get (const uint8_t *map, uint32_t i)
+{
+  return map[i / 8] & (0x80 >> (i % 8));
+}
+
+/* Set bit i of a piece bitmap. */
+static void
+bit_set (uint8_t *map, uint32_t i)
+{
+  map[i / 8] |= 0x80 >> (i % 8);
+}
+
+/* The next connection in the session's list (session lock held). */
+struct bt_conn *
+conn_next (struct bt_conn *c)
+{
+  return c->next;
+}
+
+/* Wake the connection's thread. */
+void
+conn_wake (struct bt_conn *c)
+{
+  uint64_t one = 1;
+  if (write (c->wake_fd, &one, sizeof one) < 0)
+    {
+      /* the counter is full: the thread is awake anyway */
+    }
+}
+
+/* Make the connection's blocking calls return (session closing). */
+void
+conn_shutdown (struct bt_conn *c)
+{
+  if (c->fd >= 0)
+    shutdown (c->fd, SHUT_RDWR);
+  conn_wake (c);
+}
+
+/* Wait for fd to become ready for events within timeout seconds. */
+static int
+wait_fd (int fd, short events, double timeout)
+{
+  struct pollfd pfd = { .fd = fd, .events = events };
+  for (;;)
+    {
+      int n = poll (&pfd, 1, (int) (timeout * 1000));
+      if (n > 0)
+        return 0;
+      if (n == 0)
+        return error_set (ETIMEDOUT, "timed out");
+      if (errno != EINTR)
+        return error_set (errno, "poll: %s", strerror (errno));
+    }
+}
+
+/* Send all of buf. */
+static int
+send_all (struct bt_conn *c, const void *buf, size_t len)
+{
+  const uint8_t *p = buf;
+  while (len > 0)
+    {
+      ssize_t n = send (c->fd, p, len, MSG_NOSIGNAL);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        {
+          int r = wait_fd (c->fd, POLLOUT, IO_TIMEOUT);
+          if (r < 0)
+            return error_prefix (-r, "send");
+          continue;
+        }
+      if (n < 0)
+        return error_set (errno, "send: %s", strerror (errno));
+      p += n;
+      len -= n;
+    }
+  c->last_send = clock_seconds ();
+  return 0;
+}
+
+/* Send one message without variable payload. */
+static int
+send_simple (struct bt_conn *c, int id, uint32_t index, uint32_t begin,
+             uint32_t length)
+{
+  struct bt_msg m = { .id = id, .index = index, .begin = begin,
+                      .length = length };
+  uint8_t out[17];
+  return send_all (c, out, bt_wire_put_simple (out, &m));
+}
+
+/* Receive exactly len bytes before the deadline. */
+static int
+recv_exact (struct bt_conn *c, uint8_t *buf, size_t len, double deadline)
+{
+  while (len > 0)
+    {
+      double left = deadline - clock_seconds ();
+      if (left <= 0)
+        return error_set (ETIMEDOUT, "timed out");
+      ssize_t n = recv (c->fd, buf, len, 0);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        {
+          int r = wait_fd (c->fd, POLLIN, left);
+          if (r < 0)
+            return r;
+          continue;
+        }
+      if (n < 0)
+        return error_set (errno, "recv: %s", strerror (errno));
+      if (n == 0)
+        return error_set (ECONNRESET, "connection closed by the peer");
+      buf += n;
+      len -= n;
+    }
+  return 0;
+}
+
+/* Connect to the peer's address within connect_timeout. */
+static int
+connect_peer (struct bt_conn *c, const struct bt_peer_addr *a)
+{
+  int fd = socket (a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK
+                   | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return error_set (errno, "socket: %s", strerror (errno));
+  /* conn_shutdown reads fd under the session lock. */
+  pthread_mutex_lock (&c->s->lock);
+  c->fd = fd;
+  bool stopping = c->s->stopping;
+  pthread_mutex_unlock (&c->s->lock);
+  if (stopping)
+    return error_set (ECANCELED, "session closing");
+  if (connect (c->fd, (const struct sockaddr *) &a->addr, a->addr_len) < 0
+      && errno != EINPROGRESS)
+    return error_set (errno, "connect: %s", strerror (errno));
+  int r = wait_fd (c->fd, POLLOUT, c->s->set.connect_timeout);
+  if (r < 0)
+    return error_prefix (-r, "connect");
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt (c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0)
+    return error_set (err, "connect: %s", strerror (err));
+  return 0;
+}
+
+/* Send our handshake. */
+static int
+send_handshake (struct bt_conn *c)
+{
+  struct bt_handshake hs = { { 0 } };
+  hs.reserved[BT_RESERVED_FAST_BYTE] |= BT_RESERVED_FAST_BIT;
+  hs.reserved[BT_RESERVED_EXT_BYTE] |= BT_RESERVED_EXT_BIT;
+  memcpy (hs.info_hash, c->s->mi->info_hash, 20);
+  memcpy (hs.peer_id, c->s->peer_id, 20);
+  uint8_t out[BT_HANDSHAKE_LEN];
+  bt_wire_put_handshake (out, &hs);
+  return send_all (c, out, sizeof out);
+}
+
+/* Receive and check the peer's handshake. */
+static int
+recv_handshake (struct bt_conn *c, double deadline)
+{
+  uint8_t in[BT_HANDSHAKE_LEN];
+  int r = recv_exact (c, in, sizeof in, deadline);
+  if (r < 0)
+    return error_prefix (-r, "handshake");
+  struct bt_handshake hs;
+  r = bt_wire_parse_handshake (in, sizeof in, &hs);
+  if (r < 0)
+    return r;
+  if (memcmp (hs.info_hash, c->s->mi->info_hash, 20) != 0)
+    return error_set (EPROTO, "handshake for another torrent");
+  if (memcmp (hs.peer_id, c->s->peer_id, 20) == 0)
+    {
+      c->self = true;
+      return error_set (ECONNREFUSED, "connected to ourselves");
+    }
+  c->fast = hs.reserved[BT_RESERVED_FAST_BYTE] & BT_RESERVED_FAST_BIT;
+  c->ext = hs.reserved[BT_RESERVED_EXT_BYTE] & BT_RESERVED_EXT_BIT;
+  return 0;
+}
+
+/* Tell the peer what we have, and our extension handshake. */
+static int
+send_greeting (struct bt_conn *c)
+{
+  struct bt_session *s = c->s;
+  uint32_t count = s->mi->piece_count;
+  size_t bytes = ((size_t) count + 7) / 8;
+  uint8_t *msg = calloc (5 + bytes, 1);
+  if (msg == NULL)
+    return error_set (ENOMEM, "out of memory");
+  uint32_t have = 0;
+  pthread_mutex_lock (&s->lock);
+  for (uint32_t i = 0; i < count; i++)
+    if (s->piece_state[i] != PIECE_ABSENT)
+      {
+        bit_set (msg + 5, i);
+        have++;
+      }
+  c->have_sent = s->have_log_len;
+  pthread_mutex_unlock (&s->lock);
+  int r = 0;
+  if (!s->set.listen)
+    have = 0;                   /* not seeding: we serve nothing */
+  if (c->fast && have == count)
+    r = send_simple (c, BT_MSG_HAVE_ALL, 0, 0, 0);
+  else if (c->fast && have == 0)
+    r = send_simple (c, BT_MSG_HAVE_NONE, 0, 0, 0);
+  else if (have > 0)
+    {
+      bt_wire_put_header (msg, BT_MSG_BITFIELD, bytes);
+      r = send_all (c, msg, 5 + bytes);
+    }
+  free (msg);
+  if (r == 0 && c->ext)
+    {
+      char ext[96];
+      int n = s->port
+              ? snprintf (ext + 6, sizeof ext - 6, "d1:mde1:pi%ue4:reqqi%ue"
+                          "1:v13:diskshelf 0.1e", s->port, 250u)
+              : snprintf (ext + 6, sizeof ext - 6, "d1:mde4:reqqi%ue"
+                          "1:v13:diskshelf 0.1e", 250u);
+      bt_wire_put_header ((uint8_t *) ext, BT_MSG_EXTENDED, n + 1);
+      ext[5] = 0;               /* extension handshake */
+      r = send_all (c, ext, 6 + n);
+    }
+  return r;
+}
+
+/* Forget an assembly, returning its piece to the pool (lock held). */
+static void
+drop_assembly_locked (struct bt_conn *c, unsigned k)
+{
+  struct bt_session *s = c->s;
+  struct assembly *a = &c->as[k];
+  for (uint32_t b = 0; b < a->nblocks; b++)
+    if (a->block[b] == BLOCK_REQUESTED)
+      c->outstanding--;
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    if (w->index == a->index && w->assigned > 0)
+      w->assigned--;
+  free (a->buf);
+  free (a->block);
+  c->as[k] = c->as[--c->nas];
+}
+
+/* Start assembling a piece a reader waits for and the peer has, if any
+ * (lock held).  Returns true if one was started. */
+static bool
+pick_piece_locked (struct bt_conn *c)
+{
+  struct bt_session *s = c->s;
+  struct want *best = NULL;
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    {
+      if (w->done || !bit_get (c->peer_has, w->index)
+          || bit_get (c->refused, w->index)
+          || s->piece_state[w->index] == PIECE_VERIFIED)
+        continue;
+      bool mine = false;
+      for (unsigned k = 0; k < c->nas && !mine; k++)
+        mine = c->as[k].index == w->index;
+      /* Unassigned pieces first; in the end game, pieces others are
+       * already fetching, so one slow peer cannot hold a reader up. */
+      if (!mine && w->assigned < 2
+          && (best == NULL || w->assigned < best->assigned))
+        best = w;
+    }
+  if (best == NULL)
+    return false;
+  struct assembly *a = &c->as[c->nas];
+  a->index = best->index;
+  a->size = bt_metainfo_piece_size (s->mi, best->index);
+  a->nblocks = (a->size + BT_BLOCK_SIZE - 1) / BT_BLOCK_SIZE;
+  a->received = 0;
+  a->buf = malloc (a->size);
+  a->block = calloc (a->nblocks, 1);
+  if (a->buf == NULL || a->block == NULL)
+    {
+      free (a->buf);
+      free (a->block);
+      return false;
+    }
+  best->assigned++;
+  c->nas++;
+  return true;
+}
+
+/* A request to send: piece, offset, length. */
+struct req
+{
+  uint32_t index, begin, length;
+};
+
+/* Decide interest, drop finished pieces and choose requests to send
+ * (lock held).  Returns how many requests were put in reqs. */
+static unsigned
+plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
+             bool *interested)
+{
+  struct bt_session *s = c->s;
+  for (unsigned k = 0; k < c->nas;)
+    if (s->piece_state[c->as[k].index] == PIECE_VERIFIED)
+      drop_assembly_locked (c, k);
+    else
+      {
+        bool wanted = false;
+        for (struct want *w = s->wants; w != NULL && !wanted; w = w->next)
+          wanted = w->index == c->as[k].index && !w->done;
+        /* Keep a piece nobody waits for any more only if it is well
+         * under way: it will be stored and served. */
+        if (!wanted && c->as[k].received == 0)
+          drop_assembly_locked (c, k);
+        else
+          k++;
+      }
+  /* Interested while the peer has any piece we lack: an on-demand
+   * reader may want any of them next, and a peer that sees us lose
+   * interest chokes us, so the next read would wait for its next
+   * unchoke round (10 s for aria2). */
+  *interested = c->nas > 0;
+  for (uint32_t i = 0; i < s->mi->piece_count && !*interested; i++)
+    *interested = s->piece_state[i] != PIECE_VERIFIED
+                  && bit_get (c->peer_has, i) && !bit_get (c->refused, i);
+  unsigned n = 0;
+  if (c->peer_choking)
+    return 0;
+  while (c->outstanding < s->set.pipeline && n < max)
+    {
+      struct assembly *a = NULL;
+      uint32_t b = 0;
+      for (unsigned k = 0; k < c->nas && a == NULL; k++)
+        for (b = 0; b < c->as[k].nblocks; b++)
+          if (c->as[k].block[b] == BLOCK_NONE)
+            {
+              a = &c->as[k];
+              break;
+            }
+      if (a == NULL)
+        {
+          if (c->nas == MAX_ASSEMBLIES || !pick_piece_locked (c))
+            break;
+          continue;
+        }
+      a->block[b] = BLOCK_REQUESTED;
+      c->outstanding++;
+      reqs[n].index = a->index;
+      reqs[n].begin = b * BT_BLOCK_SIZE;
+      reqs[n].length = (b + 1 == a->nblocks)
+                       ? a->size - b * BT_BLOCK_SIZE : BT_BLOCK_SIZE;
+      n++;
+    }
+  return n;
+}
+
+/* Bring the peer up to date: haves, interest, requests. */
+static int
+update (struct bt_conn *c)
+{
+  struct bt_session *s = c->s;
+  uint32_t haves[256];
+  unsigned nhaves = 0;
+  struct req reqs[64];
+  bool interested;
+  pthread_mutex_lock (&s->lock);
+  while (c->have_sent < s->have_log_len && nhaves < 256)
+    haves[nhaves++] = s->have_log[c->have_sent++];
+  unsigned nreq = plan_locked (c, reqs, 64, &interested);
+  pthread_mutex_unlock (&s->lock);
+  int r = 0;
+  for (unsigned i = 0; i < nhaves && r == 0 && s->set.listen; i++)
+    r = send_simple (c, BT_MSG_HAVE, haves[i], 0, 0);
+  if (r == 0 && interested != c->am_interested)
+    {
+      c->am_interested = interested;
+      r = send_simple (c, interested ? BT_MSG_INTERESTED
+                       : BT_MSG_NOT_INTERESTED, 0, 0, 0);
+    }
+  if (nreq > 0 && c->outstanding == nreq)
+    c->last_block = clock_seconds ();   /* the clock starts now */
+  for (unsigned i = 0; i < nreq && r == 0; i++)
+    r = send_simple (c, BT_MSG_REQUEST, reqs[i].index, reqs[i].begin,
+                     reqs[i].length);
+  return r;
+}
+
+/* A block arrived: store it, and verify the piece when complete. */
+static int
+on_piece (struct bt_conn *c, const struct bt_msg *m)
+{
+  struct bt_session *s = c->s;
+  struct assembly *a = NULL;
+  unsigned k;
+  for (k = 0; k < c->nas && a == NULL; k++)
+    if (c->as[k].index == m->index)
+      a = &c->as[k];
+  k--;
+  uint32_t b = m->begin / BT_BLOCK_SIZE;
+  /* Blocks of pieces we are not assembling are ignored; a block asked
+   * for before a choke is taken (the SHA-1 decides about it anyway). */
+  if (a == NULL || m->begin % BT_BLOCK_SIZE != 0 || b >= a->nblocks
+      || a->block[b] == BLOCK_GOT
+      || m->data_len != ((b + 1 == a->nblocks)
+                         ? a->size - b * BT_BLOCK_SIZE : BT_BLOCK_SIZE))
+    return 0;
+  memcpy (a->buf + m->begin, m->data, m->data_len);
+  if (a->block[b] == BLOCK_REQUESTED)
+    c->outstanding--;
+  a->block[b] = BLOCK_GOT;
+  a->received++;
+  c->last_block = clock_seconds ();
+  pthread_mutex_lock (&s->lock);
+  s->stats.bytes_down += m->data_len;
+  pthread_mutex_unlock (&s->lock);
+  if (a->received < a->nblocks)
+    return 0;
+  bool good = session_verify (s, a->index, a->buf);
+  uint32_t index = a->index;
+  if (good)
+    {
+      c->got_piece = true;
+      session_piece_verified (s, index, a->buf);
+    }
+  pthread_mutex_lock (&s->lock);
+  drop_assembly_locked (c, k);
+  if (!good)
+    s->stats.hash_failures++;
+  pthread_mutex_unlock (&s->lock);
+  if (!good)
+    {
+      c->ban = true;
+      log_warning ("bt: %s: peer %s sent piece %u that fails its SHA-1; "
+                   "banning it", s->name, c->addr, index);
+      return error_set (EPROTO, "piece %u failed its SHA-1", index);
+    }
+  return 0;
+}
+
+/* The peer rejected a request (BEP 6) or choked without fast: the block
+ * goes back to the pool. */
+static void
+unrequest (struct bt_conn *c, uint32_t index, uint32_t begin)
+{
+  for (unsigned k = 0; k < c->nas; k++)
+    {
+      struct assembly *a = &c->as[k];
+      uint32_t b = begin / BT_BLOCK_SIZE;
+      if (a->index != index || begin % BT_BLOCK_SIZE != 0 || b >= a->nblocks
+          || a->block[b] != BLOCK_REQUESTED)
+        continue;
+      a->block[b] = BLOCK_NONE;
+      c->outstanding--;
+      bit_set (c->refused, index);
+      pthread_mutex_lock (&c->s->lock);
+      drop_assembly_locked (c, k);
+      pthread_mutex_unlock (&c->s->lock);
+      return;
+    }
+}
+
+/* Serve a block of a verified piece. */
+static int
+on_request (struct bt_conn *c, const struct bt_msg *m)
+{
+  struct bt_session *s = c->s;
+  uint32_t size = bt_metainfo_piece_size (s->mi, m->index);
+  if (m->begin > size || m->length > size - m->begin)
+    return error_set (EPROTO, "request past the end of piece %u", m->index);
+  if (c->am_choking || !s->set.listen)
+    return c->fast ? send_simple (c, BT_MSG_REJECT, m->index, m->begin,
+                                  m->length) : 0;
+  if (c->serve_index != m->index)
+    {
+      if (c->serve_buf == NULL
+          && (c->serve_buf = malloc (s->mi->piece_length)) == NULL)
+        return error_set (ENOMEM, "out of memory");
+      c->serve_index = -1;
+      if (session_piece_from_store (s, m->index, c->serve_buf) < 0)
+        return c->fast ? send_simple (c, BT_MSG_REJECT, m->index, m->begin,
+                                      m->length) : 0;
+      c->serve_index = m->index;
+    }
+  uint8_t *out = malloc (13 + m->length);
+  if (out == NULL)
+    return error_set (ENOMEM, "out of memory");
+  bt_wire_put_piece_header (out, m->index, m->begin, m->length);
+  memcpy (out + 13, c->serve_buf + m->begin, m->length);
+  int r = send_all (c, out, 13 + m->length);
+  free (out);
+  if (r == 0)
+    {
+      pthread_mutex_lock (&s->lock);
+      s->stats.bytes_up += m->length;
+      pthread_mutex_unlock (&s->lock);
+    }
+  return r;
+}
+
+/* Act on one message from the peer. */
+static int
+handle (struct bt_conn *c, const struct bt_msg *m)
+{
+  uint32_t count = c->s->mi->piece_count;
+  switch (m->id)
+    {
+    case BT_MSG_KEEPALIVE: case BT_MSG_CANCEL: case BT_MSG_PORT:
+    case BT_MSG_SUGGEST: case BT_MSG_ALLOWED_FAST:
+      return 0;
+    case BT_MSG_CHOKE:
+      /* BEP 3: pending requests are dropped.  With the fast extension
+       * the peer should reject each one instead (BEP 6), but not every
+       * peer does, so ask again after the unchoke either way; a block
+       * that still arrives is taken if it is requested again by then. */
+      c->peer_choking = true;
+      for (unsigned k = 0; k < c->nas; k++)
+        for (uint32_t b = 0; b < c->as[k].nblocks; b++)
+          if (c->as[k].block[b] == BLOCK_REQUESTED)
+            {
+              c->as[k].block[b] = BLOCK_NONE;
+              c->outstanding--;
+            }
+      return 0;
+    case BT_MSG_UNCHOKE:
+      c->peer_choking = false;
+      return 0;
+    case BT_MSG_INTERESTED:
+      c->peer_interested = true;
+      if (c->am_choking && c->s->set.listen)
+        {
+          c->am_choking = false;
+          return send_simple (c, BT_MSG_UNCHOKE, 0, 0, 0);
+        }
+      return 0;
+    case BT_MSG_NOT_INTERESTED:
+      c->peer_interested = false;
+      return 0;
+    case BT_MSG_HAVE:
+      bit_set (c->peer_has, m->index);
+      return 0;
+    case BT_MSG_HAVE_ALL:
+      memset (c->peer_has, 0, (count + 7) / 8);
+      for (uint32_t i = 0; i < count; i++)
+        bit_set (c->peer_has, i);
+      return 0;
+    case BT_MSG_HAVE_NONE:
+      memset (c->peer_has, 0, (count + 7) / 8);
+      return 0;
+    case BT_MSG_BITFIELD:
+      memcpy (c->peer_has, m->data, m->data_len);
+      return 0;
+    case BT_MSG_REQUEST:
+      return on_request (c, m);
+    case BT_MSG_PIECE:
+      return on_piece (c, m);
+    case BT_MSG_REJECT:
+      unrequest (c, m->index, m->begin);
+      return 0;
+    case BT_MSG_EXTENDED:
+      if (m->ext_id == 0)
+        {
+          /* The extension handshake must be bencoded; we use nothing in
+           * it yet, so only check it. */
+          struct bt_bdoc *doc;
+          struct bt_bnode *root;
+          if (bt_bencode_parse (m->data, m->data_len, &doc, &root) < 0)
+            return error_prefix (EPROTO, "extension handshake");
+          bt_bdoc_free (doc);
+        }
+      return 0;
+    default:
+      return 0;
+    }
+}
+
+/* Read what the socket has and handle every whole message. */
+static int
+on_readable (struct bt_conn *c)
+{
+  if (c->rcap - c->rlen < 16384)
+    {
+      size_t cap = c->rcap ? c->rcap * 2 : 65536;
+      uint8_t *p = realloc (c->rbuf, cap);
+      if (p == NULL)
+        return error_set (ENOMEM, "out of memory");
+      c->rbuf = p;
+      c->rcap = cap;
+    }
+  ssize_t n = recv (c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return 0;
+  if (n < 0)
+    return error_set (errno, "recv: %s", strerror (errno));
+  if (n == 0)
+    return error_set (ECONNRESET, "connection closed by the peer");
+  c->rlen += n;
+  c->last_recv = clock_seconds ();
+  struct bt_wire_limits lim = { .piece_count = c->s->mi->piece_count,
+                                .fast = c->fast };
+  size_t off = 0;
+  int r = 0;
+  for (;;)
+    {
+      struct bt_msg m;
+      size_t used = 0;
+      r = bt_wire_parse (c->rbuf + off, c->rlen - off, &lim, &m, &used);
+      if (r <= 0)
+        {
+          /* Make room for a long message (bounded by the parser). */
+          if (r == 0 && used > c->rcap)
+            {
+              uint8_t *p = realloc (c->rbuf, used);
+              if (p == NULL)
+                return error_set (ENOMEM, "out of memory");
+              c->rbuf = p;
+              c->rcap = used;
+            }
+          break;
+        }
+      r = handle (c, &m);
+      if (r < 0)
+        return r;
+      off += used;
+    }
+  if (r < 0)
+    return r;
+  memmove (c->rbuf, c->rbuf + off, c->rlen - off);
+  c->rlen -= off;
+  return 0;
+}
+
+/* The message loop, until an error, a dead peer or the session stops. */
+static int
+run (struct bt_conn *c)
+{
+  struct bt_session *s = c->s;
+  double snub = s->set.connect_timeout * 2;
+  for (;;)
+    {
+      pthread_mutex_lock (&s->lock);
+      bool stopping = s->stopping;
+      pthread_mutex_unlock (&s->lock);
+      if (stopping)
+        return 0;
+      int r = update (c);
+      if (r < 0)
+        return r;
+      double now = clock_seconds ();
+      if (c->outstanding > 0 && now - c->last_block > snub)
+        return error_set (ETIMEDOUT, "no block for %.0f s with %u requests "
+                          "in flight", snub, c->outstanding);
+      if (now - c->last_recv > DEAD_AFTER)
+        return error_set (ETIMEDOUT, "silent for %.0f s", DEAD_AFTER);
+      if (now - c->last_send > KEEPALIVE_AFTER
+          && (r = send_simple (c, BT_MSG_KEEPALIVE, 0, 0, 0)) < 0)
+        return r;
+      struct pollfd pfd[2] = { { .fd = c->fd, .events = POLLIN },
+                               { .fd = c->wake_fd, .events = POLLIN } };
+      int n = poll (pfd, 2, 1000);
+      if (n < 0 && errno != EINTR)
+        return error_set (errno, "poll: %s", strerror (errno));
+      if (n <= 0)
+        continue;
+      if (pfd[1].revents)
+        {
+          uint64_t v;
+          if (read (c->wake_fd, &v, sizeof v) < 0)
+            {
+              /* nothing to drain */
+            }
+        }
+      if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
+        {
+          r = on_readable (c);
+          if (r < 0)
+            return r;
+        }
+    }
+}
+
+/* Remove the connection from the session and free it. */
+static void
+conn_finish (struct bt_conn *c, int result)
+{
+  struct bt_session *s = c->s;
+  pthread_mutex_lock (&s->lock);
+  if (result < 0 && !s->stopping)
+    log_debug ("bt: %s: peer %s: %s", s->name, c->addr, error_message ());
+  while (c->nas > 0)
+    drop_assembly_locked (c, c->nas - 1);
+  for (struct bt_conn **pp = &s->conns; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == c)
+      {
+        *pp = c->next;
+        break;
+      }
+  if (c->counted)
+    s->stats.peers_connected--;
+  if (c->peer_index >= 0)
+    {
+      struct peer_entry *e = &s->peers[c->peer_index];
+      s->outgoing_conns--;
+      if (c->ban)
+        {
+          e->state = PEER_BANNED;
+          s->stats.peers_banned++;
+        }
+      else if (c->self)
+        e->state = PEER_SELF;
+      else
+        {
+          e->state = PEER_IDLE;
+          e->failures = c->got_piece ? 0 : e->failures + 1;
+          unsigned shift = e->failures < 6 ? e->failures : 6;
+          e->next_try = clock_seconds () + (1u << shift);
+        }
+    }
+  s->live_conns--;
+  pthread_cond_broadcast (&s->cond);
+  if (!s->stopping)
+    session_wake_conns_locked (s);
+  pthread_mutex_unlock (&s->lock);
+  if (c->fd >= 0)
+    close (c->fd);
+  close (c->wake_fd);
+  free (c->peer_has);
+  free (c->refused);
+  free (c->rbuf);
+  free (c->serve_buf);
+  free (c);
+}
+
+/* The connection thread's body. */
+static void *
+conn_main (void *opaque)
+{
+  struct bt_conn *c = opaque;
+  struct bt_session *s = c->s;
+  int r = 0;
+  if (c->peer_index >= 0)
+    {
+      pthread_mutex_lock (&s->lock);
+      struct bt_peer_addr a = s->peers[c->peer_index].addr;
+      pthread_mutex_unlock (&s->lock);
+      session_peer_addr_text (&a, c->addr, sizeof c->addr);
+      r = connect_peer (c, &a);
+      if (r == 0)
+        r = send_handshake (c);
+      if (r == 0)
+        r = recv_handshake (c, clock_seconds () + s->set.connect_timeout);
+    }
+  else
+    {
+      struct bt_peer_addr a = { .addr_len = sizeof a.addr };
+      getpeername (c->fd, (struct sockaddr *) &a.addr, &a.addr_len);
+      session_peer_addr_text (&a, c->addr, sizeof c->addr);
+      fcntl (c->fd, F_SETFL, fcntl (c->fd, F_GETFL) | O_NONBLOCK);
+      r = recv_handshake (c, clock_seconds () + s->set.connect_timeout);
+      if (r == 0)
+        r = send_handshake (c);
+    }
+  if (r == 0)
+    {
+      pthread_mutex_lock (&s->lock);
+      s->stats.peers_connected++;
+      c->counted = true;
+      pthread_mutex_unlock (&s->lock);
+      log_debug ("bt: %s: connected to %s%s%s", s->name, c->addr,
+                 c->fast ? " (fast)" : "", c->ext ? " (ext)" : "");
+      c->last_recv = c->last_block = clock_seconds ();
+      r = send_greeting (c);
+    }
+  if (r == 0)
+    r = run (c);
+  conn_finish (c, r);
+  return NULL;
+}
+
+/* Start a connection thread: outgoing to peers[peer_index] when fd is
+ * -1, or over an accepted fd (lock held). */
+int
+conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index)
+{
+  size_t bytes = ((size_t) s->mi->piece_count + 7) / 8;
+  struct bt_conn *c = calloc (1, sizeof *c);
+  if (c == NULL)
+    return -ENOMEM;
+  c->s = s;
+  c->fd = fd;
+  c->peer_index = peer_index;
+  c->peer_choking = c->am_choking = true;
+  c->serve_index = -1;
+  c->peer_has = calloc (bytes, 1);
+  c->refused = calloc (bytes, 1);
+  c->wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  if (c->peer_has == NULL || c->refused == NULL || c->wake_fd < 0
+      || bt_thread_create (&th, &attr, conn_main, c) != 0)
+    {
+      pthread_attr_destroy (&attr);
+      if (c->wake_fd >= 0)
+        close (c->wake_fd);
+      free (c->peer_has);
+      free (c->refused);
+      free (c);
+      return -EAGAIN;
+    }
+  pthread_attr_destroy (&attr);
+  c->next = s->conns;
+  s->conns = c;
+  s->live_conns++;
+  return 0;
+}

@@ -1,0 +1,466 @@
+/* diskshelf bt: the session: piece states, readers waiting for pieces,
+ * the list of known peers, and opening and closing everything. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "clock.h"
+#include "error.h"
+#include "internal.h"
+
+/* True if buf (the whole piece) matches the piece's SHA-1. */
+bool
+session_verify (struct bt_session *s, uint32_t index, const uint8_t *buf)
+{
+  uint8_t digest[20];
+  uint32_t size = bt_metainfo_piece_size (s->mi, index);
+  if (gnutls_hash_fast (GNUTLS_DIG_SHA1, buf, size, digest) < 0)
+    return false;
+  return memcmp (digest, s->mi->pieces + (size_t) index * 20, 20) == 0;
+}
+
+/* Read piece index from the store if it holds a good copy.  Returns 0,
+ * or -ENOENT when the store lacks it (or its copy is bad). */
+int
+session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
+{
+  pthread_mutex_lock (&s->lock);
+  enum piece_state st = s->piece_state[index];
+  pthread_mutex_unlock (&s->lock);
+  if (st == PIECE_ABSENT || s->store.read_piece == NULL)
+    return -ENOENT;
+  uint32_t size = bt_metainfo_piece_size (s->mi, index);
+  if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
+    {
+      memset (buf, 0, size);
+      return -ENOENT;
+    }
+  if (st == PIECE_VERIFIED)
+    return 0;
+  bool good = session_verify (s, index, buf);
+  pthread_mutex_lock (&s->lock);
+  if (s->piece_state[index] == PIECE_CLAIMED)
+    {
+      s->piece_state[index] = good ? PIECE_VERIFIED : PIECE_ABSENT;
+      if (good)
+        s->verified_count++;
+      else
+        s->stats.hash_failures++;
+    }
+  pthread_mutex_unlock (&s->lock);
+  if (!good)
+    {
+      memset (buf, 0, size);    /* no unverified byte leaves this file */
+      log_warning ("bt: %s: piece %u in the store fails its SHA-1; fetching "
+                   "it again", s->name, index);
+    }
+  return good ? 0 : -ENOENT;
+}
+
+/* Record a piece a connection fetched and verified: store it, hand it to
+ * its readers, and queue HAVE messages for every connection. */
+void
+session_piece_verified (struct bt_session *s, uint32_t index,
+                        const uint8_t *buf)
+{
+  uint32_t size = bt_metainfo_piece_size (s->mi, index);
+  bool stored = s->store.write_piece != NULL && s->store.read_piece != NULL
+                && s->store.write_piece (s->store_ctx, index, buf, size) == 0;
+  pthread_mutex_lock (&s->lock);
+  s->stats.pieces_fetched++;
+  if (stored && s->piece_state[index] != PIECE_VERIFIED)
+    {
+      s->piece_state[index] = PIECE_VERIFIED;
+      s->verified_count++;
+      s->have_log[s->have_log_len++] = index;
+    }
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    if (w->index == index && !w->done)
+      {
+        w->buf = malloc (size);
+        if (w->buf != NULL)
+          {
+            memcpy (w->buf, buf, size);
+            w->done = true;
+          }
+      }
+  pthread_cond_broadcast (&s->cond);
+  session_wake_conns_locked (s);
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Format ip:port for messages. */
+void
+session_peer_addr_text (const struct bt_peer_addr *a, char *buf, size_t len)
+{
+  char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+  getnameinfo ((const struct sockaddr *) &a->addr, a->addr_len, host,
+               sizeof host, port, sizeof port,
+               NI_NUMERICHOST | NI_NUMERICSERV);
+  snprintf (buf, len, a->addr.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+            host, port);
+}
+
+/* True if two addresses are the same ip:port. */
+static bool
+same_addr (const struct bt_peer_addr *a, const struct bt_peer_addr *b)
+{
+  return a->addr_len == b->addr_len
+         && memcmp (&a->addr, &b->addr, a->addr_len) == 0;
+}
+
+/* Learn peers (duplicates by ip:port are dropped). */
+void
+session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,
+                   size_t n)
+{
+  pthread_mutex_lock (&s->lock);
+  for (size_t i = 0; i < n; i++)
+    {
+      bool known = false;
+      for (size_t j = 0; j < s->peer_count && !known; j++)
+        known = same_addr (&s->peers[j].addr, &a[i]);
+      if (known || s->peer_count >= 4096)
+        continue;
+      if (s->peer_count == s->peer_cap)
+        {
+          size_t cap = s->peer_cap ? s->peer_cap * 2 : 32;
+          struct peer_entry *p = realloc (s->peers, cap * sizeof *p);
+          if (p == NULL)
+            break;
+          s->peers = p;
+          s->peer_cap = cap;
+        }
+      struct peer_entry *e = &s->peers[s->peer_count++];
+      memset (e, 0, sizeof *e);
+      e->addr = a[i];
+      s->stats.peers_known++;
+    }
+  session_maybe_connect_locked (s);
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Start connections to idle peers, up to max_peers. */
+void
+session_maybe_connect_locked (struct bt_session *s)
+{
+  double now = clock_seconds ();
+  for (size_t i = 0; i < s->peer_count && !s->stopping; i++)
+    {
+      if (s->outgoing_conns >= s->set.max_peers)
+        return;
+      struct peer_entry *e = &s->peers[i];
+      if (e->state != PEER_IDLE || e->next_try > now)
+        continue;
+      e->state = PEER_CONNECTED;
+      if (conn_start_locked (s, -1, (ssize_t) i) < 0)
+        {
+          e->state = PEER_IDLE;
+          e->next_try = now + 5;
+          return;
+        }
+      s->outgoing_conns++;
+    }
+}
+
+/* Wake every connection thread (new want, new piece, stopping). */
+void
+session_wake_conns_locked (struct bt_session *s)
+{
+  for (struct bt_conn *c = s->conns; c != NULL; c = conn_next (c))
+    conn_wake (c);
+}
+
+/* Parse "host:port" into a peer address. */
+static int
+parse_host_port (const char *text, struct bt_peer_addr *out)
+{
+  char host[256];
+  const char *colon = strrchr (text, ':');
+  if (colon == NULL || (size_t) (colon - text) >= sizeof host)
+    return error_set (EINVAL, "peer \"%s\" is not host:port", text);
+  memcpy (host, text, colon - text);
+  host[colon - text] = '\0';
+  char *h = host;
+  if (h[0] == '[' && h[strlen (h) - 1] == ']')
+    {
+      h[strlen (h) - 1] = '\0';
+      h++;
+    }
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+  int g = getaddrinfo (h, colon + 1, &hints, &res);
+  if (g != 0)
+    return error_set (EINVAL, "peer \"%s\": %s", text, gai_strerror (g));
+  memset (out, 0, sizeof *out);
+  memcpy (&out->addr, res->ai_addr, res->ai_addrlen);
+  out->addr_len = res->ai_addrlen;
+  freeaddrinfo (res);
+  return 0;
+}
+
+/* Open a session (see bt.h). */
+int
+bt_session_open (const struct bt_metainfo *mi,
+                 const struct bt_settings *settings,
+                 const struct bt_store_ops *store, void *store_ctx,
+                 struct bt_session **out)
+{
+  struct bt_session *s = calloc (1, sizeof *s);
+  if (s == NULL)
+    return error_set (ENOMEM, "bt: out of memory");
+  s->mi = mi;
+  if (settings != NULL)
+    s->set = *settings;
+  s->name = strdup (s->set.name ? s->set.name : mi->name);
+  if (s->set.timeout <= 0)
+    s->set.timeout = 60;
+  if (s->set.max_peers == 0)
+    s->set.max_peers = 16;
+  if (s->set.pipeline == 0)
+    s->set.pipeline = 64;
+  if (s->set.announce_retry <= 0)
+    s->set.announce_retry = 15;
+  if (s->set.announce_min_interval <= 0)
+    s->set.announce_min_interval = 30;
+  if (s->set.connect_timeout <= 0)
+    s->set.connect_timeout = 10;
+  if (store != NULL)
+    s->store = *store;
+  s->store_ctx = store_ctx;
+  s->listen_fd = -1;
+  pthread_mutex_init (&s->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&s->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  /* Azureus-style peer id: client "DS", version 0.1, then random. */
+  memcpy (s->peer_id, "-DS0010-", 8);
+  if (getrandom (s->peer_id + 8, 12, 0) != 12
+      || getrandom (&s->key, sizeof s->key, 0) != sizeof s->key)
+    {
+      bt_session_close (s);
+      return error_set (EIO, "bt: getrandom failed");
+    }
+  s->piece_state = calloc (mi->piece_count, 1);
+  s->have_log = calloc (mi->piece_count, sizeof *s->have_log);
+  if (s->name == NULL || s->piece_state == NULL || s->have_log == NULL)
+    {
+      bt_session_close (s);
+      return error_set (ENOMEM, "bt: out of memory");
+    }
+  if (s->store.has_piece != NULL)
+    for (uint32_t i = 0; i < mi->piece_count; i++)
+      if (s->store.has_piece (s->store_ctx, i))
+        s->piece_state[i] = PIECE_CLAIMED;
+  int r = 0;
+  for (const char *const *p = s->set.extra_peers; p && *p && r == 0; p++)
+    {
+      struct bt_peer_addr a;
+      r = parse_host_port (*p, &a);
+      if (r == 0)
+        session_add_peers (s, &a, 1);
+    }
+  if (r == 0 && s->set.listen)
+    r = listen_start (s);
+  if (r == 0)
+    r = announce_start (s);
+  if (r < 0)
+    {
+      bt_session_close (s);
+      return error_prefix (-r, "bt: %s", settings && settings->name
+                           ? settings->name : mi->name);
+    }
+  *out = s;
+  return 0;
+}
+
+/* Find the want for index (lock held). */
+static struct want *
+find_want (struct bt_session *s, uint32_t index)
+{
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    if (w->index == index)
+      return w;
+  return NULL;
+}
+
+/* Unlink and free a want nobody waits for (lock held). */
+static void
+drop_want_locked (struct bt_session *s, struct want *w)
+{
+  for (struct want **pp = &s->wants; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == w)
+      {
+        *pp = w->next;
+        if (w->prefetch)
+          s->prefetches--;
+        free (w->buf);
+        free (w);
+        return;
+      }
+}
+
+/* The most prefetched pieces kept waiting for a reader. */
+static unsigned
+max_prefetches (const struct bt_session *s)
+{
+  unsigned n = (32u << 20) / s->mi->piece_length;
+  return n < 2 ? 2 : n > 256 ? 256 : n;
+}
+
+/* Queue a background fetch (see bt.h). */
+void
+bt_prefetch_piece (struct bt_session *s, uint32_t index)
+{
+  if (index >= s->mi->piece_count)
+    return;
+  pthread_mutex_lock (&s->lock);
+  if (s->piece_state[index] == PIECE_VERIFIED || find_want (s, index) != NULL
+      || s->stopping)
+    {
+      pthread_mutex_unlock (&s->lock);
+      return;
+    }
+  if (s->prefetches >= max_prefetches (s))
+    {
+      /* Drop the oldest prefetch nobody came for (the list is newest
+       * first); if all are still in flight, skip this one. */
+      struct want *oldest = NULL;
+      for (struct want *w = s->wants; w != NULL; w = w->next)
+        if (w->prefetch && w->waiters == 0 && w->done)
+          oldest = w;
+      if (oldest == NULL)
+        {
+          pthread_mutex_unlock (&s->lock);
+          return;
+        }
+      drop_want_locked (s, oldest);
+    }
+  struct want *w = calloc (1, sizeof *w);
+  if (w != NULL)
+    {
+      w->index = index;
+      w->prefetch = true;
+      w->next = s->wants;
+      s->wants = w;
+      s->prefetches++;
+      session_maybe_connect_locked (s);
+      session_wake_conns_locked (s);
+    }
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Fetch one verified piece (see bt.h). */
+int
+bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
+{
+  if (index >= s->mi->piece_count)
+    return error_set (EINVAL, "bt: %s: piece %u out of range (%u pieces)",
+                      s->name, index, s->mi->piece_count);
+  if (session_piece_from_store (s, index, buf) == 0)
+    return 0;
+  uint32_t size = bt_metainfo_piece_size (s->mi, index);
+  struct timespec deadline;
+  clock_gettime (CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += (time_t) s->set.timeout;
+  deadline.tv_nsec += (long) ((s->set.timeout - (time_t) s->set.timeout)
+                              * 1e9);
+  if (deadline.tv_nsec >= 1000000000)
+    {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000;
+    }
+  pthread_mutex_lock (&s->lock);
+  struct want *w = find_want (s, index);
+  if (w == NULL)
+    {
+      w = calloc (1, sizeof *w);
+      if (w == NULL)
+        {
+          pthread_mutex_unlock (&s->lock);
+          return error_set (ENOMEM, "bt: %s: out of memory", s->name);
+        }
+      w->index = index;
+      w->next = s->wants;
+      s->wants = w;
+    }
+  if (w->prefetch)
+    {
+      w->prefetch = false;      /* its reader came: drop it when done */
+      s->prefetches--;
+    }
+  w->waiters++;
+  session_maybe_connect_locked (s);
+  session_wake_conns_locked (s);
+  int r = 0;
+  while (!w->done && !s->stopping && r == 0)
+    r = pthread_cond_timedwait (&s->cond, &s->lock, &deadline);
+  bool done = w->done;
+  if (done)
+    memcpy (buf, w->buf, size);
+  unsigned known = s->peer_count, connected = s->stats.peers_connected;
+  if (--w->waiters == 0)
+    drop_want_locked (s, w);
+  pthread_mutex_unlock (&s->lock);
+  if (done)
+    return 0;
+  return error_set (EIO, "bt: %s: piece %u: no peer delivered a verified "
+                    "copy within %g s (%u peers known, %u connected); "
+                    "check the trackers and the swarm, or raise the timeout",
+                    s->name, index, s->set.timeout, known, connected);
+}
+
+/* The listening port. */
+uint16_t
+bt_session_port (const struct bt_session *s)
+{
+  return s->port;
+}
+
+/* Copy the counters. */
+void
+bt_session_stats (struct bt_session *s, struct bt_stats *out)
+{
+  pthread_mutex_lock (&s->lock);
+  *out = s->stats;
+  out->peers_known = s->peer_count;
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Stop everything and free the session. */
+void
+bt_session_close (struct bt_session *s)
+{
+  if (s == NULL)
+    return;
+  pthread_mutex_lock (&s->lock);
+  s->stopping = true;
+  atomic_store (&s->cancel, true);
+  pthread_cond_broadcast (&s->cond);
+  for (struct bt_conn *c = s->conns; c != NULL; c = conn_next (c))
+    conn_shutdown (c);
+  pthread_mutex_unlock (&s->lock);
+  listen_stop (s);
+  announce_stop (s);
+  pthread_mutex_lock (&s->lock);
+  while (s->live_conns > 0)
+    pthread_cond_wait (&s->cond, &s->lock);
+  pthread_mutex_unlock (&s->lock);
+  while (s->wants != NULL)
+    drop_want_locked (s, s->wants);
+  free (s->peers);
+  free (s->piece_state);
+  free (s->have_log);
+  free (s->name);
+  pthread_cond_destroy (&s->cond);
+  pthread_mutex_destroy (&s->lock);
+  free (s);
+}

@@ -1,0 +1,120 @@
+"""The torrent transport in the daemon: a catalog entry
+`source = /path/x.torrent` (with `entry =` for a multi-file torrent)
+mounts the file; pieces are fetched on demand from a real loopback swarm
+(opentracker + aria2c) and verified; with no peers a read fails with EIO
+after the entry's timeout."""
+
+import errno
+import os
+import shutil
+
+import pytest
+
+from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
+from peers import check_random_reads, make_random_file, sha256, wait_for, write_entry
+
+pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
+                                or shutil.which("aria2c") is None,
+                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = Tracker(tmp_path / "tracker").start()
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "data"
+    (d / "vm" / "disks").mkdir(parents=True)
+    make_random_file(d / "disk.img", 6 * MIB + 1234, seed=21)
+    make_random_file(d / "vm" / "disks" / "root.img", 3 * MIB + 5, seed=22)
+    make_random_file(d / "vm" / "notes.txt", 777, seed=23)
+    return d
+
+
+def seed(tmp_path, tracker, data, torrent):
+    tracker.allow(info_hash(torrent))
+    s = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()
+    wait_for(lambda: tracker.complete(info_hash(torrent)) >= 1, 30, "the seeder")
+    return s
+
+
+def test_single_file_torrent_reads_on_demand(mount, catalog, tmp_path, tracker, data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=16)
+    seeder = seed(tmp_path, tracker, data, torrent)
+    try:
+        write_entry(catalog, "disk.img", f"source = {torrent}\n")
+        m = mount(catalog)
+        path = m.path / "disk.img"
+        assert path.stat().st_size == 6 * MIB + 1234
+        # One small read fetches only a few pieces, not the whole torrent.
+        with open(path, "rb") as f:
+            f.seek(5 * MIB)
+            assert f.read(4096) == (data / "disk.img").read_bytes()[5 * MIB:5 * MIB + 4096]
+        status = m.status()
+        assert "stack: torrent" in status
+        fetched = int(status.split("torrent-fetched: ")[1].split()[0])
+        assert 1 <= fetched < 20, status
+        check_random_reads(path, (data / "disk.img").read_bytes(), count=30)
+        assert sha256(path) == sha256(data / "disk.img")
+    finally:
+        seeder.stop()
+
+
+def test_multi_file_torrent_entry_picks_the_file(mount, catalog, tmp_path, tracker, data):
+    torrent = make_torrent(data / "vm", tmp_path / "vm.torrent", tracker.http)
+    seeder = seed(tmp_path, tracker, data, torrent)
+    try:
+        write_entry(catalog, "root.img", f"source = {torrent}\nentry = disks/root.img\n")
+        write_entry(catalog, "notes", f"source = {torrent}\nentry = notes.txt\n")
+        write_entry(catalog, "nofile", f"source = {torrent}\nentry = nope.img\n")
+        write_entry(catalog, "noentry", f"source = {torrent}\n")
+        m = mount(catalog)
+        assert sha256(m.path / "root.img") == sha256(data / "vm" / "disks" / "root.img")
+        assert (m.path / "notes").read_bytes() == (data / "vm" / "notes.txt").read_bytes()
+        assert not (m.path / "nofile").exists()
+        assert not (m.path / "noentry").exists()
+        log = m.log()
+        assert 'no file "nope.img" in the torrent; it has: disks/root.img, notes.txt' in log
+        assert "fix: add 'entry = disks/root.img'" in log
+    finally:
+        seeder.stop()
+
+
+def test_no_peers_gives_eio_after_the_entry_timeout(mount, catalog, tmp_path, tracker, data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    write_entry(catalog, "disk.img", f"source = {torrent}\ntimeout = 3\n")
+    m = mount(catalog)
+    fd = os.open(m.path / "disk.img", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 4096, 0)
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    m.wait_log("no peer delivered a verified copy within 3 s", timeout=10)
+
+
+def test_torrent_found_by_content_and_lookalike_stays_a_file(mount, catalog, tmp_path, tracker,
+                                                            data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.meta", tracker.http)
+    seeder = seed(tmp_path, tracker, data, torrent)
+    lookalike = tmp_path / "raw.img"
+    lookalike.write_bytes(b"d5:hello" + bytes(70000))      # starts like bencode, is not
+    try:
+        write_entry(catalog, "disk.img", f"source = {torrent}\n")
+        write_entry(catalog, "raw.img", f"source = {lookalike}\n")
+        m = mount(catalog)
+        assert sha256(m.path / "disk.img") == sha256(data / "disk.img")
+        assert (m.path / "raw.img").read_bytes() == lookalike.read_bytes()
+        status = m.status()
+        assert "stack: torrent" in status and "stack: file" in status, status
+    finally:
+        seeder.stop()

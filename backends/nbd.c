@@ -233,14 +233,11 @@ int
 layer_nbd_open (const struct stack_context *ctx, const char *uri,
                 struct layer **out)
 {
-  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
-  size_t size = strlen (uri) + sizeof "***";
-  char *display = malloc (size);
+  char *display = text_redacted_copy (uri);
   int r;
 
   if (display == NULL)
     return error_set (ENOMEM, "nbd: out of memory");
-  text_redact_url (uri, display, size);
   r = nbd_layer_open_with (ctx, uri, display, NULL, NULL, out);
   free (display);
   return r;

@@ -10,12 +10,12 @@
 #define DISKSHELF_BT_INTERNAL_H
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "bt.h"
+#include "thread.h"
 #include "tracker.h"
 
 /* What the session knows about one piece (piece_state[]). */
@@ -118,27 +118,5 @@ void announce_stop (struct bt_session *s);
 /* listen.c */
 int listen_start (struct bt_session *s);
 void listen_stop (struct bt_session *s);
-
-/* pthread_create for the library's own threads: they block every
- * asynchronous signal, so a signal sent to the application always reaches
- * one of the application's threads (a daemon's main thread waits for
- * SIGTERM), never a library thread that would ignore it. */
-static inline int
-bt_thread_create (pthread_t *thread, const pthread_attr_t *attr,
-                  void *(*start) (void *), void *arg)
-{
-  static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
-                                SIGABRT };
-  sigset_t block, old;
-  int r;
-
-  sigfillset (&block);
-  for (unsigned i = 0; i < sizeof faults / sizeof faults[0]; i++)
-    sigdelset (&block, faults[i]);
-  pthread_sigmask (SIG_BLOCK, &block, &old);
-  r = pthread_create (thread, attr, start, arg);
-  pthread_sigmask (SIG_SETMASK, &old, NULL);
-  return r;
-}
 
 #endif

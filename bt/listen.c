@@ -77,7 +77,7 @@ listen_start (struct bt_session *s)
                    ? ((struct sockaddr_in6 *) &ss)->sin6_port
                    : ((struct sockaddr_in *) &ss)->sin_port);
   s->listen_fd = fd;
-  int r = bt_thread_create (&s->listen_thread, NULL, listen_main, s);
+  int r = thread_create (&s->listen_thread, NULL, listen_main, s);
   if (r != 0)
     return error_set (r, "cannot start the listener thread: %s",
                       strerror (r));

@@ -308,3 +308,15 @@ text_escape (char *dst, size_t dstlen, const char *src, size_t n)
   dst[j] = '\0';
   return dst;
 }
+
+/* A redacted copy of a URL, sized for text_redact_url's growth. */
+char *
+text_redacted_copy (const char *url)
+{
+  size_t size = strlen (url) + sizeof "***";
+  char *out = malloc (size);
+
+  if (out)
+    text_redact_url (url, out, size);
+  return out;
+}

@@ -32,6 +32,10 @@ unsigned text_edit_distance (const char *a, const char *b);
  * longer than url (values shorter than "***" become as many stars). */
 void text_redact_url (const char *url, char *buf, size_t size);
 
+/* A malloc'd copy of url redacted as text_redact_url does (the caller
+ * frees it); NULL when out of memory. */
+char *text_redacted_copy (const char *url);
+
 /* Copy n bytes of untrusted text (a header value from a server) into
  * dst, dstlen bytes, always NUL-terminated and truncated to fit: bytes
  * outside printable ASCII, and the backslash, become \xNN, so a peer

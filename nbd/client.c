@@ -1,9 +1,9 @@
 /* diskshelf nbd: opening and closing a client (its connections and
  * reader threads) and what the server told us. */
 #include "internal.h"
+#include "thread.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,23 +27,13 @@ uri_dup (const struct nbd_uri *u)
   return d;
 }
 
-/* Start the reader thread of conn (state must be set).  It blocks every
- * asynchronous signal: a signal sent to the application must reach the
- * application's own threads, never a library thread that ignores it. */
+/* Start the reader thread of conn (state must be set).  It blocks the
+ * asynchronous signals (thread_create): a signal sent to the application
+ * must reach the application's own threads, never a library thread. */
 static int
 start_reader (struct nbd_conn *conn)
 {
-  static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
-                                SIGABRT };
-  sigset_t block, old;
-  int r;
-
-  sigfillset (&block);
-  for (unsigned i = 0; i < sizeof faults / sizeof faults[0]; i++)
-    sigdelset (&block, faults[i]);
-  pthread_sigmask (SIG_BLOCK, &block, &old);
-  r = pthread_create (&conn->reader, NULL, nbd_reader_thread, conn);
-  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  int r = thread_create (&conn->reader, NULL, nbd_reader_thread, conn);
 
   if (r != 0)
     return nbd_set_error (r, "%s: cannot start reader thread",

@@ -105,21 +105,6 @@ static const struct layer_ops tar_ops = {
   .close = tar_close,
 };
 
-/* A copy of the source for messages and status, with any
- * "user:password@" of a URL replaced by "***@"; NULL when out of
- * memory. */
-static char *
-redacted_source (const char *source)
-{
-  /* text_redact_url makes a URL at most 3 bytes longer ("u@" -> "***@"). */
-  size_t size = strlen (source) + sizeof "***";
-  char *out = malloc (size);
-
-  if (out)
-    text_redact_url (source, out, size);
-  return out;
-}
-
 /* Open member `member` of the archive in lower; takes lower on success. */
 int
 layer_tar_open (const struct stack_context *ctx, struct layer *lower,
@@ -133,7 +118,7 @@ layer_tar_open (const struct stack_context *ctx, struct layer *lower,
   int r;
 
   t = calloc (1, sizeof *t);
-  if (t == NULL || (t->source = redacted_source (source)) == NULL)
+  if (t == NULL || (t->source = text_redacted_copy (source)) == NULL)
     {
       free (t);
       return error_set (ENOMEM, "tar: out of memory");

@@ -46,21 +46,6 @@ struct xz_layer
   _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
 
-/* A copy of the source for messages and cache keys, with any
- * "user:password@" of a URL replaced by "***@" (text_redact_url).
- * Returns NULL when out of memory. */
-static char *
-redacted_source (const char *src)
-{
-  /* "***" may be longer than what it replaces ("u@" -> "***@"). */
-  size_t size = strlen (src) + sizeof "***";
-  char *out = malloc (size);
-
-  if (out)
-    text_redact_url (src, out, size);
-  return out;
-}
-
 /* The block cache calls this on a worker to decode one block. */
 static int
 xz_decode_block (void *opaque, uint64_t index, void *buf, size_t size)
@@ -252,7 +237,7 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
     max_block = mem / 2;
 
   x = calloc (1, sizeof *x);
-  if (x == NULL || (x->src = redacted_source (src)) == NULL)
+  if (x == NULL || (x->src = text_redacted_copy (src)) == NULL)
     {
       free (x);
       return error_set (ENOMEM, "xz: out of memory");

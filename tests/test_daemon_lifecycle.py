@@ -77,8 +77,11 @@ def test_start_failures_are_clear(diskshelf, catalog, image, tmp_path, case):
         expect = ["Not a directory"]
     elif case == "bad-fuse-option":
         args = ["-o", "no_such_fuse_option", catalog, mnt]
-        # libfuse names the option; the daemon says what it could not do.
-        expect = ["unknown option(s): `-o no_such_fuse_option'", "cannot set up FUSE"]
+        # libfuse names the option; the daemon says what to do about it,
+        # before any entry was opened.
+        expect = ["unknown option(s): `-o no_such_fuse_option'",
+                  "-o no_such_fuse_option: an option above is neither a diskshelf nor a FUSE"
+                  " option"]
     elif case == "bad-size":
         args = ["--cache-size=lots", catalog, mnt]
         expect = ["'lots' is not a size"]

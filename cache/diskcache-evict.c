@@ -93,7 +93,11 @@ dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
     {
       struct dc_page *pg = dc_page_of (obj, index[i]);
       uint32_t s = expect[i];
-      uint32_t next = (s & ~(DC_PRESENT | DC_WRITING)) + DC_VERSION_STEP;
+      /* Absent, and WRITING until its data is punched out: a writer
+       * storing the chunk again before the punch would have its fresh
+       * data punched under a PRESENT bit, and readers would get zeros. */
+      uint32_t next = ((s & ~(DC_PRESENT | DC_WRITING)) + DC_VERSION_STEP)
+                      | DC_WRITING;
       if (pg && atomic_compare_exchange_strong
           (&pg->state[index[i] % DC_PAGE_CHUNKS], &s, next))
         gone[ngone++] = index[i];
@@ -125,9 +129,12 @@ dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
   for (size_t i = 0; i < ngone; i++)
     {
       uint64_t len = dc_chunk_len (obj->size, gone[i]);
+      struct dc_page *pg = dc_page_of (obj, gone[i]);
       fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  (off_t) (obj->data_off + gone[i] * DISK_CACHE_CHUNK),
                  (off_t) len);
+      /* Only now may the chunk be stored again. */
+      atomic_fetch_and (&pg->state[gone[i] % DC_PAGE_CHUNKS], ~DC_WRITING);
       freed += len;
     }
   atomic_fetch_sub (&obj->present, freed);

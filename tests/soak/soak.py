@@ -36,7 +36,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import Mount, is_mounted  # noqa: E402
-from nbd_helpers import NbdServer  # noqa: E402
+from nbd_helpers import NbdServer, unix_ready  # noqa: E402
 from peers import Nginx, make_random_file, run, scaled, wait_for, write_entry  # noqa: E402
 
 MiB = 1 << 20
@@ -68,7 +68,7 @@ def xz_to(src, dst):
 class Soak:
     """The data, the peers, the daemon, the readers and the faults."""
 
-    def __init__(self, binary, workdir, seconds, readers=6, seed=1, log=print):
+    def __init__(self, binary, workdir, seconds, readers=6, seed=1, log=print, faults=None):
         self.binary = pathlib.Path(binary)
         self.dir = pathlib.Path(workdir)
         self.seconds = seconds
@@ -81,8 +81,11 @@ class Soak:
                       "faults": {}, "error_kinds": {}}
         self.wrong = []
         self.lock = threading.Lock()
+        self.nbd_lock = threading.Lock()
         self.stop = threading.Event()
         self.nginx = self.nbd = self.mount = None
+        self.fault_kinds = faults or ["nbd-kill", "nbd-term", "http-503", "http-stall",
+                                      "nbd-error", "churn-edit", "entry-add-remove", "sighup"]
 
     # -- data and peers -------------------------------------------------
     def make_data(self):
@@ -250,16 +253,25 @@ class Soak:
         path.unlink(missing_ok=True)
 
     def injector(self, seed):
+        """Inject faults until stopped; an exception of the harness itself
+        (a peer that will not restart) is recorded, not lost."""
+        try:
+            self.inject(seed)
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.stats["injector_error"] = repr(e)
+
+    def inject(self, seed):
         rng = random.Random(seed)
         extra = 0
         while not self.stop.wait(rng.uniform(0.5, 2.0)):
-            which = rng.choice(["nbd-kill", "nbd-term", "http-503", "http-stall",
-                                "nbd-error", "churn-edit", "entry-add-remove", "sighup"])
+            which = rng.choice(self.fault_kinds)
             self.fault(which)
             if which in ("nbd-kill", "nbd-term"):
-                self.nbd.stop(sig=signal.SIGKILL if which == "nbd-kill" else signal.SIGTERM)
-                self.stop.wait(rng.uniform(0.2, 2.0))
-                self.nbd.start()
+                with self.nbd_lock:
+                    self.nbd.stop(sig=signal.SIGKILL if which == "nbd-kill" else signal.SIGTERM)
+                    self.stop.wait(rng.uniform(0.2, 2.0))
+                    self.nbd.start()
             elif which == "http-503":
                 self.flag_for(self.flag_503, rng.uniform(0.5, 2.0))
             elif which == "http-stall":
@@ -290,8 +302,11 @@ class Soak:
         (reconnect back-off, caches refilling)."""
         for flag in (self.flag_503, self.flag_stall, self.flag_nbd_error):
             flag.unlink(missing_ok=True)
-        if self.nbd.proc is None:
-            self.nbd.start()
+        with self.nbd_lock:
+            if (self.nbd.proc is None or self.nbd.proc.poll() is not None
+                    or not unix_ready(self.nbd.sock)):
+                self.nbd.stop(sig=signal.SIGKILL)
+                self.nbd.start()
         failures = {}
         for name, data in self.expected.items():
             deadline = time.monotonic() + scaled(60)
@@ -325,7 +340,8 @@ class Soak:
         self.stop.wait(self.seconds - warm)
         rss_end = self.rss_kib()
         self.stop.set()
-        injector.join(scaled(30))
+        # A server being stopped gracefully may take its whole stop timeout.
+        injector.join(scaled(90))
         for t in threads:
             t.join(scaled(60))
         stuck = sum(t.is_alive() for t in threads) + injector.is_alive()
@@ -371,7 +387,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(r, indent=2, sort_keys=True))
-    ok = (r["wrong"] == 0 and r["leaks"] == 0 and r["sanitizer_reports"] == 0
+    ok = (r["wrong"] == 0 and not r.get("injector_error") and r["leaks"] == 0 and r["sanitizer_reports"] == 0
           and r["exit_code"] == 0 and not r["final_failures"] and not r["stuck_threads"])
     print("soak:", "passed" if ok else "FAILED",
           f"{r['reads']} reads, {r['bytes'] >> 20} MiB, "

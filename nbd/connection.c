@@ -156,7 +156,12 @@ nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why)
       {
         struct nbd_req *req = conn->table[i];
 
-        if (req->timed_out)
+        if (req->timed_out && nbd_waits_aborted ())
+          /* Given up early because the program is going away (a lazy
+           * unmount): an I/O error, as for a request still queued. */
+          nbd_req_complete (conn, req, EIO, "given up: the program is "
+                            "shutting down");
+        else if (req->timed_out)
           nbd_req_complete (conn, req, ETIMEDOUT, "no reply within the "
                             "timeout");
         else if (fatal || conn->state == CONN_CLOSING || req->probe)

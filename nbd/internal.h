@@ -240,4 +240,7 @@ void *nbd_reader_thread (void *arg);
 void nbd_deadline_after (struct timespec *ts, double seconds);
 bool nbd_deadline_passed (const struct timespec *ts);
 
+/* True once nbd_abort_waits ran (request.c). */
+bool nbd_waits_aborted (void);
+
 #endif

@@ -20,6 +20,13 @@ nbd_abort_waits (void)
   __atomic_store_n (&aborting, true, __ATOMIC_RELEASE);
 }
 
+/* True once nbd_abort_waits ran. */
+bool
+nbd_waits_aborted (void)
+{
+  return __atomic_load_n (&aborting, __ATOMIC_ACQUIRE);
+}
+
 /* Absolute CLOCK_MONOTONIC time seconds from now. */
 void
 nbd_deadline_after (struct timespec *ts, double seconds)

@@ -66,11 +66,14 @@ device_mounted (int fd, dev_t dev)
   return found || len == 0;
 }
 
-/* The device of our mount, once the kernel shows it; 0 if it never does. */
+/* The device of our mount, once the kernel shows it; 0 when told to
+ * stop first.  No give-up time: on a loaded machine the mount may take
+ * long to show, and a watcher that gave up silently left a lazy unmount
+ * unnoticed (blocked reads then waited for the entry's timeout). */
 static dev_t
 find_our_device (void)
 {
-  for (int i = 0; i < FIND_MOUNT_TRIES; i++)
+  for (int i = 0;; i++)
     {
       struct statfs sfs;
       struct stat st;
@@ -79,10 +82,13 @@ find_our_device (void)
       if (statfs (watched, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC
           && stat (watched, &st) == 0)
         return st.st_dev;
+      if (i == FIND_MOUNT_TRIES)
+        log_warning ("the mount %s is not visible after %d s; still waiting"
+                     " to watch it for a lazy unmount", watched,
+                     FIND_MOUNT_TRIES / 10);
       if (poll (&p, 1, 100) > 0)
         return 0;
     }
-  return 0;
 }
 
 /* Thread body: wait until our device leaves the mount table. */

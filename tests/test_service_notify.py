@@ -52,7 +52,10 @@ def test_ready_reload_stopping(diskshelf, catalog, tmp_path, address):
         wait_for(lambda: (mnt / "c.img").exists(), 30, "c.img after the reload")
         assert re.fullmatch(r"\d+ entries, 1 broken", again["STATUS"])
 
-        subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=scaled(30))
+        # EBUSY while the kernel still releases the file just read: retry.
+        wait_for(lambda: subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True,
+                                        timeout=scaled(30)).returncode == 0,
+                 scaled(30), "the unmount to succeed")
         stopping = listener.wait_for("STOPPING")
         assert stopping["STOPPING"] == "1"
         assert proc.wait(timeout=scaled(30)) == 0

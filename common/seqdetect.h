@@ -1,0 +1,42 @@
+/* diskshelf: the one sequential-reader detector.
+ *
+ * A read continues a stream when it starts within `slack` bytes of
+ * where the stream's last read ended, on either side: the kernel sends
+ * a sequential reader's requests in parallel and slightly out of order,
+ * so a little behind counts too.  Users: the remote-bytes engine
+ * (backends/remote/, per reader of an object) and the torrent layer's
+ * block-cache read-ahead; the NBD read-ahead layer (backends/readahead.c)
+ * keeps several streams of these.
+ *
+ * Thread model: none; the caller serialises calls on one detector (its
+ * own lock).  The struct is plain data, owned by its user.
+ */
+#ifndef DISKSHELF_SEQDETECT_H
+#define DISKSHELF_SEQDETECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct seq_detector
+{
+  uint64_t end;      /* where the stream's furthest read ended */
+  unsigned run;      /* reads in a row that continued the stream */
+  unsigned random;   /* reads in a row that did not */
+};
+
+/* A detector with no stream yet: the first read (a magic-byte probe,
+ * say) is never sequential; a second one that follows it is. */
+void seq_init (struct seq_detector *d);
+
+/* True when offset is within slack bytes of the stream's end. */
+bool seq_continues (const struct seq_detector *d, uint64_t offset,
+                    uint64_t slack);
+
+/* Note a read of [offset, offset+count): returns true when it continued
+ * the stream (run counts it, random restarts), false when it started a
+ * new one there (random counts it). */
+bool seq_note (struct seq_detector *d, uint64_t offset, uint64_t count,
+               uint64_t slack);
+
+#endif

@@ -1,120 +1,173 @@
 /* diskshelf: the torrent transport (`source = /path/x.torrent`, and
  * `entry = path/in/torrent` for a multi-file torrent).
  *
- * The layer shows one file of the torrent.  Reads go through the shared
- * decoded-block cache with one block per piece: a miss asks the bt/
- * session for the piece, which fetches it from the swarm on demand and
- * verifies its SHA-1 before the cache makes it readable; concurrent
- * readers of one piece share one fetch; a sequential reader gets the next
- * pieces fetched ahead.  With no peer able to deliver a piece within the
- * entry's `timeout` (default 60 s), the read fails with EIO.
+ * The layer shows one file of the torrent.  The whole torrent is one
+ * object of the remote-bytes engine (backends/remote/), keyed by its
+ * info-hash, so two entries over one torrent (two of its files, or the
+ * same info-hash in two .torrent files) share every piece.  The engine's
+ * unit is the piece when the piece length is a power of two dividing
+ * 1 MiB or a multiple of it (else 1 MiB chunks made of the pieces they
+ * touch); its fetcher here asks the bt/ session for verified pieces, so
+ * reads get the engine's single flight, read-ahead (handed to the swarm
+ * as "wanted soon", fetched there in parallel), memory bound and disk
+ * cache: pieces land in --cache-dir (validated by the info-hash) and a
+ * restarted daemon reads them with no peer traffic.  With no peer able
+ * to deliver a piece within the entry's `timeout` (default 60 s), the
+ * read fails with EIO; closing aborts every wait at once.
  *
- * Not yet: seeding (`seed =`), `download = full`, `peers =`, the disk
- * cache as the piece store, web seeds (BEP 19).
+ * Not yet: seeding from the daemon (`seed =`), `download = full`,
+ * `peers =`, web seeds (BEP 19).
  *
  * Thread model: pread from any number of threads; the metainfo is
- * immutable, the session and the block cache lock themselves, and the
- * read-ahead hint is an atomic.
+ * immutable, the session and the engine lock themselves.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "blockcache.h"
 #include "bt/bt.h"
 #include "entry.h"
 #include "error.h"
+#include "options.h"
+#include "remote/remote.h"
 #include "stack.h"
 
 #define DEFAULT_TIMEOUT 60.0
-#define SEQUENTIAL_SLACK (4ull * 1024 * 1024)
+/* Fetching threads of the engine: each waits for the pieces of one unit
+ * while the swarm fetches read-ahead pieces in parallel behind them. */
+#define TORRENT_CONNECTIONS 8
+
+/* What the engine object fetches with; owned by the object. */
+struct torrent_source
+{
+  char *src;                            /* the .torrent path, for messages */
+  struct bt_metainfo *mi;
+  struct bt_session *session;
+};
 
 struct torrent_layer
 {
   struct layer l;
-  char *src;
-  struct bt_metainfo *mi;
-  struct bt_session *session;
-  struct block_cache *cache;            /* borrowed */
-  struct block_cache_client *client;
+  struct torrent_source *ts;            /* the object's; borrowed */
+  struct remote_reader *rd;             /* owned */
   uint64_t base;                        /* the file's offset in the torrent */
-  unsigned ahead;                       /* pieces the cache reads ahead */
-  unsigned swarm_ahead;                 /* pieces the swarm fetches ahead */
-  _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
 
-/* The block cache calls this on a worker: fetch and verify one piece. */
-static int
-torrent_fetch_piece (void *opaque, uint64_t index, void *buf, size_t size)
+/* Free a source: the session first (it borrows the metainfo). */
+static void
+source_free (struct torrent_source *ts)
 {
-  struct torrent_layer *t = opaque;
-  if (size != bt_metainfo_piece_size (t->mi, (uint32_t) index))
-    return error_set (EINVAL, "torrent: %s: piece %" PRIu64 " asked with "
-                      "size %zu", t->src, index, size);
-  int r = bt_read_piece (t->session, (uint32_t) index, buf);
+  if (ts == NULL)
+    return;
+  bt_session_close (ts->session);
+  bt_metainfo_free (ts->mi);
+  free (ts->src);
+  free (ts);
+}
+
+/* The fetcher: fill buf with [offset, offset+len) of the torrent from
+ * verified pieces, asking the swarm for all of them at once. */
+static int
+fetcher_fetch (void *source, void *ctx, void *buf, uint64_t offset,
+               size_t len)
+{
+  struct torrent_source *ts = source;
+  uint32_t plen = ts->mi->piece_length;
+  uint32_t first = offset / plen, last = (offset + len - 1) / plen;
+  uint8_t *tmp = NULL;
+  int r = 0;
+
+  for (uint32_t p = first + 1; p <= last; p++)
+    bt_prefetch_piece (ts->session, p);
+  for (uint32_t p = first; p <= last && r == 0; p++)
+    {
+      uint64_t ps = (uint64_t) p * plen;
+      uint32_t size = bt_metainfo_piece_size (ts->mi, p);
+      uint64_t s = ps > offset ? ps : offset;
+      uint64_t e = ps + size < offset + len ? ps + size : offset + len;
+
+      if (s == ps && e == ps + size)
+        r = bt_read_piece (ts->session, p, (uint8_t *) buf + (ps - offset));
+      else
+        {
+          if (tmp == NULL && (tmp = malloc (plen)) == NULL)
+            r = error_set (ENOMEM, "torrent: %s: out of memory", ts->src);
+          if (r == 0 && (r = bt_read_piece (ts->session, p, tmp)) == 0)
+            memcpy ((uint8_t *) buf + (s - offset), tmp + (s - ps),
+                    (size_t) (e - s));
+        }
+    }
+  free (tmp);
   if (r < 0)
     return error_prefix (-r, "torrent");
   return 0;
 }
 
-/* Read through the block cache, piece by piece. */
+/* Read-ahead was queued: let the swarm fetch those pieces now. */
+static void
+fetcher_hint (void *source, uint64_t offset, size_t len)
+{
+  struct torrent_source *ts = source;
+  uint32_t plen = ts->mi->piece_length;
+
+  for (uint64_t p = offset / plen; p <= (offset + len - 1) / plen; p++)
+    bt_prefetch_piece (ts->session, (uint32_t) p);
+}
+
+/* Closing: no reader may keep waiting for the swarm. */
+static void
+fetcher_stop (void *source)
+{
+  bt_session_abort_reads (((struct torrent_source *) source)->session);
+}
+
+static void
+fetcher_free (void *source)
+{
+  source_free (source);
+}
+
+static const struct remote_fetcher_ops torrent_fetcher = {
+  .name = "torrent",
+  .fetch = fetcher_fetch,
+  .hint = fetcher_hint,
+  .stop = fetcher_stop,
+  .free = fetcher_free,
+};
+
+/* Read the file's bytes: its range of the torrent object. */
 static int
 torrent_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
 {
   struct torrent_layer *t = (struct torrent_layer *) l;
-  uint8_t *p = buf;
-  uint32_t plen = t->mi->piece_length;
-  uint64_t prev = atomic_exchange (&t->next_offset, offset + count);
-  bool sequential = offset + SEQUENTIAL_SLACK >= prev
-    && offset <= prev + SEQUENTIAL_SLACK && offset > 0;
-  uint64_t abs = t->base + offset;
-  if (sequential && count > 0)
-    {
-      /* The cache's workers (few) wait for the next pieces; the swarm
-       * fetches more in parallel behind them, so those waits are short. */
-      uint64_t last = (abs + count - 1) / plen;
-      for (unsigned k = 1; k <= t->ahead && last + k < t->mi->piece_count;
-           k++)
-        if (!block_cache_prefetch (t->client, last + k,
-                                   bt_metainfo_piece_size (t->mi,
-                                                           last + k)))
-          break;
-      for (uint64_t k = 1; k <= t->swarm_ahead
-                           && last + k < t->mi->piece_count; k++)
-        if (!block_cache_has (t->client, last + k))
-          bt_prefetch_piece (t->session, last + k);
-    }
-  while (count > 0)
-    {
-      uint32_t piece = abs / plen;
-      uint32_t in_piece = abs % plen;
-      uint32_t size = bt_metainfo_piece_size (t->mi, piece);
-      size_t n = size - in_piece < count ? size - in_piece : count;
-      int r = block_cache_read (t->client, piece, size, in_piece, p, n);
-      if (r < 0)
-        return r;
-      p += n;
-      abs += n;
-      count -= n;
-    }
-  return 0;
+
+  return remote_pread (t->rd, buf, count, t->base + offset);
 }
 
-/* Status lines: the torrent's shape and the swarm. */
+/* Queue fetches of a range a caller will read soon. */
+static int
+torrent_prefetch (struct layer *l, uint64_t offset, uint64_t length)
+{
+  struct torrent_layer *t = (struct torrent_layer *) l;
+
+  return remote_prefetch (t->rd, t->base + offset, length);
+}
+
+/* Status lines: the torrent's shape, the swarm, then the engine's. */
 static void
 torrent_status (struct layer *l, FILE *out)
 {
   struct torrent_layer *t = (struct torrent_layer *) l;
+  struct torrent_source *ts = t->ts;
   struct bt_stats st;
   char hex[41];
-  bt_session_stats (t->session, &st);
-  bt_info_hash_hex (t->mi, hex);
+  bt_session_stats (ts->session, &st);
+  bt_info_hash_hex (ts->mi, hex);
   fprintf (out, "torrent-info-hash: %s\n", hex);
-  fprintf (out, "torrent-pieces: %u x %u bytes\n", t->mi->piece_count,
-           t->mi->piece_length);
+  fprintf (out, "torrent-pieces: %u x %u bytes\n", ts->mi->piece_count,
+           ts->mi->piece_length);
   fprintf (out, "torrent-peers: %u known, %u connected, %u banned\n",
            st.peers_known, st.peers_connected, st.peers_banned);
   fprintf (out, "torrent-fetched: %" PRIu64 " pieces, %" PRIu64 " bytes, %"
@@ -122,38 +175,51 @@ torrent_status (struct layer *l, FILE *out)
            st.hash_failures);
   fprintf (out, "torrent-announces: %" PRIu64 " ok, %" PRIu64 " failed\n",
            st.announces_ok, st.announces_failed);
+  remote_status (t->rd, out);
 }
 
-/* Stop the fetches, the session and free everything. */
+/* The info-hash: what tells this torrent from another. */
+static void
+torrent_identity (struct layer *l, FILE *out)
+{
+  struct torrent_layer *t = (struct torrent_layer *) l;
+  char hex[41];
+
+  bt_info_hash_hex (t->ts->mi, hex);
+  fprintf (out, "info-hash: %s\n", hex);
+  fprintf (out, "file-offset: %" PRIu64 "\n", t->base);
+}
+
+/* Drop this entry's reader (the last one stops the session). */
 static void
 torrent_close (struct layer *l)
 {
   struct torrent_layer *t = (struct torrent_layer *) l;
-  block_cache_client_free (t->client);
-  bt_session_close (t->session);
-  bt_metainfo_free (t->mi);
-  free (t->src);
+  remote_close (t->rd);
   free (t);
 }
 
 static const struct layer_ops torrent_ops = {
   .name = "torrent",
   .pread = torrent_pread,
+  .prefetch = torrent_prefetch,
   .status = torrent_status,
+  .identity = torrent_identity,
   .close = torrent_close,
 };
 
 /* Choose the file the entry shows: `entry =`, or the only one. */
 static int
-pick_file (struct torrent_layer *t, const char *member)
+pick_file (struct torrent_layer *t, const struct torrent_source *ts,
+           const char *member)
 {
-  const struct bt_metainfo *mi = t->mi;
+  const struct bt_metainfo *mi = ts->mi;
   int index;
   if (member != NULL)
     {
       index = bt_metainfo_find_file (mi, member);
       if (index < 0)
-        return error_prefix (-index, "torrent: %s: entry = %s", t->src,
+        return error_prefix (-index, "torrent: %s: entry = %s", ts->src,
                              member);
     }
   else if (!mi->multi_file)
@@ -169,10 +235,24 @@ pick_file (struct torrent_layer *t, const char *member)
           }
       return error_set (EINVAL, "torrent: %s: holds %zu files; fix: add "
                         "'entry = %s' (or another of its files) to choose "
-                        "one", t->src, mi->file_count, first);
+                        "one", ts->src, mi->file_count, first);
     }
   t->base = mi->files[index].offset;
   t->l.size = mi->files[index].length;
+  return 0;
+}
+
+/* The engine's unit for this piece length: the piece when the engine
+ * and the disk cache can keep it as such, else 0 (1 MiB chunks). */
+static size_t
+unit_for (uint32_t piece_length)
+{
+  bool pow2 = (piece_length & (piece_length - 1)) == 0;
+
+  if (piece_length >= 16384 && pow2)
+    return piece_length;
+  if (piece_length > REMOTE_CHUNK && piece_length % REMOTE_CHUNK == 0)
+    return piece_length;
   return 0;
 }
 
@@ -182,61 +262,69 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
                     struct layer **out)
 {
   struct torrent_layer *t = calloc (1, sizeof *t);
-  if (t == NULL || (t->src = strdup (path)) == NULL)
+  struct torrent_source *ts = calloc (1, sizeof *ts);
+  char hex[41], label[512];
+  int r;
+
+  if (t == NULL || ts == NULL || (ts->src = strdup (path)) == NULL)
     {
       free (t);
+      free (ts);
       return error_set (ENOMEM, "torrent: out of memory");
     }
   t->l.ops = &torrent_ops;
   t->l.immutable = true;
-  int r = bt_metainfo_load (path, &t->mi);
+  r = bt_metainfo_load (path, &ts->mi);
   if (r < 0)
     {
       r = error_prefix (-r, "torrent");
       goto err;
     }
-  r = pick_file (t, ctx->entry->member);
+  r = pick_file (t, ts, ctx->entry->member);
   if (r < 0)
     goto err;
-  if (ctx->services == NULL || ctx->services->block_cache == NULL)
-    {
-      r = error_set (EINVAL, "torrent: %s: no decoded-block cache", t->src);
-      goto err;
-    }
-  t->cache = ctx->services->block_cache;
+  bt_info_hash_hex (ts->mi, hex);
   struct bt_settings set = {
-    .name = t->src,
+    .name = ts->src,
     .timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
                                        : DEFAULT_TIMEOUT,
     .ca_file = ctx->entry->ca_file,
   };
-  r = bt_session_open (t->mi, &set, NULL, NULL, &t->session);
+  struct remote_identity id = {
+    .kind = "torrent", .key = hex, .size = ts->mi->total_length };
+  struct remote_settings rs = {
+    .label = label, .display = ts->src, .connections = TORRENT_CONNECTIONS,
+    .unit = unit_for (ts->mi->piece_length),
+    .disk_cache = ctx->services ? ctx->services->disk_cache : NULL };
+  snprintf (label, sizeof label, "torrent: %s", ts->src);
+  if (ctx->options && ctx->options->memory_cache_size > 0)
+    remote_memory_budget (ctx->options->memory_cache_size
+                          / REMOTE_MEMORY_SHARE);
+  /* The source is whole before the engine can share it; when an open
+   * object has this info-hash already, this session is closed again. */
+  r = bt_session_open (ts->mi, &set, NULL, NULL, &ts->session);
   if (r < 0)
     goto err;
-  r = block_cache_client_new (t->cache, t->src, torrent_fetch_piece, t,
-                              &t->client);
+  r = remote_open (&id, &rs, &torrent_fetcher, ts, &t->rd);
   if (r < 0)
     goto err;
-  t->ahead = block_cache_workers (t->cache);
-  /* 16 MiB of pieces in flight from the swarm, 4 pieces at least. */
-  t->swarm_ahead = (16u << 20) / t->mi->piece_length;
-  if (t->swarm_ahead < 4)
-    t->swarm_ahead = 4;
-  char hex[41];
-  bt_info_hash_hex (t->mi, hex);
+  if (r == 1)
+    {
+      source_free (ts);
+      ts = remote_source (t->rd);
+    }
+  t->ts = ts;
   log_info ("torrent: %s: info-hash %s, %u pieces of %u KiB, %zu tier%s of "
-            "trackers, showing %s (%" PRIu64 " bytes)", t->src, hex,
-            t->mi->piece_count, t->mi->piece_length >> 10,
-            t->mi->tier_count, t->mi->tier_count == 1 ? "" : "s",
-            t->mi->multi_file ? ctx->entry->member : t->mi->name,
+            "trackers, showing %s (%" PRIu64 " bytes)", path, hex,
+            ts->mi->piece_count, ts->mi->piece_length >> 10,
+            ts->mi->tier_count, ts->mi->tier_count == 1 ? "" : "s",
+            ts->mi->multi_file ? ctx->entry->member : ts->mi->name,
             t->l.size);
   *out = &t->l;
   return 0;
 
  err:
-  bt_session_close (t->session);
-  bt_metainfo_free (t->mi);
-  free (t->src);
+  source_free (ts);
   free (t);
   return r;
 }

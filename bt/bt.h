@@ -154,6 +154,11 @@ int bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf);
  * beyond that the oldest unread one is dropped.  Never blocks. */
 void bt_prefetch_piece (struct bt_session *s, uint32_t index);
 
+/* Make every bt_read_piece waiting now, or called later, fail at once
+ * with -EIO: the caller is closing and must not wait for the swarm (the
+ * session itself runs on until bt_session_close).  Never blocks long. */
+void bt_session_abort_reads (struct bt_session *s);
+
 /* The TCP port the session listens on (0 if it does not). */
 uint16_t bt_session_port (const struct bt_session *s);
 

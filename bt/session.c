@@ -418,6 +418,16 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
                     s->name, index, s->set.timeout, known, connected);
 }
 
+/* Wake every reader and turn away later ones (see bt.h). */
+void
+bt_session_abort_reads (struct bt_session *s)
+{
+  pthread_mutex_lock (&s->lock);
+  s->stopping = true;
+  pthread_cond_broadcast (&s->cond);
+  pthread_mutex_unlock (&s->lock);
+}
+
 /* The listening port. */
 uint16_t
 bt_session_port (const struct bt_session *s)

@@ -123,11 +123,11 @@ remote_chunks_trim (struct remote_object *o, unsigned keep)
   return dropped;
 }
 
-/* Keep at most REMOTE_MEM_CHUNKS unstored chunks in memory (lock held). */
+/* Keep at most o->mem_units unstored chunks in memory (lock held). */
 static void
 lru_trim (struct remote_object *o)
 {
-  remote_chunks_trim (o, REMOTE_MEM_CHUNKS);
+  remote_chunks_trim (o, o->mem_units);
 }
 
 static void *worker_main (void *arg);
@@ -231,8 +231,8 @@ start_fetch (struct remote_object *o, uint64_t i, enum fetch_kind kind)
   if (c == NULL)
     return NULL;
   c->index = i;
-  c->len = i * REMOTE_CHUNK + REMOTE_CHUNK <= o->size ? REMOTE_CHUNK
-    : (size_t) (o->size - i * REMOTE_CHUNK);
+  c->len = i * o->chunk + o->chunk <= o->size ? o->chunk
+    : (size_t) (o->size - i * o->chunk);
   c->state = CHUNK_FETCHING;
   c->refs = 1;
   c->in_table = true;
@@ -243,7 +243,12 @@ start_fetch (struct remote_object *o, uint64_t i, enum fetch_kind kind)
   if (kind == FETCH_FOREGROUND)
     queue_push_front (&o->queue, c);
   else if (kind == FETCH_READAHEAD)
-    queue_push_back (&o->queue, c);
+    {
+      queue_push_back (&o->queue, c);
+      /* A fetcher that can fetch in parallel starts on it now. */
+      if (o->ops->hint)
+        o->ops->hint (o->source, i * o->chunk, c->len);
+    }
   else
     queue_push_back (&o->fill_queue, c);
   if (!c->fill)
@@ -277,7 +282,7 @@ promote (struct remote_object *o, struct chunk *c)
 static bool
 stored (struct remote_object *o, uint64_t i)
 {
-  return o->dc && disk_cache_has (o->dc, i * REMOTE_CHUNK, 1);
+  return o->dc && disk_cache_has (o->dc, i * o->chunk, 1);
 }
 
 /* Note a read of [offset, offset+count) in the reader's sequential
@@ -296,21 +301,89 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
       r->ra_next = 0;
       return;
     }
-  last = (r->seq.end - 1) / REMOTE_CHUNK;
-  r->ra_window = r->ra_window == 0 ? REMOTE_RA_MIN
-    : (r->ra_window * 2 > REMOTE_RA_MAX ? REMOTE_RA_MAX : r->ra_window * 2);
+  last = (r->seq.end - 1) / o->chunk;
+  r->ra_window = r->ra_window == 0 ? o->ra_min
+    : (r->ra_window * 2 > o->ra_max ? o->ra_max : r->ra_window * 2);
   to = last + r->ra_window;
   if (to >= o->nchunks)
     to = o->nchunks - 1;
   for (j = last + 1 > r->ra_next ? last + 1 : r->ra_next; j <= to; j++)
     {
-      if (o->inflight >= REMOTE_RA_MAX)
+      if (o->inflight >= o->ra_max)
         break;
       if (lookup (o, j) == NULL && !stored (o, j)
           && start_fetch (o, j, FETCH_READAHEAD) == NULL)
         break;
     }
   r->ra_next = j;
+}
+
+/* Write units [g0, gn) of o, all in memory, as one disk-cache chunk;
+ * true when the cache kept it.  Units smaller than a disk-cache chunk
+ * (torrent pieces of 16-512 KiB) can only be stored together (lock not
+ * held). */
+static bool
+store_group (struct remote_object *o, struct chunk *c)
+{
+  unsigned per = DISK_CACHE_CHUNK / o->chunk, n = 0;
+  uint64_t g0 = c->index / per * per;
+  uint64_t gn = g0 + per < o->nchunks ? g0 + per : o->nchunks;
+  struct chunk *units[DISK_CACHE_CHUNK / REMOTE_MIN_UNIT];
+  size_t total = 0;
+  bool ok = true, kept = false;
+  char *buf;
+
+  pthread_mutex_lock (&o->lock);
+  for (uint64_t j = g0; j < gn && ok; j++)
+    {
+      struct chunk *u = j == c->index ? c : lookup (o, j);
+      ok = u && u->state == CHUNK_READY && u->buf;
+      if (ok)
+        {
+          u->refs++;
+          units[n++] = u;
+        }
+    }
+  pthread_mutex_unlock (&o->lock);
+  /* A transient buffer of the storer, outside the budget: one per
+   * object at most. */
+  buf = ok ? malloc (DISK_CACHE_CHUNK) : NULL;
+  if (buf)
+    {
+      for (unsigned k = 0; k < n; k++)
+        {
+          memcpy (buf + total, units[k]->buf, units[k]->len);
+          total += units[k]->len;
+        }
+      disk_cache_write (o->dc, buf, total, g0 * o->chunk);
+      kept = disk_cache_has (o->dc, g0 * o->chunk, total);
+      free (buf);
+    }
+  pthread_mutex_lock (&o->lock);
+  for (unsigned k = 0; k < n; k++)
+    {
+      struct chunk *u = units[k];
+      if (u != c && kept && u->in_table && u->refs == 2)
+        table_remove (o, u);        /* readers now use the disk cache */
+      chunk_unref (o, u);
+    }
+  pthread_mutex_unlock (&o->lock);
+  return kept;
+}
+
+/* Write a fetched unit to the disk cache; true when the cache kept it
+ * (lock not held). */
+static bool
+store_unit (struct remote_object *o, struct chunk *c)
+{
+  uint64_t off = c->index * o->chunk;
+
+  if (atomic_load (&o->changed))
+    return false;
+  if (o->chunk < DISK_CACHE_CHUNK)
+    return store_group (o, c);
+  disk_cache_write (o->dc, c->buf, c->len, off);
+  return disk_cache_has (o->dc, off, c->len);
 }
 
 /* The storer: writes fetched chunks to the disk cache in order, then
@@ -325,7 +398,6 @@ storer_main (void *arg)
   for (;;)
     {
       struct chunk *c;
-      uint64_t off;
       bool kept;
 
       while (o->store_queue.head == NULL && !o->closing)
@@ -342,13 +414,7 @@ storer_main (void *arg)
         break;
       pthread_mutex_unlock (&o->lock);
 
-      off = c->index * REMOTE_CHUNK;
-      kept = false;
-      if (!atomic_load (&o->changed))
-        {
-          disk_cache_write (o->dc, c->buf, c->len, off);
-          kept = disk_cache_has (o->dc, off, c->len);
-        }
+      kept = store_unit (o, c);
 
       pthread_mutex_lock (&o->lock);
       o->nstore--;
@@ -494,7 +560,7 @@ worker_main (void *arg)
       spare = NULL;
       pthread_mutex_unlock (&o->lock);
 
-      off = c->index * REMOTE_CHUNK;
+      off = c->index * o->chunk;
       if (!have_ctx && o->ops->context_new)
         ctx = o->ops->context_new (o->source);
       have_ctx = have_ctx || ctx != NULL || o->ops->context_new == NULL;
@@ -519,8 +585,7 @@ worker_main (void *arg)
           c->state = CHUNK_READY;
           pthread_cond_broadcast (&o->chunk_cond);
           pthread_mutex_unlock (&o->lock);
-          disk_cache_write (o->dc, c->buf, c->len, off);
-          kept = disk_cache_has (o->dc, off, c->len);
+          kept = store_unit (o, c);
         }
 
       pthread_mutex_lock (&o->lock);
@@ -637,7 +702,7 @@ copy_from_chunk (struct remote_object *o, struct chunk *c, char *dst,
     pthread_cond_wait (&o->chunk_cond, &o->lock);
   pthread_mutex_unlock (&o->lock);
   if (c->state == CHUNK_READY)
-    memcpy (dst, c->buf + (start - c->index * REMOTE_CHUNK), n);
+    memcpy (dst, c->buf + (start - c->index * o->chunk), n);
   else
     r = error_set (-c->err, "%s", c->message ? c->message
                    : "remote: fetch failed");
@@ -706,8 +771,8 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
                      uint64_t offset)
 {
   struct remote_object *o = rd->o;
-  uint64_t first = offset / REMOTE_CHUNK;
-  uint64_t last = (offset + count - 1) / REMOTE_CHUNK;
+  uint64_t first = offset / o->chunk;
+  uint64_t last = (offset + count - 1) / o->chunk;
   size_t n = (size_t) (last - first + 1);
   struct chunk *local[8], **cs;
   int r = 0;
@@ -756,10 +821,10 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
 
   for (size_t k = 0; k < n; k++)
     {
-      uint64_t cstart = (first + k) * REMOTE_CHUNK;
+      uint64_t cstart = (first + k) * o->chunk;
       uint64_t s = offset > cstart ? offset : cstart;
-      uint64_t e = offset + count < cstart + REMOTE_CHUNK ? offset + count
-        : cstart + REMOTE_CHUNK;
+      uint64_t e = offset + count < cstart + o->chunk ? offset + count
+        : cstart + o->chunk;
       char *dst = (char *) buf + (s - offset);
 
       if (r == 0 && cs[k] == NULL
@@ -803,10 +868,10 @@ remote_chunks_prefetch (struct remote_reader *rd, uint64_t offset,
     return 0;
   if (length > o->size - offset)
     length = o->size - offset;
-  first = offset / REMOTE_CHUNK;
-  last = (offset + length - 1) / REMOTE_CHUNK;
+  first = offset / o->chunk;
+  last = (offset + length - 1) / o->chunk;
   pthread_mutex_lock (&o->lock);
-  for (uint64_t j = first; j <= last && o->inflight < 4 * REMOTE_RA_MAX; j++)
+  for (uint64_t j = first; j <= last && o->inflight < 4 * o->ra_max; j++)
     if (lookup (o, j) == NULL && !stored (o, j))
       start_fetch (o, j, FETCH_READAHEAD);
   pthread_mutex_unlock (&o->lock);

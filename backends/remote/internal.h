@@ -22,16 +22,17 @@
 #include "seqdetect.h"
 
 #define REMOTE_BUCKETS 256
-#define REMOTE_RA_MIN 4             /* chunks of read-ahead at first */
-#define REMOTE_RA_MAX 32            /* chunks of read-ahead at most */
+#define REMOTE_RA_MIN 4             /* MiB of read-ahead at first */
+#define REMOTE_RA_MAX 32            /* MiB of read-ahead at most */
 #define REMOTE_SEQ_SLACK (1024 * 1024) /* "sequential" tolerance, bytes */
-#define REMOTE_MEM_CHUNKS 64        /* unstored chunks kept per object */
+#define REMOTE_MEM_CHUNKS 64        /* MiB of unstored chunks per object */
 #define REMOTE_IDLE_CONTEXTS 8      /* readers' fetch contexts kept */
 #define REMOTE_RANDOM_AFTER 8       /* non-sequential misses: random */
 #define REMOTE_DIRECT_MAX (128 * 1024) /* random misses fetched directly */
 #define REMOTE_FILL_WORKERS 1       /* workers busy with fill at once */
 #define REMOTE_STORE_MAX 64         /* fetched chunks waiting for disk */
 #define REMOTE_STORE_WAIT_S 2       /* then wait this long before skipping */
+#define REMOTE_MIN_UNIT (16 * 1024) /* smallest unit (a BEP 3 block) */
 
 enum chunk_state { CHUNK_FETCHING, CHUNK_READY, CHUNK_FAILED };
 enum fetch_kind { FETCH_FOREGROUND, FETCH_READAHEAD, FETCH_FILL };
@@ -70,6 +71,12 @@ struct remote_object
   char *kind, *key, *etag, *last_modified;   /* the identity */
   char *label, *display;
   uint64_t size, nchunks;
+  size_t chunk;                     /* the unit fetched and kept, bytes:
+                                       REMOTE_CHUNK, or a torrent's piece
+                                       (a divisor or multiple of it) */
+  unsigned ra_min, ra_max;          /* read-ahead window, units (4 and
+                                       32 MiB) */
+  unsigned mem_units;               /* unstored units kept (64 MiB) */
   struct disk_cache_object *dc;     /* NULL without a disk cache */
 
   struct remote_object *next;       /* registry; registry lock */

@@ -61,7 +61,17 @@ remote_buf_get (struct remote_object *o, bool must)
   char *b = NULL;
 
   pthread_mutex_lock (&mem_lock);
-  if (spares)
+  if (o->chunk != REMOTE_CHUNK)
+    {
+      /* Other sizes (torrent pieces) are not kept as spares. */
+      if (used + o->chunk <= budget || must)
+        {
+          b = malloc (o->chunk);
+          if (b)
+            used += o->chunk;
+        }
+    }
+  else if (spares)
     {
       b = spares;
       memcpy (&spares, b, sizeof (char *));
@@ -88,7 +98,9 @@ remote_buf_put (struct remote_object *o, char *b)
     return;
   o->nbufs--;
   pthread_mutex_lock (&mem_lock);
-  if (nspares < SPARE_MAX && used <= budget)
+  if (o->chunk != REMOTE_CHUNK)
+    used -= o->chunk;
+  else if (nspares < SPARE_MAX && used <= budget)
     {
       memcpy (b, &spares, sizeof (char *));
       spares = b;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "layer.h"
 
 /* Open objects, found by identity; protected by registry_lock, which is
  * taken before an object's lock (and only tried, never waited for, the
@@ -79,7 +80,21 @@ object_new (const struct remote_identity *id,
   pthread_cond_init (&o->store_space, NULL);
   o->ops = ops;
   o->size = id->size;
-  o->nchunks = (id->size + REMOTE_CHUNK - 1) / REMOTE_CHUNK;
+  o->chunk = set->unit ? set->unit : REMOTE_CHUNK;
+  if (o->chunk < REMOTE_MIN_UNIT
+      || (o->chunk < REMOTE_CHUNK && REMOTE_CHUNK % o->chunk != 0)
+      || (o->chunk > REMOTE_CHUNK && o->chunk % REMOTE_CHUNK != 0))
+    o->chunk = REMOTE_CHUNK;
+  o->nchunks = (id->size + o->chunk - 1) / o->chunk;
+  o->ra_min = REMOTE_RA_MIN * (uint64_t) REMOTE_CHUNK / o->chunk;
+  o->ra_max = REMOTE_RA_MAX * (uint64_t) REMOTE_CHUNK / o->chunk;
+  o->mem_units = REMOTE_MEM_CHUNKS * (uint64_t) REMOTE_CHUNK / o->chunk;
+  if (o->ra_min < 1)
+    o->ra_min = 1;
+  if (o->ra_max < 2)
+    o->ra_max = 2;
+  if (o->mem_units < 4)
+    o->mem_units = 4;
   o->max_workers = set->connections > 0 ? set->connections : 1;
   if (!dup (&o->kind, id->kind) || !dup (&o->key, id->key)
       || !dup (&o->etag, id->etag)
@@ -105,6 +120,27 @@ object_new (const struct remote_identity *id,
   return 0;
 }
 
+/* The daemon is going away (layer_abort_waits): stop every object's
+ * fetcher, so no reader keeps waiting for a remote that may never
+ * answer (a swarm waits for its whole timeout otherwise). */
+static void
+abort_all (void)
+{
+  pthread_mutex_lock (&registry_lock);
+  for (struct remote_object *o = registry; o; o = o->next)
+    if (o->ops->stop)
+      o->ops->stop (o->source);
+  pthread_mutex_unlock (&registry_lock);
+}
+
+static pthread_once_t abort_once = PTHREAD_ONCE_INIT;
+
+static void
+register_abort (void)
+{
+  layer_on_abort (abort_all);
+}
+
 /* Open a reader, sharing the object of the same identity if open. */
 int
 remote_open (const struct remote_identity *id,
@@ -119,6 +155,7 @@ remote_open (const struct remote_identity *id,
   if (rd == NULL)
     return error_set (ENOMEM, "%s: out of memory", set->label);
   seq_init (&rd->seq);
+  pthread_once (&abort_once, register_abort);
   pthread_mutex_lock (&registry_lock);
   for (o = registry; o; o = o->next)
     if (o->ops == ops && !atomic_load (&o->changed) && matches (o, id))

@@ -71,6 +71,12 @@ struct remote_fetcher_ops
   int (*fetch) (void *source, void *ctx, void *buf, uint64_t offset,
                 size_t len);
 
+  /* Optional: [offset, offset+len) will be fetched soon (read-ahead was
+   * queued for it): a fetcher that fetches in parallel by itself (a
+   * swarm) may start now.  Called with the object's lock held: must
+   * not block nor call the engine. */
+  void (*hint) (void *source, uint64_t offset, size_t len);
+
   /* Optional: abort transfers and make later fetches fail fast: the
    * object is closing. */
   void (*stop) (void *source);
@@ -95,6 +101,10 @@ struct remote_settings
   const char *label;         /* message prefix, e.g. "http: ENTRY" */
   const char *display;       /* the object in messages; no secrets */
   unsigned connections;      /* fetching threads at most; > 0 */
+  size_t unit;               /* bytes fetched and kept per chunk: 0 for
+                                REMOTE_CHUNK, else a power of two from
+                                16 KiB up that divides it, or a multiple
+                                of it (torrent pieces) */
   struct disk_cache *disk_cache;  /* may be NULL: memory only */
 };
 

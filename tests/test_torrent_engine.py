@@ -1,0 +1,111 @@
+"""Torrents on the remote-bytes engine: verified pieces land in the disk
+cache (a restarted daemon reads the whole file with the seeder gone, no
+peer traffic), two entries over one torrent share one engine object,
+and unmount does not wait for pieces the swarm cannot deliver."""
+
+import errno
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
+from peers import make_random_file, scaled, sha256, wait_for, write_entry
+
+pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
+                                or shutil.which("aria2c") is None,
+                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = Tracker(tmp_path / "tracker").start()
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "data"
+    (d / "vm").mkdir(parents=True)
+    make_random_file(d / "vm" / "a.img", 5 * MIB + 777, seed=31)
+    make_random_file(d / "vm" / "b.img", 3 * MIB + 5, seed=32)
+    return d
+
+
+def seed(tmp_path, tracker, data, torrent):
+    tracker.allow(info_hash(torrent))
+    s = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()
+    wait_for(lambda: tracker.complete(info_hash(torrent)) >= 1, 30, "the seeder")
+    return s
+
+
+def pieces_fetched(status, entry):
+    block = status[status.index(f"[{entry}]"):]
+    return int(block.split("torrent-fetched: ")[1].split()[0])
+
+
+@pytest.mark.parametrize("piece_log", [16, 21], ids=["64K-pieces", "2M-pieces"])
+def test_two_files_share_one_object_and_pieces_survive_a_restart(
+        mount, catalog, tmp_path, tracker, data, piece_log):
+    """Pieces smaller than the disk cache's 1 MiB chunk are stored once a
+    whole chunk of them is in; larger ones are the unit themselves."""
+    torrent = make_torrent(data / "vm", tmp_path / "vm.torrent", tracker.http,
+                           piece_log=piece_log)
+    write_entry(catalog, "a.img", f"source = {torrent}\nentry = a.img\n")
+    write_entry(catalog, "b.img", f"source = {torrent}\nentry = b.img\n")
+    seeder = seed(tmp_path, tracker, data, torrent)
+    try:
+        m = mount(catalog, name="first")
+        assert sha256(m.path / "a.img") == sha256(data / "vm" / "a.img")
+        assert sha256(m.path / "b.img") == sha256(data / "vm" / "b.img")
+        status = m.status()
+        assert status.count("torrent-shared-by: 2") == 2, status
+        # One session, one set of counters: each piece fetched once.
+        total = 8 * MIB + 782
+        pieces = -(-total // (1 << piece_log))
+        assert pieces_fetched(status, "a.img") <= pieces, status
+        wait_for(lambda: m.status().count(f"cache-present: {total} of {total}") == 2,
+                 scaled(20), "every piece to be in the disk cache")
+        assert m.unmount() == 0
+    finally:
+        seeder.stop()
+    m = mount(catalog, name="second")
+    assert sha256(m.path / "a.img") == sha256(data / "vm" / "a.img")
+    assert sha256(m.path / "b.img") == sha256(data / "vm" / "b.img")
+    assert pieces_fetched(m.status(), "a.img") == 0
+
+
+def test_unmount_does_not_wait_for_the_swarm(mount, catalog, tmp_path, tracker, data):
+    """With no peer at all a read waits for its timeout (here 600 s);
+    a lazy unmount meanwhile fails the read with EIO and ends the daemon
+    long before that."""
+    torrent = make_torrent(data / "vm" / "a.img", tmp_path / "a.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    write_entry(catalog, "a.img", f"source = {torrent}\ntimeout = 600\n")
+    m = mount(catalog, "--cache-dir=none")
+    result = {}
+
+    def reader():
+        try:
+            fd = os.open(m.path / "a.img", os.O_RDONLY)
+            try:
+                result["data"] = os.pread(fd, 4096, 3 * MIB)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            result["errno"] = e.errno
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    wait_for(lambda: "torrent-pending-chunks: 1" in m.status(), scaled(10),
+             "the read to wait for its piece")
+    subprocess.run(["fusermount3", "-uz", str(m.path)], check=True, timeout=scaled(10))
+    t.join(timeout=scaled(30))
+    assert not t.is_alive(), "the read still waits for the swarm"
+    assert result.get("errno") == errno.EIO, result
+    m.proc.wait(timeout=scaled(30))

@@ -34,6 +34,7 @@
 
 #include "clock.h"
 #include "error.h"
+#include "seqdetect.h"
 #include "thread.h"
 
 #define RA_SLOT_BYTES (1024u * 1024)
@@ -78,9 +79,9 @@ struct ra_slot
  * ahead its slots reach. */
 struct ra_stream
 {
-  uint64_t next;
+  struct seq_detector seq;  /* end: where its next read should start;
+                               run: consecutive reads that continued it */
   uint64_t ahead;
-  unsigned run;        /* consecutive reads that continued the stream */
   uint64_t used;       /* tick of the last read, for replacement */
   double last_read;    /* clock_seconds () of the last read */
   struct ra_slot slots[RA_STREAM_SLOTS];
@@ -162,8 +163,8 @@ release_idle (struct ra_stream *st)
       slot->buf = NULL;
       slot->state = SLOT_FREE;
     }
-  st->run = 0;
-  st->ahead = st->next;
+  st->seq.run = 0;
+  st->ahead = st->seq.end;
 }
 
 /* A stream's fetcher: fetch its queued slots in order until the layer
@@ -212,15 +213,15 @@ stream_for (struct ra_layer *ra, uint64_t offset)
        * read-ahead window or two in flight): a little behind counts too,
        * and once read-ahead runs, a little ahead.  Not more: readers a
        * few MiB apart must not merge into one stream. */
-      if (st->run > 0 && offset + RA_BEHIND >= st->next
-          && (offset <= st->next
-              || (st->run >= RA_TRIGGER && offset <= st->next + RA_AHEAD)))
+      if (st->seq.run > 0
+          && seq_within (&st->seq, offset, RA_BEHIND,
+                         st->seq.run >= RA_TRIGGER ? RA_AHEAD : 0))
         return st;
       if (st->used < lru->used)
         lru = st;
     }
-  lru->run = 0;
-  lru->next = lru->ahead = offset;
+  lru->seq.run = 0;
+  lru->seq.end = lru->ahead = offset;
   for (i = 0; i < RA_STREAM_SLOTS; i++)
     if (lru->slots[i].state == SLOT_QUEUED)
       lru->slots[i].state = SLOT_FREE;
@@ -242,8 +243,8 @@ reusable_slot (struct ra_stream *st)
       if (slot->state == SLOT_FREE)
         return slot;
       if ((slot->state == SLOT_READY || slot->state == SLOT_FAILED)
-          && (slot->offset + slot->length <= st->next
-              || slot->offset >= st->next + RA_WINDOW))
+          && (slot->offset + slot->length <= st->seq.end
+              || slot->offset >= st->seq.end + RA_WINDOW))
         return slot;
     }
   return NULL;
@@ -256,9 +257,9 @@ schedule (struct ra_layer *ra, struct ra_stream *st)
 {
   bool queued = false;
 
-  if (st->ahead < st->next)
-    st->ahead = st->next;
-  while (st->ahead < ra->layer.size && st->ahead < st->next + RA_WINDOW)
+  if (st->ahead < st->seq.end)
+    st->ahead = st->seq.end;
+  while (st->ahead < ra->layer.size && st->ahead < st->seq.end + RA_WINDOW)
     {
       struct ra_slot *slot = reusable_slot (st);
       uint64_t left = ra->layer.size - st->ahead;
@@ -349,7 +350,7 @@ other_reader (struct ra_layer *ra, const struct ra_stream *st)
   for (s = 0; s < RA_STREAMS; s++)
     {
       const struct ra_stream *o = &ra->streams[s];
-      if (o != st && o->run >= RA_TRIGGER
+      if (o != st && o->seq.run >= RA_TRIGGER
           && st->last_read - o->last_read < RA_ALONE_SECONDS)
         return true;
     }
@@ -369,16 +370,16 @@ ra_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   st = stream_for (ra, offset);
   st->used = ++ra->tick;
   st->last_read = clock_seconds ();
-  st->run++;
+  st->seq.run++;
   served = serve_from_slots (ra, st, buf, count, offset);
   if (served > 0)
     ra->hits++;
   else
     ra->misses++;
   /* Only now move the stream on: its slots behind `next` are reused. */
-  if (offset + count > st->next)
-    st->next = offset + count;
-  if (st->run >= RA_TRIGGER && !other_reader (ra, st))
+  if (offset + count > st->seq.end)
+    st->seq.end = offset + count;
+  if (st->seq.run >= RA_TRIGGER && !other_reader (ra, st))
     schedule (ra, st);
   pthread_mutex_unlock (&ra->lock);
   if (served == count)
@@ -400,8 +401,8 @@ invalidate (struct ra_layer *ra)
   for (s = 0; s < RA_STREAMS; s++)
     {
       struct ra_stream *st = &ra->streams[s];
-      st->run = 0;
-      st->ahead = st->next;
+      st->seq.run = 0;
+      st->ahead = st->seq.end;
       for (i = 0; i < RA_STREAM_SLOTS; i++)
         if (st->slots[i].state != SLOT_FETCHING && st->slots[i].readers == 0)
           st->slots[i].state = SLOT_FREE;

@@ -12,14 +12,21 @@ seq_init (struct seq_detector *d)
   d->random = 0;
 }
 
+/* True when offset is within [end - behind, end + ahead]. */
+bool
+seq_within (const struct seq_detector *d, uint64_t offset, uint64_t behind,
+            uint64_t ahead)
+{
+  return offset >= d->end ? offset - d->end <= ahead
+    : d->end - offset <= behind;
+}
+
 /* True when offset is within slack of where the stream ended. */
 bool
 seq_continues (const struct seq_detector *d, uint64_t offset,
                uint64_t slack)
 {
-  uint64_t gap = offset >= d->end ? offset - d->end : d->end - offset;
-
-  return gap <= slack;
+  return seq_within (d, offset, slack, slack);
 }
 
 /* Move the stream on, or restart it at this read. */

@@ -4,9 +4,9 @@
  * where the stream's last read ended, on either side: the kernel sends
  * a sequential reader's requests in parallel and slightly out of order,
  * so a little behind counts too.  Users: the remote-bytes engine
- * (backends/remote/, per reader of an object) and the torrent layer's
- * block-cache read-ahead; the NBD read-ahead layer (backends/readahead.c)
- * keeps several streams of these.
+ * (backends/remote/, per reader of an object: HTTP and torrents) and
+ * the NBD read-ahead layer (backends/readahead.c), which keeps several
+ * streams of these with its own, measured, slack on each side.
  *
  * Thread model: none; the caller serialises calls on one detector (its
  * own lock).  The struct is plain data, owned by its user.
@@ -29,7 +29,12 @@ struct seq_detector
  * say) is never sequential; a second one that follows it is. */
 void seq_init (struct seq_detector *d);
 
-/* True when offset is within slack bytes of the stream's end. */
+/* True when offset lies in [end - behind, end + ahead]: the one rule of
+ * "this read continues that stream". */
+bool seq_within (const struct seq_detector *d, uint64_t offset,
+                 uint64_t behind, uint64_t ahead);
+
+/* seq_within with the same slack on both sides. */
 bool seq_continues (const struct seq_detector *d, uint64_t offset,
                     uint64_t slack);
 

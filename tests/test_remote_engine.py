@@ -71,26 +71,32 @@ def fetched_ranges(server, uri):
     return out
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["tar", "tar.xz"])
 @pytest.mark.parametrize("cache_dir", ["none", "disk"])
 def test_two_members_of_one_tar_share_one_object(mount, catalog, http_server, tmp_path,
-                                                 cache_dir):
-    """Two entries over one tar URL, each showing another member: both
-    read right, the status says the object is shared, and no byte of the
-    tar was fetched twice (the size probes are HEADs, no GET range
-    overlaps another)."""
+                                                 cache_dir, compressed):
+    """Two entries over one tar (or tar.xz) URL, each showing another
+    member: both read right, the status says the object is shared, and
+    no byte of the archive was fetched twice (the size probes are HEADs,
+    no GET range overlaps another)."""
     tree = tmp_path / "tree"
     write_random(tree / "a.bin", 9 * MIB + 123, seed=1)
     write_random(tree / "b.bin", 7 * MIB + 5, seed=2)
     tar = tar_create(tmp_path / "two.tar", tree, ["a.bin", "b.bin"], "gnu")
-    (http_server.root / "two.tar").hardlink_to(tar)
-    url = http_server.url("two.tar")
+    served = tar
+    if compressed:
+        subprocess.run(["xz", "-0", "-T2", "--block-size=1MiB", "-k", str(tar)], check=True,
+                       timeout=scaled(120))
+        served = tmp_path / "two.tar.xz"
+    (http_server.root / served.name).hardlink_to(served)
+    url = http_server.url(served.name)
     write_entry(catalog, "a", f"source = {url}\nentry = a.bin\n")
     write_entry(catalog, "b", f"source = {url}\nentry = b.bin\n")
     args = ["--cache-dir=none"] if cache_dir == "none" else []
     m = mount(catalog, *args)
     assert sha256(m.path / "a") == tar_member_sha256(tar, "a.bin")
     assert sha256(m.path / "b") == tar_member_sha256(tar, "b.bin")
-    ranges = sorted(fetched_ranges(http_server, "/two.tar"))
+    ranges = sorted(fetched_ranges(http_server, "/" + served.name))
     assert ranges, "no range GET seen"
     for (a0, b0), (a1, b1) in zip(ranges, ranges[1:]):
         assert a1 > b0, f"bytes {a1}-{min(b0, b1)} fetched twice: {ranges}"

@@ -567,7 +567,7 @@ worker_main (void *arg)
       if (c->buf == NULL)
         r = error_set (ENOMEM, "%s: out of memory", o->label);
       else if (!have_ctx)
-        r = error_prefix (ENOMEM, "%s", o->label);
+        r = -ENOMEM;                /* context_new said why */
       else
         r = o->ops->fetch (o->source, ctx, c->buf, off, c->len);
       if (r == -ESTALE)
@@ -753,7 +753,7 @@ direct_read (struct remote_object *o, void *buf, size_t count, uint64_t offset)
   int r;
 
   if (!context_get (o, &ctx))
-    return error_prefix (ENOMEM, "%s", o->label);
+    return -ENOMEM;                 /* context_new said why */
   r = o->ops->fetch (o->source, ctx, buf, offset, count);
   context_put (o, ctx);
   if (r == -ESTALE)

@@ -1,5 +1,5 @@
 /* diskshelf: the remote-bytes engine, one for every immutable remote
- * object (HTTP ranges today).
+ * object (HTTP ranges and BitTorrent pieces).
  *
  * An object is read in chunks of REMOTE_CHUNK bytes.  A missing chunk
  * is fetched once however many readers want it (single flight), by a

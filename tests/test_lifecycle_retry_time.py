@@ -35,9 +35,13 @@ def test_eio_after_the_retry_time_and_messages_agree(mount, catalog, http_server
     assert took >= RETRY_TIME - 0.2, took
     assert took < RETRY_TIME + scaled(30), took
     log = m.wait_log(r"giving up after ([\d.]+) s of retries \(retry-time = 3 s\)")
-    logged = float(re.search(r"giving up after ([\d.]+) s of retries", m.log()).group(1))
+    # Several fetches give up (the read's chunk, the kernel's retry of the
+    # read, read-ahead queued by that retry), each at 3.0 or 3.1 s: the
+    # error the read reported is one of the logged ones.
+    logged = [float(x) for x in
+              re.findall(r"giving up after ([\d.]+) s of retries", m.log())]
     status = m.status()
     reported = re.search(r"gave up after ([\d.]+) s of retries, retry-time = 3 s", status)
     assert log and reported, status
-    assert float(reported.group(1)) == logged
-    assert RETRY_TIME <= logged <= took + 0.1
+    assert float(reported.group(1)) in logged, (reported.group(0), logged)
+    assert RETRY_TIME <= float(reported.group(1)) <= took + 0.1

@@ -526,6 +526,7 @@ fetcher_free (void *source)
 
 static const struct remote_fetcher_ops http_fetcher = {
   .name = "http",
+  .partial = true,
   .context_new = fetcher_context_new,
   .context_free = fetcher_context_free,
   .fetch = fetcher_fetch,

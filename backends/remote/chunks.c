@@ -797,7 +797,7 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
     return error_set (ENOMEM, "%s: out of memory", o->label);
   pthread_mutex_lock (&o->lock);
   read_ahead (rd, offset, count);
-  if (n == 1 && count <= REMOTE_DIRECT_MAX
+  if (n == 1 && count <= REMOTE_DIRECT_MAX && o->ops->partial
       && rd->seq.random >= REMOTE_RANDOM_AFTER)
     {
       struct chunk *c = lookup (o, first);

@@ -57,6 +57,12 @@ struct remote_fetcher_ops
   /* Short name for status keys ("http" gives "http-pending-chunks"). */
   const char *name;
 
+  /* True when fetching a few KiB costs less than a whole unit (HTTP
+   * ranges): a random reader's small miss is then fetched on its own
+   * thread, exactly, with the unit queued behind it for the disk
+   * cache.  False for units that only come whole (pieces). */
+  bool partial;
+
   /* Optional: state for one fetching thread (a curl handle, i.e. one
    * kept-alive connection); NULL on failure with a message.  Contexts
    * are kept and reused by the engine, freed with context_free. */

@@ -15,14 +15,32 @@
  * to deliver a piece within the entry's `timeout` (default 60 s), the
  * read fails with EIO; closing aborts every wait at once.
  *
- * Not yet: seeding from the daemon (`seed =`), `download = full`,
- * `peers =`, web seeds (BEP 19).
+ * Seeding: the session's piece store is the engine object itself
+ * (remote_holds / remote_peek: the disk cache and the chunks in
+ * memory), so the daemon serves to other peers every verified piece it
+ * has, also those a restarted daemon finds in --cache-dir; it listens
+ * where --torrent-listen says (each torrent on the first free port from
+ * PORT up), announces that port, and unchokes a few peers at a time
+ * (bt/seeding.c) within the entry's `upload-rate`.  `seed = no` or
+ * --torrent-listen=off: no listening, nothing served.
+ *
+ * `download = full`: a filler thread walks the whole torrent with the
+ * engine's prefetch, a window at a time (bounded like read-ahead), and
+ * waits until the object holds each window before the next; closing the
+ * entry stops it within a poll interval.  `peers = host:port,...` are
+ * tried besides the trackers' peers.
+ *
+ * Not yet: web seeds (BEP 19).
  *
  * Thread model: pread from any number of threads; the metainfo is
- * immutable, the session and the engine lock themselves.
+ * immutable, the session and the engine lock themselves; the store
+ * callbacks run on the session's threads and only read the engine.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +51,15 @@
 #include "options.h"
 #include "remote/remote.h"
 #include "stack.h"
+#include "thread.h"
 
 #define DEFAULT_TIMEOUT 60.0
 /* Fetching threads of the engine: each waits for the pieces of one unit
  * while the swarm fetches read-ahead pieces in parallel behind them. */
 #define TORRENT_CONNECTIONS 8
+/* download = full: bytes prefetched and waited for at a time. */
+#define FILL_WINDOW (16u << 20)
+#define FILL_POLL_MS 100
 
 /* What the engine object fetches with; owned by the object. */
 struct torrent_source
@@ -45,6 +67,21 @@ struct torrent_source
   char *src;                            /* the .torrent path, for messages */
   struct bt_metainfo *mi;
   struct bt_session *session;
+  /* The engine object this source fetches for: the session's store.
+   * NULL until remote_open made it (the store then holds nothing). */
+  _Atomic (struct remote_object *) obj;
+  char **peers;                         /* `peers =`, NULL-ended */
+};
+
+/* download = full: the background walk over the torrent. */
+struct torrent_filler
+{
+  pthread_t thread;
+  struct remote_reader *rd;             /* the layer's; borrowed */
+  uint64_t size;
+  double timeout;                       /* per window before retrying */
+  char *label;
+  atomic_bool stop;
 };
 
 struct torrent_layer
@@ -53,6 +90,7 @@ struct torrent_layer
   struct torrent_source *ts;            /* the object's; borrowed */
   struct remote_reader *rd;             /* owned */
   uint64_t base;                        /* the file's offset in the torrent */
+  struct torrent_filler *filler;        /* download = full, else NULL */
 };
 
 /* Free a source: the session first (it borrows the metainfo). */
@@ -63,6 +101,9 @@ source_free (struct torrent_source *ts)
     return;
   bt_session_close (ts->session);
   bt_metainfo_free (ts->mi);
+  for (char **p = ts->peers; p && *p; p++)
+    free (*p);
+  free (ts->peers);
   free (ts->src);
   free (ts);
 }
@@ -129,6 +170,45 @@ fetcher_free (void *source)
   source_free (source);
 }
 
+/* The session's store: what the engine object holds. */
+static bool
+store_has_piece (void *ctx, uint32_t index)
+{
+  struct torrent_source *ts = ctx;
+  struct remote_object *o = atomic_load (&ts->obj);
+  uint32_t size = bt_metainfo_piece_size (ts->mi, index);
+
+  return o != NULL && size > 0
+         && remote_holds (o, (uint64_t) index * ts->mi->piece_length, size);
+}
+
+static int
+store_read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
+{
+  struct torrent_source *ts = ctx;
+  struct remote_object *o = atomic_load (&ts->obj);
+
+  if (o == NULL)
+    return -ENOENT;
+  return remote_peek (o, buf, len, (uint64_t) index * ts->mi->piece_length);
+}
+
+/* A verified piece from the swarm: the engine keeps it once the fetcher
+ * returns it (a piece it no longer holds is refused to peers). */
+static int
+store_write_piece (void *ctx, uint32_t index, const uint8_t *buf,
+                   size_t len)
+{
+  (void) ctx, (void) index, (void) buf, (void) len;
+  return 0;
+}
+
+static const struct bt_store_ops engine_store = {
+  .has_piece = store_has_piece,
+  .read_piece = store_read_piece,
+  .write_piece = store_write_piece,
+};
+
 static const struct remote_fetcher_ops torrent_fetcher = {
   .name = "torrent",
   .fetch = fetcher_fetch,
@@ -190,11 +270,100 @@ torrent_identity (struct layer *l, FILE *out)
   fprintf (out, "file-offset: %" PRIu64 "\n", t->base);
 }
 
+/* Sleep ms milliseconds unless the filler is told to stop. */
+static bool
+filler_nap (struct torrent_filler *f, unsigned ms)
+{
+  struct timespec ts = { 0, (long) ms * 1000000L };
+  if (atomic_load (&f->stop))
+    return false;
+  nanosleep (&ts, NULL);
+  return !atomic_load (&f->stop);
+}
+
+/* download = full: prefetch the torrent a window at a time and wait
+ * until the object holds the window (retrying it after the timeout). */
+static void *
+filler_main (void *arg)
+{
+  struct torrent_filler *f = arg;
+  struct remote_object *o = remote_object_of (f->rd);
+  uint64_t pos = 0;
+
+  while (pos < f->size && !atomic_load (&f->stop))
+    {
+      uint64_t len = f->size - pos < FILL_WINDOW ? f->size - pos
+                                                 : FILL_WINDOW;
+      double waited = 0;
+      remote_prefetch (f->rd, pos, len);
+      while (!remote_holds (o, pos, (size_t) len))
+        {
+          if (!filler_nap (f, FILL_POLL_MS))
+            return NULL;
+          waited += FILL_POLL_MS / 1000.0;
+          if (waited >= f->timeout)
+            {
+              log_warning ("%s: download = full: bytes %" PRIu64 "..%"
+                           PRIu64 " not in after %.0f s; asking again",
+                           f->label, pos, pos + len, f->timeout);
+              remote_prefetch (f->rd, pos, len);
+              waited = 0;
+            }
+        }
+      pos += len;
+    }
+  if (pos >= f->size)
+    log_info ("%s: download = full: all %" PRIu64 " bytes are local",
+              f->label, f->size);
+  return NULL;
+}
+
+/* Stop and free a filler. */
+static void
+filler_stop (struct torrent_filler *f)
+{
+  if (f == NULL)
+    return;
+  atomic_store (&f->stop, true);
+  pthread_join (f->thread, NULL);
+  free (f->label);
+  free (f);
+}
+
+/* Start the download = full walk over the layer's reader (prefetch
+ * only: it does not disturb the reader's sequential detector). */
+static int
+filler_start (struct torrent_layer *t, const char *label, double timeout)
+{
+  struct torrent_filler *f = calloc (1, sizeof *f);
+  int r;
+
+  if (f == NULL || (f->label = strdup (label)) == NULL)
+    {
+      free (f);
+      return error_set (ENOMEM, "torrent: out of memory");
+    }
+  f->rd = t->rd;
+  f->size = t->ts->mi->total_length;
+  f->timeout = timeout;
+  r = thread_create (&f->thread, NULL, filler_main, f);
+  if (r != 0)
+    {
+      free (f->label);
+      free (f);
+      return error_set (r, "torrent: cannot start the download thread: %s",
+                        strerror (r));
+    }
+  t->filler = f;
+  return 0;
+}
+
 /* Drop this entry's reader (the last one stops the session). */
 static void
 torrent_close (struct layer *l)
 {
   struct torrent_layer *t = (struct torrent_layer *) l;
+  filler_stop (t->filler);
   remote_close (t->rd);
   free (t);
 }
@@ -242,6 +411,30 @@ pick_file (struct torrent_layer *t, const struct torrent_source *ts,
   return 0;
 }
 
+/* `peers = a:1,b:2` into the source's NULL-ended list. */
+static int
+split_peers (struct torrent_source *ts, const char *text)
+{
+  size_t n = 1;
+
+  if (text == NULL)
+    return 0;
+  for (const char *q = text; *q; q++)
+    n += *q == ',';
+  ts->peers = calloc (n + 1, sizeof *ts->peers);
+  if (ts->peers == NULL)
+    return error_set (ENOMEM, "torrent: out of memory");
+  n = 0;
+  for (const char *q = text; *q;)
+    {
+      size_t len = strcspn (q, ",");
+      if (len > 0 && (ts->peers[n++] = strndup (q, len)) == NULL)
+        return error_set (ENOMEM, "torrent: out of memory");
+      q += len + (q[len] == ',');
+    }
+  return 0;
+}
+
 /* The engine's unit for this piece length: the piece when the engine
  * and the disk cache can keep it as such, else 0 (1 MiB chunks). */
 static size_t
@@ -283,12 +476,24 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   r = pick_file (t, ts, ctx->entry->member);
   if (r < 0)
     goto err;
+  r = split_peers (ts, ctx->entry->peers);
+  if (r < 0)
+    goto err;
   bt_info_hash_hex (ts->mi, hex);
+  const struct daemon_options *opt = ctx->options;
+  bool seed = ctx->entry->seed != FLAG_NO
+              && !(opt && opt->torrent_listen_off);
+  double timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
+                                           : DEFAULT_TIMEOUT;
   struct bt_settings set = {
     .name = ts->src,
-    .timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
-                                       : DEFAULT_TIMEOUT,
+    .timeout = timeout,
     .ca_file = ctx->entry->ca_file,
+    .listen = seed,
+    .listen_address = opt ? opt->torrent_listen_address : NULL,
+    .listen_port = opt ? opt->torrent_listen_port : 0,
+    .upload_rate = ctx->entry->upload_rate,
+    .extra_peers = (const char *const *) ts->peers,
   };
   struct remote_identity id = {
     .kind = "torrent", .key = hex, .size = ts->mi->total_length };
@@ -301,8 +506,9 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
     remote_memory_budget (ctx->options->memory_cache_size
                           / REMOTE_MEMORY_SHARE);
   /* The source is whole before the engine can share it; when an open
-   * object has this info-hash already, this session is closed again. */
-  r = bt_session_open (ts->mi, &set, NULL, NULL, &ts->session);
+   * object has this info-hash already, this session is closed again.
+   * Its store holds nothing until the object exists (obj NULL). */
+  r = bt_session_open (ts->mi, &set, &engine_store, ts, &ts->session);
   if (r < 0)
     goto err;
   r = remote_open (&id, &rs, &torrent_fetcher, ts, &t->rd);
@@ -313,13 +519,36 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
       source_free (ts);
       ts = remote_source (t->rd);
     }
+  else
+    {
+      /* The store is the object now: offer what the disk cache has. */
+      atomic_store (&ts->obj, remote_object_of (t->rd));
+      bt_session_store_changed (ts->session);
+    }
   t->ts = ts;
   log_info ("torrent: %s: info-hash %s, %u pieces of %u KiB, %zu tier%s of "
-            "trackers, showing %s (%" PRIu64 " bytes)", path, hex,
+            "trackers, showing %s (%" PRIu64 " bytes)%s", path, hex,
             ts->mi->piece_count, ts->mi->piece_length >> 10,
             ts->mi->tier_count, ts->mi->tier_count == 1 ? "" : "s",
             ts->mi->multi_file ? ctx->entry->member : ts->mi->name,
-            t->l.size);
+            t->l.size, seed ? "" : ", not seeding");
+  if (r == 0 && seed)
+    log_info ("torrent: %s: seeding on port %u", path,
+              bt_session_port (ts->session));
+  if (ctx->entry->download && strcmp (ctx->entry->download, "full") == 0)
+    {
+      if (rs.disk_cache == NULL)
+        log_warning ("torrent: %s: download = full without a disk cache "
+                     "(--cache-dir=none): only memory holds the pieces",
+                     path);
+      r = filler_start (t, label, timeout * 2);
+      if (r < 0)
+        {
+          remote_close (t->rd);
+          free (t);
+          return r;
+        }
+    }
   *out = &t->l;
   return 0;
 

@@ -53,7 +53,9 @@ fill_announce (struct bt_session *s, struct bt_announce *a,
   memset (a, 0, sizeof *a);
   a->info_hash = s->mi->info_hash;
   a->peer_id = s->peer_id;
-  a->port = s->port ? s->port : 6881;
+  /* The port we really listen on; 0 (not reachable) when not seeding,
+   * so the tracker hands nobody an address where nothing answers. */
+  a->port = s->port;
   pthread_mutex_lock (&s->lock);
   a->uploaded = s->stats.bytes_up;
   a->downloaded = s->stats.bytes_down;

@@ -108,7 +108,11 @@ struct bt_settings
   unsigned pipeline;         /* requests in flight per peer; default 64 */
   bool listen;               /* accept incoming connections (seeding) */
   const char *listen_address;  /* default 0.0.0.0 */
-  uint16_t listen_port;      /* 0: any free port (see bt_session_port) */
+  uint16_t listen_port;      /* 0: any free port; else the first free
+                                one of listen_port .. +15, then any
+                                (see bt_session_port, announced) */
+  unsigned max_unchoked;     /* upload slots (unchoked peers); default 4 */
+  uint64_t upload_rate;      /* bytes/s uploaded at most; 0: no limit */
   double announce_retry;     /* first retry after a failed announce, s;
                                 doubles up to 300; default 15 */
   double announce_min_interval;  /* floor under the tracker's interval,
@@ -158,6 +162,12 @@ void bt_prefetch_piece (struct bt_session *s, uint32_t index);
  * with -EIO: the caller is closing and must not wait for the swarm (the
  * session itself runs on until bt_session_close).  Never blocks long. */
 void bt_session_abort_reads (struct bt_session *s);
+
+/* The store gained pieces outside the session (a restarted daemon's
+ * disk cache, a web seed): ask has_piece again for every piece the
+ * session lacks and announce the new ones to connected peers.  Any
+ * thread; not under a store callback. */
+void bt_session_store_changed (struct bt_session *s);
 
 /* The TCP port the session listens on (0 if it does not). */
 uint16_t bt_session_port (const struct bt_session *s);

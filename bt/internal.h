@@ -85,6 +85,11 @@ struct bt_session
   char ***tiers;                 /* tracker thread only: own copy */
   size_t tier_count;
 
+  unsigned unchoked;              /* lock; upload slots taken */
+  unsigned choked_waiting;       /* lock; interested peers without one */
+  double upload_next;            /* lock; when the rate limit lets the
+                                    next byte out (monotonic seconds) */
+
   int listen_fd;
   uint16_t port;
   pthread_t listen_thread;
@@ -110,6 +115,13 @@ int conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index);
 void conn_wake (struct bt_conn *c);
 void conn_shutdown (struct bt_conn *c);
 struct bt_conn *conn_next (struct bt_conn *c);
+
+/* seeding.c */
+bool seeding_take_slot (struct bt_session *s, bool *waiting);
+void seeding_stop_waiting (struct bt_session *s, bool *waiting);
+void seeding_release_slot (struct bt_session *s);
+bool seeding_should_rotate (struct bt_session *s, double since);
+void seeding_throttle (struct bt_session *s, uint32_t len);
 
 /* announce.c */
 int announce_start (struct bt_session *s);

@@ -41,14 +41,12 @@ listen_main (void *opaque)
   return NULL;
 }
 
-/* Bind the listening socket and start the accept thread. */
-int
-listen_start (struct bt_session *s)
+/* Bind a listening socket to addr:port; the fd or a negative errno. */
+static int
+bind_port (const char *addr, unsigned port_number)
 {
-  const char *addr = s->set.listen_address ? s->set.listen_address
-                                           : "0.0.0.0";
   char port[8];
-  snprintf (port, sizeof port, "%u", s->set.listen_port);
+  snprintf (port, sizeof port, "%u", port_number);
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST }, *res;
   int g = getaddrinfo (addr, port, &hints, &res);
@@ -70,6 +68,25 @@ listen_start (struct bt_session *s)
                         strerror (e));
     }
   freeaddrinfo (res);
+  return fd;
+}
+
+/* Bind the listening socket (the first free port of listen_port .. +15,
+ * then any free one) and start the accept thread. */
+int
+listen_start (struct bt_session *s)
+{
+  const char *addr = s->set.listen_address ? s->set.listen_address
+                                           : "0.0.0.0";
+  unsigned want = s->set.listen_port;
+  int fd = -EADDRINUSE;
+  for (unsigned k = 0; want != 0 && k < 16 && want + k <= 65535; k++)
+    if ((fd = bind_port (addr, want + k)) >= 0 || fd != -EADDRINUSE)
+      break;
+  if (fd == -EADDRINUSE)
+    fd = bind_port (addr, 0);
+  if (fd < 0)
+    return fd;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   getsockname (fd, (struct sockaddr *) &ss, &len);

@@ -6,8 +6,11 @@
  * the peer has a piece a reader waits for, keeps up to `pipeline` 16 KiB
  * requests in flight over a few pieces at once, assembles each piece,
  * verifies its SHA-1 and only then hands it to the session.  A peer whose
- * piece fails the hash is banned.  When seeding it unchokes interested
- * peers and serves blocks of verified pieces.
+ * piece fails the hash is banned.  When seeding it unchokes an
+ * interested peer when it gets one of the session's upload slots
+ * (seeding.c), serves blocks of verified pieces under the upload rate
+ * limit, and chokes the peer again when it loses interest or has held
+ * its slot for a while with others waiting.
  *
  * Thread model: the connection's fields are touched only by its thread,
  * except `next` and `fd` (set under the session lock; other threads wake
@@ -72,6 +75,11 @@ struct bt_conn
   size_t rlen, rcap;
   uint8_t *serve_buf;
   int64_t serve_index;
+  bool has_slot;                /* holds an upload slot (unchoked) */
+  bool slot_waiting;            /* counted in choked_waiting */
+  double unchoked_at;
+  double rotated_at;            /* when it last gave its slot up for
+                                   others: it waits a little then */
   double last_recv, last_send, last_block;
 };
 
@@ -436,6 +444,8 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
   return n;
 }
 
+static int update_choke (struct bt_conn *c);
+
 /* Bring the peer up to date: haves, interest, requests. */
 static int
 update (struct bt_conn *c)
@@ -450,7 +460,7 @@ update (struct bt_conn *c)
     haves[nhaves++] = s->have_log[c->have_sent++];
   unsigned nreq = plan_locked (c, reqs, 64, &interested);
   pthread_mutex_unlock (&s->lock);
-  int r = 0;
+  int r = update_choke (c);
   for (unsigned i = 0; i < nhaves && r == 0 && s->set.listen; i++)
     r = send_simple (c, BT_MSG_HAVE, haves[i], 0, 0);
   if (r == 0 && interested != c->am_interested)
@@ -541,6 +551,42 @@ unrequest (struct bt_conn *c, uint32_t index, uint32_t begin)
     }
 }
 
+/* Choke or unchoke the peer after its interest or the slots changed:
+ * an interested peer gets a slot when one is free; a peer that lost
+ * interest, or held its slot long while others wait, gives it back. */
+static int
+update_choke (struct bt_conn *c)
+{
+  struct bt_session *s = c->s;
+  if (!s->set.listen)
+    return 0;
+  if (c->has_slot && (!c->peer_interested
+                      || seeding_should_rotate (s, c->unchoked_at)))
+    {
+      c->has_slot = false;
+      c->am_choking = true;
+      if (c->peer_interested)
+        c->rotated_at = clock_seconds ();
+      seeding_release_slot (s);
+      return send_simple (c, BT_MSG_CHOKE, 0, 0, 0);
+    }
+  if (!c->peer_interested)
+    {
+      seeding_stop_waiting (s, &c->slot_waiting);
+      return 0;
+    }
+  if (c->rotated_at > 0 && clock_seconds () - c->rotated_at < 5.0)
+    return 0;
+  if (!c->has_slot && seeding_take_slot (s, &c->slot_waiting))
+    {
+      c->has_slot = true;
+      c->am_choking = false;
+      c->unchoked_at = clock_seconds ();
+      return send_simple (c, BT_MSG_UNCHOKE, 0, 0, 0);
+    }
+  return 0;
+}
+
 /* Serve a block of a verified piece. */
 static int
 on_request (struct bt_conn *c, const struct bt_msg *m)
@@ -563,6 +609,7 @@ on_request (struct bt_conn *c, const struct bt_msg *m)
                                       m->length) : 0;
       c->serve_index = m->index;
     }
+  seeding_throttle (s, m->length);
   uint8_t *out = malloc (13 + m->length);
   if (out == NULL)
     return error_set (ENOMEM, "out of memory");
@@ -608,15 +655,10 @@ handle (struct bt_conn *c, const struct bt_msg *m)
       return 0;
     case BT_MSG_INTERESTED:
       c->peer_interested = true;
-      if (c->am_choking && c->s->set.listen)
-        {
-          c->am_choking = false;
-          return send_simple (c, BT_MSG_UNCHOKE, 0, 0, 0);
-        }
-      return 0;
+      return update_choke (c);
     case BT_MSG_NOT_INTERESTED:
       c->peer_interested = false;
-      return 0;
+      return update_choke (c);
     case BT_MSG_HAVE:
       bit_set (c->peer_has, m->index);
       return 0;
@@ -765,6 +807,9 @@ static void
 conn_finish (struct bt_conn *c, int result)
 {
   struct bt_session *s = c->s;
+  seeding_stop_waiting (s, &c->slot_waiting);
+  if (c->has_slot)
+    seeding_release_slot (s);
   pthread_mutex_lock (&s->lock);
   if (result < 0 && !s->stopping)
     log_debug ("bt: %s: peer %s: %s", s->name, c->addr, error_message ());

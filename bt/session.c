@@ -77,9 +77,12 @@ session_piece_verified (struct bt_session *s, uint32_t index,
   s->stats.pieces_fetched++;
   if (stored && s->piece_state[index] != PIECE_VERIFIED)
     {
+      /* A claimed piece was announced already: one HAVE per piece, so
+       * have_log never outgrows piece_count. */
+      if (s->piece_state[index] == PIECE_ABSENT)
+        s->have_log[s->have_log_len++] = index;
       s->piece_state[index] = PIECE_VERIFIED;
       s->verified_count++;
-      s->have_log[s->have_log_len++] = index;
     }
   for (struct want *w = s->wants; w != NULL; w = w->next)
     if (w->index == index && !w->done)

@@ -91,6 +91,15 @@ static const struct entry_key entry_keys[] = {
     "a group name or number that exists on this machine" },
   { "mode", KIND_MODE, FIELD (mode),
     "permission bits in octal, e.g. 0444 or 0640" },
+  { "seed", KIND_FLAG, FIELD (seed),
+    "yes or no (torrents: serve what this daemon has to other peers)" },
+  { "upload-rate", KIND_SIZE, FIELD (upload_rate),
+    "bytes per second uploaded at most, e.g. 1M (0: no limit)" },
+  { "download", KIND_STRING, FIELD (download),
+    "on-demand or full (torrents: fetch the whole torrent in the"
+    " background)" },
+  { "peers", KIND_STRING, FIELD (peers),
+    "host:port peers separated by commas, e.g. 192.0.2.7:6881" },
   { "overlay", KIND_OVERLAY, FIELD (overlay),
     "none, discard, or the absolute path of an overlay file (its"
     " directory must exist)" },
@@ -515,6 +524,27 @@ check_entry (struct entry_config *e, const char *file, struct problems *p)
   if (e->source && e->command)
     problem (p, file, 0,
              "both 'source' and 'command' are set; fix: keep one of them");
+  if (e->download && strcmp (e->download, "full") != 0
+      && strcmp (e->download, "on-demand") != 0)
+    problem (p, file, 0,
+             "download = %s: not a mode; fix: write 'download = full' or"
+             " 'download = on-demand'", e->download);
+  if (e->peers)
+    for (const char *q = e->peers; *q;)
+      {
+        size_t n = strcspn (q, ",");
+        const char *colon = memrchr (q, ':', n);
+        if (colon == NULL || colon == q || colon + 1 == q + n
+            || strspn (colon + 1, "0123456789") != (size_t) (q + n - colon - 1))
+          {
+            problem (p, file, 0,
+                     "peers = %s: '%.*s' is not host:port; fix: write e.g."
+                     " 'peers = 192.0.2.7:6881,[2001:db8::1]:6881'",
+                     e->peers, (int) n, q);
+            break;
+          }
+        q += n + (q[n] == ',');
+      }
 }
 
 /* Read and parse one .conf file. */
@@ -538,6 +568,7 @@ entry_parse (const char *conf_path, const char *name,
   e->readonly = FLAG_UNSET;
   e->tls_verify = FLAG_UNSET;
   e->send_credentials_on_redirect = FLAG_UNSET;
+  e->seed = FLAG_UNSET;
   e->revalidate = -1;
   e->conf_path = strdup (conf_path);
   e->name = strdup (name);
@@ -603,5 +634,7 @@ entry_free (struct entry_config *e)
   free (e->cookie_file);
   free (e->user_agent);
   free (e->overlay_path);
+  free (e->download);
+  free (e->peers);
   free (e);
 }

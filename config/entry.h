@@ -57,6 +57,12 @@ struct entry_config
   /* tar */
   uint64_t scan_limit;    /* max bytes of archive to scan; 0 = default */
 
+  /* torrents */
+  enum entry_flag seed;   /* serve pieces to peers; default yes */
+  uint64_t upload_rate;   /* bytes/s uploaded at most; 0 = no limit */
+  char *download;         /* NULL / "on-demand", or "full" */
+  char *peers;            /* "host:port,..." extra peers, or NULL */
+
   /* Ownership of the served file; the daemon's --owner, --group and
    * --mode (or the daemon's own user and group, 0444/0644) when unset. */
   bool owner_set, group_set, mode_set;

@@ -62,7 +62,9 @@ print_help (void)
     "                             (default: $XDG_CACHE_HOME/diskshelf, or\n"
     "                             /var/cache/diskshelf for root)\n"
     "  --cache-size=SIZE          bound of the disk cache (default 10G)\n"
-    "  --memory-cache-size=SIZE   bound of the decoded-block cache\n"
+    "  --memory-cache-size=SIZE   bound of in-memory caches: xz decoded\n"
+    "                             blocks, and a quarter of it for the\n"
+    "                             remote engine's chunks (HTTP, torrents)\n"
     "                             (default 256M)\n"
     "  --max-block-size=SIZE      largest xz block decoded in memory\n"
     "                             (default 256M)\n"
@@ -73,6 +75,11 @@ print_help (void)
     "                             owner, group and octal mode of entries that\n"
     "                             set none (default: the daemon's user and\n"
     "                             group, 0444, or 0644 when writable)\n"
+    "  --torrent-listen=ADDR:PORT|off\n"
+    "                             where torrents seed to other peers: each\n"
+    "                             takes the first free port from PORT on\n"
+    "                             (0: any); off: no seeding (default\n"
+    "                             0.0.0.0:6881)\n"
     "  --log-file=FILE            append log lines to FILE\n"
     "  --overlay=none|discard|DIR where writes to entries without an\n"
     "                             `overlay =` key go: nowhere (default:\n"
@@ -126,6 +133,7 @@ size_option (const char *name, const char *value, uint64_t *out)
 static const char *const options_with_value[] = {
   "cache-dir", "cache-size", "memory-cache-size", "max-block-size",
   "readahead", "workers", "log-file", "owner", "group", "mode", "overlay",
+  "torrent-listen",
 };
 
 /* True when --name needs a value. */
@@ -164,6 +172,35 @@ overlay_option (struct daemon_options *o, const char *value)
   return 0;
 }
 
+/* --torrent-listen=ADDR:PORT|off ([v6]:PORT for IPv6 addresses). */
+static int
+torrent_listen_option (struct daemon_options *o, const char *value)
+{
+  const char *colon = value ? strrchr (value, ':') : NULL;
+  uint64_t port;
+
+  if (value != NULL && strcmp (value, "off") == 0)
+    {
+      o->torrent_listen_off = true;
+      return 0;
+    }
+  if (colon == NULL || colon == value
+      || text_parse_uint (colon + 1, &port) < 0 || port > 65535)
+    return error_set (EINVAL, "--torrent-listen: '%s' is not ADDR:PORT;"
+                      " give e.g. 0.0.0.0:6881, 127.0.0.1:0 or off",
+                      value ? value : "");
+  size_t n = (size_t) (colon - value);
+  if (value[0] == '[' && n >= 2 && value[n - 1] == ']')
+    value++, n -= 2;
+  free (o->torrent_listen_address);
+  o->torrent_listen_address = strndup (value, n);
+  if (o->torrent_listen_address == NULL)
+    return error_set (ENOMEM, "out of memory");
+  o->torrent_listen_port = (uint16_t) port;
+  o->torrent_listen_off = false;
+  return 0;
+}
+
 /* Apply one named option ("cache-dir", "DIR"); value may be NULL.
  * Returns 1 when the name is not one of ours. */
 static int
@@ -190,6 +227,8 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
     return size_option (name, value, &o->readahead);
   if (strcmp (name, "overlay") == 0)
     return overlay_option (o, value);
+  if (strcmp (name, "torrent-listen") == 0)
+    return torrent_listen_option (o, value);
   if (strcmp (name, "workers") == 0)
     {
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
@@ -307,6 +346,7 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
   o->readahead = DEFAULT_READAHEAD;
   o->overlay = OVERLAY_NONE;
+  o->torrent_listen_port = 6881;
   for (int i = 0; i < argc; i++)
     {
       const char *arg = argv[i];
@@ -401,6 +441,7 @@ options_free (struct daemon_options *o)
   free (o->cache_dir);
   free (o->log_file);
   free (o->overlay_dir);
+  free (o->torrent_listen_address);
   memset (o, 0, sizeof *o);
 }
 

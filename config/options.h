@@ -43,6 +43,13 @@ struct daemon_options
                                OVERLAY_FILE means one file per entry
                                in overlay_dir */
   char *overlay_dir;        /* for OVERLAY_FILE; absolute */
+
+  /* --torrent-listen: where torrents seed from (each torrent takes the
+   * first free port from torrent_listen_port up, 0 = any free port);
+   * torrent_listen_off for --torrent-listen=off. */
+  char *torrent_listen_address;
+  uint16_t torrent_listen_port;
+  bool torrent_listen_off;
 };
 
 /* Parse argv after the program name (and after a subcommand).  Returns

@@ -178,7 +178,8 @@ class Mount:
 @pytest.fixture
 def mount(diskshelf, tmp_path):
     """Factory: mount(catalog, *args) -> Mount.  A per-test cache dir is
-    used unless --cache-dir is given.  Teardown unmounts everything, and
+    used unless --cache-dir is given, and torrents seed on loopback only
+    (any free port) unless --torrent-listen is given.  Teardown unmounts everything, and
     fails the test if the daemon printed sanitizer errors or did not exit
     cleanly."""
     mounts = []
@@ -190,6 +191,8 @@ def mount(diskshelf, tmp_path):
         args = list(args)
         if not any(str(a).startswith("--cache-dir") or "cache-dir=" in str(a) for a in args):
             args.insert(0, f"--cache-dir={tmp_path / 'cache'}")
+        if not any("torrent-listen" in str(a) for a in args):
+            args.insert(0, "--torrent-listen=127.0.0.1:0")
         m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args)
         mounts.append(m)
         return m

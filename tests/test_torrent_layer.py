@@ -125,11 +125,12 @@ def test_seeder_joining_after_the_first_announce_is_found(mount, catalog, tmp_pa
     """The daemon announces before any seeder exists; a read then waits.
     A starving session asks the tracker again (after announce_retry, not
     the tracker's half-hour interval), finds the late seeder, and the read
-    succeeds within the entry's timeout."""
+    succeeds within the entry's timeout.  (Not seeding, so the seeder
+    cannot find the daemon by itself first.)"""
     torrent = make_torrent(data / "disk.img", tmp_path / "late.torrent", tracker.http,
                            piece_log=16)
     tracker.allow(info_hash(torrent))
-    write_entry(catalog, "late.img", f"source = {torrent}\ntimeout = 90\n")
+    write_entry(catalog, "late.img", f"source = {torrent}\ntimeout = 90\nseed = no\n")
     m = mount(catalog)
     wait_for(lambda: "torrent-announces: 1 ok" in m.status(), 30, "the first announce")
     seeder = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()

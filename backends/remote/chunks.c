@@ -916,3 +916,63 @@ remote_chunks_shutdown (struct remote_object *o)
     o->ops->context_free (o->source, o->contexts[--o->ncontexts]);
   remote_buf_trim ();
 }
+
+/* Copy [offset, offset+count) out of what the object holds (see
+ * remote_peek): unit by unit from the disk cache, else from a ready
+ * chunk in memory; never fetches. */
+int
+remote_chunks_peek (struct remote_object *o, void *buf, size_t count,
+                    uint64_t offset)
+{
+  if (count == 0 || offset > o->size || count > o->size - offset)
+    return -EINVAL;
+  if (atomic_load (&o->changed))
+    return -ENOENT;
+  if (o->dc && disk_cache_read (o->dc, buf, count, offset) == 0)
+    return 0;
+  for (uint64_t pos = offset; pos < offset + count;)
+    {
+      uint64_t i = pos / o->chunk;
+      uint64_t end = (i + 1) * o->chunk;
+      size_t n = (size_t) ((end < offset + count ? end : offset + count)
+                           - pos);
+      char *dst = (char *) buf + (pos - offset);
+      bool got = false;
+
+      pthread_mutex_lock (&o->lock);
+      struct chunk *c = o->closing ? NULL : lookup (o, i);
+      if (c != NULL && c->state == CHUNK_READY && c->buf != NULL
+          && pos - i * o->chunk + n <= c->len)
+        {
+          memcpy (dst, c->buf + (pos - i * o->chunk), n);
+          got = true;
+        }
+      pthread_mutex_unlock (&o->lock);
+      if (!got && !(o->dc && disk_cache_read (o->dc, dst, n, pos) == 0))
+        return -ENOENT;
+      pos += n;
+    }
+  return 0;
+}
+
+/* True when the object holds every byte of [offset, offset+count). */
+bool
+remote_chunks_holds (struct remote_object *o, uint64_t offset, size_t count)
+{
+  if (count == 0 || offset > o->size || count > o->size - offset
+      || atomic_load (&o->changed))
+    return false;
+  if (o->dc && disk_cache_has (o->dc, offset, count))
+    return true;
+  for (uint64_t i = offset / o->chunk; i <= (offset + count - 1) / o->chunk;
+       i++)
+    {
+      pthread_mutex_lock (&o->lock);
+      struct chunk *c = o->closing ? NULL : lookup (o, i);
+      bool ready = c != NULL && c->state == CHUNK_READY && c->buf != NULL;
+      pthread_mutex_unlock (&o->lock);
+      if (!ready && !stored (o, i))
+        return false;
+    }
+  return true;
+}

@@ -128,6 +128,10 @@ int remote_chunks_prefetch (struct remote_reader *r, uint64_t offset,
 void remote_chunks_shutdown (struct remote_object *o);
 void remote_note_stale (struct remote_object *o);
 unsigned remote_chunks_trim (struct remote_object *o, unsigned keep);
+int remote_chunks_peek (struct remote_object *o, void *buf, size_t count,
+                        uint64_t offset);
+bool remote_chunks_holds (struct remote_object *o, uint64_t offset,
+                          size_t count);
 
 /* memory.c: chunk buffers under the process-wide budget. */
 char *remote_buf_get (struct remote_object *o, bool must);

@@ -218,6 +218,28 @@ remote_source (struct remote_reader *rd)
   return rd->o->source;
 }
 
+/* The reader's object (see remote.h). */
+struct remote_object *
+remote_object_of (struct remote_reader *rd)
+{
+  return rd->o;
+}
+
+/* Read what the object holds, never fetching. */
+int
+remote_peek (struct remote_object *o, void *buf, size_t count,
+             uint64_t offset)
+{
+  return remote_chunks_peek (o, buf, count, offset);
+}
+
+/* Whether the object holds a range. */
+bool
+remote_holds (struct remote_object *o, uint64_t offset, size_t count)
+{
+  return remote_chunks_holds (o, offset, count);
+}
+
 /* Read through the engine. */
 int
 remote_pread (struct remote_reader *rd, void *buf, size_t count,

@@ -141,6 +141,21 @@ int remote_pread (struct remote_reader *r, void *buf, size_t count,
 int remote_prefetch (struct remote_reader *r, uint64_t offset,
                      uint64_t length);
 
+/* The object a reader reads, for a source that serves what the object
+ * holds to others (a torrent seeding): valid until the object's source
+ * is freed, which happens after every engine thread stopped. */
+struct remote_object *remote_object_of (struct remote_reader *r);
+
+/* Copy [offset, offset+count) from what the object holds already (disk
+ * cache, or chunks in memory), never fetching: 0, -ENOENT when any part
+ * is missing, -EINVAL out of range.  Any thread, also while the object
+ * closes (then only the disk cache answers). */
+int remote_peek (struct remote_object *o, void *buf, size_t count,
+                 uint64_t offset);
+
+/* True when remote_peek of the range would succeed now. */
+bool remote_holds (struct remote_object *o, uint64_t offset, size_t count);
+
 /* The object changed underneath (found by a check outside a fetch):
  * every later read fails with EIO, the disk-cache copy is dropped, and
  * later opens of the same identity get a fresh object. */

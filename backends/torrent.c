@@ -255,6 +255,12 @@ torrent_status (struct layer *l, FILE *out)
            st.hash_failures);
   fprintf (out, "torrent-announces: %" PRIu64 " ok, %" PRIu64 " failed\n",
            st.announces_ok, st.announces_failed);
+  if (bt_session_port (ts->session) != 0)
+    fprintf (out, "torrent-seeding: port %u, %u peers unchoked, %" PRIu64
+             " bytes up\n", bt_session_port (ts->session),
+             st.peers_unchoked, st.bytes_up);
+  else
+    fprintf (out, "torrent-seeding: no\n");
   remote_status (t->rd, out);
 }
 

@@ -445,6 +445,7 @@ bt_session_stats (struct bt_session *s, struct bt_stats *out)
   pthread_mutex_lock (&s->lock);
   *out = s->stats;
   out->peers_known = s->peer_count;
+  out->peers_unchoked = s->unchoked;
   pthread_mutex_unlock (&s->lock);
 }
 

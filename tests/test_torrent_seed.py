@@ -1,0 +1,115 @@
+"""Seeding from the daemon: a torrent entry serves the verified pieces it
+has to other peers, on the port it announces.  The daemon first reads
+the torrent from a real aria2c seeder; with aria2c stopped, an
+independent leecher (python3-libtorrent) finds the daemon through the
+tracker and gets the whole file from it alone."""
+
+import shutil
+
+import pytest
+
+from bt_helpers import Aria2Seeder, Tracker, info_hash, lt_leech, make_torrent
+from peers import make_random_file, sha256, wait_for, write_entry
+
+pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
+                                or shutil.which("aria2c") is None,
+                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+
+MIB = 1 << 20
+
+
+def have_libtorrent():
+    try:
+        import libtorrent  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+needs_lt = pytest.mark.skipif(not have_libtorrent(),
+                              reason="needs python3-libtorrent (scripts/install-deps.sh)")
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = Tracker(tmp_path / "tracker").start()
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    make_random_file(d / "disk.img", 5 * MIB + 4321, seed=41)
+    return d
+
+
+def seeding_port(m):
+    line = [l for l in m.status().splitlines() if "torrent-seeding:" in l][0]
+    assert "port" in line, line
+    return int(line.split("port")[1].split(",")[0])
+
+
+def read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, name):
+    tracker.allow(info_hash(torrent))
+    seeder = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()
+    try:
+        wait_for(lambda: tracker.complete(info_hash(torrent)) >= 1, 30, "the seeder")
+        assert sha256(m.path / name) == sha256(data / "disk.img")
+    finally:
+        seeder.stop()
+
+
+@needs_lt
+def test_daemon_seeds_what_it_read_to_an_independent_leecher(mount, catalog, tmp_path,
+                                                             tracker, data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=16)
+    write_entry(catalog, "disk.img", f"source = {torrent}\n")
+    m = mount(catalog)
+    port = seeding_port(m)
+    assert port != 0
+    read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, "disk.img")
+    # The leecher knows only the tracker: it finds the daemon on the port
+    # the daemon announced.
+    dl = tmp_path / "leech"
+    dl.mkdir()
+    rc, out = lt_leech(tmp_path, torrent, dl, limit=60)
+    assert rc == 0, out
+    assert sha256(dl / "disk.img") == sha256(data / "disk.img")
+    status = m.status()
+    up = int(status.split("torrent-seeding:")[1].split("unchoked,")[1].split()[0])
+    assert up >= (5 * MIB + 4321), status
+
+
+@needs_lt
+def test_restarted_daemon_seeds_from_its_disk_cache(mount, catalog, tmp_path, tracker, data):
+    """A second daemon over the same --cache-dir reads nothing and talks to
+    no seeder: every piece it serves comes from the disk cache."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=15)
+    write_entry(catalog, "disk.img", f"source = {torrent}\n")
+    cache = tmp_path / "shared-cache"
+    m = mount(catalog, f"--cache-dir={cache}")
+    read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, "disk.img")
+    m.unmount()
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    port = seeding_port(m2)
+    dl = tmp_path / "leech"
+    dl.mkdir()
+    rc, out = lt_leech(tmp_path, torrent, dl, limit=60, peer=f"127.0.0.1:{port}")
+    assert rc == 0, out
+    assert sha256(dl / "disk.img") == sha256(data / "disk.img")
+    assert "torrent-fetched: 0 pieces" in m2.status()
+
+
+def test_seed_no_does_not_listen(mount, catalog, tmp_path, tracker, data):
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http)
+    write_entry(catalog, "a.img", f"source = {torrent}\nseed = no\n")
+    m = mount(catalog)
+    assert "torrent-seeding: no" in m.status()
+    m.unmount()
+    write_entry(catalog, "a.img", f"source = {torrent}\n")
+    m2 = mount(catalog, "-o", "torrent-listen=off")
+    assert "torrent-seeding: no" in m2.status()

@@ -113,3 +113,36 @@ def test_seed_no_does_not_listen(mount, catalog, tmp_path, tracker, data):
     write_entry(catalog, "a.img", f"source = {torrent}\n")
     m2 = mount(catalog, "-o", "torrent-listen=off")
     assert "torrent-seeding: no" in m2.status()
+
+
+def test_download_full_with_extra_peers_and_no_tracker(mount, catalog, tmp_path, data):
+    """`peers =` is the only way to the seeder (the torrent names no
+    tracker); `download = full` makes the whole torrent local without a
+    read, so it reads back after the seeder is gone."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "solo.torrent", None, piece_log=16)
+    seeder = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()
+    try:
+        write_entry(catalog, "disk.img",
+                    f"source = {torrent}\ndownload = full\n"
+                    f"peers = 127.0.0.1:{seeder.port}\n")
+        m = mount(catalog)
+        m.status()
+        m.wait_log("download = full: all", timeout=60)
+    finally:
+        seeder.stop()
+    assert sha256(m.path / "disk.img") == sha256(data / "disk.img")
+    assert "torrent-fetched: 81 pieces" in m.status()
+
+
+def test_download_and_peers_values_are_checked(tmp_path, catalog, diskshelf):
+    import subprocess
+    torrent = tmp_path / "x.torrent"
+    torrent.write_bytes(b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces20:"
+                        + bytes(20) + b"ee")
+    write_entry(catalog, "a.img", f"source = {torrent}\ndownload = most\n")
+    write_entry(catalog, "b.img", f"source = {torrent}\npeers = 127.0.0.1\n")
+    p = subprocess.run([str(diskshelf), "check", str(catalog)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0
+    assert "download = most: not a mode" in p.stdout + p.stderr
+    assert "'127.0.0.1' is not host:port" in p.stdout + p.stderr

@@ -248,6 +248,7 @@ torrent_status (struct layer *l, FILE *out)
   fprintf (out, "torrent-info-hash: %s\n", hex);
   fprintf (out, "torrent-pieces: %u x %u bytes\n", ts->mi->piece_count,
            ts->mi->piece_length);
+  fprintf (out, "torrent-pieces-have: %u\n", st.pieces_have);
   fprintf (out, "torrent-peers: %u known, %u connected, %u banned\n",
            st.peers_known, st.peers_connected, st.peers_banned);
   fprintf (out, "torrent-fetched: %" PRIu64 " pieces, %" PRIu64 " bytes, %"

@@ -136,6 +136,7 @@ struct bt_stats
   uint64_t bytes_down;       /* piece payload bytes received */
   uint64_t bytes_up;         /* piece payload bytes sent */
   unsigned peers_unchoked;   /* peers holding an upload slot now */
+  uint32_t pieces_have;      /* pieces held (verified or claimed) */
   uint64_t announces_ok;
   uint64_t announces_failed;
 };

@@ -446,6 +446,9 @@ bt_session_stats (struct bt_session *s, struct bt_stats *out)
   *out = s->stats;
   out->peers_known = s->peer_count;
   out->peers_unchoked = s->unchoked;
+  out->pieces_have = 0;
+  for (uint32_t i = 0; i < s->mi->piece_count; i++)
+    out->pieces_have += s->piece_state[i] != PIECE_ABSENT;
   pthread_mutex_unlock (&s->lock);
 }
 

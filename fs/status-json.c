@@ -175,7 +175,10 @@ json_entry (FILE *out, const struct status_block *b)
   static const char *const request_keys[] = { "http-requests",
                                               "nbd-requests", NULL };
   static const char *const in_flight_keys[] = { "http-pending-chunks",
+                                                "torrent-pending-chunks",
                                                 "nbd-in-flight", NULL };
+  static const char *const shared_keys[] = { "http-shared-by",
+                                             "torrent-shared-by", NULL };
   static const char *const retry_keys[] = { "http-retries",
                                             "nbd-reconnects", NULL };
   const char *reason, *state = entry_state (b, &reason);
@@ -233,6 +236,8 @@ json_entry (FILE *out, const struct status_block *b)
   else
     fputs ("null", out);
   json_number_field (out, "nbd_connections", b, "nbd-connections");
+  key = first_key (b, shared_keys);
+  json_number_field (out, "shared_by", b, key ? key : "-");
   fputs (",\n      \"torrent\": { \"peers\": ", out);
   if (status_get_number (b, "torrent-peers", &n))
     fprintf (out, "%" PRIu64, n);

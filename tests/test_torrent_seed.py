@@ -4,7 +4,9 @@ the torrent from a real aria2c seeder; with aria2c stopped, an
 independent leecher (python3-libtorrent) finds the daemon through the
 tracker and gets the whole file from it alone."""
 
+import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -63,7 +65,7 @@ def read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, name):
 
 @needs_lt
 def test_daemon_seeds_what_it_read_to_an_independent_leecher(mount, catalog, tmp_path,
-                                                             tracker, data):
+                                                             tracker, data, diskshelf):
     torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
                            piece_log=16)
     write_entry(catalog, "disk.img", f"source = {torrent}\n")
@@ -71,6 +73,11 @@ def test_daemon_seeds_what_it_read_to_an_independent_leecher(mount, catalog, tmp
     port = seeding_port(m)
     assert port != 0
     read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, "disk.img")
+    p = subprocess.run([str(diskshelf), "status", "--json", str(m.path)], capture_output=True,
+                       text=True, timeout=30)
+    entry = json.loads(p.stdout)["entries"][0]
+    assert entry["torrent"]["pieces_have"] == entry["torrent"]["pieces_total"] == 81, entry
+    assert entry["shared_by"] == 1 and entry["requests_in_flight"] == 0, entry
     # The leecher knows only the tracker: it finds the daemon on the port
     # the daemon announced.
     dl = tmp_path / "leech"
@@ -135,7 +142,6 @@ def test_download_full_with_extra_peers_and_no_tracker(mount, catalog, tmp_path,
 
 
 def test_download_and_peers_values_are_checked(tmp_path, catalog, diskshelf):
-    import subprocess
     torrent = tmp_path / "x.torrent"
     torrent.write_bytes(b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces20:"
                         + bytes(20) + b"ee")

@@ -30,7 +30,10 @@
  * entry stops it within a poll interval.  `peers = host:port,...` are
  * tried besides the trackers' peers.
  *
- * Not yet: web seeds (BEP 19).
+ * Web seeds (BEP 19 `url-list`, torrent_webseed.c): when the torrent
+ * has any, each of the engine's fetching threads holds a curl handle and
+ * asks them first for the unit's pieces (SHA-1 checked), then the swarm;
+ * pieces from a web seed are offered to peers like the swarm's.
  *
  * Thread model: pread from any number of threads; the metainfo is
  * immutable, the session and the engine lock themselves; the store
@@ -52,6 +55,7 @@
 #include "remote/remote.h"
 #include "stack.h"
 #include "thread.h"
+#include "torrent_webseed.h"
 
 #define DEFAULT_TIMEOUT 60.0
 /* Fetching threads of the engine: each waits for the pieces of one unit
@@ -71,6 +75,7 @@ struct torrent_source
    * NULL until remote_open made it (the store then holds nothing). */
   _Atomic (struct remote_object *) obj;
   char **peers;                         /* `peers =`, NULL-ended */
+  struct torrent_webseeds *ws;          /* BEP 19, or NULL */
 };
 
 /* download = full: the background walk over the torrent. */
@@ -100,6 +105,7 @@ source_free (struct torrent_source *ts)
   if (ts == NULL)
     return;
   bt_session_close (ts->session);
+  webseeds_free (ts->ws);
   bt_metainfo_free (ts->mi);
   for (char **p = ts->peers; p && *p; p++)
     free (*p);
@@ -120,6 +126,22 @@ fetcher_fetch (void *source, void *ctx, void *buf, uint64_t offset,
   uint8_t *tmp = NULL;
   int r = 0;
 
+  if (ts->ws != NULL && ctx != NULL)
+    {
+      uint64_t start = (uint64_t) first * plen;
+      size_t span = (size_t) ((uint64_t) last * plen
+                              + bt_metainfo_piece_size (ts->mi, last) - start);
+      uint8_t *all = malloc (span);
+      if (all != NULL && webseeds_fetch (ts->ws, ctx, all, first, last) == 0)
+        {
+          memcpy (buf, all + (offset - start), len);
+          free (all);
+          for (uint32_t p = first; p <= last; p++)
+            bt_session_store_added (ts->session, p);
+          return 0;
+        }
+      free (all);
+    }
   for (uint32_t p = first + 1; p <= last; p++)
     bt_prefetch_piece (ts->session, p);
   for (uint32_t p = first; p <= last && r == 0; p++)
@@ -157,11 +179,29 @@ fetcher_hint (void *source, uint64_t offset, size_t len)
     bt_prefetch_piece (ts->session, (uint32_t) p);
 }
 
-/* Closing: no reader may keep waiting for the swarm. */
+/* Closing: no reader may keep waiting for the swarm or a web seed. */
 static void
 fetcher_stop (void *source)
 {
-  bt_session_abort_reads (((struct torrent_source *) source)->session);
+  struct torrent_source *ts = source;
+
+  if (ts->ws)
+    webseeds_stop (ts->ws);
+  bt_session_abort_reads (ts->session);
+}
+
+/* A fetching thread's web seed connection. */
+static void *
+fetcher_context_new (void *source)
+{
+  return webseeds_context_new (((struct torrent_source *) source)->ws);
+}
+
+static void
+fetcher_context_free (void *source, void *ctx)
+{
+  (void) source;
+  webseeds_context_free (ctx);
 }
 
 static void
@@ -217,6 +257,17 @@ static const struct remote_fetcher_ops torrent_fetcher = {
   .free = fetcher_free,
 };
 
+/* The same with web seeds: a curl handle per fetching thread. */
+static const struct remote_fetcher_ops torrent_webseed_fetcher = {
+  .name = "torrent",
+  .context_new = fetcher_context_new,
+  .context_free = fetcher_context_free,
+  .fetch = fetcher_fetch,
+  .hint = fetcher_hint,
+  .stop = fetcher_stop,
+  .free = fetcher_free,
+};
+
 /* Read the file's bytes: its range of the torrent object. */
 static int
 torrent_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
@@ -262,6 +313,8 @@ torrent_status (struct layer *l, FILE *out)
              st.peers_unchoked, st.bytes_up);
   else
     fprintf (out, "torrent-seeding: no\n");
+  if (ts->ws)
+    webseeds_status (ts->ws, out);
   remote_status (t->rd, out);
 }
 
@@ -515,10 +568,14 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   /* The source is whole before the engine can share it; when an open
    * object has this info-hash already, this session is closed again.
    * Its store holds nothing until the object exists (obj NULL). */
+  r = webseeds_new (ts->mi, label, ctx->entry->ca_file, timeout, &ts->ws);
+  if (r < 0)
+    goto err;
   r = bt_session_open (ts->mi, &set, &engine_store, ts, &ts->session);
   if (r < 0)
     goto err;
-  r = remote_open (&id, &rs, &torrent_fetcher, ts, &t->rd);
+  r = remote_open (&id, &rs, ts->ws ? &torrent_webseed_fetcher
+                   : &torrent_fetcher, ts, &t->rd);
   if (r < 0)
     goto err;
   if (r == 1)

@@ -78,6 +78,11 @@ uint32_t bt_metainfo_piece_size (const struct bt_metainfo *mi,
  * listing a few names. */
 int bt_metainfo_find_file (const struct bt_metainfo *mi, const char *path);
 
+/* True when buf (the whole piece, bt_metainfo_piece_size bytes) matches
+ * piece index's SHA-1. */
+bool bt_piece_verify (const struct bt_metainfo *mi, uint32_t index,
+                      const uint8_t *buf);
+
 /* Hex form of the info-hash into buf (41 bytes). */
 void bt_info_hash_hex (const struct bt_metainfo *mi, char buf[41]);
 
@@ -170,6 +175,10 @@ void bt_session_abort_reads (struct bt_session *s);
  * session lacks and announce the new ones to connected peers.  Any
  * thread; not under a store callback. */
 void bt_session_store_changed (struct bt_session *s);
+
+/* The store gained piece index outside the session (a web seed): offer
+ * it to peers as the store's (verified on first use).  Any thread. */
+void bt_session_store_added (struct bt_session *s, uint32_t index);
 
 /* The TCP port the session listens on (0 if it does not). */
 uint16_t bt_session_port (const struct bt_session *s);

@@ -137,3 +137,19 @@ bt_session_store_changed (struct bt_session *s)
       pthread_mutex_unlock (&s->lock);
     }
 }
+
+/* See bt.h. */
+void
+bt_session_store_added (struct bt_session *s, uint32_t index)
+{
+  if (index >= s->mi->piece_count)
+    return;
+  pthread_mutex_lock (&s->lock);
+  if (s->piece_state[index] == PIECE_ABSENT)
+    {
+      s->piece_state[index] = PIECE_CLAIMED;
+      s->have_log[s->have_log_len++] = index;
+      session_wake_conns_locked (s);
+    }
+  pthread_mutex_unlock (&s->lock);
+}

@@ -17,13 +17,20 @@
 
 /* True if buf (the whole piece) matches the piece's SHA-1. */
 bool
-session_verify (struct bt_session *s, uint32_t index, const uint8_t *buf)
+bt_piece_verify (const struct bt_metainfo *mi, uint32_t index,
+                 const uint8_t *buf)
 {
   uint8_t digest[20];
-  uint32_t size = bt_metainfo_piece_size (s->mi, index);
-  if (gnutls_hash_fast (GNUTLS_DIG_SHA1, buf, size, digest) < 0)
+  uint32_t size = bt_metainfo_piece_size (mi, index);
+  if (size == 0 || gnutls_hash_fast (GNUTLS_DIG_SHA1, buf, size, digest) < 0)
     return false;
-  return memcmp (digest, s->mi->pieces + (size_t) index * 20, 20) == 0;
+  return memcmp (digest, mi->pieces + (size_t) index * 20, 20) == 0;
+}
+
+bool
+session_verify (struct bt_session *s, uint32_t index, const uint8_t *buf)
+{
+  return bt_piece_verify (s->mi, index, buf);
 }
 
 /* Read piece index from the store if it holds a good copy.  Returns 0,

@@ -1,0 +1,152 @@
+/* Unit tests of a session's seeding side with no peers: pieces the store
+ * gains later are counted (store_changed, store_added, once each), the
+ * piece check, the upload slots (seeding.c), and the listening port
+ * range (a taken port makes the session take another). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../tests/unit/check.h"
+#include "bt.h"
+#include "error.h"
+#include "internal.h"
+
+#define PLEN 32768
+#define TOTAL (3 * PLEN + 100)
+
+static uint8_t content[TOTAL];
+
+/* Build a trackerless single-file torrent of content in memory. */
+static struct bt_metainfo *
+make_torrent (void)
+{
+  static char buf[4096];
+  unsigned count = (TOTAL + PLEN - 1) / PLEN;
+  int n = snprintf (buf, sizeof buf, "d4:infod6:lengthi%de4:name1:x12:piece "
+                    "lengthi%de6:pieces%u:", TOTAL, PLEN, count * 20);
+  for (unsigned i = 0; i < count; i++)
+    {
+      size_t len = i + 1 < count ? PLEN : TOTAL - (size_t) i * PLEN;
+      gnutls_hash_fast (GNUTLS_DIG_SHA1, content + (size_t) i * PLEN, len,
+                        buf + n);
+      n += 20;
+    }
+  n += snprintf (buf + n, sizeof buf - n, "ee");
+  struct bt_metainfo *mi;
+  if (bt_metainfo_parse ((uint8_t *) buf, n, &mi) < 0)
+    {
+      fprintf (stderr, "%s\n", error_message ());
+      exit (1);
+    }
+  return mi;
+}
+
+static bool store_has[4];
+
+/* has_piece: what the test put in the store. */
+static bool
+has (void *ctx, uint32_t index)
+{
+  (void) ctx;
+  return index < 4 && store_has[index];
+}
+
+/* read_piece: the content. */
+static int
+read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
+{
+  (void) ctx;
+  memcpy (buf, content + (size_t) index * PLEN, len);
+  return 0;
+}
+
+static uint32_t
+have (struct bt_session *s)
+{
+  struct bt_stats st;
+  bt_session_stats (s, &st);
+  return st.pieces_have;
+}
+
+/* A loopback TCP port held by a listening socket: *fd keeps it. */
+static uint16_t
+hold_port (int *fd)
+{
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  *fd = socket (AF_INET, SOCK_STREAM, 0);
+  CHECK (*fd >= 0 && bind (*fd, (struct sockaddr *) &a, sizeof a) == 0
+         && listen (*fd, 1) == 0
+         && getsockname (*fd, (struct sockaddr *) &a, &len) == 0);
+  return ntohs (a.sin_port);
+}
+
+int
+main (void)
+{
+  for (size_t i = 0; i < TOTAL; i++)
+    content[i] = (uint8_t) (i * 7 + i / 251);
+  struct bt_metainfo *mi = make_torrent ();
+  CHECK (mi->piece_count == 4);
+
+  /* the piece check */
+  CHECK (bt_piece_verify (mi, 0, content));
+  content[5] ^= 1;
+  CHECK (!bt_piece_verify (mi, 0, content));
+  content[5] ^= 1;
+  CHECK (!bt_piece_verify (mi, 9, content));
+
+  int held;
+  uint16_t taken = hold_port (&held);
+  struct bt_store_ops ops = { .has_piece = has, .read_piece = read_piece };
+  struct bt_settings set = { .timeout = 0.5, .name = "unit", .listen = true,
+                             .listen_address = "127.0.0.1",
+                             .listen_port = taken, .max_unchoked = 2 };
+  struct bt_session *s;
+  CHECK (bt_session_open (mi, &set, &ops, NULL, &s) == 0);
+  CHECK (bt_session_port (s) != 0 && bt_session_port (s) != taken);
+  close (held);
+
+  /* pieces the store gains later, each counted once */
+  CHECK (have (s) == 0);
+  store_has[1] = true;
+  bt_session_store_changed (s);
+  CHECK (have (s) == 1);
+  bt_session_store_changed (s);
+  CHECK (have (s) == 1 && s->have_log_len == 1);
+  bt_session_store_added (s, 3);
+  bt_session_store_added (s, 3);
+  bt_session_store_added (s, 99);
+  CHECK (have (s) == 2 && s->have_log_len == 2);
+  uint8_t *buf = malloc (PLEN);
+  CHECK (bt_read_piece (s, 3, buf) == 0);
+  CHECK (memcmp (buf, content + 3 * PLEN, 100) == 0);
+
+  /* two upload slots: the third peer waits until one is given back */
+  bool w[3] = { false, false, false };
+  CHECK (seeding_take_slot (s, &w[0]) && seeding_take_slot (s, &w[1]));
+  CHECK (!seeding_take_slot (s, &w[2]) && w[2] && s->choked_waiting == 1);
+  CHECK (seeding_should_rotate (s, -1e9));
+  CHECK (!seeding_should_rotate (s, 1e18));
+  seeding_release_slot (s);
+  CHECK (seeding_take_slot (s, &w[2]) && !w[2] && s->choked_waiting == 0);
+  CHECK (!seeding_should_rotate (s, -1e9));
+  seeding_release_slot (s);
+  seeding_release_slot (s);
+  CHECK (s->unchoked == 0);
+
+  bt_session_close (s);
+  free (buf);
+  bt_metainfo_free (mi);
+  if (check_failures == 0)
+    printf ("seeding: all checks passed\n");
+  return check_failures != 0;
+}

@@ -3,27 +3,42 @@
 #   nbdfuse -r MNT/x --command nbdkit -s curl URL --filter=xz
 # on the same nginx-served images, in one run.
 #
-# Images (kept in $BENCH_DIR between runs): an ext4 file system of SIZE
-# (default 2G) filled with real files by mkfs.ext4 -d, compressed with
-# `xz -T2 --block-size=16MiB` (multi-block) and `xz -T1 -1` (one block).
+# Three shapes, every multi-block row on each (issue 14):
+#   filled   an ext4 file system of SIZE (default 2G) filled with real
+#            files by mkfs.ext4 -d, `xz -T2 --block-size=16MiB`;
+#   vm-4M    a mostly empty VM-style ext4 image of VM_SIZE (default 512M)
+#            holding a few files (mkfs.ext4 -d, no loop mount),
+#            `xz -T2 --block-size=4MiB`;
+#   vm-24M   the same image with `xz -T0` at its default level (24 MiB
+#            blocks).
+# plus the single-block rows on the filled image (`xz -T1 -1`).
 #
 # Rows: time to the first 4 KiB, cold sequential read (dd bs=1M; best of
 # two runs each, interleaved with two runs of the xz -T2 limit), 4 KiB
 # random reads with 1 and 4 readers (fio psync O_DIRECT, RUNTIME s),
 # peak RSS of the serving processes, and `xz -T2 -dc FILE > /dev/null`
 # as the decoding limit.  Both sides get a 128 MiB decoded-block cache
-# (nbdkit's xz filter holds 8 blocks of 16 MiB).
+# (nbdkit's xz filter holds 8 blocks of 16 MiB).  Each shape also gets
+# the FUSE ceiling: bench/fuse_ceiling serving a file of the same size
+# from memory, read the same way with the same kernel read-ahead (1 MiB),
+# in three reply modes (copy = what diskshelf does, nocopy = without the
+# user-space copy, splice = an fd buffer spliced into /dev/fuse).
 #
-# Usage: bench/bench_xz.sh            (SIZE=256M RUNTIME=5 for a quick run;
-#        ROWS=seq or ROWS=rand for only those multi-block rows)
-# Env:   DISKSHELF_BIN (default build/diskshelf), BENCH_DIR, SIZE, RUNTIME
+# Usage: bench/bench_xz.sh            (SIZE=256M VM_SIZE=256M RUNTIME=5
+#        for a quick run of a few minutes; ROWS=seq or ROWS=rand for only
+#        those multi-block rows; SHAPES="vm-4M vm-24M" for some shapes)
+# Env:   DISKSHELF_BIN (default build/diskshelf), CEILING_BIN (default
+#        build/bench/fuse_ceiling), BENCH_DIR, SIZE, VM_SIZE, RUNTIME
 set -euo pipefail
 
 SIZE=${SIZE:-2G}
+VM_SIZE=${VM_SIZE:-512M}
+SHAPES=${SHAPES:-filled vm-4M vm-24M}
 ROWS_WANTED=${ROWS:-all}
 RUNTIME=${RUNTIME:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DS=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
+CEILING=$(realpath "${CEILING_BIN:-$(dirname "$DS")/bench/fuse_ceiling}")
 WORK=${BENCH_DIR:-/var/tmp/diskshelf-bench-xz}
 IMG=$WORK/img
 RUN=$WORK/run
@@ -77,6 +92,51 @@ EOF
   log "compressing: xz -T1 -1 (one block)"
   xz -T1 -1 -c "$IMG/fs.img" > "$IMG/fs.img.1blk.xz"
   echo "$SIZE" > "$stamp"
+}
+
+# A mostly empty VM-style image: ext4 of VM_SIZE with a few files (about
+# a tenth of it), the rest never written, as a fresh VM disk looks.
+make_vm_images () {
+  local stamp=$IMG/vm.img.size
+  if [ -f "$IMG/vm.img.24M.xz" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$VM_SIZE" ]; then
+    return
+  fi
+  rm -rf "$IMG"/vm.img* "$WORK/vmstage"
+  log "staging a few files for a mostly empty $VM_SIZE ext4 image"
+  /usr/bin/python3 - "$VM_SIZE" "$WORK/vmstage" <<'EOF2'
+import os, shutil, sys
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+s = sys.argv[1]
+size = int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+target = size // 10
+stage = sys.argv[2]
+total = 0
+for top in ("/usr/bin", "/etc", "/usr/share/doc"):
+    for d, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            n = os.path.getsize(p)
+            if total + n > target:
+                continue
+            dst = stage + p
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                shutil.copyfile(p, dst)
+            except OSError:
+                continue
+            total += n
+print(f"staged {total >> 20} MiB", file=sys.stderr)
+EOF2
+  truncate -s "$VM_SIZE" "$IMG/vm.img"
+  mkfs.ext4 -q -F -d "$WORK/vmstage" "$IMG/vm.img"
+  rm -rf "$WORK/vmstage"
+  log "compressing the VM image: xz -T2 --block-size=4MiB, xz -T0 (24 MiB blocks)"
+  xz -T2 --block-size=4MiB -c "$IMG/vm.img" > "$IMG/vm.img.4M.xz"
+  xz -T0 -c "$IMG/vm.img" > "$IMG/vm.img.24M.xz"
+  echo "$VM_SIZE" > "$stamp"
 }
 
 # ---- nginx --------------------------------------------------------------
@@ -156,6 +216,22 @@ mount_ds () {   # URL [extra diskshelf args]
   PIDS=$MOUNT_PID
 }
 
+# The FUSE ceiling: an in-memory file of CEIL_SIZE bytes, the same
+# kernel read-ahead as the daemon sets for itself (1 MiB, needs root).
+CEIL_SIZE=0
+CEIL_MODE=copy
+mount_ceiling () {
+  mkdir -p "$MNT/c"
+  "$CEILING" "$CEIL_MODE" "$CEIL_SIZE" "$MNT/c" 2> "$RUN/ceiling.log" &
+  MOUNT_PID=$!
+  FILE=$MNT/c/img
+  wait_file "$FILE" || return 1
+  local dev
+  dev=$(mountpoint -d "$MNT/c" 2>/dev/null || true)
+  [ -n "$dev" ] && echo 1024 > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
+  PIDS=$MOUNT_PID
+}
+
 rss_kib () {   # sum of VmHWM of PIDS
   local total=0 p v
   for p in $PIDS; do
@@ -167,7 +243,7 @@ rss_kib () {   # sum of VmHWM of PIDS
 
 umount_it () {
   local d
-  for d in "$MNT/x" "$MNT/d"; do
+  for d in "$MNT/x" "$MNT/d" "$MNT/c"; do
     mountpoint -q "$d" && fusermount3 -u "$d" 2>/dev/null || true
   done
   if [ -n "$MOUNT_PID" ]; then
@@ -240,9 +316,9 @@ except Exception:
     print("error")')
 }
 
-xz_limit () {   # FILE -> MB/s of xz -T2 -dc
+xz_limit () {   # FILE [RAW] -> MB/s of xz -T2 -dc
   local t0 t1 bytes
-  bytes=$(stat -c %s "$IMG/fs.img")
+  bytes=$(stat -c %s "${2:-$IMG/fs.img}")
   t0=$(now)
   xz -T2 -dc "$1" > /dev/null
   t1=$(now)
@@ -281,44 +357,76 @@ row () {   # name chain diskshelf higher_is_better unit
 # ---- run ------------------------------------------------------------------
 
 make_images
+make_vm_images
 [ "${IMAGES_ONLY:-0}" = 1 ] && exit 0
 start_nginx
-MULTI=http://127.0.0.1:$PORT/fs.img.xz
 ONE=http://127.0.0.1:$PORT/fs.img.1blk.xz
 CACHE=$RUN/diskcache
-log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block"
+log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block; vm $(stat -c %s "$IMG/vm.img") raw, $(stat -c %s "$IMG/vm.img.4M.xz") in 4 MiB blocks, $(stat -c %s "$IMG/vm.img.24M.xz") in 24 MiB blocks"
 
-limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
+# The shapes: name, compressed file in $IMG, raw image.
+shape_file () { case $1 in filled) echo fs.img.xz;; vm-4M) echo vm.img.4M.xz;; vm-24M) echo vm.img.24M.xz;; esac; }
+shape_raw () { case $1 in filled) echo "$IMG/fs.img";; *) echo "$IMG/vm.img";; esac; }
 
-# ROWS=seq stops after the multi-block cold sequential rows, ROWS=rand
-# runs only the multi-block random rows (default: everything).
-if [ "$ROWS_WANTED" != rand ]; then
-log "multi-block: time to first 4 KiB"
-ttfb mount_chain "$MULTI"; c=$RESULT; ttfb mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: time to first 4 KiB (s)" "$c" "$d" 0 s
-log "multi-block: cold sequential (best of 2, interleaved with the xz limit)"
-c=0; d=0; limit=0; crss=0; drss=0
-for _ in 1 2; do
-  l=$(xz_limit "$IMG/fs.img.xz"); limit=$(best "$limit" "$l")
-  seqread mount_chain "$MULTI"; c=$(best "$c" "$RESULT")
-  crss=$((LAST_RSS > crss ? LAST_RSS : crss))
-  seqread mount_ds "$MULTI" --cache-dir=none; d=$(best "$d" "$RESULT")
-  drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+# The ceiling of a size, measured once per size and mode (best of 2).
+declare -A CEIL
+ceiling () {   # raw mode -> MB/s
+  local key="$(stat -c %s "$1"):$2" r=0 i
+  if [ -z "${CEIL[$key]:-}" ]; then
+    CEIL_SIZE=$(stat -c %s "$1"); CEIL_MODE=$2
+    for i in 1 2; do seqread mount_ceiling; r=$(best "$r" "$RESULT"); done
+    CEIL[$key]=$r
+  fi
+  echo "${CEIL[$key]}"
+}
+
+SUMMARY=()
+for shape in $SHAPES; do
+  url=http://127.0.0.1:$PORT/$(shape_file "$shape")
+  file=$IMG/$(shape_file "$shape")
+  raw=$(shape_raw "$shape")
+  if [ "$ROWS_WANTED" != rand ]; then
+    log "$shape: time to first 4 KiB"
+    ttfb mount_chain "$url"; c=$RESULT; ttfb mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: time to first 4 KiB (s)" "$c" "$d" 0 s
+    log "$shape: cold sequential (best of 2, interleaved with the xz limit)"
+    c=0; d=0; limit=0; crss=0; drss=0
+    for _ in 1 2; do
+      l=$(xz_limit "$file" "$raw"); limit=$(best "$limit" "$l")
+      seqread mount_chain "$url"; c=$(best "$c" "$RESULT")
+      crss=$((LAST_RSS > crss ? LAST_RSS : crss))
+      seqread mount_ds "$url" --cache-dir=none; d=$(best "$d" "$RESULT")
+      drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+    done
+    log "$shape: FUSE ceiling"
+    ceil=$(ceiling "$raw" copy)
+    row "$shape: cold sequential (MB/s)" "$c" "$d" 1 MB/s
+    row "$shape: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
+    row "$shape: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
+    row "$shape: diskshelf vs FUSE ceiling ($ceil MB/s)" "$ceil" "$d" 1 MB/s
+    SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))")
+  fi
+  if [ "$ROWS_WANTED" != seq ]; then
+    log "$shape: random 4 KiB, 1 reader"
+    randread 1 mount_chain "$url"; c=$RESULT; randread 1 mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
+    log "$shape: random 4 KiB, 4 readers"
+    randread 4 mount_chain "$url"; c=$RESULT; randread 4 mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
+  fi
 done
-row "multi: cold sequential (MB/s)" "$c" "$d" 1 MB/s
-row "multi: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
-row "multi: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
-fi
-if [ "$ROWS_WANTED" != seq ]; then
-log "multi-block: random 4 KiB, 1 reader"
-randread 1 mount_chain "$MULTI"; c=$RESULT; randread 1 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
-log "multi-block: random 4 KiB, 4 readers"
-randread 4 mount_chain "$MULTI"; c=$RESULT; randread 4 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
 
+# The FUSE reply modes, on the VM size: what a low-level reply from
+# cached memory (nocopy) or a splice from a file (splice) could gain.
+if [ "$ROWS_WANTED" != rand ]; then
+  log "FUSE ceiling reply modes"
+  cc=$(ceiling "$IMG/vm.img" copy); cn=$(ceiling "$IMG/vm.img" nocopy); cs=$(ceiling "$IMG/vm.img" splice)
+  row "ceiling $VM_SIZE: nocopy vs copy (MB/s)" "$cc" "$cn" 1 MB/s
+  row "ceiling $VM_SIZE: splice vs copy (MB/s)" "$cc" "$cs" 1 MB/s
 fi
+
 if [ "$ROWS_WANTED" = all ]; then
+limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
 log "single block: the chain refuses by default"
 ttfb mount_chain "$ONE"; c=$RESULT
 rm -rf "$CACHE"
@@ -342,11 +450,22 @@ row "1-block: 4K random, 4 readers, disk cache (IOPS)" "-" "$d" 1 IOPS
 fi
 
 echo
-echo "xz benchmark: SIZE=$SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
-echo "image: ext4 $SIZE of real files; multi = xz -T2 --block-size=16MiB, 1-block = xz -T1 -1"
+echo "xz benchmark: SIZE=$SIZE VM_SIZE=$VM_SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "shapes: filled = ext4 $SIZE of real files, xz -T2 --block-size=16MiB;"
+echo "        vm-4M / vm-24M = mostly empty ext4 $VM_SIZE, 4 MiB blocks / xz -T0 (24 MiB blocks);"
+echo "        1-block = the filled image, xz -T1 -1"
 printf '%-56s %12s %12s %8s\n' "row" "chain" "diskshelf" "ratio"
 for r in "${ROWS[@]}"; do
   IFS='|' read -r name a b q unit <<< "$r"
   printf '%-56s %12s %12s %8s\n' "$name" "$a" "$b" "$q"
 done
 echo "(ratio: diskshelf/chain for rates, chain/diskshelf for times and RSS; >1 is better)"
+if [ ${#SUMMARY[@]} -gt 0 ]; then
+  echo
+  echo "cold sequential, per shape (targets: >= 1.8x the chain, >= 0.85 of xz -T2 -dc)"
+  printf '%-8s %10s %10s %10s %10s %12s %12s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds (MiB)"
+  for r in "${SUMMARY[@]}"; do
+    IFS='|' read -r sh d rc rl rf cr dr <<< "$r"
+    printf '%-8s %10s %10s %10s %10s %12s %12s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr"
+  done
+fi

@@ -27,7 +27,9 @@
 # Usage: bench/bench_xz.sh            (SIZE=256M VM_SIZE=256M RUNTIME=5
 #        for a quick run of a few minutes; ROWS=seq or ROWS=rand for only
 #        those multi-block rows; SHAPES="vm-4M vm-24M" for some shapes)
-# Env:   DISKSHELF_BIN (default build/diskshelf), CEILING_BIN (default
+# Env:   DISKSHELF_BIN (default build/diskshelf), BASE_BIN (an older
+#        diskshelf measured in the same run, cold sequential rows only:
+#        before/after figures), CEILING_BIN (default
 #        build/bench/fuse_ceiling), BENCH_DIR, SIZE, VM_SIZE, RUNTIME
 set -euo pipefail
 
@@ -38,6 +40,7 @@ ROWS_WANTED=${ROWS:-all}
 RUNTIME=${RUNTIME:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DS=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
+BASE=${BASE_BIN:+$(realpath "$BASE_BIN")}
 CEILING=$(realpath "${CEILING_BIN:-$(dirname "$DS")/bench/fuse_ceiling}")
 WORK=${BENCH_DIR:-/var/tmp/diskshelf-bench-xz}
 IMG=$WORK/img
@@ -370,14 +373,14 @@ shape_raw () { case $1 in filled) echo "$IMG/fs.img";; *) echo "$IMG/vm.img";; e
 
 # The ceiling of a size, measured once per size and mode (best of 2).
 declare -A CEIL
-ceiling () {   # raw mode -> MB/s
+ceiling () {   # raw mode -> sets CEIL_RESULT (MB/s)
   local key="$(stat -c %s "$1"):$2" r=0 i
   if [ -z "${CEIL[$key]:-}" ]; then
     CEIL_SIZE=$(stat -c %s "$1"); CEIL_MODE=$2
     for i in 1 2; do seqread mount_ceiling; r=$(best "$r" "$RESULT"); done
     CEIL[$key]=$r
   fi
-  echo "${CEIL[$key]}"
+  CEIL_RESULT=${CEIL[$key]}
 }
 
 SUMMARY=()
@@ -390,21 +393,32 @@ for shape in $SHAPES; do
     ttfb mount_chain "$url"; c=$RESULT; ttfb mount_ds "$url" --cache-dir=none; d=$RESULT
     row "$shape: time to first 4 KiB (s)" "$c" "$d" 0 s
     log "$shape: cold sequential (best of 2, interleaved with the xz limit)"
-    c=0; d=0; limit=0; crss=0; drss=0
+    c=0; d=0; bd=0; limit=0; crss=0; drss=0; brss=0
     for _ in 1 2; do
       l=$(xz_limit "$file" "$raw"); limit=$(best "$limit" "$l")
       seqread mount_chain "$url"; c=$(best "$c" "$RESULT")
       crss=$((LAST_RSS > crss ? LAST_RSS : crss))
       seqread mount_ds "$url" --cache-dir=none; d=$(best "$d" "$RESULT")
       drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+      if [ -n "$BASE" ]; then
+        new=$DS; DS=$BASE
+        seqread mount_ds "$url" --cache-dir=none; bd=$(best "$bd" "$RESULT")
+        brss=$((LAST_RSS > brss ? LAST_RSS : brss))
+        DS=$new
+      fi
     done
     log "$shape: FUSE ceiling"
-    ceil=$(ceiling "$raw" copy)
+    ceiling "$raw" copy; ceil=$CEIL_RESULT
     row "$shape: cold sequential (MB/s)" "$c" "$d" 1 MB/s
     row "$shape: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
     row "$shape: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
     row "$shape: diskshelf vs FUSE ceiling ($ceil MB/s)" "$ceil" "$d" 1 MB/s
     SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))")
+    if [ -n "$BASE" ]; then
+      row "$shape: BASE_BIN cold sequential (MB/s)" "$bd" "$d" 1 MB/s
+      row "$shape: BASE_BIN peak RSS in seq read (MiB)" "$((brss / 1024))" "$((drss / 1024))" 0 MiB
+      SUMMARY+=("$shape (base)|$bd|$(ratio "$bd" "$c" 1)|$(ratio "$bd" "$limit" 1)|$(ratio "$bd" "$ceil" 1)|$((crss / 1024))|$((brss / 1024))")
+    fi
   fi
   if [ "$ROWS_WANTED" != seq ]; then
     log "$shape: random 4 KiB, 1 reader"
@@ -420,7 +434,9 @@ done
 # cached memory (nocopy) or a splice from a file (splice) could gain.
 if [ "$ROWS_WANTED" != rand ]; then
   log "FUSE ceiling reply modes"
-  cc=$(ceiling "$IMG/vm.img" copy); cn=$(ceiling "$IMG/vm.img" nocopy); cs=$(ceiling "$IMG/vm.img" splice)
+  ceiling "$IMG/vm.img" copy; cc=$CEIL_RESULT
+  ceiling "$IMG/vm.img" nocopy; cn=$CEIL_RESULT
+  ceiling "$IMG/vm.img" splice; cs=$CEIL_RESULT
   row "ceiling $VM_SIZE: nocopy vs copy (MB/s)" "$cc" "$cn" 1 MB/s
   row "ceiling $VM_SIZE: splice vs copy (MB/s)" "$cc" "$cs" 1 MB/s
 fi
@@ -463,9 +479,9 @@ echo "(ratio: diskshelf/chain for rates, chain/diskshelf for times and RSS; >1 i
 if [ ${#SUMMARY[@]} -gt 0 ]; then
   echo
   echo "cold sequential, per shape (targets: >= 1.8x the chain, >= 0.85 of xz -T2 -dc)"
-  printf '%-8s %10s %10s %10s %10s %12s %12s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds (MiB)"
+  printf '%-14s %10s %10s %10s %10s %12s %12s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds (MiB)"
   for r in "${SUMMARY[@]}"; do
     IFS='|' read -r sh d rc rl rf cr dr <<< "$r"
-    printf '%-8s %10s %10s %10s %10s %12s %12s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr"
+    printf '%-14s %10s %10s %10s %10s %12s %12s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr"
   done
 fi

@@ -27,8 +27,10 @@ struct entry
 {
   struct block_cache_client *client;
   uint64_t index;
-  unsigned char *buf;           /* size bytes, mmap'd */
-  size_t size;
+  unsigned char *buf;           /* size bytes, mmap'd; NULL for a hole */
+  size_t size;                  /* the block's bytes */
+  size_t mem;                   /* bytes counted in used for it */
+  bool zero;                    /* a hole: reads as zeroes, no buffer */
   enum entry_state state;
   bool demand;                  /* in the demand queue (else read-ahead) */
   bool unread;                  /* read ahead and not read yet */
@@ -260,8 +262,9 @@ entry_destroy (struct block_cache *c, struct entry *e)
 {
   table_remove (c, e);
   lru_unlink (c, e);
-  c->used -= e->size;
-  buffer_release (c, e->buf, e->size);
+  c->used -= e->mem;
+  if (e->buf)
+    buffer_release (c, e->buf, e->size);
   c->stats.entries--;
   free (e->errmsg);
   free (e);
@@ -313,7 +316,7 @@ busy_bytes (struct block_cache *c)
 
   for (e = c->lru_head; e; e = e->next)
     if (!evictable (e) || e->unread)
-      busy += e->size;
+      busy += e->mem;
   return busy;
 }
 
@@ -376,6 +379,7 @@ entry_create (struct block_cache *c, struct block_cache_client *client,
   e->client = client;
   e->index = index;
   e->size = size;
+  e->mem = size;
   e->state = ENTRY_QUEUED;
   e->demand = demand;
   e->unread = !demand;
@@ -435,6 +439,19 @@ worker_main (void *arg)
 
       pthread_mutex_lock (&c->lock);
       client->running--;
+      if (r == BLOCK_CACHE_ZERO)
+        {
+          /* Keep it as a hole: give the buffer back (untouched by a
+           * decoder that noticed early), count only the entry. */
+          c->used -= e->mem;
+          buffer_release (c, e->buf, e->size);
+          e->buf = NULL;
+          e->zero = true;
+          e->mem = sizeof *e;
+          c->used += e->mem;
+          c->stats.zero_blocks++;
+          r = 0;
+        }
       if (r == 0)
         {
           e->state = ENTRY_READY;
@@ -612,7 +629,10 @@ block_cache_read (struct block_cache_client *client, uint64_t index,
   if (e->state == ENTRY_READY)
     {
       pthread_mutex_unlock (&c->lock);
-      memcpy (buf, e->buf + offset, count);
+      if (e->zero)
+        memset (buf, 0, count);
+      else
+        memcpy (buf, e->buf + offset, count);
       pthread_mutex_lock (&c->lock);
     }
   else

@@ -36,7 +36,9 @@ void block_cache_free (struct block_cache *cache);
  * bytes of a block that later turns out corrupt.
  *
  * Memory: entries are allocated (mmap, so freeing returns the memory) at
- * their full size when created and counted against max_bytes.  Entries
+ * their full size when created and counted against max_bytes.  A block
+ * that decodes to zeroes gives its memory back at once and is kept as a
+ * hole, counted as a few hundred bytes.  Entries
  * that a reader is copying from or a job is filling are never evicted,
  * so the total may exceed max_bytes by at most (readers + workers)
  * blocks while they are busy; read-ahead is refused when it would push
@@ -46,10 +48,14 @@ void block_cache_free (struct block_cache *cache);
 struct block_cache_client;
 
 /* Decode block `index` of the client: fill all size bytes of buf.
- * Called on a pool thread, never twice at once for one block.  Returns 0
- * or a negative errno with a message recorded (the block's waiting
- * readers get that errno; the entry is dropped, so a later read tries
- * again). */
+ * Called on a pool thread, never twice at once for one block.  Returns 0,
+ * or BLOCK_CACHE_ZERO when every byte of the block is zero (buf may then
+ * be left as it was: the cache drops it and keeps the block as a hole,
+ * answering reads with zeroes), or a negative errno with a message
+ * recorded (the block's waiting readers get that errno; the entry is
+ * dropped, so a later read tries again).  buf is fresh or recycled
+ * memory of undefined content. */
+#define BLOCK_CACHE_ZERO 1
 typedef int (*block_cache_decode_fn) (void *opaque, uint64_t index,
                                       void *buf, size_t size);
 
@@ -65,7 +71,8 @@ int block_cache_client_new (struct block_cache *cache, const char *name,
 void block_cache_client_free (struct block_cache_client *client);
 
 /* Copy count bytes at offset inside block index (block_size bytes in
- * all) into buf, decoding the block if needed.  Returns 0 or a negative
+ * all) into buf, decoding the block if needed (a hole block fills buf
+ * with zeroes).  Returns 0 or a negative
  * errno with a message recorded. */
 int block_cache_read (struct block_cache_client *client, uint64_t index,
                       size_t block_size, size_t offset, void *buf,
@@ -88,6 +95,7 @@ unsigned block_cache_workers (struct block_cache *cache);
 struct block_cache_stats
 {
   uint64_t hits, misses, decoded_blocks, decoded_bytes, evictions, failures;
+  uint64_t zero_blocks;         /* decoded blocks that are kept as holes */
   uint64_t used_bytes, max_bytes, entries;
 };
 void block_cache_get_stats (struct block_cache *cache,

@@ -213,7 +213,7 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   r = bt_session_open (t->mi, &set, NULL, NULL, &t->session);
   if (r < 0)
     goto err;
-  r = block_cache_client_new (t->cache, t->src, torrent_fetch_piece, t,
+  r = block_cache_client_new (t->cache, t->src, NULL, torrent_fetch_piece, t,
                               &t->client);
   if (r < 0)
     goto err;

@@ -125,8 +125,13 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
         r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
                              in_block, n, p);
       else
-        r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
-                              p, n);
+        {
+          r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
+                                p, n);
+          /* Decoded by another entry over the same source: learn. */
+          if (r == BLOCK_CACHE_ZERO)
+            atomic_store (&x->kind[b], KIND_ZERO);
+        }
       if (r < 0)
         return r;
       p += n;
@@ -165,7 +170,8 @@ xz_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
                                 1);
       if (r < 0)
         return r;
-      kind = atomic_load (&x->kind[b]);
+      kind = r == BLOCK_CACHE_ZERO ? KIND_ZERO : KIND_DATA;
+      atomic_store (&x->kind[b], kind);
     }
   out->length = blk->uoffset + blk->usize - offset;
   out->hole = out->zero = kind == KIND_ZERO;
@@ -237,6 +243,37 @@ static const struct layer_ops xz_ops = {
   .status = xz_status,
   .close = xz_close,
 };
+
+/* The key that names this source's decoded blocks in the shared cache:
+ * the identity of every layer below (URL or path, size, ETag,
+ * Last-Modified, inode, mtime) and the index's fingerprint, so two
+ * entries over one source share one set of blocks (issue 11).  NULL
+ * (nothing shared) when a layer below cannot say what it is, as an NBD
+ * export cannot. */
+static char *
+source_key (struct xz_layer *x)
+{
+  struct layer *l;
+  char *key = NULL;
+  size_t len = 0;
+  FILE *f;
+
+  for (l = x->l.lower; l; l = l->lower)
+    if (l->ops->identity == NULL)
+      return NULL;
+  f = open_memstream (&key, &len);
+  if (f == NULL)
+    return NULL;
+  layer_identity (x->l.lower, f);
+  fprintf (f, "xz %" PRIu64 " %" PRIu64 " %016" PRIx64 "\n", x->idx.csize,
+           x->idx.usize, x->idx.fingerprint);
+  if (fclose (f) != 0)
+    {
+      free (key);
+      return NULL;
+    }
+  return key;
+}
 
 /* Choose the single-block path for a file whose largest block is too
  * large for memory, saying in the log what it costs. */
@@ -329,8 +366,12 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
           && (x->kind = calloc (x->idx.nblocks, sizeof *x->kind)) == NULL)
         r = error_set (ENOMEM, "xz: %s: out of memory", x->src);
       if (r == 0)
-        r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
-                                    &x->client);
+        {
+          char *key = source_key (x);
+          r = block_cache_client_new (x->cache, x->src, key, xz_decode_block,
+                                      x, &x->client);
+          free (key);
+        }
       x->ahead = block_cache_workers (x->cache);
     }
   if (r < 0)

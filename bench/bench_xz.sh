@@ -225,6 +225,7 @@ CEIL_SIZE=0
 CEIL_MODE=copy
 mount_ceiling () {
   mkdir -p "$MNT/c"
+  fusermount3 -uz "$MNT/c" 2>/dev/null || true   # a stale one of a killed run
   "$CEILING" "$CEIL_MODE" "$CEIL_SIZE" "$MNT/c" 2> "$RUN/ceiling.log" &
   MOUNT_PID=$!
   FILE=$MNT/c/img

@@ -14,7 +14,9 @@
 # plus the single-block rows on the filled image (`xz -T1 -1`).
 #
 # Rows: time to the first 4 KiB, cold sequential read (dd bs=1M; best of
-# two runs each, interleaved with two runs of the xz -T2 limit), 4 KiB
+# two runs each, interleaved with two runs of the xz -T2 limit), the CPU
+# seconds (user + system) the serving processes and xz used for it (the
+# steadier figure on a loaded machine), 4 KiB
 # random reads with 1 and 4 readers (fio psync O_DIRECT, RUNTIME s),
 # peak RSS of the serving processes, and `xz -T2 -dc FILE > /dev/null`
 # as the decoding limit.  Both sides get a 128 MiB decoded-block cache
@@ -245,6 +247,16 @@ rss_kib () {   # sum of VmHWM of PIDS
   echo "$total"
 }
 
+cpu_s () {   # user + system seconds of PIDS so far
+  local total=0 p v tck
+  tck=$(getconf CLK_TCK)
+  for p in $PIDS; do
+    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total $tck" | awk '{printf "%.2f", $1 / $2}'
+}
+
 umount_it () {
   local d
   for d in "$MNT/x" "$MNT/d" "$MNT/c"; do
@@ -297,6 +309,7 @@ seqread () {   # mountfn URL args...
   fi
   t1=$(now)
   LAST_RSS=$(rss_kib)
+  LAST_CPU=$(cpu_s)
   umount_it
   RESULT=$(echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}')
 }
@@ -320,12 +333,13 @@ except Exception:
     print("error")')
 }
 
-xz_limit () {   # FILE [RAW] -> MB/s of xz -T2 -dc
+xz_limit () {   # FILE [RAW] -> MB/s of xz -T2 -dc; its CPU s in $RUN/xz.cpu
   local t0 t1 bytes
   bytes=$(stat -c %s "${2:-$IMG/fs.img}")
   t0=$(now)
-  xz -T2 -dc "$1" > /dev/null
+  /usr/bin/time -f "%U %S" -o "$RUN/xz.time" xz -T2 -dc "$1" > /dev/null
   t1=$(now)
+  awk '{printf "%.2f", $1 + $2}' "$RUN/xz.time" > "$RUN/xz.cpu"
   echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
 }
 
@@ -338,6 +352,11 @@ try:
     print("%.2fx" % ((a / b) if hib else (b / a)))
 except (ValueError, ZeroDivisionError):
     print("-")' "$1" "$2" "$3"
+}
+
+# The smaller of two CPU times (empty = none yet).
+lowest () {
+  if [ -z "$1" ]; then echo "$2"; else echo "$1 $2" | awk '{print ($1 < $2) ? $1 : $2}'; fi
 }
 
 # The larger of two rates ("refused"/"EIO" lose to any number).
@@ -395,16 +414,18 @@ for shape in $SHAPES; do
     row "$shape: time to first 4 KiB (s)" "$c" "$d" 0 s
     log "$shape: cold sequential (best of 2, interleaved with the xz limit)"
     c=0; d=0; bd=0; limit=0; crss=0; drss=0; brss=0
+    ccpu=; dcpu=; bcpu=; xcpu=
     for _ in 1 2; do
       l=$(xz_limit "$file" "$raw"); limit=$(best "$limit" "$l")
+      xcpu=$(lowest "$xcpu" "$(cat "$RUN/xz.cpu")")
       seqread mount_chain "$url"; c=$(best "$c" "$RESULT")
-      crss=$((LAST_RSS > crss ? LAST_RSS : crss))
+      crss=$((LAST_RSS > crss ? LAST_RSS : crss)); ccpu=$(lowest "$ccpu" "$LAST_CPU")
       seqread mount_ds "$url" --cache-dir=none; d=$(best "$d" "$RESULT")
-      drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+      drss=$((LAST_RSS > drss ? LAST_RSS : drss)); dcpu=$(lowest "$dcpu" "$LAST_CPU")
       if [ -n "$BASE" ]; then
         new=$DS; DS=$BASE
         seqread mount_ds "$url" --cache-dir=none; bd=$(best "$bd" "$RESULT")
-        brss=$((LAST_RSS > brss ? LAST_RSS : brss))
+        brss=$((LAST_RSS > brss ? LAST_RSS : brss)); bcpu=$(lowest "$bcpu" "$LAST_CPU")
         DS=$new
       fi
     done
@@ -414,11 +435,14 @@ for shape in $SHAPES; do
     row "$shape: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
     row "$shape: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
     row "$shape: diskshelf vs FUSE ceiling ($ceil MB/s)" "$ceil" "$d" 1 MB/s
-    SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))")
+    row "$shape: CPU s of the serving processes, seq read" "$ccpu" "$dcpu" 0 s
+    row "$shape: CPU s, xz -T2 -dc vs diskshelf" "$xcpu" "$dcpu" 0 s
+    SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))|$dcpu|$xcpu")
     if [ -n "$BASE" ]; then
       row "$shape: BASE_BIN cold sequential (MB/s)" "$bd" "$d" 1 MB/s
       row "$shape: BASE_BIN peak RSS in seq read (MiB)" "$((brss / 1024))" "$((drss / 1024))" 0 MiB
-      SUMMARY+=("$shape (base)|$bd|$(ratio "$bd" "$c" 1)|$(ratio "$bd" "$limit" 1)|$(ratio "$bd" "$ceil" 1)|$((crss / 1024))|$((brss / 1024))")
+      row "$shape: BASE_BIN CPU s, seq read" "$bcpu" "$dcpu" 0 s
+      SUMMARY+=("$shape (base)|$bd|$(ratio "$bd" "$c" 1)|$(ratio "$bd" "$limit" 1)|$(ratio "$bd" "$ceil" 1)|$((crss / 1024))|$((brss / 1024))|$bcpu|$xcpu")
     fi
   fi
   if [ "$ROWS_WANTED" != seq ]; then
@@ -480,9 +504,10 @@ echo "(ratio: diskshelf/chain for rates, chain/diskshelf for times and RSS; >1 i
 if [ ${#SUMMARY[@]} -gt 0 ]; then
   echo
   echo "cold sequential, per shape (targets: >= 1.8x the chain, >= 0.85 of xz -T2 -dc)"
-  printf '%-14s %10s %10s %10s %10s %12s %12s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds (MiB)"
+  printf '%-14s %8s %8s %10s %10s %10s %10s %8s %8s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds" "CPU ds" "CPU xz"
   for r in "${SUMMARY[@]}"; do
-    IFS='|' read -r sh d rc rl rf cr dr <<< "$r"
-    printf '%-14s %10s %10s %10s %10s %12s %12s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr"
+    IFS='|' read -r sh d rc rl rf cr dr dc xc <<< "$r"
+    printf '%-14s %8s %8s %10s %10s %10s %10s %8s %8s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr" "$dc" "$xc"
   done
+  echo "(RSS in MiB; CPU: user + system seconds of the serving process / of xz -T2 -dc, lowest of two runs)"
 fi

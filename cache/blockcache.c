@@ -25,6 +25,7 @@
 
 #define BUCKETS 4096
 #define MAX_SPARES 4
+#define HUGE_PAGE_MIN (4u << 20)
 
 enum entry_state { ENTRY_QUEUED, ENTRY_RUNNING, ENTRY_READY, ENTRY_FAILED };
 
@@ -271,8 +272,13 @@ buffer_get (struct block_cache *c, size_t size)
       }
   while (c->nspares > 0 && c->used + c->spare_bytes + size > c->max_bytes)
     spare_drop (c);
-  return mmap (NULL, size, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  buf = mmap (NULL, size, PROT_READ | PROT_WRITE,
+              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  /* Huge pages where the system allows them: a 16 MiB block then costs 8
+   * page faults instead of 4096.  Only a hint. */
+  if (buf != MAP_FAILED && size >= HUGE_PAGE_MIN)
+    madvise (buf, size, MADV_HUGEPAGE);
+  return buf;
 }
 
 /* Free an entry that nobody uses any more; lock held. */

@@ -120,3 +120,19 @@ def test_two_members_of_one_tar_xz_url(mount, catalog, nginx, tmp_path):
     assert decoded_blocks(m) <= len(blocks(packed))
     sent = settled_bytes(nginx, "/disks.tar.xz") - opened
     assert sent <= packed.stat().st_size, (sent, packed.stat().st_size)
+
+
+def test_golden_image_behind_two_overlays(mount, catalog, tmp_path):
+    # One golden xz image behind two writable overlays: each overlay
+    # keeps its own writes, the decoded blocks below are shared.
+    original = make_image(tmp_path / "orig.img", 8 * MIB, seed=31)
+    packed = xz(original, tmp_path / "golden.img.xz", "-T2", "--block-size=1MiB")
+    write_entry(catalog, "vm1.img", f"source = {packed}\noverlay = discard\n")
+    write_entry(catalog, "vm2.img", f"source = {packed}\noverlay = discard\n")
+    m = mount(catalog, "--memory-cache-size=64M")
+    with open(m.path / "vm1.img", "r+b") as f:
+        f.write(b"only in vm1")
+        assert sha256(m.path / "vm2.img") == sha256(original)
+        f.seek(0)
+        assert f.read() == b"only in vm1" + original.read_bytes()[11:]
+    assert decoded_blocks(m) == len(blocks(packed))

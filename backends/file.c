@@ -14,6 +14,7 @@
 
 #include "entry.h"
 #include "error.h"
+#include "fileio.h"
 #include "options.h"
 #include "stack.h"
 
@@ -55,21 +56,9 @@ static int
 file_pwrite (struct layer *l, const void *buf, size_t count, uint64_t offset)
 {
   struct file_layer *f = (struct file_layer *) l;
-  const char *p = buf;
+  int r = fd_pwrite_all (f->fd, buf, count, offset);
 
-  while (count > 0)
-    {
-      ssize_t n = pwrite (f->fd, p, count, (off_t) offset);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return error_set (errno, "file: %s: write at %llu: %s", f->path,
-                          (unsigned long long) offset, strerror (errno));
-      p += n;
-      count -= (size_t) n;
-      offset += (uint64_t) n;
-    }
-  return 0;
+  return r < 0 ? error_prefix (-r, "file: %s", f->path) : 0;
 }
 
 /* fdatasync the file. */
@@ -102,28 +91,9 @@ static int
 file_zero (struct layer *l, uint64_t offset, uint64_t length)
 {
   struct file_layer *f = (struct file_layer *) l;
-  static const size_t step = 1024 * 1024;
-  char *zeroes;
-  int r = 0;
+  int r = fd_zero_range (f->fd, offset, length, 1);
 
-  if (fallocate (f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) offset, (off_t) length) == 0)
-    return 0;
-  if (fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) offset, (off_t) length) == 0)
-    return 0;
-  zeroes = calloc (1, step);
-  if (zeroes == NULL)
-    return error_set (ENOMEM, "file: %s: out of memory", f->path);
-  while (length > 0 && r == 0)
-    {
-      size_t n = length < step ? length : step;
-      r = file_pwrite (l, zeroes, n, offset);
-      offset += n;
-      length -= n;
-    }
-  free (zeroes);
-  return r;
+  return r < 0 ? error_prefix (-r, "file: %s", f->path) : 0;
 }
 
 /* The run at offset, from SEEK_DATA / SEEK_HOLE. */

@@ -30,6 +30,8 @@ VM="/usr/bin/python3 $ROOT/tests/vm_helpers.py"
 mkdir -p "$IMG" "$RUN"
 
 log () { echo "bench: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---- image ----------------------------------------------------------------
 
@@ -41,35 +43,8 @@ fi
 
 # ---- nginx --------------------------------------------------------------
 
-NGINX_PID=
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$RUN/nginx/tmp"
-cat > "$RUN/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-user root;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path $RUN/nginx/tmp;
-    proxy_temp_path $RUN/nginx/tmp;
-    fastcgi_temp_path $RUN/nginx/tmp;
-    uwsgi_temp_path $RUN/nginx/tmp;
-    scgi_temp_path $RUN/nginx/tmp;
-    sendfile on;
-    keepalive_requests 100000;
-    server { listen 127.0.0.1:$PORT; root $IMG; }
-}
-EOF
-nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" &
-NGINX_PID=$!
-URL=http://127.0.0.1:$PORT/linux.img.xz
-for _ in $(seq 100); do
-  curl -s -o /dev/null -r 0-0 "$URL" && break
-  sleep 0.1
-done
+bench_nginx_start "$RUN/nginx" "$IMG"
+URL=http://127.0.0.1:$NGINX_PORT/linux.img.xz
 
 # ---- mounts -------------------------------------------------------------
 
@@ -118,7 +93,7 @@ umount_it () {
 
 cleanup () {
   umount_it || true
-  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+  bench_nginx_stop
 }
 trap cleanup EXIT
 

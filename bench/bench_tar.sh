@@ -54,29 +54,10 @@ IMG_BYTES=$(stat -c %s "$D/img.raw")
 ln -f "$D/a.tar.xz" "$WORK/ngx/www/a.tar.xz"
 
 # ---- nginx ----
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/ngx/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-pid $WORK/ngx/nginx.pid;
-error_log $WORK/ngx/error.log warn;
-events { worker_connections 256; }
-http {
-  log_format b '\$request_method \$uri \$status \$body_bytes_sent "\$http_range"';
-  access_log $WORK/ngx/access.log b;
-  sendfile on;
-  keepalive_requests 100000;
-  client_body_temp_path $WORK/ngx/tmp;
-  proxy_temp_path $WORK/ngx/tmp;
-  fastcgi_temp_path $WORK/ngx/tmp;
-  uwsgi_temp_path $WORK/ngx/tmp;
-  scgi_temp_path $WORK/ngx/tmp;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:$PORT; root $WORK/ngx/www; }
-}
-EOF
-nginx -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" &
-NGINX_PID=$!
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_nginx_start "$WORK/ngx" "$WORK/ngx/www"
+PORT=$NGINX_PORT
 MOUNT_PID=
 cleanup() {
   if [ -n "$MOUNT_PID" ]; then
@@ -84,14 +65,9 @@ cleanup() {
     kill "$MOUNT_PID" 2>/dev/null || true
     wait "$MOUNT_PID" 2>/dev/null || true
   fi
-  kill "$NGINX_PID" 2>/dev/null || true
-  wait "$NGINX_PID" 2>/dev/null || true
+  bench_nginx_stop
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.05
-done
 URL=http://127.0.0.1:$PORT/a.tar.xz
 cat "$D/a.tar.xz" > /dev/null   # the server side runs from the page cache
 

@@ -17,12 +17,16 @@ catalog=$demo/catalog
 mnt=$demo/mnt
 nbdkit_pid=
 nginx_pid=
+tracker_pid=
+seeder_pid=
 
 cleanup() {
   if [ -z "${KEEP_MOUNTED:-}" ]; then
     mountpoint -q "$mnt" && fusermount3 -u "$mnt" || true
     [ -n "$nbdkit_pid" ] && kill "$nbdkit_pid" 2>/dev/null || true
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+    [ -n "$seeder_pid" ] && kill "$seeder_pid" 2>/dev/null || true
+    [ -n "$tracker_pid" ] && kill "$tracker_pid" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
@@ -126,6 +130,48 @@ cat > "$catalog/web/tools-xz.img.conf" <<CONF
 # An xz image over HTTP, decompressed with random access.
 source = http://127.0.0.1:$port/tools.img.xz
 CONF
+cat > "$catalog/web/tools-xz-rw.img.conf" <<CONF
+# The same xz image, writable: writes go to a private copy-on-write store
+# dropped at the last close (how a VM boots with a plain -drive file=...).
+source = http://127.0.0.1:$port/tools.img.xz
+overlay = discard
+CONF
+
+# A loopback BitTorrent swarm: opentracker and one aria2c seeder, both on
+# 127.0.0.1 with DHT, LPD and peer exchange off.
+pyport='import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+tport=$(/usr/bin/python3 -c "$pyport")
+sport=$(/usr/bin/python3 -c "$pyport")
+mkdir -p "$demo/tracker" "$demo/seeder"
+chmod 755 "$demo/tracker"
+rm -f "$samples/tools.torrent"
+mktorrent -l 18 -a "http://127.0.0.1:$tport/announce" -o "$samples/tools.torrent" "$samples/tools.img" > /dev/null
+PYTHONPATH=$top/tests /usr/bin/python3 -c 'import sys, bt_helpers; print(bt_helpers.info_hash(sys.argv[1]))' \
+  "$samples/tools.torrent" > "$demo/tracker/whitelist.txt"
+chmod 644 "$demo/tracker/whitelist.txt"
+( cd "$demo/tracker" && exec opentracker -i 127.0.0.1 -p "$tport" -P "$tport" -d "$demo/tracker" \
+    -w whitelist.txt -u nobody ) > "$demo/tracker/log" 2>&1 &
+tracker_pid=$!
+aria2c --no-conf --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
+  --enable-peer-exchange=false --disable-ipv6=true --interface=127.0.0.1 \
+  --file-allocation=none --summary-interval=0 --seed-ratio=0.0 --check-integrity=true \
+  --dir="$samples" --listen-port="$sport" --log="$demo/seeder/aria2.log" --log-level=info \
+  "$samples/tools.torrent" > "$demo/seeder/out" 2>&1 &
+seeder_pid=$!
+# Wait (up to 30 s) until the tracker counts the seeder.
+PYTHONPATH=$top/tests /usr/bin/python3 - "$demo/tracker" "$tport" "$(cat "$demo/tracker/whitelist.txt")" <<'PY' || true
+import sys, time, bt_helpers
+t = bt_helpers.Tracker.__new__(bt_helpers.Tracker)
+t.port = int(sys.argv[2])
+for _ in range(300):
+    if t.complete(sys.argv[3]) >= 1:
+        break
+    time.sleep(0.1)
+PY
+cat > "$catalog/web/tools-torrent.img.conf" <<CONF
+# The same image from a BitTorrent swarm: pieces fetched on demand and SHA-1 checked.
+source = $samples/tools.torrent
+CONF
 rm -f "$demo/nbdkit.sock"
 nbdkit --exit-with-parent -f -U "$demo/nbdkit.sock" -P "$demo/nbdkit.pid" memory 256M &
 nbdkit_pid=$!
@@ -150,9 +196,19 @@ echo "== diskshelf status $mnt"
 echo "== checksums (source vs mount)"
 sha256sum "$samples/tools.img" | sed 's/ .*/  (source tools.img)/'
 for f in tools.img vm/tools-xz.img vm/tools-1block.img web/tools.img web/tools-xz.img \
-         archives/tools-from-tarxz.img nbd/vm-qcow2.img; do
+         web/tools-torrent.img archives/tools-from-tarxz.img nbd/vm-qcow2.img; do
   if [ -e "$mnt/$f" ]; then sha256sum "$mnt/$f"; fi
 done
+
+if [ -e "$mnt/web/tools-xz-rw.img" ]; then
+  echo "== a write to the overlay entry web/tools-xz-rw.img (the source is untouched)"
+  exec 7<> "$mnt/web/tools-xz-rw.img"
+  printf 'written through the overlay' | dd of="$mnt/web/tools-xz-rw.img" bs=1 seek=1048576 conv=notrunc status=none
+  dd if="$mnt/web/tools-xz-rw.img" bs=1 skip=1048576 count=27 status=none; echo
+  exec 7>&-
+  echo "after the last close the overlay is dropped:"
+  dd if="$mnt/web/tools-xz-rw.img" bs=1 skip=1048576 count=27 status=none | od -An -c | head -2
+fi
 
 if [ -e "$mnt/archives/appliance-disk1.vmdk" ]; then
   echo "== qemu-img info on the OVA member"

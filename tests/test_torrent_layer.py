@@ -118,3 +118,25 @@ def test_torrent_found_by_content_and_lookalike_stays_a_file(mount, catalog, tmp
         assert "stack: torrent" in status and "stack: file" in status, status
     finally:
         seeder.stop()
+
+
+def test_seeder_joining_after_the_first_announce_is_found(mount, catalog, tmp_path, tracker,
+                                                          data):
+    """The daemon announces before any seeder exists; a read then waits.
+    A starving session asks the tracker again (after announce_retry, not
+    the tracker's half-hour interval), finds the late seeder, and the read
+    succeeds within the entry's timeout."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "late.torrent", tracker.http,
+                           piece_log=16)
+    tracker.allow(info_hash(torrent))
+    write_entry(catalog, "late.img", f"source = {torrent}\ntimeout = 90\n")
+    m = mount(catalog)
+    wait_for(lambda: "torrent-announces: 1 ok" in m.status(), 30, "the first announce")
+    seeder = Aria2Seeder(tmp_path / "seed", data, [torrent]).start()
+    try:
+        with open(m.path / "late.img", "rb") as f:
+            f.seek(4 * MIB)
+            assert f.read(65536) == (data / "disk.img").read_bytes()[4 * MIB:4 * MIB + 65536]
+        assert "asking the tracker for peers again" in m.log()
+    finally:
+        seeder.stop()

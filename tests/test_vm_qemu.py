@@ -1,6 +1,7 @@
 """What qemu does to a file of the mount: a boot sector booted with the
 plain `-drive file=mnt/x.img,format=raw` from every source kind (read-only
-ones with `overlay = discard`), cache=none (O_DIRECT) with aio=threads,
+ones with `overlay = discard`; the torrent from a loopback swarm of
+opentracker and aria2c), cache=none (O_DIRECT) with aio=threads,
 native and io_uring, qemu's image locking (OFD locks), and qemu-img info,
 check and compare over entries whose content is qcow2 or vmdk, also
 through a tar member over HTTP."""
@@ -11,13 +12,14 @@ import subprocess
 
 import pytest
 
+from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
 from nbd_helpers import NbdServer
 from peers import run, scaled, sha256, wait_for, write_entry
 from tar_helpers import status_section
 from vm_helpers import QEMU_EXIT_OK, Qemu, boot, boot_marker, boot_sector
 from xz_helpers import xz
 
-SOURCES = ["file", "http", "http-xz", "tar-member", "nbdkit", "captive-qcow2"]
+SOURCES = ["file", "http", "http-xz", "tar-member", "nbdkit", "captive-qcow2", "torrent"]
 
 
 def place_boot_source(kind, token, tmp_path, nginx):
@@ -44,7 +46,31 @@ def place_boot_source(kind, token, tmp_path, nginx):
         qcow2 = tmp_path / "boot.qcow2"
         run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2])
         return f"command = qemu-nbd -f qcow2 {qcow2}\n", None, qcow2
+    if kind == "torrent":
+        return place_torrent(raw, tmp_path)
     raise ValueError(kind)
+
+
+def place_torrent(raw, tmp_path):
+    """Seed the boot sector from aria2c through opentracker; the daemon
+    fetches it as a peer of that swarm."""
+    tracker = Tracker(tmp_path / "tracker").start()
+    seeder = None
+    try:
+        torrent = make_torrent(raw, tmp_path / "boot.torrent", tracker.http)
+        tracker.allow(info_hash(torrent))
+        seeder = Aria2Seeder(tmp_path / "seed", raw.parent, [torrent]).start()
+        wait_for(lambda: tracker.complete(info_hash(torrent)) >= 1, 30, "the seeder")
+    except BaseException:
+        if seeder:
+            seeder.stop()
+        tracker.stop()
+        raise
+
+    def cleanup():
+        seeder.stop()
+        tracker.stop()
+    return f"source = {torrent}\noverlay = discard\n", cleanup, raw
 
 
 @pytest.mark.parametrize("kind", SOURCES)

@@ -24,6 +24,7 @@
 
 #include "entry.h"
 #include "error.h"
+#include "fileio.h"
 #include "options.h"
 #include "stack.h"
 #include "text.h"
@@ -74,49 +75,22 @@ static int
 store_write (struct overlay_layer *o, const void *buf, size_t count,
              uint64_t off)
 {
-  const char *p = buf;
+  int r = fd_pwrite_all (o->store.fd, buf, count,
+                         o->store.data_offset + off);
 
-  while (count > 0)
-    {
-      ssize_t n = pwrite (o->store.fd, p, count,
-                          (off_t) (o->store.data_offset + off));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return error_set (errno, "overlay: %s: write to the store at %llu:"
-                          " %s; fix: free space where the overlay lives",
-                          o->entry_name, (unsigned long long) off,
-                          strerror (errno));
-      p += n;
-      count -= (size_t) n;
-      off += (uint64_t) n;
-    }
-  return 0;
+  return r < 0 ? error_prefix (-r, "overlay: %s: the store (fix: free space "
+                               "where the overlay lives)", o->entry_name)
+               : 0;
 }
 
 /* Make [off, off+len) of the store read as zeroes. */
 static int
 store_punch (struct overlay_layer *o, uint64_t off, uint64_t len)
 {
-  static const size_t step = 1024 * 1024;
-  char *zeroes;
-  int r = 0;
+  int r = fd_zero_range (o->store.fd, o->store.data_offset + off, len, 0);
 
-  if (fallocate (o->store.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) (o->store.data_offset + off), (off_t) len) == 0)
-    return 0;
-  zeroes = calloc (1, step);
-  if (zeroes == NULL)
-    return error_set (ENOMEM, "overlay: %s: out of memory", o->entry_name);
-  while (len > 0 && r == 0)
-    {
-      size_t n = len < step ? len : step;
-      r = store_write (o, zeroes, n, off);
-      off += n;
-      len -= n;
-    }
-  free (zeroes);
-  return r;
+  return r < 0 ? error_prefix (-r, "overlay: %s: the store", o->entry_name)
+               : 0;
 }
 
 /* Reads: each run of blocks from where it lives. */

@@ -1,0 +1,55 @@
+# bench/lib.sh: pieces every benchmark needs, sourced by bench/bench_*.sh.
+#   bench_free_port              print a free TCP port on 127.0.0.1
+#   bench_nginx_start DIR ROOT   start nginx on 127.0.0.1 serving ROOT, its
+#                                files under DIR; sets NGINX_PID, NGINX_PORT.
+#                                Its access log, DIR/access.log, has one line
+#                                per request: method uri status bytes "range"
+#                                (so bytes sent = sum of field 4).
+#   bench_nginx_stop             stop it (safe to call twice)
+
+bench_free_port () {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+bench_nginx_start () {   # DIR ROOT
+  local dir=$1 root=$2
+  mkdir -p "$dir/tmp"
+  NGINX_PORT=$(bench_free_port)
+  cat > "$dir/nginx.conf" <<NGX
+daemon off;
+worker_processes 2;
+user root;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 256; }
+http {
+  log_format b '\$request_method \$uri \$status \$body_bytes_sent "\$http_range"';
+  access_log $dir/access.log b;
+  sendfile on;
+  keepalive_requests 100000;
+  client_body_temp_path $dir/tmp;
+  proxy_temp_path $dir/tmp;
+  fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp;
+  scgi_temp_path $dir/tmp;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$NGINX_PORT; root $root; }
+}
+NGX
+  nginx -p "$dir" -c "$dir/nginx.conf" &
+  NGINX_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nginx did not start (see $dir/error.log)" >&2
+  return 1
+}
+
+bench_nginx_stop () {
+  if [ -n "${NGINX_PID:-}" ]; then
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+  fi
+  NGINX_PID=
+}

@@ -146,38 +146,12 @@ EOF2
 
 # ---- nginx --------------------------------------------------------------
 
-NGINX_PID=
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 PORT=
 start_nginx () {
-  PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$RUN/nginx/tmp"
-  cat > "$RUN/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-user root;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log;
-events { worker_connections 256; }
-http {
-    log_format ds '\$request_method \$uri \$status \$body_bytes_sent';
-    access_log $RUN/nginx/access.log ds;
-    client_body_temp_path $RUN/nginx/tmp;
-    proxy_temp_path $RUN/nginx/tmp;
-    fastcgi_temp_path $RUN/nginx/tmp;
-    uwsgi_temp_path $RUN/nginx/tmp;
-    scgi_temp_path $RUN/nginx/tmp;
-    sendfile on;
-    keepalive_requests 100000;
-    server { listen 127.0.0.1:$PORT; root $IMG; }
-}
-EOF
-  nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" &
-  NGINX_PID=$!
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/fs.img.xz" -r 0-0 && return
-    sleep 0.1
-  done
-  log "nginx did not start"; exit 1
+  bench_nginx_start "$RUN/nginx" "$IMG" || exit 1
+  PORT=$NGINX_PORT
 }
 
 # ---- mounts -------------------------------------------------------------
@@ -272,7 +246,7 @@ umount_it () {
 
 cleanup () {
   umount_it || true
-  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+  bench_nginx_stop
 }
 trap cleanup EXIT
 

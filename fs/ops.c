@@ -150,12 +150,14 @@ entry_failed (struct fs_entry *e, int r, const char *op)
 static void
 entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
 {
+  uint64_t size = fs_entry_size (e);
+
   memset (st, 0, sizeof *st);
-  st->st_mode = S_IFREG | (e->stack->writable ? 0644 : 0444);
+  st->st_mode = S_IFREG | (fs_entry_writable (e) ? 0644 : 0444);
   st->st_nlink = 1;
-  st->st_size = (off_t) e->stack->size;
+  st->st_size = (off_t) size;
   st->st_blksize = 4096;
-  st->st_blocks = (blkcnt_t) ((e->stack->size + 511) / 512);
+  st->st_blocks = (blkcnt_t) ((size + 511) / 512);
   st->st_mtim = e->mtime;
   st->st_ctim = e->mtime;
   st->st_atim = e->mtime;
@@ -312,7 +314,19 @@ open_status (struct daemon *d, struct fuse_file_info *fi)
   return 0;
 }
 
-/* open: take a reference on the entry; refuse writes to read-only ones. */
+/* How long an open waits for an entry's stack: the entry's timeout
+ * (its `timeout =` key, else the 30 s default) and a little more, so
+ * that the open attempt in progress can report its own timeout. */
+static unsigned
+open_wait_ms (const struct fs_entry *e)
+{
+  double s = e->config->timeout > 0 ? e->config->timeout : 30;
+
+  return (unsigned) (s * 1000) + 2000;
+}
+
+/* open: wait for the entry's stack, take a reference on the entry;
+ * refuse writes to read-only ones. */
 static int
 ds_open (const char *path, struct fuse_file_info *fi)
 {
@@ -327,6 +341,15 @@ ds_open (const char *path, struct fuse_file_info *fi)
   r = resolve (d, path, &e);
   if (r != 0)
     return r < 0 ? r : -EISDIR;
+  /* An entry still opening is waited for, at most its timeout; one that
+   * is broken gets one fresh attempt.  Either failure is EIO. */
+  if ((r = fs_entry_wait_open (e, open_wait_ms (e))) < 0)
+    {
+      log_error ("%s", error_message ());
+      error_clear ();
+      fs_entry_unref (e);
+      return r;
+    }
   if (accmode != O_RDONLY && !e->stack->writable)
     {
       fs_entry_unref (e);
@@ -558,17 +581,26 @@ ds_utimens (const char *path, const struct timespec tv[2],
   return 0;
 }
 
+/* Add an entry's size (as getattr shows it) to a total. */
+static void
+add_size (struct fs_entry *e, void *arg)
+{
+  *(uint64_t *) arg += fs_entry_size (e);
+}
+
 /* statfs: the catalog's totals. */
 static int
 ds_statfs (const char *path, struct statvfs *sv)
 {
   struct daemon *d = this_daemon ();
   struct fs_tree *t = current_tree (d);
+  uint64_t total = 0;
 
+  fs_tree_for_each_entry (t, add_size, &total);
   memset (sv, 0, sizeof *sv);
   sv->f_bsize = 4096;
   sv->f_frsize = 4096;
-  sv->f_blocks = (fsblkcnt_t) ((t->total_size + 4095) / 4096);
+  sv->f_blocks = (fsblkcnt_t) ((total + 4095) / 4096);
   sv->f_files = (fsfilcnt_t) t->entry_count;
   sv->f_namemax = 255;
   fs_tree_unref (t);

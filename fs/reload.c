@@ -55,7 +55,7 @@ daemon_reload (struct daemon *d)
   old = d->tree;
   fs_tree_ref (old);
   pthread_rwlock_unlock (&d->tree_lock);
-  r = fs_tree_build (c, old, &d->base, &fresh);
+  r = fs_tree_build (c, old, &d->base, d->options.open_wait_ms, &fresh);
   catalog_free (c);
   fs_tree_unref (old);
   if (r < 0)

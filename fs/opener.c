@@ -1,0 +1,282 @@
+/* diskshelf: the background opener pool (see opener.h). */
+#include "opener.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "diskcache.h"
+#include "entry.h"
+#include "entry_checks.h"
+#include "error.h"
+#include "thread.h"
+
+/* One queued entry, due at a CLOCK_MONOTONIC time in ms. */
+struct opener_job
+{
+  struct opener_job *next;
+  struct fs_entry *entry;         /* one reference owned */
+  int64_t due_ms;
+};
+
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
+static struct opener_job *queue;  /* by due time; protected by queue_lock */
+static bool stopping;             /* protected by queue_lock */
+static pthread_t threads[OPENER_THREADS];
+static size_t nthreads;           /* protected by queue_lock */
+
+static int64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Insert a job in due order (after jobs due at the same time: FIFO).
+ * Called with queue_lock held. */
+static void
+enqueue (struct opener_job *job)
+{
+  struct opener_job **p = &queue;
+
+  while (*p && (*p)->due_ms <= job->due_ms)
+    p = &(*p)->next;
+  job->next = *p;
+  *p = job;
+  pthread_cond_signal (&queue_cond);
+}
+
+/* The back-off before retry number `attempts` (1, 2, 4, ... s). */
+static int64_t
+backoff_ms (unsigned attempts)
+{
+  int64_t ms = 1000;
+
+  for (unsigned i = 1; i < attempts && ms < OPENER_BACKOFF_MAX_S * 1000; i++)
+    ms *= 2;
+  return ms < OPENER_BACKOFF_MAX_S * 1000 ? ms : OPENER_BACKOFF_MAX_S * 1000;
+}
+
+/* Remember what the open learnt, for the next mount's listing. */
+static void
+remember (struct fs_entry *e, struct layer *stack)
+{
+  struct disk_cache *cache = e->base->services->disk_cache;
+  struct disk_cache_entry_facts f = { 0 };
+
+  if (cache == NULL || e->conf_text == NULL)
+    return;
+  f.size = stack->size;
+  f.writable = stack->writable;
+  layer_describe (stack, f.stack, sizeof f.stack);
+  disk_cache_remember_entry (cache, e->conf_text, &f);
+}
+
+/* Open one entry's stack; returns true when it should be retried. */
+static bool
+open_one (struct fs_entry *e)
+{
+  struct stack_context ctx = *e->base;
+  struct layer *stack = NULL;
+  char layers[128];
+  int r;
+
+  ctx.entry = e->config;
+  error_clear ();
+  r = stack_open (&ctx, &stack);
+  pthread_mutex_lock (&e->lock);
+  if (r == 0)
+    {
+      __atomic_store_n (&e->stack, stack, __ATOMIC_RELEASE);
+      e->state = FS_ENTRY_OK;
+      free (e->open_error);
+      e->open_error = NULL;
+    }
+  else
+    {
+      char *why = strdup (error_message ());
+      if (why)
+        {
+          free (e->open_error);
+          e->open_error = why;
+        }
+      e->state = FS_ENTRY_BROKEN;
+      e->attempts++;
+    }
+  pthread_cond_broadcast (&e->settled);
+  pthread_mutex_unlock (&e->lock);
+  if (r < 0)
+    {
+      log_error ("%s: cannot open, will retry: %s", e->config->name,
+                 error_message ());
+      error_clear ();
+      return true;
+    }
+  remember (e, stack);
+  if (e->known && e->known_size != stack->size)
+    log_info ("%s: size changed from %llu to %llu bytes since it was"
+              " last opened", e->config->name,
+              (unsigned long long) e->known_size,
+              (unsigned long long) stack->size);
+  layer_describe (stack, layers, sizeof layers);
+  log_info ("%s: ready (%s, %llu bytes%s)", e->config->name, layers,
+            (unsigned long long) stack->size,
+            stack->writable ? ", writable" : "");
+  return false;
+}
+
+/* Thread body: take due jobs until stopped. */
+static void *
+opener_thread (void *arg)
+{
+  (void) arg;
+  pthread_mutex_lock (&queue_lock);
+  while (!stopping)
+    {
+      struct opener_job *job = queue;
+      int64_t now = now_ms ();
+
+      if (job == NULL)
+        {
+          pthread_cond_wait (&queue_cond, &queue_lock);
+          continue;
+        }
+      if (job->due_ms > now)
+        {
+          struct timespec until;
+          clock_gettime (CLOCK_REALTIME, &until);
+          int64_t wait = job->due_ms - now;
+          until.tv_sec += wait / 1000;
+          until.tv_nsec += (wait % 1000) * 1000000;
+          if (until.tv_nsec >= 1000000000)
+            {
+              until.tv_sec++;
+              until.tv_nsec -= 1000000000;
+            }
+          pthread_cond_timedwait (&queue_cond, &queue_lock, &until);
+          continue;
+        }
+      queue = job->next;
+      pthread_mutex_unlock (&queue_lock);
+
+      struct fs_entry *e = job->entry;
+      bool retry = false;
+      /* Only the queue holds it: no tree lists it, no file has it open. */
+      if (__atomic_load_n (&e->refs, __ATOMIC_ACQUIRE) > 1)
+        retry = open_one (e);
+      pthread_mutex_lock (&queue_lock);
+      if (retry && !stopping)
+        {
+          pthread_mutex_lock (&e->lock);
+          job->due_ms = now_ms () + backoff_ms (e->attempts);
+          pthread_mutex_unlock (&e->lock);
+          enqueue (job);
+        }
+      else
+        {
+          pthread_mutex_unlock (&queue_lock);
+          fs_entry_unref (e);
+          free (job);
+          pthread_mutex_lock (&queue_lock);
+        }
+    }
+  pthread_mutex_unlock (&queue_lock);
+  return NULL;
+}
+
+/* Start the pool's threads if not yet started.  Called with queue_lock
+ * held. */
+static void
+start_threads (void)
+{
+  while (nthreads < OPENER_THREADS
+         && thread_create (&threads[nthreads], NULL, opener_thread, NULL)
+            == 0)
+    nthreads++;
+}
+
+/* Queue an entry for opening now. */
+void
+opener_submit (struct fs_entry *e)
+{
+  struct opener_job *job = calloc (1, sizeof *job);
+
+  if (job == NULL)
+    {
+      pthread_mutex_lock (&e->lock);
+      e->state = FS_ENTRY_BROKEN;
+      free (e->open_error);
+      e->open_error = strdup ("out of memory");
+      pthread_cond_broadcast (&e->settled);
+      pthread_mutex_unlock (&e->lock);
+      return;
+    }
+  fs_entry_ref (e);
+  job->entry = e;
+  job->due_ms = now_ms ();
+  pthread_mutex_lock (&queue_lock);
+  if (stopping)
+    {
+      pthread_mutex_unlock (&queue_lock);
+      fs_entry_unref (e);
+      free (job);
+      return;
+    }
+  start_threads ();
+  enqueue (job);
+  pthread_mutex_unlock (&queue_lock);
+}
+
+/* Bring a waiting retry of e forward to now. */
+void
+opener_retry_now (struct fs_entry *e)
+{
+  struct opener_job **p, *job = NULL;
+
+  pthread_mutex_lock (&queue_lock);
+  for (p = &queue; *p; p = &(*p)->next)
+    if ((*p)->entry == e)
+      {
+        job = *p;
+        *p = job->next;
+        break;
+      }
+  if (job)
+    {
+      job->due_ms = now_ms ();
+      enqueue (job);
+    }
+  pthread_mutex_unlock (&queue_lock);
+}
+
+/* Stop the pool: wake every thread, join them, drop what is queued. */
+void
+opener_stop (void)
+{
+  struct opener_job *job;
+  size_t n;
+
+  pthread_mutex_lock (&queue_lock);
+  stopping = true;
+  n = nthreads;
+  pthread_cond_broadcast (&queue_cond);
+  pthread_mutex_unlock (&queue_lock);
+  for (size_t i = 0; i < n; i++)
+    pthread_join (threads[i], NULL);
+  pthread_mutex_lock (&queue_lock);
+  job = queue;
+  queue = NULL;
+  nthreads = 0;
+  pthread_mutex_unlock (&queue_lock);
+  while (job)
+    {
+      struct opener_job *next = job->next;
+      fs_entry_unref (job->entry);
+      free (job);
+      job = next;
+    }
+}

@@ -1,0 +1,35 @@
+/* diskshelf: the pool that opens entries' stacks in the background.
+ *
+ * A mount or a reload lists every entry at once and hands the new ones
+ * to this pool; OPENER_THREADS threads open them, at most that many at a
+ * time (so at most that many connections are being set up).  An open
+ * that fails leaves the entry BROKEN and is retried after a back-off
+ * (1 s, doubling, at most OPENER_BACKOFF_MAX_S); a retry that succeeds
+ * makes the entry OK in place, without a reload.  An entry no tree holds
+ * any more is dropped from the queue at its next turn.
+ *
+ * Thread model: every function is safe from any thread; one mutex
+ * inside opener.c protects the queue.  The threads start with the first
+ * submitted entry (after the daemon forked).  opener_stop waits for
+ * opens in progress, each bounded by its entry's timeout.
+ *
+ * Ownership: the queue holds one reference on every queued entry.
+ */
+#ifndef DISKSHELF_FS_OPENER_H
+#define DISKSHELF_FS_OPENER_H
+
+#include "tree.h"
+
+#define OPENER_THREADS 16
+#define OPENER_BACKOFF_MAX_S 60
+
+/* Queue an entry for opening now (takes a reference). */
+void opener_submit (struct fs_entry *e);
+
+/* Move a broken entry's pending retry to now (an open is waiting). */
+void opener_retry_now (struct fs_entry *e);
+
+/* Stop the threads and drop the queue (at exit). */
+void opener_stop (void);
+
+#endif

@@ -83,6 +83,8 @@ open_one (struct fs_entry *e)
   struct stack_context ctx = *e->base;
   struct layer *stack = NULL;
   char layers[128];
+  bool repeated = false;
+  unsigned next_s = 0;
   int r;
 
   ctx.entry = e->config;
@@ -99,6 +101,8 @@ open_one (struct fs_entry *e)
   else
     {
       char *why = strdup (error_message ());
+      /* Say it once per reason, not at every retry. */
+      repeated = e->open_error && why && strcmp (e->open_error, why) == 0;
       if (why)
         {
           free (e->open_error);
@@ -106,13 +110,18 @@ open_one (struct fs_entry *e)
         }
       e->state = FS_ENTRY_BROKEN;
       e->attempts++;
+      next_s = (unsigned) (backoff_ms (e->attempts) / 1000);
     }
   pthread_cond_broadcast (&e->settled);
   pthread_mutex_unlock (&e->lock);
   if (r < 0)
     {
-      log_error ("%s: cannot open, will retry: %s", e->config->name,
-                 error_message ());
+      if (repeated)
+        log_debug ("%s: cannot open, retrying in %u s: %s", e->config->name,
+                   next_s, error_message ());
+      else
+        log_error ("%s: cannot open, retrying in %u s: %s", e->config->name,
+                   next_s, error_message ());
       error_clear ();
       return true;
     }

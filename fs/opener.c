@@ -93,7 +93,18 @@ open_one (struct fs_entry *e)
   pthread_mutex_lock (&e->lock);
   if (r == 0)
     {
+      bool changed = stack->size != (e->known ? e->known_size : 0)
+        || stack->writable != (e->known && e->known_writable);
+
       __atomic_store_n (&e->stack, stack, __ATOMIC_RELEASE);
+      /* Before anyone waiting is told: an open waiting for this entry
+       * must not read with the size the kernel cached before. */
+      if (changed)
+        {
+          pthread_mutex_unlock (&e->lock);
+          fs_entry_attributes_changed (e);
+          pthread_mutex_lock (&e->lock);
+        }
       e->state = FS_ENTRY_OK;
       free (e->open_error);
       e->open_error = NULL;

@@ -29,6 +29,11 @@ void opener_submit (struct fs_entry *e);
 /* Move a broken entry's pending retry to now (an open is waiting). */
 void opener_retry_now (struct fs_entry *e);
 
+/* Tell the kernel that an entry's attributes changed (its size or mode
+ * is no longer what getattr showed before the open); provided by
+ * fs/ops.c, called by an opener thread, never inside a FUSE request. */
+void fs_entry_attributes_changed (struct fs_entry *e);
+
 /* Stop the threads and drop the queue (at exit). */
 void opener_stop (void);
 

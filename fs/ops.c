@@ -619,6 +619,28 @@ ds_ioctl (const char *path, unsigned int cmd, void *arg,
   return fs_prefetch_ioctl (of->entry, cmd, data);
 }
 
+/* The FUSE handle, for notifications sent from other threads; set
+ * between init and destroy, protected by serving_lock (held across a
+ * notification, so destroy waits for one in progress). */
+static pthread_mutex_t serving_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fuse *serving_fuse;
+
+/* Drop the kernel's cached attributes of an entry's name. */
+void
+fs_entry_attributes_changed (struct fs_entry *e)
+{
+  char *path;
+
+  if (asprintf (&path, "/%s", e->config->name) < 0)
+    return;
+  pthread_mutex_lock (&serving_lock);
+  /* -ENOENT: the kernel does not know the name yet; nothing cached. */
+  if (serving_fuse)
+    fuse_invalidate_path (serving_fuse, path);
+  pthread_mutex_unlock (&serving_lock);
+  free (path);
+}
+
 /* init: let the kernel send big requests and keep caches sane. */
 static void *
 ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -633,6 +655,9 @@ ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
   if (conn->capable & FUSE_CAP_ASYNC_READ)
     conn->want |= FUSE_CAP_ASYNC_READ;
   retire_set_serving (true);
+  pthread_mutex_lock (&serving_lock);
+  serving_fuse = fuse_get_context ()->fuse;
+  pthread_mutex_unlock (&serving_lock);
   {
     struct daemon *d = fuse_get_context ()->private_data;
     if (mount_watch_start (d->options.mountpoint) < 0)
@@ -646,6 +671,9 @@ static void
 ds_destroy (void *private_data)
 {
   retire_set_serving (false);
+  pthread_mutex_lock (&serving_lock);
+  serving_fuse = NULL;
+  pthread_mutex_unlock (&serving_lock);
   mount_watch_stop ();
 }
 

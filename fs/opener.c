@@ -128,11 +128,11 @@ open_one (struct fs_entry *e)
   if (r < 0)
     {
       if (repeated)
-        log_debug ("%s: cannot open, retrying in %u s: %s", e->config->name,
-                   next_s, error_message ());
+        log_debug ("%s: left out of the mount: %s (retrying in %u s)",
+                   e->config->name, error_message (), next_s);
       else
-        log_error ("%s: cannot open, retrying in %u s: %s", e->config->name,
-                   next_s, error_message ());
+        log_error ("%s: left out of the mount: %s (retrying in %u s)",
+                   e->config->name, error_message (), next_s);
       error_clear ();
       return true;
     }

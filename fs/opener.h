@@ -21,7 +21,7 @@
 #include "tree.h"
 
 #define OPENER_THREADS 16
-#define OPENER_BACKOFF_MAX_S 60
+#define OPENER_BACKOFF_MAX_S 30
 
 /* Queue an entry for opening now (takes a reference). */
 void opener_submit (struct fs_entry *e);

@@ -123,6 +123,9 @@ resolve (struct daemon *d, const char *path, struct fs_entry **entry)
     }
   n = fs_tree_lookup (d->tree, path);
   r = n == NULL ? -ENOENT : n->entry ? 0 : 1;
+  /* A broken entry is left out until a retry opens it. */
+  if (r == 0 && !fs_entry_listed (n->entry))
+    r = -ENOENT;
   if (r == 0)
     {
       fs_entry_ref (n->entry);
@@ -263,7 +266,9 @@ ds_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
   fill (buf, ".", NULL, 0, 0);
   fill (buf, "..", NULL, 0, 0);
   for (size_t i = 0; i < n->nchildren; i++)
-    fill (buf, n->children[i]->name, NULL, 0, 0);
+    if (n->children[i]->entry == NULL
+        || fs_entry_listed (n->children[i]->entry))
+      fill (buf, n->children[i]->name, NULL, 0, 0);
   fs_tree_unref (t);
   return 0;
 }

@@ -197,6 +197,20 @@ fs_entry_stack (struct fs_entry *e)
   return __atomic_load_n (&e->stack, __ATOMIC_ACQUIRE);
 }
 
+/* Whether the mount shows the entry: open or opening, not broken. */
+bool
+fs_entry_listed (struct fs_entry *e)
+{
+  bool listed;
+
+  if (fs_entry_stack (e))
+    return true;
+  pthread_mutex_lock (&e->lock);
+  listed = e->state != FS_ENTRY_BROKEN;
+  pthread_mutex_unlock (&e->lock);
+  return listed;
+}
+
 /* Size for getattr: the stack's, else the remembered one. */
 uint64_t
 fs_entry_size (struct fs_entry *e)

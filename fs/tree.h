@@ -9,8 +9,10 @@
  * a tree lists every entry at once, each in one of three states.
  * OPENING: its first open is under way; it answers getattr with the
  * size remembered in the disk cache (or 0).  OK: its stack is open.
- * BROKEN: its last open failed (open_error says why); the opener retries
- * it with back-off, and a successful retry makes it OK in place.
+ * BROKEN: its last open failed (open_error says why); it is left out of
+ * the mount (lookups and readdir skip it) but kept in the tree and in
+ * status; the opener retries it with back-off, and a successful retry
+ * makes it OK, and visible again, in place.
  *
  * Thread model: a tree is immutable once built; the daemon swaps whole
  * trees (fs_tree_swap) under its own lock.  fs_entry reference counts
@@ -99,6 +101,9 @@ int fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
 
 /* The open stack, or NULL while the entry is opening or broken. */
 struct layer *fs_entry_stack (struct fs_entry *e);
+
+/* Whether lookups and readdir show the entry (it is not broken). */
+bool fs_entry_listed (struct fs_entry *e);
 
 /* What getattr shows before the stack is open: the open stack's values,
  * else the remembered ones, else 0 and read-only. */

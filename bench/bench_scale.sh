@@ -13,6 +13,8 @@
 #                         every size is remembered, no request is needed
 #   warm ls sizes right   the warm listing equals the cold final one
 #   RSS, 1000 idle        VmRSS of the daemon with every entry open, idle
+#   threads, fds, sockets what the idle daemon holds (sockets: NBD and
+#                         HTTP connections kept open)
 #   reload one entry      one .conf edited: the daemon's own time for the
 #                         reload ("catalog reloaded ... in X ms"; the
 #                         200 ms inotify quiet period is not included)
@@ -124,10 +126,10 @@ done
 echo "catalog: $(find "$C" -name '*.conf' | wc -l) entries" >&2
 
 # ---- runs ----
-status() { cat "$WORK/mnt/.diskshelf-status"; }
+STATUS=$WORK/mnt/.diskshelf-status
 start() {  # start the daemon (it returns once mounted); set DAEMON_PID
   "$BIN" --cache-dir="$WORK/cache" --log-file="$WORK/daemon.log" "$C" "$WORK/mnt"
-  DAEMON_PID=$(status | awk '/^pid:/ {print $2; exit}')
+  DAEMON_PID=$(awk '/^pid:/ {print $2; exit}' "$STATUS")
 }
 stop() {
   fusermount3 -u "$WORK/mnt"
@@ -136,13 +138,13 @@ stop() {
 }
 wait_open() {
   for _ in $(seq 1200); do
-    status | grep -q '^opening: 0$' && return 0
+    grep -q '^opening: 0$' "$STATUS" && return 0
     sleep 0.05
   done
   echo "entries still opening after 60 s" >&2; return 1
 }
 
-cold_ls=(); cold_open=(); warm_ls=(); rss=(); reload=(); reopened=(); same=yes
+cold_ls=(); cold_open=(); warm_ls=(); rss=(); threads=(); fds=(); socks=(); reload=(); reopened=(); same=yes
 for r in $(seq "$REPS"); do
   rm -rf "$WORK/cache"
   t0=$(now); start; ls -lR "$WORK/mnt" > /dev/null; t1=$(now)
@@ -159,6 +161,9 @@ for r in $(seq "$REPS"); do
   wait_open
   sleep 1
   rss+=("$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$DAEMON_PID/status")")
+  threads+=("$(awk '/^Threads:/ {print $2}' "/proc/$DAEMON_PID/status")")
+  fds+=("$(ls "/proc/$DAEMON_PID/fd" | wc -l)")
+  socks+=("$(find "/proc/$DAEMON_PID/fd" -lname 'socket:*' | wc -l)")
 
   # One entry changes: only it is reopened.
   reloads=$(grep -c 'catalog reloaded' "$WORK/daemon.log" || true)
@@ -184,5 +189,7 @@ row "cold all open" "$(printf '%s\n' "${cold_open[@]}" | median)" "s"
 row "warm mount + ls -lR" "$(printf '%s\n' "${warm_ls[@]}" | median)" "s   (target < 1 s)"
 row "warm ls sizes right" "$same" ""
 row "RSS, 1000 idle entries" "$(printf '%s\n' "${rss[@]}" | median)" "MiB (target < 64 MiB)"
+row "threads, idle" "$(printf '%s\n' "${threads[@]}" | median)" ""
+row "open fds (sockets), idle" "$(printf '%s\n' "${fds[@]}" | median) ($(printf '%s\n' "${socks[@]}" | median))" ""
 row "reload one entry" "$(printf '%s\n' "${reload[@]}" | median)" "ms  (target < 100 ms)"
 row "reopened by reload" "$(printf '%s\n' "${reopened[@]}" | median)" "entries"

@@ -18,6 +18,7 @@ struct opener_job
   struct opener_job *next;
   struct fs_entry *entry;         /* one reference owned */
   int64_t due_ms;
+  bool use;                       /* open for use, not just to learn */
 };
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -63,7 +64,7 @@ backoff_ms (unsigned attempts)
 
 /* Remember what the open learnt, for the next mount's listing. */
 static void
-remember (struct fs_entry *e, struct layer *stack)
+remember (struct fs_entry *e, struct layer *stack, const char *layers)
 {
   struct disk_cache *cache = e->base->services->disk_cache;
   struct disk_cache_entry_facts f = { 0 };
@@ -72,31 +73,50 @@ remember (struct fs_entry *e, struct layer *stack)
     return;
   f.size = stack->size;
   f.writable = stack->writable;
-  layer_describe (stack, f.stack, sizeof f.stack);
+  snprintf (f.stack, sizeof f.stack, "%s", layers);
   disk_cache_remember_entry (cache, e->conf_text, &f);
 }
 
-/* Open one entry's stack; returns true when it should be retried. */
+/* Open one entry's stack: for use (publish: the entry keeps it), or to
+ * learn its size (the stack is closed again, so an idle entry holds no
+ * connection, thread or buffer).  Returns true when it should be
+ * retried. */
 static bool
-open_one (struct fs_entry *e)
+open_one (struct fs_entry *e, bool publish)
 {
   struct stack_context ctx = *e->base;
   struct layer *stack = NULL;
-  char layers[128];
-  bool repeated = false;
+  char layers[128] = "";
+  bool repeated = false, changed = false;
   unsigned next_s = 0;
+  uint64_t shown = 0;
   int r;
 
   ctx.entry = e->config;
   error_clear ();
   r = stack_open (&ctx, &stack);
-  pthread_mutex_lock (&e->lock);
   if (r == 0)
     {
-      bool changed = stack->size != (e->known ? e->known_size : 0)
+      layer_describe (stack, layers, sizeof layers);
+      remember (e, stack, layers);
+    }
+  pthread_mutex_lock (&e->lock);
+  if (publish)
+    e->use_pending = false;
+  if (r == 0)
+    {
+      shown = e->known ? e->known_size : 0;
+      changed = stack->size != shown
         || stack->writable != (e->known && e->known_writable);
-
-      __atomic_store_n (&e->stack, stack, __ATOMIC_RELEASE);
+      e->known = true;
+      e->known_size = stack->size;
+      e->known_writable = stack->writable;
+      snprintf (e->known_stack, sizeof e->known_stack, "%s", layers);
+      if (publish && e->stack == NULL)
+        {
+          __atomic_store_n (&e->stack, stack, __ATOMIC_RELEASE);
+          stack = NULL;                 /* the entry's now */
+        }
       /* Before anyone waiting is told: an open waiting for this entry
        * must not read with the size the kernel cached before. */
       if (changed)
@@ -136,16 +156,17 @@ open_one (struct fs_entry *e)
       error_clear ();
       return true;
     }
-  remember (e, stack);
-  if (e->known && e->known_size != stack->size)
+  if (changed && shown)
     log_info ("%s: size changed from %llu to %llu bytes since it was"
-              " last opened", e->config->name,
-              (unsigned long long) e->known_size,
-              (unsigned long long) stack->size);
-  layer_describe (stack, layers, sizeof layers);
-  log_info ("%s: ready (%s, %llu bytes%s)", e->config->name, layers,
-            (unsigned long long) stack->size,
-            stack->writable ? ", writable" : "");
+              " last opened", e->config->name, (unsigned long long) shown,
+              (unsigned long long) e->known_size);
+  if (publish)
+    log_debug ("%s: opened for use", e->config->name);
+  else
+    log_info ("%s: ready (%s, %llu bytes%s)", e->config->name, layers,
+              (unsigned long long) stack->size,
+              stack->writable ? ", writable" : "");
+  layer_close (stack);                  /* a probe's, or NULL */
   return false;
 }
 
@@ -187,12 +208,13 @@ opener_thread (void *arg)
       bool retry = false;
       /* Only the queue holds it: no tree lists it, no file has it open. */
       if (__atomic_load_n (&e->refs, __ATOMIC_ACQUIRE) > 1)
-        retry = open_one (e);
+        retry = open_one (e, job->use);
       pthread_mutex_lock (&queue_lock);
       if (retry && !stopping)
         {
           pthread_mutex_lock (&e->lock);
           job->due_ms = now_ms () + backoff_ms (e->attempts);
+          job->use = false;             /* a retry learns; a user asks */
           pthread_mutex_unlock (&e->lock);
           enqueue (job);
         }
@@ -221,7 +243,7 @@ start_threads (void)
 
 /* Queue an entry for opening now. */
 void
-opener_submit (struct fs_entry *e)
+opener_submit (struct fs_entry *e, bool use)
 {
   struct opener_job *job = calloc (1, sizeof *job);
 
@@ -229,6 +251,8 @@ opener_submit (struct fs_entry *e)
     {
       pthread_mutex_lock (&e->lock);
       e->state = FS_ENTRY_BROKEN;
+      e->use_pending = false;
+      e->attempts++;
       free (e->open_error);
       e->open_error = strdup ("out of memory");
       pthread_cond_broadcast (&e->settled);
@@ -237,6 +261,7 @@ opener_submit (struct fs_entry *e)
     }
   fs_entry_ref (e);
   job->entry = e;
+  job->use = use;
   job->due_ms = now_ms ();
   pthread_mutex_lock (&queue_lock);
   if (stopping)

@@ -1,8 +1,13 @@
 /* diskshelf: the pool that opens entries' stacks in the background.
  *
  * A mount or a reload lists every entry at once and hands the new ones
- * to this pool; OPENER_THREADS threads open them, at most that many at a
- * time (so at most that many connections are being set up).  An open
+ * whose size the disk cache does not remember to this pool, which opens
+ * each stack once to learn its size and closes it again: an entry
+ * nobody opened holds no connection, thread or buffer.  The first open
+ * of a file asks the pool to open the stack for use; it then stays open
+ * for the entry's life.  OPENER_THREADS threads do the work, at most
+ * that many opens at a time (so at most that many connections are being
+ * set up).  An open
  * that fails leaves the entry BROKEN and is retried after a back-off
  * (1 s, doubling, at most OPENER_BACKOFF_MAX_S); a retry that succeeds
  * makes the entry OK in place, without a reload.  An entry no tree holds
@@ -23,8 +28,10 @@
 #define OPENER_THREADS 16
 #define OPENER_BACKOFF_MAX_S 30
 
-/* Queue an entry for opening now (takes a reference). */
-void opener_submit (struct fs_entry *e);
+/* Queue an entry for opening now (takes a reference): to learn its
+ * size and close it again (use false), or to keep its stack open for
+ * the files opening it (use true). */
+void opener_submit (struct fs_entry *e, bool use);
 
 /* Move a broken entry's pending retry to now (an open is waiting). */
 void opener_retry_now (struct fs_entry *e);

@@ -211,22 +211,28 @@ fs_entry_listed (struct fs_entry *e)
   return listed;
 }
 
-/* Size for getattr: the stack's, else the remembered one. */
+/* Size for getattr: the last open's, else the remembered one. */
 uint64_t
 fs_entry_size (struct fs_entry *e)
 {
-  struct layer *stack = fs_entry_stack (e);
+  uint64_t size;
 
-  return stack ? stack->size : e->known ? e->known_size : 0;
+  pthread_mutex_lock (&e->lock);
+  size = e->known ? e->known_size : 0;
+  pthread_mutex_unlock (&e->lock);
+  return size;
 }
 
-/* Writability for getattr: the stack's, else the remembered one. */
+/* Writability for getattr: the last open's, else the remembered one. */
 bool
 fs_entry_writable (struct fs_entry *e)
 {
-  struct layer *stack = fs_entry_stack (e);
+  bool writable;
 
-  return stack ? stack->writable : e->known && e->known_writable;
+  pthread_mutex_lock (&e->lock);
+  writable = e->known && e->known_writable;
+  pthread_mutex_unlock (&e->lock);
+  return writable;
 }
 
 /* An absolute CLOCK_REALTIME time ms from now, for timed waits. */
@@ -246,12 +252,13 @@ deadline_after (unsigned ms)
   return t;
 }
 
-/* Wait for the stack, giving a broken entry one fresh attempt. */
+/* Open the stack for use and wait for it; a broken entry gets one
+ * fresh attempt. */
 int
 fs_entry_wait_open (struct fs_entry *e, unsigned timeout_ms)
 {
   struct timespec until = deadline_after (timeout_ms);
-  bool kicked = false;
+  bool asked = false;
   unsigned attempts;
   int r = 0;
 
@@ -259,29 +266,36 @@ fs_entry_wait_open (struct fs_entry *e, unsigned timeout_ms)
     return 0;
   pthread_mutex_lock (&e->lock);
   attempts = e->attempts;
-  while (e->state != FS_ENTRY_OK)
+  while (e->stack == NULL)
     {
-      if (e->state == FS_ENTRY_BROKEN)
+      if (e->state == FS_ENTRY_BROKEN && asked && e->attempts != attempts)
         {
-          if (kicked && e->attempts != attempts)
-            {
-              r = error_set (EIO, "%s: cannot open: %s", e->config->name,
-                             e->open_error ? e->open_error : "unknown error");
-              break;
-            }
-          if (!kicked)
-            {
-              kicked = true;
-              pthread_mutex_unlock (&e->lock);
-              opener_retry_now (e);
-              pthread_mutex_lock (&e->lock);
-              continue;
-            }
+          r = error_set (EIO, "%s: cannot open: %s", e->config->name,
+                         e->open_error ? e->open_error : "unknown error");
+          break;
         }
-      if (pthread_cond_timedwait (&e->settled, &e->lock, &until) == ETIMEDOUT)
+      if (e->state == FS_ENTRY_BROKEN && !asked)
         {
-          if (e->state == FS_ENTRY_OK)
-            break;
+          /* Its next retry, now rather than after the back-off. */
+          asked = true;
+          pthread_mutex_unlock (&e->lock);
+          opener_retry_now (e);
+          pthread_mutex_lock (&e->lock);
+          continue;
+        }
+      if (e->state == FS_ENTRY_OK && !e->use_pending)
+        {
+          asked = true;
+          attempts = e->attempts;
+          e->use_pending = true;
+          pthread_mutex_unlock (&e->lock);
+          opener_submit (e, true);
+          pthread_mutex_lock (&e->lock);
+          continue;
+        }
+      if (pthread_cond_timedwait (&e->settled, &e->lock, &until) == ETIMEDOUT
+          && e->stack == NULL)
+        {
           r = error_set (EIO, "%s: still opening after %u ms%s%s",
                          e->config->name, timeout_ms,
                          e->open_error ? "; last error: " : "",
@@ -325,6 +339,8 @@ new_entry (const struct stack_context *base, struct entry_config *config,
   if (text && disk_cache_recall_entry (base->services->disk_cache, text,
                                        &f) == 0)
     {
+      /* Nothing to learn: it opens when a file is first opened. */
+      e->state = FS_ENTRY_OK;
       e->known = true;
       e->known_size = f.size;
       e->known_writable = f.writable;
@@ -448,13 +464,13 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
           continue;
         }
       tree->entry_count++;
-      if (is_new)
+      if (is_new && !e->known)
         fresh[nfresh++] = e;
     }
   catalog->count = 0;   /* the entries are ours now */
   sort_tree (tree->root);
   for (size_t i = 0; i < nfresh; i++)
-    opener_submit (fresh[i]);
+    opener_submit (fresh[i], false);
   /* A short wait for entries whose size nobody knows yet, so that a
    * mount of reachable sources shows real sizes at once; a silent
    * server costs at most wait_ms, never its whole timeout. */
@@ -462,8 +478,7 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
     {
       struct timespec until = deadline_after (wait_ms);
       for (size_t i = 0; i < nfresh; i++)
-        if (!fresh[i]->known)
-          wait_first_open (fresh[i], &until);
+        wait_first_open (fresh[i], &until);
     }
   free (fresh);
   *out = tree;
@@ -575,19 +590,22 @@ node_status (struct fs_node *n, FILE *out)
       struct layer *stack = fs_entry_stack (e);
       char layers[128], source[1024];
 
+      pthread_mutex_lock (&e->lock);
       if (stack)
         layer_describe (stack, layers, sizeof layers);
       else
         snprintf (layers, sizeof layers, "%s", e->known ? e->known_stack
                   : "unknown (not open yet)");
+      pthread_mutex_unlock (&e->lock);
       text_redact_url (e->config->source ? e->config->source
                        : e->config->command[0], source, sizeof source);
       fprintf (out, "[%s]\n", e->config->name);
       fprintf (out, "source: %s\n", source);
       fprintf (out, "stack: %s\n", layers);
       fprintf (out, "size: %llu\n", (unsigned long long) fs_entry_size (e));
-      if (stack == NULL)
-        fprintf (out, "size-known: %s\n", e->known ? "remembered" : "no");
+      /* open: whether the stack is open (a file was opened on it); an
+       * entry only listed holds no connection. */
+      fprintf (out, "open: %s\n", stack ? "yes" : "no");
       fprintf (out, "mode: %s\n", fs_entry_writable (e) ? "read-write"
                : "read-only");
       pthread_mutex_lock (&e->lock);

@@ -7,8 +7,10 @@
  *
  * Entries are opened in the background by the opener pool (opener.h):
  * a tree lists every entry at once, each in one of three states.
- * OPENING: its first open is under way; it answers getattr with the
- * size remembered in the disk cache (or 0).  OK: its stack is open.
+ * OPENING: its first open is under way; it answers getattr with size 0.
+ * OK: its size is known, learnt by an open or remembered in the disk
+ * cache; its stack is open once a file was opened on it (stack set),
+ * else it holds nothing but its config.
  * BROKEN: its last open failed (open_error says why); it is left out of
  * the mount (lookups and readdir skip it) but kept in the tree and in
  * status; the opener retries it with back-off, and a successful retry
@@ -17,8 +19,9 @@
  * Thread model: a tree is immutable once built; the daemon swaps whole
  * trees (fs_tree_swap) under its own lock.  fs_entry reference counts
  * are atomic.  The stack pointer is set once, by the opener, and read
- * with fs_entry_stack (never NULL after that).  state, open_error,
- * attempts, last_error and the error counts are protected by lock.
+ * with fs_entry_stack (never NULL after that).  state, the known_*
+ * facts, use_pending, open_error, attempts, last_error and the error
+ * counts are protected by lock.
  *
  * Ownership: fs_tree_build returns a tree freed by fs_tree_unref.
  */
@@ -55,13 +58,14 @@ struct fs_entry
                                      fs_entry_stack */
   struct timespec mtime;          /* of the .conf file */
   const struct stack_context *base;  /* borrowed from the daemon */
-  /* What the disk cache remembered (disk_cache_recall_entry); set
-   * before the entry is shared, read-only afterwards. */
+  /* What getattr shows: learnt by the last open, or remembered by the
+   * disk cache (disk_cache_recall_entry); protected by lock. */
   bool known;
   uint64_t known_size;
   bool known_writable;
   char known_stack[128];
   pthread_mutex_t lock;
+  bool use_pending;               /* an open for use is queued; lock */
   pthread_cond_t settled;         /* state changed or an attempt ended */
   enum fs_entry_state state;      /* protected by lock */
   unsigned attempts;              /* failed opens; protected by lock */
@@ -105,14 +109,15 @@ struct layer *fs_entry_stack (struct fs_entry *e);
 /* Whether lookups and readdir show the entry (it is not broken). */
 bool fs_entry_listed (struct fs_entry *e);
 
-/* What getattr shows before the stack is open: the open stack's values,
- * else the remembered ones, else 0 and read-only. */
+/* What getattr shows: the values the last open learnt, else the
+ * remembered ones, else 0 and read-only. */
 uint64_t fs_entry_size (struct fs_entry *e);
 bool fs_entry_writable (struct fs_entry *e);
 
-/* Wait until the entry's stack is open: 0, or -EIO with a message when
- * its open failed or did not finish within timeout_ms.  A broken entry
- * gets one fresh attempt (opener_retry_now) that this call waits for. */
+/* Open the entry's stack for use if it is not open yet, and wait for
+ * it: 0, or -EIO with a message when the open failed or did not finish
+ * within timeout_ms.  A broken entry gets one fresh attempt
+ * (opener_retry_now) that this call waits for. */
 int fs_entry_wait_open (struct fs_entry *e, unsigned timeout_ms);
 
 /* Counts of the tree's entries by state (any pointer may be NULL). */

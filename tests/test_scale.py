@@ -107,7 +107,7 @@ def test_silent_servers_delay_nothing_and_come_back(mount, catalog, tmp_path, si
     assert "entries: 3\nbroken: 0\nopening: 2\n" in status
     for name in ("web/silent.img", "nbd/silent.img"):
         block = entry_block(status, name)
-        assert block["state"] == "opening" and block["size-known"] == "no", block
+        assert block["state"] == "opening" and block["open"] == "no", block
     js = subprocess.run([str(diskshelf), "status", "--json", str(m.path)],
                         capture_output=True,
                         text=True, timeout=scaled(30))
@@ -178,24 +178,37 @@ def test_warm_mount_lists_sizes_without_a_request(mount, catalog, tmp_path):
     assert served > 0
 
     # nginx is down: the warm mount still lists every size, from the disk
-    # cache, with no request (the log did not grow).
+    # cache; the entries are listed without being opened.
     m = mount(catalog)
     assert ls_lr(m.path) == expect
     status = m.status()
     for name in expect:
         block = entry_block(status, name)
-        assert block["size"] == str(expect[name])
-        assert block.get("size-known") == "remembered" or block.get("state") is None, block
-    assert len(www.requests()) == served
+        assert block["size"] == str(expect[name]) and block["open"] == "no", block
+        assert "state" not in block, block
+    assert m.unmount() == 0
 
-    # The source changed while nobody looked: the real open takes the
-    # new size.
-    make_random_file(www.root / "raw.img", 4 << 20, seed=9)
+    # nginx is up, and its log shows that a warm mount and `ls -lR` make
+    # no request at all.
     www.start()
     try:
+        m = mount(catalog)
+        assert ls_lr(m.path) == expect
+        assert "entries: 2\nbroken: 0\nopening: 0\n" in m.status()
+        assert len(www.requests()) == served
+        # The first read opens the entry.
         assert (m.path / "raw.img").read_bytes() == (www.root / "raw.img").read_bytes()
-        wait_for(lambda: ls_lr(m.path)["raw.img"] == 4 << 20, scaled(10),
-                 "the new size to show")
+        assert len(www.requests()) > served
+        assert entry_block(m.status(), "raw.img")["open"] == "yes"
+        assert m.unmount() == 0
+
+        # The source changed while nobody looked: the real open takes
+        # the new size.
+        make_random_file(www.root / "raw.img", 4 << 20, seed=9)
+        m = mount(catalog)
+        assert ls_lr(m.path)["raw.img"] == 3 << 20
+        assert (m.path / "raw.img").read_bytes() == (www.root / "raw.img").read_bytes()
+        assert ls_lr(m.path)["raw.img"] == 4 << 20
         assert m.unmount() == 0
     finally:
         www.stop()

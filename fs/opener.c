@@ -2,6 +2,7 @@
 #include "opener.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +28,7 @@ static struct opener_job *queue;  /* by due time; protected by queue_lock */
 static bool stopping;             /* protected by queue_lock */
 static pthread_t threads[OPENER_THREADS];
 static size_t nthreads;           /* protected by queue_lock */
+static size_t busy;               /* threads inside an open; queue_lock */
 
 static int64_t
 now_ms (void)
@@ -202,6 +204,7 @@ opener_thread (void *arg)
           continue;
         }
       queue = job->next;
+      busy++;
       pthread_mutex_unlock (&queue_lock);
 
       struct fs_entry *e = job->entry;
@@ -210,6 +213,7 @@ opener_thread (void *arg)
       if (__atomic_load_n (&e->refs, __ATOMIC_ACQUIRE) > 1)
         retry = open_one (e, job->use);
       pthread_mutex_lock (&queue_lock);
+      busy--;
       if (retry && !stopping)
         {
           pthread_mutex_lock (&e->lock);
@@ -223,6 +227,15 @@ opener_thread (void *arg)
           pthread_mutex_unlock (&queue_lock);
           fs_entry_unref (e);
           free (job);
+          pthread_mutex_lock (&queue_lock);
+        }
+      if (busy == 0 && (queue == NULL || queue->due_ms > now_ms ()))
+        {
+          /* A pass of opens is over: the stacks opened only to learn a
+           * size left freed memory in each thread's malloc arena; give
+           * it back, so that idle entries really cost nothing. */
+          pthread_mutex_unlock (&queue_lock);
+          malloc_trim (0);
           pthread_mutex_lock (&queue_lock);
         }
     }

@@ -16,7 +16,8 @@
 #                         none used (an entry opens at its first file open)
 #   threads, fds, sockets what that idle daemon holds
 #   RSS after cold pass   VmRSS once every size was learnt (each stack
-#                         opened once by the opener pool and closed)
+#                         opened once by the opener pool and closed, the
+#                         last 64 after a 10 s linger)
 #   ... all used once     after a 4 KiB read of every entry: 1,000 open
 #                         stacks, idle (what an opened entry holds)
 #   reload one entry      one .conf edited: the daemon's own time for the
@@ -156,7 +157,7 @@ for r in $(seq "$REPS"); do
   wait_open; t2=$(now)
   cold_ls+=("$(echo "$t1 - $t0" | bc)"); cold_open+=("$(echo "$t2 - $t0" | bc)")
   ls -lR "$WORK/mnt" > "$WORK/cold.ls"
-  sleep 1
+  sleep 11     # past OPENER_SPARE_LINGER_S: the learning opens' stacks are closed
   rss_cold+=("$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$DAEMON_PID/status")")
   # Every entry used once (4 KiB read), then idle: what open stacks hold.
   python3 -c '

@@ -19,8 +19,10 @@ struct opener_job
   struct opener_job *next;
   struct fs_entry *entry;         /* one reference owned */
   int64_t due_ms;
-  bool use;                       /* open for use, not just to learn */
+  enum { JOB_LEARN, JOB_USE, JOB_CLOSE_SPARE } kind;
 };
+
+static bool submit (struct fs_entry *e, int kind, int64_t due_ms);
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
@@ -29,6 +31,7 @@ static bool stopping;             /* protected by queue_lock */
 static pthread_t threads[OPENER_THREADS];
 static size_t nthreads;           /* protected by queue_lock */
 static size_t busy;               /* threads inside an open; queue_lock */
+static unsigned spares;           /* entries holding a spare; atomic */
 
 static int64_t
 now_ms (void)
@@ -89,7 +92,7 @@ open_one (struct fs_entry *e, bool publish)
   struct stack_context ctx = *e->base;
   struct layer *stack = NULL;
   char layers[128] = "";
-  bool repeated = false, changed = false;
+  bool repeated = false, changed = false, spare_kept = false;
   unsigned next_s = 0;
   uint64_t shown = 0;
   int r;
@@ -119,6 +122,16 @@ open_one (struct fs_entry *e, bool publish)
           __atomic_store_n (&e->stack, stack, __ATOMIC_RELEASE);
           stack = NULL;                 /* the entry's now */
         }
+      else if (!publish && e->stack == NULL && e->spare == NULL
+               && __atomic_add_fetch (&spares, 1, __ATOMIC_ACQ_REL)
+                  <= OPENER_SPARES_MAX)
+        {
+          e->spare = stack;             /* kept for a first use */
+          stack = NULL;
+          spare_kept = true;
+        }
+      else if (!publish && e->stack == NULL && e->spare == NULL)
+        __atomic_sub_fetch (&spares, 1, __ATOMIC_ACQ_REL);
       /* Before anyone waiting is told: an open waiting for this entry
        * must not read with the size the kernel cached before. */
       if (changed)
@@ -166,8 +179,10 @@ open_one (struct fs_entry *e, bool publish)
     log_debug ("%s: opened for use", e->config->name);
   else
     log_info ("%s: ready (%s, %llu bytes%s)", e->config->name, layers,
-              (unsigned long long) stack->size,
-              stack->writable ? ", writable" : "");
+              (unsigned long long) e->known_size,
+              e->known_writable ? ", writable" : "");
+  if (spare_kept)
+    submit (e, JOB_CLOSE_SPARE, now_ms () + OPENER_SPARE_LINGER_S * 1000);
   layer_close (stack);                  /* a probe's, or NULL */
   return false;
 }
@@ -210,15 +225,17 @@ opener_thread (void *arg)
       struct fs_entry *e = job->entry;
       bool retry = false;
       /* Only the queue holds it: no tree lists it, no file has it open. */
-      if (__atomic_load_n (&e->refs, __ATOMIC_ACQUIRE) > 1)
-        retry = open_one (e, job->use);
+      if (job->kind == JOB_CLOSE_SPARE)
+        fs_entry_drop_spare (e);
+      else if (__atomic_load_n (&e->refs, __ATOMIC_ACQUIRE) > 1)
+        retry = open_one (e, job->kind == JOB_USE);
       pthread_mutex_lock (&queue_lock);
       busy--;
       if (retry && !stopping)
         {
           pthread_mutex_lock (&e->lock);
           job->due_ms = now_ms () + backoff_ms (e->attempts);
-          job->use = false;             /* a retry learns; a user asks */
+          job->kind = JOB_LEARN;        /* a retry learns; a user asks */
           pthread_mutex_unlock (&e->lock);
           enqueue (job);
         }
@@ -254,39 +271,71 @@ start_threads (void)
     nthreads++;
 }
 
-/* Queue an entry for opening now. */
-void
-opener_submit (struct fs_entry *e, bool use)
+/* Queue a job for e, due at due_ms; false when out of memory or
+ * stopping. */
+static bool
+submit (struct fs_entry *e, int kind, int64_t due_ms)
 {
   struct opener_job *job = calloc (1, sizeof *job);
 
   if (job == NULL)
-    {
-      pthread_mutex_lock (&e->lock);
-      e->state = FS_ENTRY_BROKEN;
-      e->use_pending = false;
-      e->attempts++;
-      free (e->open_error);
-      e->open_error = strdup ("out of memory");
-      pthread_cond_broadcast (&e->settled);
-      pthread_mutex_unlock (&e->lock);
-      return;
-    }
+    return false;
   fs_entry_ref (e);
   job->entry = e;
-  job->use = use;
-  job->due_ms = now_ms ();
+  job->kind = kind;
+  job->due_ms = due_ms;
   pthread_mutex_lock (&queue_lock);
   if (stopping)
     {
       pthread_mutex_unlock (&queue_lock);
       fs_entry_unref (e);
       free (job);
-      return;
+      return false;
     }
   start_threads ();
   enqueue (job);
   pthread_mutex_unlock (&queue_lock);
+  return true;
+}
+
+/* Queue an entry for opening now. */
+void
+opener_submit (struct fs_entry *e, bool use)
+{
+  if (submit (e, use ? JOB_USE : JOB_LEARN, now_ms ()))
+    return;
+  pthread_mutex_lock (&e->lock);
+  e->state = FS_ENTRY_BROKEN;
+  e->use_pending = false;
+  e->attempts++;
+  free (e->open_error);
+  e->open_error = strdup ("out of memory, or the daemon is stopping");
+  pthread_cond_broadcast (&e->settled);
+  pthread_mutex_unlock (&e->lock);
+}
+
+/* Close an entry's spare stack, if it still has one. */
+void
+fs_entry_drop_spare (struct fs_entry *e)
+{
+  struct layer *spare;
+
+  pthread_mutex_lock (&e->lock);
+  spare = e->spare;
+  e->spare = NULL;
+  pthread_mutex_unlock (&e->lock);
+  if (spare)
+    {
+      __atomic_sub_fetch (&spares, 1, __ATOMIC_ACQ_REL);
+      layer_close (spare);
+    }
+}
+
+/* A first use takes the spare: one fewer kept. */
+void
+opener_spare_taken (void)
+{
+  __atomic_sub_fetch (&spares, 1, __ATOMIC_ACQ_REL);
 }
 
 /* Bring a waiting retry of e forward to now. */
@@ -297,7 +346,7 @@ opener_retry_now (struct fs_entry *e)
 
   pthread_mutex_lock (&queue_lock);
   for (p = &queue; *p; p = &(*p)->next)
-    if ((*p)->entry == e)
+    if ((*p)->entry == e && (*p)->kind != JOB_CLOSE_SPARE)
       {
         job = *p;
         *p = job->next;

@@ -28,10 +28,23 @@
 #define OPENER_THREADS 16
 #define OPENER_BACKOFF_MAX_S 30
 
+/* A stack opened to learn a size is kept this long as the entry's spare,
+ * so that a file opened soon after (a mount, then a use) does not open
+ * it a second time; at most OPENER_SPARES_MAX entries keep one. */
+#define OPENER_SPARE_LINGER_S 10
+#define OPENER_SPARES_MAX 64
+
 /* Queue an entry for opening now (takes a reference): to learn its
  * size and close it again (use false), or to keep its stack open for
  * the files opening it (use true). */
 void opener_submit (struct fs_entry *e, bool use);
+
+/* Close e's spare stack, if any (at its linger time, or when e is
+ * freed). */
+void fs_entry_drop_spare (struct fs_entry *e);
+
+/* fs_entry_wait_open took e's spare as its stack. */
+void opener_spare_taken (void);
 
 /* Move a broken entry's pending retry to now (an open is waiting). */
 void opener_retry_now (struct fs_entry *e);

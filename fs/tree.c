@@ -58,6 +58,7 @@ fs_entry_unref (struct fs_entry *e)
       log_info ("%s: closed", e->config->name);
       layer_close (e->stack);
     }
+  fs_entry_drop_spare (e);
   entry_free (e->config);
   free (e->conf_text);
   free (e->open_error);
@@ -282,6 +283,14 @@ fs_entry_wait_open (struct fs_entry *e, unsigned timeout_ms)
           opener_retry_now (e);
           pthread_mutex_lock (&e->lock);
           continue;
+        }
+      if (e->state == FS_ENTRY_OK && e->spare)
+        {
+          /* Opened moments ago to learn its size: use that stack. */
+          __atomic_store_n (&e->stack, e->spare, __ATOMIC_RELEASE);
+          e->spare = NULL;
+          opener_spare_taken ();
+          break;
         }
       if (e->state == FS_ENTRY_OK && !e->use_pending)
         {

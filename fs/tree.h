@@ -66,6 +66,9 @@ struct fs_entry
   char known_stack[128];
   pthread_mutex_t lock;
   bool use_pending;               /* an open for use is queued; lock */
+  struct layer *spare;            /* a stack opened to learn the size,
+                                     kept a while for a first use
+                                     (opener.h); lock; owned */
   pthread_cond_t settled;         /* state changed or an attempt ended */
   enum fs_entry_state state;      /* protected by lock */
   unsigned attempts;              /* failed opens; protected by lock */

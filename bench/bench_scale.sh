@@ -36,7 +36,7 @@ REPS=${REPS:-3}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DISKSHELF_BIN:-$HERE/build/diskshelf}
 WORK=${WORK:-/tmp/diskshelf-bench-scale}
-rm -rf "$WORK/cat" "$WORK/cache" "$WORK/mnt"
+rm -rf "$WORK/cat" "$WORK/cache" "$WORK/mnt" "$WORK/daemon.log"
 mkdir -p "$WORK/data" "$WORK/ngx/www" "$WORK/ngx/tmp" "$WORK/mnt" "$WORK/cat"
 
 now() { date +%s.%N; }

@@ -154,9 +154,18 @@ open_one (struct fs_entry *e, bool publish)
           free (e->open_error);
           e->open_error = why;
         }
+      bool was_listed = e->state != FS_ENTRY_BROKEN;
       e->state = FS_ENTRY_BROKEN;
       e->attempts++;
       next_s = (unsigned) (backoff_ms (e->attempts) / 1000);
+      /* Left out from now on: the kernel must ask again rather than
+       * trust the attributes it cached while the entry was listed. */
+      if (was_listed)
+        {
+          pthread_mutex_unlock (&e->lock);
+          fs_entry_attributes_changed (e);
+          pthread_mutex_lock (&e->lock);
+        }
     }
   pthread_cond_broadcast (&e->settled);
   pthread_mutex_unlock (&e->lock);

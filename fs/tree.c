@@ -596,28 +596,31 @@ node_status (struct fs_node *n, FILE *out)
   if (n->entry)
     {
       struct fs_entry *e = n->entry;
-      struct layer *stack = fs_entry_stack (e);
+      struct layer *stack = fs_entry_stack (e), *shown;
       char layers[128], source[1024];
 
+      text_redact_url (e->config->source ? e->config->source
+                       : e->config->command[0], source, sizeof source);
+      /* Under the lock: the facts, the state, and a spare (opener.h),
+       * an open stack too, which the lock keeps from being closed. */
       pthread_mutex_lock (&e->lock);
-      if (stack)
-        layer_describe (stack, layers, sizeof layers);
+      shown = stack ? stack : e->spare;
+      if (shown)
+        layer_describe (shown, layers, sizeof layers);
       else
         snprintf (layers, sizeof layers, "%s", e->known ? e->known_stack
                   : "unknown (not open yet)");
-      pthread_mutex_unlock (&e->lock);
-      text_redact_url (e->config->source ? e->config->source
-                       : e->config->command[0], source, sizeof source);
       fprintf (out, "[%s]\n", e->config->name);
       fprintf (out, "source: %s\n", source);
       fprintf (out, "stack: %s\n", layers);
-      fprintf (out, "size: %llu\n", (unsigned long long) fs_entry_size (e));
-      /* open: whether the stack is open (a file was opened on it); an
-       * entry only listed holds no connection. */
-      fprintf (out, "open: %s\n", stack ? "yes" : "no");
-      fprintf (out, "mode: %s\n", fs_entry_writable (e) ? "read-write"
-               : "read-only");
-      pthread_mutex_lock (&e->lock);
+      fprintf (out, "size: %llu\n",
+               (unsigned long long) (e->known ? e->known_size : 0));
+      /* open: whether the stack is open (a file was opened on it), kept
+       * a while after the open that learnt its size (spare), or not
+       * (an entry only listed holds no connection). */
+      fprintf (out, "open: %s\n", stack ? "yes" : shown ? "spare" : "no");
+      fprintf (out, "mode: %s\n", e->known && e->known_writable
+               ? "read-write" : "read-only");
       if (e->state == FS_ENTRY_OPENING)
         fprintf (out, "state: opening\n");
       else if (e->state == FS_ENTRY_BROKEN)
@@ -639,8 +642,11 @@ node_status (struct fs_node *n, FILE *out)
               && strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm))
             fprintf (out, "last-error-time: %s\n", stamp);
         }
+      if (stack == NULL && shown)
+        layer_status (shown, out);
       pthread_mutex_unlock (&e->lock);
-      layer_status (stack, out);
+      if (stack)
+        layer_status (stack, out);
       fprintf (out, "\n");
     }
   for (size_t i = 0; i < n->nchildren; i++)

@@ -97,7 +97,7 @@ def test_silent_servers_delay_nothing_and_come_back(mount, catalog, tmp_path, si
                 "timeout = 60\n")
     # Both silent servers hold their connections for as long as this
     # test wants: the mount coming up proves it did not wait for them.
-    m = mount(catalog)
+    m = mount(catalog, wait_open=False)
     assert ls_lr(m.path) == {"good.img": 3 << 20, "web/silent.img": 0,
                              "nbd/silent.img": 0}
     assert (m.path / "good.img").read_bytes() == good.read_bytes()

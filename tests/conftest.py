@@ -109,7 +109,7 @@ def is_mounted(path):
 class Mount:
     """One running daemon in the foreground (-f), stopped by PID."""
 
-    def __init__(self, binary, catalog, mountpoint, log_path, args):
+    def __init__(self, binary, catalog, mountpoint, log_path, args, wait_open=True):
         self.path = pathlib.Path(mountpoint)
         self.catalog = pathlib.Path(catalog)
         self.log_path = pathlib.Path(log_path)
@@ -129,6 +129,20 @@ class Mount:
         if self.proc.poll() is not None:
             self.log_file.close()
             raise RuntimeError(f"diskshelf exited with {self.proc.returncode}:\n{self.log()}")
+        if wait_open:
+            self.wait_opened()
+
+    def wait_opened(self, timeout=60):
+        """Wait until no entry is still opening in the background (the
+        mount waits only --open-wait for them), so that sizes are final.
+        A status this process may not read (another user's mount without
+        allow_other) is not waited for."""
+        def settled():
+            try:
+                return "\nopening: 0\n" in self.status() or self.proc.poll() is not None
+            except OSError:
+                return True
+        wait_for(settled, scaled(timeout), "the entries to open")
 
     def log(self):
         """Everything the daemon wrote so far."""
@@ -183,14 +197,14 @@ def mount(diskshelf, tmp_path):
     cleanly."""
     mounts = []
 
-    def make(catalog, *args, name=None):
+    def make(catalog, *args, name=None, wait_open=True):
         n = len(mounts)
         mnt = tmp_path / (name or f"mnt{n}")
         mnt.mkdir(exist_ok=True)
         args = list(args)
         if not any(str(a).startswith("--cache-dir") or "cache-dir=" in str(a) for a in args):
             args.insert(0, f"--cache-dir={tmp_path / 'cache'}")
-        m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args)
+        m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args, wait_open)
         mounts.append(m)
         return m
 

@@ -36,7 +36,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import Mount, is_mounted  # noqa: E402
-from nbd_helpers import NbdServer, unix_ready  # noqa: E402
+from nbd_helpers import NbdServer  # noqa: E402
 from peers import Nginx, make_random_file, run, scaled, wait_for, write_entry  # noqa: E402
 
 MiB = 1 << 20
@@ -78,7 +78,9 @@ class Soak:
         self.expected = {}          # entry name -> bytes it must read as
         self.alternatives = {}      # churned entry -> [bytes, bytes]
         self.stats = {"reads": 0, "bytes": 0, "wrong": 0, "errors": 0,
-                      "faults": {}, "error_kinds": {}}
+                      "errors_before_faults": 0, "faults": {}, "error_kinds": {},
+                      "nbd_term_seconds": []}
+        self.faults_started = False
         self.wrong = []
         self.lock = threading.Lock()
         self.nbd_lock = threading.Lock()
@@ -173,6 +175,8 @@ class Soak:
         kind = errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) else repr(e)
         with self.lock:
             self.stats["errors"] += 1
+            if not self.faults_started:
+                self.stats["errors_before_faults"] += 1
             k = f"{name}:{kind}"
             self.stats["error_kinds"][k] = self.stats["error_kinds"].get(k, 0) + 1
 
@@ -269,7 +273,11 @@ class Soak:
             self.fault(which)
             if which in ("nbd-kill", "nbd-term"):
                 with self.nbd_lock:
+                    t0 = time.monotonic()
                     self.nbd.stop(sig=signal.SIGKILL if which == "nbd-kill" else signal.SIGTERM)
+                    if which == "nbd-term":
+                        with self.lock:
+                            self.stats["nbd_term_seconds"].append(round(time.monotonic() - t0, 2))
                     self.stop.wait(rng.uniform(0.2, 2.0))
                     self.nbd.start()
             elif which == "http-503":
@@ -304,7 +312,7 @@ class Soak:
             flag.unlink(missing_ok=True)
         with self.nbd_lock:
             if (self.nbd.proc is None or self.nbd.proc.poll() is not None
-                    or not unix_ready(self.nbd.sock)):
+                    or not self.nbd.ready()):
                 self.nbd.stop(sig=signal.SIGKILL)
                 self.nbd.start()
         failures = {}
@@ -335,6 +343,7 @@ class Soak:
         warm = min(10.0, self.seconds / 5)
         self.stop.wait(warm)
         rss_start = self.rss_kib()
+        self.faults_started = True
         injector = threading.Thread(target=self.injector, args=(99,), daemon=True)
         injector.start()
         self.stop.wait(self.seconds - warm)
@@ -375,6 +384,43 @@ def soak(binary, workdir, seconds, **kw):
         s.cleanup()
 
 
+def summary(r):
+    """The figures of one run as a block of lines, and whether it passed."""
+    ok = (r["wrong"] == 0 and not r.get("injector_error") and r["leaks"] == 0
+          and r["sanitizer_reports"] == 0 and r["exit_code"] == 0
+          and not r["final_failures"] and not r["stuck_threads"])
+    by_errno = {}
+    for key, n in r["error_kinds"].items():
+        kind = key.split(":", 1)[1]
+        by_errno[kind] = by_errno.get(kind, 0) + n
+    term = r["nbd_term_seconds"]
+    lines = [
+        f"reads:            {r['reads']}",
+        f"bytes:            {r['bytes']} ({r['bytes'] / (1 << 30):.2f} GiB)",
+        f"faults:           {sum(r['faults'].values())} "
+        + " ".join(f"{k}={v}" for k, v in sorted(r["faults"].items())),
+        f"wrong reads:      {r['wrong']}",
+        f"read errors:      {r['errors']} "
+        + " ".join(f"{k}={v}" for k, v in sorted(by_errno.items()))
+        + f" (before any fault: {r['errors_before_faults']})",
+        f"errors by entry:  " + " ".join(f"{k}={v}" for k, v in sorted(r["error_kinds"].items())),
+        f"nbdkit SIGTERM:   {len(term)} stops"
+        + (f", {min(term)}-{max(term)} s to exit" if term else ""),
+        f"RSS:              {r['rss_start_kib'] >> 10} MiB after warm-up -> "
+        f"{r['rss_end_kib'] >> 10} MiB at the end",
+        f"leaks:            {r['leaks']}",
+        f"sanitizer:        {r['sanitizer_reports']} reports",
+        f"daemon exit:      {r['exit_code']}",
+        f"after the faults: " + ("every entry reads right" if not r["final_failures"]
+                                 else str(r["final_failures"])),
+        f"harness:          " + ("ok" if not r.get("injector_error") and not r["stuck_threads"]
+                                 else f"injector {r.get('injector_error')}, "
+                                      f"{r['stuck_threads']} stuck threads"),
+        f"soak:             {'passed' if ok else 'FAILED'}",
+    ]
+    return "\n".join(lines), ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5)
@@ -387,12 +433,10 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(r, indent=2, sort_keys=True))
-    ok = (r["wrong"] == 0 and not r.get("injector_error") and r["leaks"] == 0 and r["sanitizer_reports"] == 0
-          and r["exit_code"] == 0 and not r["final_failures"] and not r["stuck_threads"])
-    print("soak:", "passed" if ok else "FAILED",
-          f"{r['reads']} reads, {r['bytes'] >> 20} MiB, "
-          f"{sum(r['faults'].values())} faults, {r['wrong']} wrong, {r['errors']} errors, "
-          f"RSS {r['rss_start_kib'] >> 10} -> {r['rss_end_kib'] >> 10} MiB, {r['leaks']} leaks")
+    text, ok = summary(r)
+    print(f"\n-- soak summary ({args.minutes:g} min, {args.readers} readers, "
+          f"{os.path.basename(os.path.dirname(os.path.abspath(args.bin)))}) --")
+    print(text)
     return 0 if ok else 1
 
 

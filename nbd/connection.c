@@ -197,23 +197,26 @@ nbd_conn_wake (struct nbd_conn *conn)
  * server like nbdkit waits for every client connection to go before it
  * exits.  Make each other connection check at once (an idle one sends
  * its probe and drops on the same answer; a busy one hears it in its
- * next reply) instead of holding the server until its own idle probe. */
+ * next reply) instead of holding the server until its own idle probe.
+ * loss_lock keeps nbd_close from freeing connections meanwhile; no
+ * connection lock is taken under it (nbd_conn_lost takes them the other
+ * way round). */
 void
 nbd_client_server_stopping (struct nbd_client *c, struct nbd_conn *from)
 {
   unsigned i;
 
-  for (i = 0; i < c->nconns; i++)
+  pthread_mutex_lock (&c->loss_lock);
+  for (i = 0; !c->closing && i < c->nconns; i++)
     {
       struct nbd_conn *conn = c->conns[i];
 
       if (conn == NULL || conn == from)
         continue;
-      pthread_mutex_lock (&conn->lock);
-      conn->check_now = conn->state == CONN_UP;
-      pthread_mutex_unlock (&conn->lock);
+      __atomic_store_n (&conn->check_now, true, __ATOMIC_RELEASE);
       nbd_conn_wake (conn);
     }
+  pthread_mutex_unlock (&c->loss_lock);
 }
 
 /* Fail every queued request with EIO (lock held). */
@@ -297,8 +300,7 @@ watch (struct nbd_conn *conn)
     while (read (conn->wake_fd, &count, sizeof count) > 0)
       ;
   pthread_mutex_lock (&conn->lock);
-  check_now = conn->check_now;
-  conn->check_now = false;
+  check_now = __atomic_exchange_n (&conn->check_now, false, __ATOMIC_ACQ_REL);
   if (conn->state != CONN_UP || conn->gen != gen)
     return;
   hangup = r > 0 && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR));

@@ -146,10 +146,10 @@ struct nbd_conn
   struct timespec down_since;  /* protected by lock */
   bool reading;                /* protected by lock: a thread holds the
                                   reader role */
-  bool check_now;              /* protected by lock: another connection
-                                  heard the server is shutting down, so
-                                  check this one at once, not at the
-                                  next idle probe */
+  bool check_now;              /* atomic: another connection heard the
+                                  server is shutting down, so check
+                                  this one at once, not at the next
+                                  idle probe */
 
   int fd;                      /* replaced under lock + wlock */
   gnutls_session_t tls;        /* idem */
@@ -189,6 +189,8 @@ struct nbd_client
   pthread_mutex_t loss_lock;
   char last_loss[256];               /* protected by loss_lock: why a
                                         connection was last lost */
+  bool closing;                      /* protected by loss_lock: nbd_close
+                                        began, conns[] may be freed */
 
   atomic_uint_fast64_t requests;
   atomic_uint_fast64_t reconnects;

@@ -73,6 +73,7 @@ class Soak:
         self.dir = pathlib.Path(workdir)
         self.seconds = seconds
         self.readers = readers
+        self.seed = seed
         self.rng = random.Random(seed)
         self.log = log
         self.expected = {}          # entry name -> bytes it must read as
@@ -336,7 +337,7 @@ class Soak:
         self.start_peers()
         self.write_catalog()
         self.start_daemon()
-        threads = [threading.Thread(target=self.reader, args=(i,), daemon=True)
+        threads = [threading.Thread(target=self.reader, args=(self.seed * 1000 + i,), daemon=True)
                    for i in range(self.readers)]
         for t in threads:
             t.start()
@@ -344,7 +345,7 @@ class Soak:
         self.stop.wait(warm)
         rss_start = self.rss_kib()
         self.faults_started = True
-        injector = threading.Thread(target=self.injector, args=(99,), daemon=True)
+        injector = threading.Thread(target=self.injector, args=(self.seed + 98,), daemon=True)
         injector.start()
         self.stop.wait(self.seconds - warm)
         rss_end = self.rss_kib()
@@ -425,16 +426,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--readers", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1,
+                    help="seed of the readers and of the fault sequence")
     ap.add_argument("--bin", default=os.environ.get("DISKSHELF_BIN", "build/diskshelf"))
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="diskshelf-soak-"))
     try:
-        r = soak(os.path.abspath(args.bin), work, args.minutes * 60, readers=args.readers)
+        r = soak(os.path.abspath(args.bin), work, args.minutes * 60, readers=args.readers,
+                 seed=args.seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(r, indent=2, sort_keys=True))
     text, ok = summary(r)
-    print(f"\n-- soak summary ({args.minutes:g} min, {args.readers} readers, "
+    print(f"\n-- soak summary ({args.minutes:g} min, {args.readers} readers, seed {args.seed}, "
           f"{os.path.basename(os.path.dirname(os.path.abspath(args.bin)))}) --")
     print(text)
     return 0 if ok else 1

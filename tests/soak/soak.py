@@ -347,8 +347,16 @@ class Soak:
         self.faults_started = True
         injector = threading.Thread(target=self.injector, args=(self.seed + 98,), daemon=True)
         injector.start()
-        self.stop.wait(self.seconds - warm)
+        # RSS every 30 s, to tell caches filling up (it levels off) from
+        # a leak (it keeps climbing).
+        samples = [rss_start]
+        end = time.monotonic() + self.seconds - warm
+        while not self.stop.wait(max(0.0, min(30.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                break
+            samples.append(self.rss_kib())
         rss_end = self.rss_kib()
+        samples.append(rss_end)
         self.stop.set()
         # A server being stopped gracefully may take its whole stop timeout.
         injector.join(scaled(90))
@@ -362,6 +370,7 @@ class Soak:
         leaks = log.count("ERROR: LeakSanitizer")
         sanitizer = sum(log.count(w) for w in ("AddressSanitizer", "runtime error:"))
         result = dict(self.stats, rss_start_kib=rss_start, rss_end_kib=rss_end,
+                      rss_samples_mib=[kib >> 10 for kib in samples],
                       leaks=leaks, sanitizer_reports=sanitizer, exit_code=code,
                       stuck_threads=stuck, final_failures=failures,
                       wrong_examples=self.wrong)
@@ -409,6 +418,7 @@ def summary(r):
         + (f", {min(term)}-{max(term)} s to exit" if term else ""),
         f"RSS:              {r['rss_start_kib'] >> 10} MiB after warm-up -> "
         f"{r['rss_end_kib'] >> 10} MiB at the end",
+        f"RSS every 30 s:   " + " ".join(str(m) for m in r["rss_samples_mib"]) + " MiB",
         f"leaks:            {r['leaks']}",
         f"sanitizer:        {r['sanitizer_reports']} reports",
         f"daemon exit:      {r['exit_code']}",

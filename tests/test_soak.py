@@ -25,6 +25,7 @@ def test_soak_under_faults(diskshelf, tmp_path):
     print(summary(r)[0])
     assert r["reads"] > 100, r
     assert sum(r["faults"].values()) >= 10, r
+    assert set(r["faults"]) == set(SUITE_FAULTS), r["faults"]
     assert r["wrong"] == 0, f"wrong bytes: {r['wrong_examples']}"
     assert not r["final_failures"], r["final_failures"]
     assert not r.get("injector_error"), r["injector_error"]

@@ -269,8 +269,12 @@ class Soak:
     def inject(self, seed):
         rng = random.Random(seed)
         extra = 0
+        # Every kind once first (in a random order), so that even the
+        # suite's short run injects each of them; then at random.
+        first = list(self.fault_kinds)
+        rng.shuffle(first)
         while not self.stop.wait(rng.uniform(0.5, 2.0)):
-            which = rng.choice(self.fault_kinds)
+            which = first.pop() if first else rng.choice(self.fault_kinds)
             self.fault(which)
             if which in ("nbd-kill", "nbd-term"):
                 with self.nbd_lock:

@@ -16,6 +16,7 @@ pytest's per-test timeout (pytest.ini) is scaled like every other wait.
 import os
 import pathlib
 import re
+import signal
 import subprocess
 
 import pytest
@@ -165,27 +166,42 @@ class Mount:
         the exit code."""
         if self.returncode is not None:
             return self.returncode
-        if is_mounted(self.path):
-            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
-                               timeout=scaled(30))
-            if r.returncode != 0 and is_mounted(self.path):
-                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
-                               timeout=scaled(30))
         try:
+            if is_mounted(self.path):
+                r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                                   timeout=scaled(30))
+                if r.returncode != 0 and is_mounted(self.path):
+                    subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                                   timeout=scaled(30))
             self.proc.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             pass
-        return self.stop()
+        finally:
+            # Whatever failed above, the daemon is stopped by PID.
+            code = self.stop()
+        return code
 
     def stop(self):
-        """Stop the daemon by PID (SIGTERM, then SIGKILL) and clean up."""
-        code = stop_process(self.proc, timeout=20)
-        if is_mounted(self.path):
-            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
-                           timeout=scaled(30))
-        if not self.log_file.closed:
-            self.log_file.close()
-        self.returncode = code
+        """Stop the daemon by PID (SIGTERM, then SIGKILL) and clean up;
+        never leaves the process running, whatever else fails."""
+        try:
+            code = stop_process(self.proc, timeout=20)
+        except subprocess.TimeoutExpired:
+            # Not gone even after SIGKILL to its group: kill it by PID
+            # again and reap it however long that takes.
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            code = self.proc.wait()
+        try:
+            if is_mounted(self.path):
+                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                               timeout=scaled(30))
+        finally:
+            if not self.log_file.closed:
+                self.log_file.close()
+            self.returncode = code
         return code
 
 
@@ -211,7 +227,15 @@ def mount(diskshelf, tmp_path):
     yield make
     problems = []
     for m in mounts:
-        code = m.unmount()
+        try:
+            code = m.unmount()
+        except Exception as e:  # noqa: BLE001
+            # Stop the others too; this one is stopped by PID below.
+            problems.append(f"{m.path}: unmount failed: {e!r}")
+            code = None
+        finally:
+            if m.returncode is None:
+                m.stop()
         log = m.log()
         if BAD_OUTPUT.search(log):
             problems.append(f"{m.path}: sanitizer or crash output:\n{log[-4000:]}")

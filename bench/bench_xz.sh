@@ -3,27 +3,47 @@
 #   nbdfuse -r MNT/x --command nbdkit -s curl URL --filter=xz
 # on the same nginx-served images, in one run.
 #
-# Images (kept in $BENCH_DIR between runs): an ext4 file system of SIZE
-# (default 2G) filled with real files by mkfs.ext4 -d, compressed with
-# `xz -T2 --block-size=16MiB` (multi-block) and `xz -T1 -1` (one block).
+# Three shapes, every multi-block row on each (issue 14):
+#   filled   an ext4 file system of SIZE (default 2G) filled with real
+#            files by mkfs.ext4 -d, `xz -T2 --block-size=16MiB`;
+#   vm-4M    a mostly empty VM-style ext4 image of VM_SIZE (default 512M)
+#            holding a few files (mkfs.ext4 -d, no loop mount),
+#            `xz -T2 --block-size=4MiB`;
+#   vm-24M   the same image with `xz -T0` at its default level (24 MiB
+#            blocks).
+# plus the single-block rows on the filled image (`xz -T1 -1`).
 #
 # Rows: time to the first 4 KiB, cold sequential read (dd bs=1M; best of
-# two runs each, interleaved with two runs of the xz -T2 limit), 4 KiB
+# two runs each, interleaved with two runs of the xz -T2 limit), the CPU
+# seconds (user + system) the serving processes and xz used for it (the
+# steadier figure on a loaded machine), 4 KiB
 # random reads with 1 and 4 readers (fio psync O_DIRECT, RUNTIME s),
 # peak RSS of the serving processes, and `xz -T2 -dc FILE > /dev/null`
 # as the decoding limit.  Both sides get a 128 MiB decoded-block cache
-# (nbdkit's xz filter holds 8 blocks of 16 MiB).
+# (nbdkit's xz filter holds 8 blocks of 16 MiB).  Each shape also gets
+# the FUSE ceiling: bench/fuse_ceiling serving a file of the same size
+# from memory, read the same way with the same kernel read-ahead (1 MiB),
+# in three reply modes (copy = what diskshelf does, nocopy = without the
+# user-space copy, splice = an fd buffer spliced into /dev/fuse).
 #
-# Usage: bench/bench_xz.sh            (SIZE=256M RUNTIME=5 for a quick run;
-#        ROWS=seq or ROWS=rand for only those multi-block rows)
-# Env:   DISKSHELF_BIN (default build/diskshelf), BENCH_DIR, SIZE, RUNTIME
+# Usage: bench/bench_xz.sh            (SIZE=256M VM_SIZE=256M RUNTIME=5
+#        for a quick run of a few minutes; ROWS=seq or ROWS=rand for only
+#        those multi-block rows; SHAPES="vm-4M vm-24M" for some shapes)
+# Env:   DISKSHELF_BIN (default build/diskshelf), BASE_BIN (an older
+#        diskshelf measured in the same run, cold sequential rows only:
+#        before/after figures), CEILING_BIN (default
+#        build/bench/fuse_ceiling), BENCH_DIR, SIZE, VM_SIZE, RUNTIME
 set -euo pipefail
 
 SIZE=${SIZE:-2G}
+VM_SIZE=${VM_SIZE:-512M}
+SHAPES=${SHAPES:-filled vm-4M vm-24M}
 ROWS_WANTED=${ROWS:-all}
 RUNTIME=${RUNTIME:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DS=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
+BASE=${BASE_BIN:+$(realpath "$BASE_BIN")}
+CEILING=$(realpath "${CEILING_BIN:-$(dirname "$DS")/bench/fuse_ceiling}")
 WORK=${BENCH_DIR:-/var/tmp/diskshelf-bench-xz}
 IMG=$WORK/img
 RUN=$WORK/run
@@ -79,40 +99,59 @@ EOF
   echo "$SIZE" > "$stamp"
 }
 
+# A mostly empty VM-style image: ext4 of VM_SIZE with a few files (about
+# a tenth of it), the rest never written, as a fresh VM disk looks.
+make_vm_images () {
+  local stamp=$IMG/vm.img.size
+  if [ -f "$IMG/vm.img.24M.xz" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$VM_SIZE" ]; then
+    return
+  fi
+  rm -rf "$IMG"/vm.img* "$WORK/vmstage"
+  log "staging a few files for a mostly empty $VM_SIZE ext4 image"
+  /usr/bin/python3 - "$VM_SIZE" "$WORK/vmstage" <<'EOF2'
+import os, shutil, sys
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+s = sys.argv[1]
+size = int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
+target = size // 10
+stage = sys.argv[2]
+total = 0
+for top in ("/usr/bin", "/etc", "/usr/share/doc"):
+    for d, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            n = os.path.getsize(p)
+            if total + n > target:
+                continue
+            dst = stage + p
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                shutil.copyfile(p, dst)
+            except OSError:
+                continue
+            total += n
+print(f"staged {total >> 20} MiB", file=sys.stderr)
+EOF2
+  truncate -s "$VM_SIZE" "$IMG/vm.img"
+  mkfs.ext4 -q -F -d "$WORK/vmstage" "$IMG/vm.img"
+  rm -rf "$WORK/vmstage"
+  log "compressing the VM image: xz -T2 --block-size=4MiB, xz -T0 (24 MiB blocks)"
+  xz -T2 --block-size=4MiB -c "$IMG/vm.img" > "$IMG/vm.img.4M.xz"
+  xz -T0 -c "$IMG/vm.img" > "$IMG/vm.img.24M.xz"
+  echo "$VM_SIZE" > "$stamp"
+}
+
 # ---- nginx --------------------------------------------------------------
 
-NGINX_PID=
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 PORT=
 start_nginx () {
-  PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$RUN/nginx/tmp"
-  cat > "$RUN/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 2;
-user root;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log;
-events { worker_connections 256; }
-http {
-    log_format ds '\$request_method \$uri \$status \$body_bytes_sent';
-    access_log $RUN/nginx/access.log ds;
-    client_body_temp_path $RUN/nginx/tmp;
-    proxy_temp_path $RUN/nginx/tmp;
-    fastcgi_temp_path $RUN/nginx/tmp;
-    uwsgi_temp_path $RUN/nginx/tmp;
-    scgi_temp_path $RUN/nginx/tmp;
-    sendfile on;
-    keepalive_requests 100000;
-    server { listen 127.0.0.1:$PORT; root $IMG; }
-}
-EOF
-  nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" &
-  NGINX_PID=$!
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/fs.img.xz" -r 0-0 && return
-    sleep 0.1
-  done
-  log "nginx did not start"; exit 1
+  bench_nginx_start "$RUN/nginx" "$IMG" || exit 1
+  PORT=$NGINX_PORT
 }
 
 # ---- mounts -------------------------------------------------------------
@@ -156,6 +195,23 @@ mount_ds () {   # URL [extra diskshelf args]
   PIDS=$MOUNT_PID
 }
 
+# The FUSE ceiling: an in-memory file of CEIL_SIZE bytes, the same
+# kernel read-ahead as the daemon sets for itself (1 MiB, needs root).
+CEIL_SIZE=0
+CEIL_MODE=copy
+mount_ceiling () {
+  mkdir -p "$MNT/c"
+  fusermount3 -uz "$MNT/c" 2>/dev/null || true   # a stale one of a killed run
+  "$CEILING" "$CEIL_MODE" "$CEIL_SIZE" "$MNT/c" 2> "$RUN/ceiling.log" &
+  MOUNT_PID=$!
+  FILE=$MNT/c/img
+  wait_file "$FILE" || return 1
+  local dev
+  dev=$(mountpoint -d "$MNT/c" 2>/dev/null || true)
+  [ -n "$dev" ] && echo 1024 > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
+  PIDS=$MOUNT_PID
+}
+
 rss_kib () {   # sum of VmHWM of PIDS
   local total=0 p v
   for p in $PIDS; do
@@ -165,9 +221,19 @@ rss_kib () {   # sum of VmHWM of PIDS
   echo "$total"
 }
 
+cpu_s () {   # user + system seconds of PIDS so far
+  local total=0 p v tck
+  tck=$(getconf CLK_TCK)
+  for p in $PIDS; do
+    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total $tck" | awk '{printf "%.2f", $1 / $2}'
+}
+
 umount_it () {
   local d
-  for d in "$MNT/x" "$MNT/d"; do
+  for d in "$MNT/x" "$MNT/d" "$MNT/c"; do
     mountpoint -q "$d" && fusermount3 -u "$d" 2>/dev/null || true
   done
   if [ -n "$MOUNT_PID" ]; then
@@ -180,7 +246,7 @@ umount_it () {
 
 cleanup () {
   umount_it || true
-  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
+  bench_nginx_stop
 }
 trap cleanup EXIT
 
@@ -217,6 +283,7 @@ seqread () {   # mountfn URL args...
   fi
   t1=$(now)
   LAST_RSS=$(rss_kib)
+  LAST_CPU=$(cpu_s)
   umount_it
   RESULT=$(echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}')
 }
@@ -240,12 +307,13 @@ except Exception:
     print("error")')
 }
 
-xz_limit () {   # FILE -> MB/s of xz -T2 -dc
+xz_limit () {   # FILE [RAW] -> MB/s of xz -T2 -dc; its CPU s in $RUN/xz.cpu
   local t0 t1 bytes
-  bytes=$(stat -c %s "$IMG/fs.img")
+  bytes=$(stat -c %s "${2:-$IMG/fs.img}")
   t0=$(now)
-  xz -T2 -dc "$1" > /dev/null
+  /usr/bin/time -f "%U %S" -o "$RUN/xz.time" xz -T2 -dc "$1" > /dev/null
   t1=$(now)
+  awk '{printf "%.2f", $1 + $2}' "$RUN/xz.time" > "$RUN/xz.cpu"
   echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
 }
 
@@ -258,6 +326,11 @@ try:
     print("%.2fx" % ((a / b) if hib else (b / a)))
 except (ValueError, ZeroDivisionError):
     print("-")' "$1" "$2" "$3"
+}
+
+# The smaller of two CPU times (empty = none yet).
+lowest () {
+  if [ -z "$1" ]; then echo "$2"; else echo "$1 $2" | awk '{print ($1 < $2) ? $1 : $2}'; fi
 }
 
 # The larger of two rates ("refused"/"EIO" lose to any number).
@@ -281,44 +354,94 @@ row () {   # name chain diskshelf higher_is_better unit
 # ---- run ------------------------------------------------------------------
 
 make_images
+make_vm_images
 [ "${IMAGES_ONLY:-0}" = 1 ] && exit 0
 start_nginx
-MULTI=http://127.0.0.1:$PORT/fs.img.xz
 ONE=http://127.0.0.1:$PORT/fs.img.1blk.xz
 CACHE=$RUN/diskcache
-log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block"
+log "images: $(stat -c %s "$IMG/fs.img") bytes raw, $(stat -c %s "$IMG/fs.img.xz") multi-block, $(stat -c %s "$IMG/fs.img.1blk.xz") one block; vm $(stat -c %s "$IMG/vm.img") raw, $(stat -c %s "$IMG/vm.img.4M.xz") in 4 MiB blocks, $(stat -c %s "$IMG/vm.img.24M.xz") in 24 MiB blocks"
 
-limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
+# The shapes: name, compressed file in $IMG, raw image.
+shape_file () { case $1 in filled) echo fs.img.xz;; vm-4M) echo vm.img.4M.xz;; vm-24M) echo vm.img.24M.xz;; esac; }
+shape_raw () { case $1 in filled) echo "$IMG/fs.img";; *) echo "$IMG/vm.img";; esac; }
 
-# ROWS=seq stops after the multi-block cold sequential rows, ROWS=rand
-# runs only the multi-block random rows (default: everything).
-if [ "$ROWS_WANTED" != rand ]; then
-log "multi-block: time to first 4 KiB"
-ttfb mount_chain "$MULTI"; c=$RESULT; ttfb mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: time to first 4 KiB (s)" "$c" "$d" 0 s
-log "multi-block: cold sequential (best of 2, interleaved with the xz limit)"
-c=0; d=0; limit=0; crss=0; drss=0
-for _ in 1 2; do
-  l=$(xz_limit "$IMG/fs.img.xz"); limit=$(best "$limit" "$l")
-  seqread mount_chain "$MULTI"; c=$(best "$c" "$RESULT")
-  crss=$((LAST_RSS > crss ? LAST_RSS : crss))
-  seqread mount_ds "$MULTI" --cache-dir=none; d=$(best "$d" "$RESULT")
-  drss=$((LAST_RSS > drss ? LAST_RSS : drss))
+# The ceiling of a size, measured once per size and mode (best of 2).
+declare -A CEIL
+ceiling () {   # raw mode -> sets CEIL_RESULT (MB/s)
+  local key="$(stat -c %s "$1"):$2" r=0 i
+  if [ -z "${CEIL[$key]:-}" ]; then
+    CEIL_SIZE=$(stat -c %s "$1"); CEIL_MODE=$2
+    for i in 1 2; do seqread mount_ceiling; r=$(best "$r" "$RESULT"); done
+    CEIL[$key]=$r
+  fi
+  CEIL_RESULT=${CEIL[$key]}
+}
+
+SUMMARY=()
+for shape in $SHAPES; do
+  url=http://127.0.0.1:$PORT/$(shape_file "$shape")
+  file=$IMG/$(shape_file "$shape")
+  raw=$(shape_raw "$shape")
+  if [ "$ROWS_WANTED" != rand ]; then
+    log "$shape: time to first 4 KiB"
+    ttfb mount_chain "$url"; c=$RESULT; ttfb mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: time to first 4 KiB (s)" "$c" "$d" 0 s
+    log "$shape: cold sequential (best of 2, interleaved with the xz limit)"
+    c=0; d=0; bd=0; limit=0; crss=0; drss=0; brss=0
+    ccpu=; dcpu=; bcpu=; xcpu=
+    for _ in 1 2; do
+      l=$(xz_limit "$file" "$raw"); limit=$(best "$limit" "$l")
+      xcpu=$(lowest "$xcpu" "$(cat "$RUN/xz.cpu")")
+      seqread mount_chain "$url"; c=$(best "$c" "$RESULT")
+      crss=$((LAST_RSS > crss ? LAST_RSS : crss)); ccpu=$(lowest "$ccpu" "$LAST_CPU")
+      seqread mount_ds "$url" --cache-dir=none; d=$(best "$d" "$RESULT")
+      drss=$((LAST_RSS > drss ? LAST_RSS : drss)); dcpu=$(lowest "$dcpu" "$LAST_CPU")
+      if [ -n "$BASE" ]; then
+        new=$DS; DS=$BASE
+        seqread mount_ds "$url" --cache-dir=none; bd=$(best "$bd" "$RESULT")
+        brss=$((LAST_RSS > brss ? LAST_RSS : brss)); bcpu=$(lowest "$bcpu" "$LAST_CPU")
+        DS=$new
+      fi
+    done
+    log "$shape: FUSE ceiling"
+    ceiling "$raw" copy; ceil=$CEIL_RESULT
+    row "$shape: cold sequential (MB/s)" "$c" "$d" 1 MB/s
+    row "$shape: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
+    row "$shape: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
+    row "$shape: diskshelf vs FUSE ceiling ($ceil MB/s)" "$ceil" "$d" 1 MB/s
+    row "$shape: CPU s of the serving processes, seq read" "$ccpu" "$dcpu" 0 s
+    row "$shape: CPU s, xz -T2 -dc vs diskshelf" "$xcpu" "$dcpu" 0 s
+    SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))|$dcpu|$xcpu")
+    if [ -n "$BASE" ]; then
+      row "$shape: BASE_BIN cold sequential (MB/s)" "$bd" "$d" 1 MB/s
+      row "$shape: BASE_BIN peak RSS in seq read (MiB)" "$((brss / 1024))" "$((drss / 1024))" 0 MiB
+      row "$shape: BASE_BIN CPU s, seq read" "$bcpu" "$dcpu" 0 s
+      SUMMARY+=("$shape (base)|$bd|$(ratio "$bd" "$c" 1)|$(ratio "$bd" "$limit" 1)|$(ratio "$bd" "$ceil" 1)|$((crss / 1024))|$((brss / 1024))|$bcpu|$xcpu")
+    fi
+  fi
+  if [ "$ROWS_WANTED" != seq ]; then
+    log "$shape: random 4 KiB, 1 reader"
+    randread 1 mount_chain "$url"; c=$RESULT; randread 1 mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
+    log "$shape: random 4 KiB, 4 readers"
+    randread 4 mount_chain "$url"; c=$RESULT; randread 4 mount_ds "$url" --cache-dir=none; d=$RESULT
+    row "$shape: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
+  fi
 done
-row "multi: cold sequential (MB/s)" "$c" "$d" 1 MB/s
-row "multi: peak RSS in seq read (MiB)" "$((crss / 1024))" "$((drss / 1024))" 0 MiB
-row "multi: diskshelf vs xz -T2 -dc ($limit MB/s)" "$limit" "$d" 1 MB/s
-fi
-if [ "$ROWS_WANTED" != seq ]; then
-log "multi-block: random 4 KiB, 1 reader"
-randread 1 mount_chain "$MULTI"; c=$RESULT; randread 1 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: 4K random, 1 reader (IOPS)" "$c" "$d" 1 IOPS
-log "multi-block: random 4 KiB, 4 readers"
-randread 4 mount_chain "$MULTI"; c=$RESULT; randread 4 mount_ds "$MULTI" --cache-dir=none; d=$RESULT
-row "multi: 4K random, 4 readers (IOPS)" "$c" "$d" 1 IOPS
 
+# The FUSE reply modes, on the VM size: what a low-level reply from
+# cached memory (nocopy) or a splice from a file (splice) could gain.
+if [ "$ROWS_WANTED" != rand ]; then
+  log "FUSE ceiling reply modes"
+  ceiling "$IMG/vm.img" copy; cc=$CEIL_RESULT
+  ceiling "$IMG/vm.img" nocopy; cn=$CEIL_RESULT
+  ceiling "$IMG/vm.img" splice; cs=$CEIL_RESULT
+  row "ceiling $VM_SIZE: nocopy vs copy (MB/s)" "$cc" "$cn" 1 MB/s
+  row "ceiling $VM_SIZE: splice vs copy (MB/s)" "$cc" "$cs" 1 MB/s
 fi
+
 if [ "$ROWS_WANTED" = all ]; then
+limit1=$(xz_limit "$IMG/fs.img.1blk.xz")
 log "single block: the chain refuses by default"
 ttfb mount_chain "$ONE"; c=$RESULT
 rm -rf "$CACHE"
@@ -342,11 +465,23 @@ row "1-block: 4K random, 4 readers, disk cache (IOPS)" "-" "$d" 1 IOPS
 fi
 
 echo
-echo "xz benchmark: SIZE=$SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
-echo "image: ext4 $SIZE of real files; multi = xz -T2 --block-size=16MiB, 1-block = xz -T1 -1"
+echo "xz benchmark: SIZE=$SIZE VM_SIZE=$VM_SIZE RUNTIME=${RUNTIME}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "shapes: filled = ext4 $SIZE of real files, xz -T2 --block-size=16MiB;"
+echo "        vm-4M / vm-24M = mostly empty ext4 $VM_SIZE, 4 MiB blocks / xz -T0 (24 MiB blocks);"
+echo "        1-block = the filled image, xz -T1 -1"
 printf '%-56s %12s %12s %8s\n' "row" "chain" "diskshelf" "ratio"
 for r in "${ROWS[@]}"; do
   IFS='|' read -r name a b q unit <<< "$r"
   printf '%-56s %12s %12s %8s\n' "$name" "$a" "$b" "$q"
 done
 echo "(ratio: diskshelf/chain for rates, chain/diskshelf for times and RSS; >1 is better)"
+if [ ${#SUMMARY[@]} -gt 0 ]; then
+  echo
+  echo "cold sequential, per shape (targets: >= 1.8x the chain, >= 0.85 of xz -T2 -dc)"
+  printf '%-14s %8s %8s %10s %10s %10s %10s %8s %8s\n' shape "MB/s" "x chain" "of xz -T2" "of ceiling" "RSS chain" "RSS ds" "CPU ds" "CPU xz"
+  for r in "${SUMMARY[@]}"; do
+    IFS='|' read -r sh d rc rl rf cr dr dc xc <<< "$r"
+    printf '%-14s %8s %8s %10s %10s %10s %10s %8s %8s\n' "$sh" "$d" "$rc" "${rl%x}" "${rf%x}" "$cr" "$dr" "$dc" "$xc"
+  done
+  echo "(RSS in MiB; CPU: user + system seconds of the serving process / of xz -T2 -dc, lowest of two runs)"
+fi

@@ -27,7 +27,8 @@ void block_cache_free (struct block_cache *cache);
 /* ---- Detailed API ------------------------------------------------------
  *
  * A user (one open xz layer) registers as a client with a decode
- * callback.  Blocks are named by (client, index) and have a fixed size
+ * callback and the key of its source.  Blocks are named by (the set of
+ * blocks of that key, index) and have a fixed size
  * the client gives with every call.  Readers ask for a byte range of a
  * block: a miss queues a decode job on the pool and waits; concurrent
  * misses on one block wait for the same job (single flight).  Demand jobs
@@ -36,7 +37,9 @@ void block_cache_free (struct block_cache *cache);
  * bytes of a block that later turns out corrupt.
  *
  * Memory: entries are allocated (mmap, so freeing returns the memory) at
- * their full size when created and counted against max_bytes.  Entries
+ * their full size when created and counted against max_bytes.  A block
+ * that decodes to zeroes gives its memory back at once and is kept as a
+ * hole, counted as a few hundred bytes.  Entries
  * that a reader is copying from or a job is filling are never evicted,
  * so the total may exceed max_bytes by at most (readers + workers)
  * blocks while they are busy; read-ahead is refused when it would push
@@ -46,27 +49,38 @@ void block_cache_free (struct block_cache *cache);
 struct block_cache_client;
 
 /* Decode block `index` of the client: fill all size bytes of buf.
- * Called on a pool thread, never twice at once for one block.  Returns 0
- * or a negative errno with a message recorded (the block's waiting
- * readers get that errno; the entry is dropped, so a later read tries
- * again). */
+ * Called on a pool thread, never twice at once for one block.  Returns 0,
+ * or BLOCK_CACHE_ZERO when every byte of the block is zero (buf may then
+ * be left as it was: the cache drops it and keeps the block as a hole,
+ * answering reads with zeroes), or a negative errno with a message
+ * recorded (the block's waiting readers get that errno; the entry is
+ * dropped, so a later read tries again).  buf is fresh or recycled
+ * memory of undefined content. */
+#define BLOCK_CACHE_ZERO 1
 typedef int (*block_cache_decode_fn) (void *opaque, uint64_t index,
                                       void *buf, size_t size);
 
 /* Register a client.  opaque is passed to decode and must stay valid
  * until block_cache_client_free returns.  name (copied) is used in log
- * lines. */
+ * lines.  key (copied; NULL: never shared) names the source and its
+ * validators: clients registered with the same key share one set of
+ * blocks (one decode per block for all of them), and a block may be
+ * decoded with any one of their callbacks, so equal keys must mean
+ * equal bytes. */
 int block_cache_client_new (struct block_cache *cache, const char *name,
-                            block_cache_decode_fn decode, void *opaque,
-                            struct block_cache_client **out);
+                            const char *key, block_cache_decode_fn decode,
+                            void *opaque, struct block_cache_client **out);
 
-/* Forget every block of the client, waiting for its running jobs to
- * stop.  No read or prefetch of this client may be in progress. */
+/* Leave the client's set of blocks, waiting for the jobs that decode
+ * with its callback to stop; the last client of a set forgets every
+ * block of it.  No read or prefetch of this client may be in
+ * progress. */
 void block_cache_client_free (struct block_cache_client *client);
 
 /* Copy count bytes at offset inside block index (block_size bytes in
- * all) into buf, decoding the block if needed.  Returns 0 or a negative
- * errno with a message recorded. */
+ * all) into buf, decoding the block if needed.  Returns 0,
+ * BLOCK_CACHE_ZERO when the block is a hole (buf filled with zeroes), or
+ * a negative errno with a message recorded. */
 int block_cache_read (struct block_cache_client *client, uint64_t index,
                       size_t block_size, size_t offset, void *buf,
                       size_t count);
@@ -88,6 +102,8 @@ unsigned block_cache_workers (struct block_cache *cache);
 struct block_cache_stats
 {
   uint64_t hits, misses, decoded_blocks, decoded_bytes, evictions, failures;
+  uint64_t zero_blocks;         /* decoded blocks that are kept as holes */
+  uint64_t shared_clients;      /* clients that joined another's blocks */
   uint64_t used_bytes, max_bytes, entries;
 };
 void block_cache_get_stats (struct block_cache *cache,

@@ -86,4 +86,24 @@ uint64_t disk_cache_used (struct disk_cache *cache);
 /* "cache: ..." status lines for one object. */
 void disk_cache_object_status (struct disk_cache_object *obj, FILE *out);
 
+/* What opening an entry's stack taught, kept so that the next mount can
+ * list the entry before (and without) opening it: a warm mount makes
+ * no request.  Keyed by any text naming the stack (the entry's .conf
+ * text); stored as CACHE_DIR/<sha256 of it>.dse, a few bytes, written
+ * whole (temporary file and rename).  Not charged against the bound. */
+struct disk_cache_entry_facts
+{
+  uint64_t size;             /* the stack's size in bytes */
+  bool writable;
+  char stack[128];           /* layer_describe() text, for status */
+};
+
+/* Remember facts for key.  Errors are ignored: the facts are a hint. */
+void disk_cache_remember_entry (struct disk_cache *cache, const char *key,
+                                const struct disk_cache_entry_facts *f);
+
+/* Recall the facts for key: 0, or -ENOENT when none (or unreadable). */
+int disk_cache_recall_entry (struct disk_cache *cache, const char *key,
+                             struct disk_cache_entry_facts *out);
+
 #endif

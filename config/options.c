@@ -81,6 +81,10 @@ print_help (void)
     "                             (0: any); off: no seeding (default\n"
     "                             0.0.0.0:6881)\n"
     "  --log-file=FILE            append log lines to FILE\n"
+    "  --open-wait=SECONDS        how long the mount or a reload waits for\n"
+    "                             new entries whose size is not remembered\n"
+    "                             before it answers (default 2; entries\n"
+    "                             not open by then are listed as opening)\n"
     "  --overlay=none|discard|DIR where writes to entries without an\n"
     "                             `overlay =` key go: nowhere (default:\n"
     "                             read-only sources stay read-only), a\n"
@@ -132,8 +136,8 @@ size_option (const char *name, const char *value, uint64_t *out)
 /* The long options that take a value, so "--name VALUE" works too. */
 static const char *const options_with_value[] = {
   "cache-dir", "cache-size", "memory-cache-size", "max-block-size",
-  "readahead", "workers", "log-file", "owner", "group", "mode", "overlay",
-  "torrent-listen",
+  "readahead", "workers", "log-file", "open-wait", "owner", "group", "mode",
+  "overlay", "torrent-listen",
 };
 
 /* True when --name needs a value. */
@@ -234,6 +238,20 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)
         return error_set (EINVAL, "--workers: give a number from 0 to 256");
       o->workers = (unsigned) n;
+      return 0;
+    }
+  if (strcmp (name, "open-wait") == 0)
+    {
+      double seconds;
+      char *end;
+
+      errno = 0;
+      seconds = value ? strtod (value, &end) : -1;
+      if (value == NULL || errno || end == value || *end != '\0'
+          || !(seconds >= 0 && seconds <= 3600))
+        return error_set (EINVAL, "--open-wait: give seconds from 0 to 3600"
+                          ", e.g. 2 or 0.5");
+      o->open_wait_ms = (unsigned) (seconds * 1000 + 0.5);
       return 0;
     }
   if (strcmp (name, "log-file") == 0)
@@ -343,6 +361,7 @@ options_parse (int argc, char **argv, struct daemon_options *o)
   memset (o, 0, sizeof *o);
   o->cache_size = DEFAULT_CACHE_SIZE;
   o->memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE;
+  o->open_wait_ms = 2000;
   o->max_block_size = DEFAULT_MAX_BLOCK_SIZE;
   o->readahead = DEFAULT_READAHEAD;
   o->overlay = OVERLAY_NONE;

@@ -32,6 +32,8 @@ struct daemon_options
   unsigned workers;         /* decode worker threads; 0 = cores */
   uint64_t readahead;       /* kernel read-ahead on the mount, bytes */
   char *log_file;           /* --log-file: NULL for syslog/stderr */
+  unsigned open_wait_ms;    /* --open-wait: how long a mount or reload
+                               waits for new entries of unknown size */
 
   /* Defaults for entries without owner =, group =, mode =. */
   bool owner_set, group_set, mode_set;

@@ -29,6 +29,7 @@
 #include "log-setup.h"
 #include "mountinfo.h"
 #include "notify.h"
+#include "opener.h"
 #include "options.h"
 #include "prefetch.h"
 #include "thread.h"
@@ -311,7 +312,8 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   if (c->errors)
     log_error ("catalog has broken entries, left out:\n%s", c->errors);
   start_services (d);
-  if (fs_tree_build (c, NULL, &d->base, &d->tree) < 0)
+  if (fs_tree_build (c, NULL, &d->base, d->options.open_wait_ms,
+                     &d->tree) < 0)
     {
       catalog_free (c);
       tell_parent (parent_fd, false, error_message ());
@@ -462,6 +464,9 @@ main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   status = serve (&d, parent_fd, &log_plan);
   log_plan_free (&log_plan);
+  /* Opens in progress end (each within its timeout) before the services
+   * they use go away. */
+  opener_stop ();
   fs_tree_unref (d.tree);
   disk_cache_free (d.services.disk_cache);
   block_cache_free (d.services.block_cache);

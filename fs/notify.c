@@ -115,9 +115,13 @@ daemon_notify_ready (struct daemon *d)
 {
   size_t entries, broken;
 
+  size_t ok, opening, failed;
+
+  /* Entries whose open failed are broken too (left out, retried). */
   pthread_rwlock_rdlock (&d->tree_lock);
-  entries = d->tree->entry_count;
-  broken = d->tree->broken_count;
+  fs_tree_count_states (d->tree, &ok, &opening, &failed);
+  entries = ok + opening;
+  broken = d->tree->broken_count + failed;
   pthread_rwlock_unlock (&d->tree_lock);
   notify_ready (entries, broken);
 }

@@ -123,6 +123,9 @@ resolve (struct daemon *d, const char *path, struct fs_entry **entry)
     }
   n = fs_tree_lookup (d->tree, path);
   r = n == NULL ? -ENOENT : n->entry ? 0 : 1;
+  /* A broken entry is left out until a retry opens it. */
+  if (r == 0 && !fs_entry_listed (n->entry))
+    r = -ENOENT;
   if (r == 0)
     {
       fs_entry_ref (n->entry);
@@ -150,12 +153,14 @@ entry_failed (struct fs_entry *e, int r, const char *op)
 static void
 entry_stat (struct daemon *d, struct fs_entry *e, struct stat *st)
 {
+  uint64_t size = fs_entry_size (e);
+
   memset (st, 0, sizeof *st);
-  st->st_mode = S_IFREG | (e->stack->writable ? 0644 : 0444);
+  st->st_mode = S_IFREG | (fs_entry_writable (e) ? 0644 : 0444);
   st->st_nlink = 1;
-  st->st_size = (off_t) e->stack->size;
+  st->st_size = (off_t) size;
   st->st_blksize = 4096;
-  st->st_blocks = (blkcnt_t) ((e->stack->size + 511) / 512);
+  st->st_blocks = (blkcnt_t) ((size + 511) / 512);
   st->st_mtim = e->mtime;
   st->st_ctim = e->mtime;
   st->st_atim = e->mtime;
@@ -261,7 +266,9 @@ ds_readdir (const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
   fill (buf, ".", NULL, 0, 0);
   fill (buf, "..", NULL, 0, 0);
   for (size_t i = 0; i < n->nchildren; i++)
-    fill (buf, n->children[i]->name, NULL, 0, 0);
+    if (n->children[i]->entry == NULL
+        || fs_entry_listed (n->children[i]->entry))
+      fill (buf, n->children[i]->name, NULL, 0, 0);
   fs_tree_unref (t);
   return 0;
 }
@@ -312,7 +319,19 @@ open_status (struct daemon *d, struct fuse_file_info *fi)
   return 0;
 }
 
-/* open: take a reference on the entry; refuse writes to read-only ones. */
+/* How long an open waits for an entry's stack: the entry's timeout
+ * (its `timeout =` key, else the 30 s default) and a little more, so
+ * that the open attempt in progress can report its own timeout. */
+static unsigned
+open_wait_ms (const struct fs_entry *e)
+{
+  double s = e->config->timeout > 0 ? e->config->timeout : 30;
+
+  return (unsigned) (s * 1000) + 2000;
+}
+
+/* open: wait for the entry's stack, take a reference on the entry;
+ * refuse writes to read-only ones. */
 static int
 ds_open (const char *path, struct fuse_file_info *fi)
 {
@@ -327,6 +346,15 @@ ds_open (const char *path, struct fuse_file_info *fi)
   r = resolve (d, path, &e);
   if (r != 0)
     return r < 0 ? r : -EISDIR;
+  /* An entry still opening is waited for, at most its timeout; one that
+   * is broken gets one fresh attempt.  Either failure is EIO. */
+  if ((r = fs_entry_wait_open (e, open_wait_ms (e))) < 0)
+    {
+      log_error ("%s", error_message ());
+      error_clear ();
+      fs_entry_unref (e);
+      return r;
+    }
   if (accmode != O_RDONLY && !e->stack->writable)
     {
       fs_entry_unref (e);
@@ -558,17 +586,26 @@ ds_utimens (const char *path, const struct timespec tv[2],
   return 0;
 }
 
+/* Add an entry's size (as getattr shows it) to a total. */
+static void
+add_size (struct fs_entry *e, void *arg)
+{
+  *(uint64_t *) arg += fs_entry_size (e);
+}
+
 /* statfs: the catalog's totals. */
 static int
 ds_statfs (const char *path, struct statvfs *sv)
 {
   struct daemon *d = this_daemon ();
   struct fs_tree *t = current_tree (d);
+  uint64_t total = 0;
 
+  fs_tree_for_each_entry (t, add_size, &total);
   memset (sv, 0, sizeof *sv);
   sv->f_bsize = 4096;
   sv->f_frsize = 4096;
-  sv->f_blocks = (fsblkcnt_t) ((t->total_size + 4095) / 4096);
+  sv->f_blocks = (fsblkcnt_t) ((total + 4095) / 4096);
   sv->f_files = (fsfilcnt_t) t->entry_count;
   sv->f_namemax = 255;
   fs_tree_unref (t);
@@ -587,6 +624,28 @@ ds_ioctl (const char *path, unsigned int cmd, void *arg,
   return fs_prefetch_ioctl (of->entry, cmd, data);
 }
 
+/* The FUSE handle, for notifications sent from other threads; set
+ * between init and destroy, protected by serving_lock (held across a
+ * notification, so destroy waits for one in progress). */
+static pthread_mutex_t serving_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fuse *serving_fuse;
+
+/* Drop the kernel's cached attributes of an entry's name. */
+void
+fs_entry_attributes_changed (struct fs_entry *e)
+{
+  char *path;
+
+  if (asprintf (&path, "/%s", e->config->name) < 0)
+    return;
+  pthread_mutex_lock (&serving_lock);
+  /* -ENOENT: the kernel does not know the name yet; nothing cached. */
+  if (serving_fuse)
+    fuse_invalidate_path (serving_fuse, path);
+  pthread_mutex_unlock (&serving_lock);
+  free (path);
+}
+
 /* init: let the kernel send big requests and keep caches sane. */
 static void *
 ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -601,6 +660,9 @@ ds_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
   if (conn->capable & FUSE_CAP_ASYNC_READ)
     conn->want |= FUSE_CAP_ASYNC_READ;
   retire_set_serving (true);
+  pthread_mutex_lock (&serving_lock);
+  serving_fuse = fuse_get_context ()->fuse;
+  pthread_mutex_unlock (&serving_lock);
   {
     struct daemon *d = fuse_get_context ()->private_data;
     if (mount_watch_start (d->options.mountpoint) < 0)
@@ -614,6 +676,9 @@ static void
 ds_destroy (void *private_data)
 {
   retire_set_serving (false);
+  pthread_mutex_lock (&serving_lock);
+  serving_fuse = NULL;
+  pthread_mutex_unlock (&serving_lock);
   mount_watch_stop ();
 }
 

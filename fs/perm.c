@@ -11,7 +11,7 @@ fs_entry_ownership (const struct daemon *d, const struct fs_entry *e,
 {
   const struct entry_config *c = e->config;
   const struct daemon_options *o = &d->options;
-  bool writable = e->stack->writable;
+  bool writable = fs_entry_writable ((struct fs_entry *) e);
   mode_t mode = writable ? 0644 : 0444;
 
   if (c->mode_set)

@@ -16,6 +16,7 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -41,8 +42,10 @@ daemon_reload (struct daemon *d)
 {
   struct fs_tree *old, *fresh;
   struct catalog *c;
+  struct timespec t0, t1;
   int r;
 
+  clock_gettime (CLOCK_MONOTONIC, &t0);
   r = catalog_read (d->options.catalog, &c);
   if (r < 0)
     {
@@ -55,7 +58,7 @@ daemon_reload (struct daemon *d)
   old = d->tree;
   fs_tree_ref (old);
   pthread_rwlock_unlock (&d->tree_lock);
-  r = fs_tree_build (c, old, &d->base, &fresh);
+  r = fs_tree_build (c, old, &d->base, d->options.open_wait_ms, &fresh);
   catalog_free (c);
   fs_tree_unref (old);
   if (r < 0)
@@ -72,8 +75,11 @@ daemon_reload (struct daemon *d)
   pthread_rwlock_unlock (&d->tree_lock);
   retire_run (d);
   fs_tree_unref (old);
-  log_info ("catalog reloaded: %zu entries, %zu broken", fresh->entry_count,
-            fresh->broken_count);
+  clock_gettime (CLOCK_MONOTONIC, &t1);
+  log_info ("catalog reloaded: %zu entries, %zu broken, in %.1f ms",
+            fresh->entry_count, fresh->broken_count,
+            (double) (t1.tv_sec - t0.tv_sec) * 1e3
+            + (double) (t1.tv_nsec - t0.tv_nsec) / 1e6);
   return 0;
 }
 

@@ -285,9 +285,17 @@ status_doc_print_json (FILE *out, const struct status_doc *doc,
     fprintf (out, "%" PRIu64, n);
   else
     fputs ("null", out);
+  /* "entries" counts open and opening entries; "opening" the latter. */
+  uint64_t opening = 0;
+  bool have_opening = status_get_number (h, "opening", &opening);
   fputs (",\n  \"entries_ok\": ", out);
   if (status_get_number (h, "entries", &n))
-    fprintf (out, "%" PRIu64, n);
+    fprintf (out, "%" PRIu64, n >= opening ? n - opening : 0);
+  else
+    fputs ("null", out);
+  fputs (",\n  \"entries_opening\": ", out);
+  if (have_opening)
+    fprintf (out, "%" PRIu64, opening);
   else
     fputs ("null", out);
   fputs (",\n  \"entries_broken\": ", out);

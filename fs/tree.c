@@ -7,13 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diskcache.h"
 #include "entry.h"
 #include "entry_checks.h"
 #include "error.h"
+#include "opener.h"
 #include "text.h"
-#include "thread.h"
-
-#define OPEN_THREADS_MAX 16
 
 /* Read a whole small file into a malloc'd NUL-terminated string. */
 static char *
@@ -55,13 +54,17 @@ fs_entry_unref (struct fs_entry *e)
   if (e == NULL || __atomic_sub_fetch (&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
     return;
   if (e->stack)
-    log_info ("%s: closed", e->config->name);
-  layer_close (e->stack);
+    {
+      log_info ("%s: closed", e->config->name);
+      layer_close (e->stack);
+    }
+  fs_entry_drop_spare (e);
   entry_free (e->config);
   free (e->conf_text);
   free (e->open_error);
   free (e->last_error);
   pthread_mutex_destroy (&e->lock);
+  pthread_cond_destroy (&e->settled);
   free (e);
 }
 
@@ -188,71 +191,171 @@ sort_tree (struct fs_node *n)
     sort_tree (n->children[i]);
 }
 
-/* Work shared by the threads that open new entries. */
-struct open_job
+/* The open stack, or NULL. */
+struct layer *
+fs_entry_stack (struct fs_entry *e)
 {
-  const struct stack_context *base;
-  struct fs_entry **entries;
-  size_t count;
-  size_t next;                    /* atomic */
-};
-
-/* Thread body: open stacks until none are left. */
-static void *
-open_worker (void *arg)
-{
-  struct open_job *job = arg;
-
-  for (;;)
-    {
-      size_t i = __atomic_fetch_add (&job->next, 1, __ATOMIC_ACQ_REL);
-      struct fs_entry *e;
-      struct stack_context ctx;
-
-      if (i >= job->count)
-        return NULL;
-      e = job->entries[i];
-      if (e->stack)
-        continue;
-      ctx = *job->base;
-      ctx.entry = e->config;
-      error_clear ();
-      if (entry_static_check (e->config) < 0
-          || stack_open (&ctx, &e->stack) < 0)
-        {
-          log_error ("%s: left out of the mount: %s", e->config->name,
-                     error_message ());
-          e->open_error = strdup (error_message ());
-          e->stack = NULL;
-        }
-      else
-        {
-          char layers[128];
-          layer_describe (e->stack, layers, sizeof layers);
-          log_info ("%s: ready (%s, %llu bytes%s)", e->config->name, layers,
-                    (unsigned long long) e->stack->size,
-                    e->stack->writable ? ", writable" : "");
-        }
-    }
+  return __atomic_load_n (&e->stack, __ATOMIC_ACQUIRE);
 }
 
-/* Open the stacks of new entries on a few threads at once. */
-static void
-open_entries (const struct stack_context *base, struct fs_entry **entries,
-              size_t count)
+/* Whether the mount shows the entry: open or opening, not broken. */
+bool
+fs_entry_listed (struct fs_entry *e)
 {
-  struct open_job job = { base, entries, count, 0 };
-  pthread_t threads[OPEN_THREADS_MAX];
-  size_t nthreads = count < OPEN_THREADS_MAX ? count : OPEN_THREADS_MAX;
-  size_t started = 0;
+  bool listed;
 
-  for (size_t i = 0; i < nthreads; i++)
-    if (thread_create (&threads[started], NULL, open_worker, &job) == 0)
-      started++;
-  if (started == 0)
-    open_worker (&job);
-  for (size_t i = 0; i < started; i++)
-    pthread_join (threads[i], NULL);
+  if (fs_entry_stack (e))
+    return true;
+  pthread_mutex_lock (&e->lock);
+  listed = e->state != FS_ENTRY_BROKEN;
+  pthread_mutex_unlock (&e->lock);
+  return listed;
+}
+
+/* Size for getattr: the last open's, else the remembered one. */
+uint64_t
+fs_entry_size (struct fs_entry *e)
+{
+  uint64_t size;
+
+  pthread_mutex_lock (&e->lock);
+  size = e->known ? e->known_size : 0;
+  pthread_mutex_unlock (&e->lock);
+  return size;
+}
+
+/* Writability for getattr: the last open's, else the remembered one. */
+bool
+fs_entry_writable (struct fs_entry *e)
+{
+  bool writable;
+
+  pthread_mutex_lock (&e->lock);
+  writable = e->known && e->known_writable;
+  pthread_mutex_unlock (&e->lock);
+  return writable;
+}
+
+/* An absolute CLOCK_REALTIME time ms from now, for timed waits. */
+static struct timespec
+deadline_after (unsigned ms)
+{
+  struct timespec t;
+
+  clock_gettime (CLOCK_REALTIME, &t);
+  t.tv_sec += ms / 1000;
+  t.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (t.tv_nsec >= 1000000000)
+    {
+      t.tv_sec++;
+      t.tv_nsec -= 1000000000;
+    }
+  return t;
+}
+
+/* Open the stack for use and wait for it; a broken entry gets one
+ * fresh attempt. */
+int
+fs_entry_wait_open (struct fs_entry *e, unsigned timeout_ms)
+{
+  struct timespec until = deadline_after (timeout_ms);
+  bool asked = false;
+  unsigned attempts;
+  int r = 0;
+
+  if (fs_entry_stack (e))
+    return 0;
+  pthread_mutex_lock (&e->lock);
+  attempts = e->attempts;
+  while (e->stack == NULL)
+    {
+      if (e->state == FS_ENTRY_BROKEN && asked && e->attempts != attempts)
+        {
+          r = error_set (EIO, "%s: cannot open: %s", e->config->name,
+                         e->open_error ? e->open_error : "unknown error");
+          break;
+        }
+      if (e->state == FS_ENTRY_BROKEN && !asked)
+        {
+          /* Its next retry, now rather than after the back-off. */
+          asked = true;
+          pthread_mutex_unlock (&e->lock);
+          opener_retry_now (e);
+          pthread_mutex_lock (&e->lock);
+          continue;
+        }
+      if (e->state == FS_ENTRY_OK && e->spare)
+        {
+          /* Opened moments ago to learn its size: use that stack. */
+          __atomic_store_n (&e->stack, e->spare, __ATOMIC_RELEASE);
+          e->spare = NULL;
+          opener_spare_taken ();
+          break;
+        }
+      if (e->state == FS_ENTRY_OK && !e->use_pending)
+        {
+          asked = true;
+          attempts = e->attempts;
+          e->use_pending = true;
+          pthread_mutex_unlock (&e->lock);
+          opener_submit (e, true);
+          pthread_mutex_lock (&e->lock);
+          continue;
+        }
+      if (pthread_cond_timedwait (&e->settled, &e->lock, &until) == ETIMEDOUT
+          && e->stack == NULL)
+        {
+          r = error_set (EIO, "%s: still opening after %u ms%s%s",
+                         e->config->name, timeout_ms,
+                         e->open_error ? "; last error: " : "",
+                         e->open_error ? e->open_error : "");
+          break;
+        }
+    }
+  pthread_mutex_unlock (&e->lock);
+  return r;
+}
+
+/* Wait until a new entry's first open ended or the deadline passed. */
+static void
+wait_first_open (struct fs_entry *e, const struct timespec *until)
+{
+  pthread_mutex_lock (&e->lock);
+  while (e->state == FS_ENTRY_OPENING)
+    if (pthread_cond_timedwait (&e->settled, &e->lock, until) == ETIMEDOUT)
+      break;
+  pthread_mutex_unlock (&e->lock);
+}
+
+/* A new entry with what the disk cache remembers of it. */
+static struct fs_entry *
+new_entry (const struct stack_context *base, struct entry_config *config,
+           char *text, struct timespec mtime)
+{
+  struct fs_entry *e = calloc (1, sizeof *e);
+  struct disk_cache_entry_facts f;
+
+  if (e == NULL)
+    return NULL;
+  e->refs = 1;
+  e->config = config;
+  e->conf_text = text;
+  e->mtime = mtime;
+  e->base = base;
+  e->state = FS_ENTRY_OPENING;
+  pthread_mutex_init (&e->lock, NULL);
+  pthread_cond_init (&e->settled, NULL);
+  if (text && disk_cache_recall_entry (base->services->disk_cache, text,
+                                       &f) == 0)
+    {
+      /* Nothing to learn: it opens when a file is first opened. */
+      e->state = FS_ENTRY_OK;
+      e->known = true;
+      e->known_size = f.size;
+      e->known_writable = f.writable;
+      memcpy (e->known_stack, f.stack, sizeof e->known_stack);
+    }
+  return e;
 }
 
 /* Find the entry of the same name, config text and .conf mtime in a
@@ -307,16 +410,18 @@ add_broken_entry (struct fs_tree *tree, struct fs_entry *e,
 /* Build a tree for a catalog. */
 int
 fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
-               const struct stack_context *base, struct fs_tree **out)
+               const struct stack_context *base, unsigned wait_ms,
+               struct fs_tree **out)
 {
   struct fs_tree *tree = calloc (1, sizeof *tree);
-  struct fs_entry **entries = calloc (catalog->count + 1, sizeof *entries);
+  struct fs_entry **fresh = calloc (catalog->count + 1, sizeof *fresh);
+  size_t nfresh = 0;
 
-  if (tree == NULL || entries == NULL
+  if (tree == NULL || fresh == NULL
       || (tree->root = calloc (1, sizeof *tree->root)) == NULL
       || (tree->root->name = strdup ("")) == NULL)
     {
-      free (entries);
+      free (fresh);
       if (tree)
         free (tree->root);
       free (tree);
@@ -331,44 +436,33 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
       struct entry_config *config = catalog->entries[i];
       struct timespec mtime = { 0, 0 };
       char *text = read_text (config->conf_path, &mtime);
-      struct fs_entry *old = find_reusable (previous, config, text, mtime);
+      struct fs_entry *e = find_reusable (previous, config, text, mtime);
+      bool is_new = e == NULL;
 
-      if (old)
+      catalog->entries[i] = NULL;
+      if (e)
         {
-          fs_entry_ref (old);
-          entries[i] = old;
+          fs_entry_ref (e);
+          free (text);
+          entry_free (config);
+        }
+      else if ((e = new_entry (base, config, text, mtime)) == NULL)
+        {
           free (text);
           entry_free (config);
           continue;
         }
-      entries[i] = calloc (1, sizeof *entries[i]);
-      if (entries[i] == NULL)
+      else
         {
-          free (text);
-          entry_free (config);
-          continue;
-        }
-      entries[i]->refs = 1;
-      entries[i]->config = config;
-      entries[i]->conf_text = text;
-      entries[i]->mtime = mtime;
-      pthread_mutex_init (&entries[i]->lock, NULL);
-    }
-  size_t count = catalog->count;
-  catalog->count = 0;   /* the entries are ours now */
-  open_entries (base, entries, count);
-  for (size_t i = 0; i < count; i++)
-    {
-      struct fs_entry *e = entries[i];
-
-      if (e == NULL)
-        continue;
-      if (e->stack == NULL)
-        {
-          add_broken_entry (tree, e, e->open_error ? e->open_error
-                            : "cannot open");
-          fs_entry_unref (e);
-          continue;
+          error_clear ();
+          if (entry_static_check (config) < 0)
+            {
+              log_error ("%s: left out of the mount: %s", config->name,
+                         error_message ());
+              add_broken_entry (tree, e, error_message ());
+              fs_entry_unref (e);
+              continue;
+            }
         }
       if (insert_entry (tree, e) < 0)
         {
@@ -379,10 +473,23 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
           continue;
         }
       tree->entry_count++;
-      tree->total_size += e->stack->size;
+      if (is_new && !e->known)
+        fresh[nfresh++] = e;
     }
+  catalog->count = 0;   /* the entries are ours now */
   sort_tree (tree->root);
-  free (entries);
+  for (size_t i = 0; i < nfresh; i++)
+    opener_submit (fresh[i], false);
+  /* A short wait for entries whose size nobody knows yet, so that a
+   * mount of reachable sources shows real sizes at once; a silent
+   * server costs at most wait_ms, never its whole timeout. */
+  if (wait_ms > 0)
+    {
+      struct timespec until = deadline_after (wait_ms);
+      for (size_t i = 0; i < nfresh; i++)
+        wait_first_open (fresh[i], &until);
+    }
+  free (fresh);
   *out = tree;
   return 0;
 }
@@ -445,6 +552,43 @@ fs_tree_for_each_entry (struct fs_tree *tree,
   node_for_each (tree->root, fn, arg);
 }
 
+/* Count one entry by state (for fs_tree_count_states). */
+struct state_counts
+{
+  size_t ok, opening, broken;
+};
+
+static void
+count_entry (struct fs_entry *e, void *arg)
+{
+  struct state_counts *c = arg;
+
+  pthread_mutex_lock (&e->lock);
+  if (e->state == FS_ENTRY_OK)
+    c->ok++;
+  else if (e->state == FS_ENTRY_OPENING)
+    c->opening++;
+  else
+    c->broken++;
+  pthread_mutex_unlock (&e->lock);
+}
+
+/* Counts of the tree's entries by state. */
+void
+fs_tree_count_states (struct fs_tree *tree, size_t *ok, size_t *opening,
+                      size_t *broken)
+{
+  struct state_counts c = { 0, 0, 0 };
+
+  fs_tree_for_each_entry (tree, count_entry, &c);
+  if (ok)
+    *ok = c.ok;
+  if (opening)
+    *opening = c.opening;
+  if (broken)
+    *broken = c.broken;
+}
+
 /* Status of one entry and the nodes below. */
 static void
 node_status (struct fs_node *n, FILE *out)
@@ -452,18 +596,41 @@ node_status (struct fs_node *n, FILE *out)
   if (n->entry)
     {
       struct fs_entry *e = n->entry;
+      struct layer *stack = fs_entry_stack (e), *shown;
       char layers[128], source[1024];
 
-      layer_describe (e->stack, layers, sizeof layers);
       text_redact_url (e->config->source ? e->config->source
                        : e->config->command[0], source, sizeof source);
+      /* Under the lock: the facts, the state, and a spare (opener.h),
+       * an open stack too, which the lock keeps from being closed. */
+      pthread_mutex_lock (&e->lock);
+      shown = stack ? stack : e->spare;
+      if (shown)
+        layer_describe (shown, layers, sizeof layers);
+      else
+        snprintf (layers, sizeof layers, "%s", e->known ? e->known_stack
+                  : "unknown (not open yet)");
       fprintf (out, "[%s]\n", e->config->name);
       fprintf (out, "source: %s\n", source);
       fprintf (out, "stack: %s\n", layers);
-      fprintf (out, "size: %llu\n", (unsigned long long) e->stack->size);
-      fprintf (out, "mode: %s\n", e->stack->writable ? "read-write"
-               : "read-only");
-      pthread_mutex_lock (&e->lock);
+      fprintf (out, "size: %llu\n",
+               (unsigned long long) (e->known ? e->known_size : 0));
+      /* open: whether the stack is open (a file was opened on it), kept
+       * a while after the open that learnt its size (spare), or not
+       * (an entry only listed holds no connection). */
+      fprintf (out, "open: %s\n", stack ? "yes" : shown ? "spare" : "no");
+      fprintf (out, "mode: %s\n", e->known && e->known_writable
+               ? "read-write" : "read-only");
+      if (e->state == FS_ENTRY_OPENING)
+        fprintf (out, "state: opening\n");
+      else if (e->state == FS_ENTRY_BROKEN)
+        {
+          /* One line: the reason is whatever the open recorded. */
+          const char *why = e->open_error ? e->open_error : "cannot open";
+          fprintf (out, "state: broken: %.*s\n", (int) strcspn (why, "\n"),
+                   why);
+          fprintf (out, "open-attempts: %u\n", e->attempts);
+        }
       fprintf (out, "errors: %llu\n", e->errors);
       if (e->last_error)
         {
@@ -475,20 +642,45 @@ node_status (struct fs_node *n, FILE *out)
               && strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm))
             fprintf (out, "last-error-time: %s\n", stamp);
         }
+      if (stack == NULL && shown)
+        layer_status (shown, out);
       pthread_mutex_unlock (&e->lock);
-      layer_status (e->stack, out);
+      if (stack)
+        layer_status (stack, out);
       fprintf (out, "\n");
     }
   for (size_t i = 0; i < n->nchildren; i++)
     node_status (n->children[i], out);
 }
 
-/* Status of every entry. */
+/* A broken entry's "broken-entry:" row, like a bad .conf's. */
+static void
+broken_row (struct fs_entry *e, void *arg)
+{
+  FILE *out = arg;
+  char *row = NULL;
+
+  pthread_mutex_lock (&e->lock);
+  if (e->state == FS_ENTRY_BROKEN)
+    row = entry_problem_row (e->config, e->conf_text, e->open_error
+                             ? e->open_error : "cannot open");
+  pthread_mutex_unlock (&e->lock);
+  if (row)
+    fprintf (out, "broken-entry: %.*s\n", (int) strcspn (row, "\n"), row);
+  free (row);
+}
+
+/* Status of every entry.  "entries" counts the entries that are open or
+ * opening; "broken" the .conf files left out plus the entries whose
+ * last open failed (they are listed, and retried). */
 void
 fs_tree_status (struct fs_tree *tree, FILE *out)
 {
-  fprintf (out, "entries: %zu\nbroken: %zu\n", tree->entry_count,
-           tree->broken_count);
+  size_t ok, opening, broken;
+
+  fs_tree_count_states (tree, &ok, &opening, &broken);
+  fprintf (out, "entries: %zu\nbroken: %zu\nopening: %zu\n",
+           ok + opening, tree->broken_count + broken, opening);
   /* Every broken entry, whole: FILE:LINE: reason. */
   for (const char *row = tree->broken; row && *row;)
     {
@@ -496,6 +688,7 @@ fs_tree_status (struct fs_tree *tree, FILE *out)
       fprintf (out, "broken-entry: %.*s\n", (int) len, row);
       row += len + (row[len] == '\n');
     }
+  fs_tree_for_each_entry (tree, broken_row, out);
   fprintf (out, "\n");
   node_status (tree->root, out);
 }

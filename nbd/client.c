@@ -169,6 +169,11 @@ nbd_close (struct nbd_client *c)
 
   if (c == NULL)
     return;
+  /* From here no connection tells the others about a stopping server
+   * (nbd_client_server_stopping), so they can be freed one by one. */
+  pthread_mutex_lock (&c->loss_lock);
+  c->closing = true;
+  pthread_mutex_unlock (&c->loss_lock);
   for (i = 0; i < NBD_MAX_CONNECTIONS; i++)
     stop_conn (c->conns[i]);
   nbd_tls_free_credentials (c);

@@ -193,6 +193,32 @@ nbd_conn_wake (struct nbd_conn *conn)
   (void) r;
 }
 
+/* The server answered NBD_ESHUTDOWN on `from`: it is stopping, and a
+ * server like nbdkit waits for every client connection to go before it
+ * exits.  Make each other connection check at once (an idle one sends
+ * its probe and drops on the same answer; a busy one hears it in its
+ * next reply) instead of holding the server until its own idle probe.
+ * loss_lock keeps nbd_close from freeing connections meanwhile; no
+ * connection lock is taken under it (nbd_conn_lost takes them the other
+ * way round). */
+void
+nbd_client_server_stopping (struct nbd_client *c, struct nbd_conn *from)
+{
+  unsigned i;
+
+  pthread_mutex_lock (&c->loss_lock);
+  for (i = 0; !c->closing && i < c->nconns; i++)
+    {
+      struct nbd_conn *conn = c->conns[i];
+
+      if (conn == NULL || conn == from)
+        continue;
+      __atomic_store_n (&conn->check_now, true, __ATOMIC_RELEASE);
+      nbd_conn_wake (conn);
+    }
+  pthread_mutex_unlock (&c->loss_lock);
+}
+
 /* Fail every queued request with EIO (lock held). */
 static void
 fail_queue (struct nbd_conn *conn, const char *why)
@@ -263,6 +289,7 @@ watch (struct nbd_conn *conn)
                          { .fd = conn->wake_fd, .events = POLLIN } };
   uint64_t gen = conn->gen, submitted = conn->submitted, count;
   struct timespec until;
+  bool check_now, hangup;
   int r;
 
   pthread_mutex_unlock (&conn->lock);
@@ -273,15 +300,19 @@ watch (struct nbd_conn *conn)
     while (read (conn->wake_fd, &count, sizeof count) > 0)
       ;
   pthread_mutex_lock (&conn->lock);
+  check_now = __atomic_exchange_n (&conn->check_now, false, __ATOMIC_ACQ_REL);
   if (conn->state != CONN_UP || conn->gen != gen)
     return;
-  if (r == 0)
+  hangup = r > 0 && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR));
+  if (r == 0 || (check_now && !hangup))
     {
-      /* Idle for a while: make sure the server still serves.  A reply
+      /* Idle for a while, or another connection heard the server is
+       * shutting down: make sure the server still serves.  A reply
        * of NBD_ESHUTDOWN or no reply drops the connection (the reader
-       * of the probe does that), and the loop below reconnects. */
-      if (conn->submitted == submitted && conn->in_flight == 0
-          && !conn->reading)
+       * of the probe does that), and the loop below reconnects.  A
+       * connection with requests in flight hears it in their replies. */
+      if ((check_now || conn->submitted == submitted)
+          && conn->in_flight == 0 && !conn->reading)
         {
           pthread_mutex_unlock (&conn->lock);
           nbd_run_probe (conn);
@@ -289,7 +320,7 @@ watch (struct nbd_conn *conn)
         }
       return;
     }
-  if (r < 0 || !(p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+  if (r < 0 || !hangup)
     return;
   if (conn->reading || conn->in_flight > 0)
     {

@@ -20,7 +20,11 @@
  *    stopping gracefully sees us close and a reconnect starts at once.
  *    After NBD_IDLE_PROBE_SECONDS without a request it reads one block
  *    (a probe, never replayed), since a server stopping gracefully may
- *    only say so (NBD_ESHUTDOWN) when asked.
+ *    only say so (NBD_ESHUTDOWN) when asked.  An NBD_ESHUTDOWN on one
+ *    connection makes every other connection of the client probe at
+ *    once (nbd_client_server_stopping): a server that waits for its
+ *    clients to leave (nbdkit on SIGTERM) is let go at once, not after
+ *    the idle connections' next probe.
  * A request lives on its caller's stack; the caller waits on its own
  * condition variable until the reader (or the reconnect logic) marks it
  * done, and only then returns.
@@ -142,6 +146,10 @@ struct nbd_conn
   struct timespec down_since;  /* protected by lock */
   bool reading;                /* protected by lock: a thread holds the
                                   reader role */
+  bool check_now;              /* atomic: another connection heard the
+                                  server is shutting down, so check
+                                  this one at once, not at the next
+                                  idle probe */
 
   int fd;                      /* replaced under lock + wlock */
   gnutls_session_t tls;        /* idem */
@@ -181,6 +189,8 @@ struct nbd_client
   pthread_mutex_t loss_lock;
   char last_loss[256];               /* protected by loss_lock: why a
                                         connection was last lost */
+  bool closing;                      /* protected by loss_lock: nbd_close
+                                        began, conns[] may be freed */
 
   atomic_uint_fast64_t requests;
   atomic_uint_fast64_t reconnects;
@@ -234,6 +244,8 @@ void nbd_conn_free (struct nbd_conn *conn);
 int nbd_conn_connect (struct nbd_conn *conn, double handshake_timeout);
 void nbd_conn_lost (struct nbd_conn *conn, bool fatal, const char *why);
 void nbd_conn_wake (struct nbd_conn *conn);
+void nbd_client_server_stopping (struct nbd_client *c,
+                                 struct nbd_conn *from);
 void *nbd_reader_thread (void *arg);
 
 /* Time helpers. */

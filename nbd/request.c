@@ -283,6 +283,8 @@ lead (struct nbd_conn *conn, struct nbd_req *req)
       else
         snprintf (why, sizeof why, "connection lost: %s", strerror (-r));
       nbd_conn_lost (conn, fatal, why);
+      if (r == -ESHUTDOWN)
+        nbd_client_server_stopping (conn->client, conn);
     }
   pthread_mutex_lock (&conn->lock);
   conn->reading = false;

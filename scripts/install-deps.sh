@@ -26,6 +26,8 @@ packages=(
   python3-libtorrent
   # benchmarks: the competing tools
   libnbd-bin fio
+  # bench_torrent.sh: btfs (nbdkit's torrent plugin comes with nbdkit)
+  btfs
 )
 
 missing=()

@@ -16,6 +16,7 @@ pytest's per-test timeout (pytest.ini) is scaled like every other wait.
 import os
 import pathlib
 import re
+import signal
 import subprocess
 
 import pytest
@@ -109,7 +110,7 @@ def is_mounted(path):
 class Mount:
     """One running daemon in the foreground (-f), stopped by PID."""
 
-    def __init__(self, binary, catalog, mountpoint, log_path, args):
+    def __init__(self, binary, catalog, mountpoint, log_path, args, wait_open=True):
         self.path = pathlib.Path(mountpoint)
         self.catalog = pathlib.Path(catalog)
         self.log_path = pathlib.Path(log_path)
@@ -129,6 +130,20 @@ class Mount:
         if self.proc.poll() is not None:
             self.log_file.close()
             raise RuntimeError(f"diskshelf exited with {self.proc.returncode}:\n{self.log()}")
+        if wait_open:
+            self.wait_opened()
+
+    def wait_opened(self, timeout=60):
+        """Wait until no entry is still opening in the background (the
+        mount waits only --open-wait for them), so that sizes are final.
+        A status this process may not read (another user's mount without
+        allow_other) is not waited for."""
+        def settled():
+            try:
+                return "\nopening: 0\n" in self.status() or self.proc.poll() is not None
+            except OSError:
+                return True
+        wait_for(settled, scaled(timeout), "the entries to open")
 
     def log(self):
         """Everything the daemon wrote so far."""
@@ -151,27 +166,42 @@ class Mount:
         the exit code."""
         if self.returncode is not None:
             return self.returncode
-        if is_mounted(self.path):
-            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
-                               timeout=scaled(30))
-            if r.returncode != 0 and is_mounted(self.path):
-                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
-                               timeout=scaled(30))
         try:
+            if is_mounted(self.path):
+                r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                                   timeout=scaled(30))
+                if r.returncode != 0 and is_mounted(self.path):
+                    subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                                   timeout=scaled(30))
             self.proc.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             pass
-        return self.stop()
+        finally:
+            # Whatever failed above, the daemon is stopped by PID.
+            code = self.stop()
+        return code
 
     def stop(self):
-        """Stop the daemon by PID (SIGTERM, then SIGKILL) and clean up."""
-        code = stop_process(self.proc, timeout=20)
-        if is_mounted(self.path):
-            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
-                           timeout=scaled(30))
-        if not self.log_file.closed:
-            self.log_file.close()
-        self.returncode = code
+        """Stop the daemon by PID (SIGTERM, then SIGKILL) and clean up;
+        never leaves the process running, whatever else fails."""
+        try:
+            code = stop_process(self.proc, timeout=20)
+        except subprocess.TimeoutExpired:
+            # Not gone even after SIGKILL to its group: kill it by PID
+            # again and reap it however long that takes.
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            code = self.proc.wait()
+        try:
+            if is_mounted(self.path):
+                subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True,
+                               timeout=scaled(30))
+        finally:
+            if not self.log_file.closed:
+                self.log_file.close()
+            self.returncode = code
         return code
 
 
@@ -184,7 +214,7 @@ def mount(diskshelf, tmp_path):
     cleanly."""
     mounts = []
 
-    def make(catalog, *args, name=None):
+    def make(catalog, *args, name=None, wait_open=True):
         n = len(mounts)
         mnt = tmp_path / (name or f"mnt{n}")
         mnt.mkdir(exist_ok=True)
@@ -193,14 +223,22 @@ def mount(diskshelf, tmp_path):
             args.insert(0, f"--cache-dir={tmp_path / 'cache'}")
         if not any("torrent-listen" in str(a) for a in args):
             args.insert(0, "--torrent-listen=127.0.0.1:0")
-        m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args)
+        m = Mount(diskshelf, catalog, mnt, tmp_path / f"daemon{n}.log", args, wait_open)
         mounts.append(m)
         return m
 
     yield make
     problems = []
     for m in mounts:
-        code = m.unmount()
+        try:
+            code = m.unmount()
+        except Exception as e:  # noqa: BLE001
+            # Stop the others too; this one is stopped by PID below.
+            problems.append(f"{m.path}: unmount failed: {e!r}")
+            code = None
+        finally:
+            if m.returncode is None:
+                m.stop()
         log = m.log()
         if BAD_OUTPUT.search(log):
             problems.append(f"{m.path}: sanitizer or crash output:\n{log[-4000:]}")

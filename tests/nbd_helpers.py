@@ -3,6 +3,7 @@ each over a Unix socket or 127.0.0.1 TCP, in the clear or with TLS
 (X.509 from the test CA, or PSK made by psktool).  Every server is
 started in its own session and stopped by PID; every wait has a timeout."""
 
+import concurrent.futures
 import mmap
 import os
 import pathlib
@@ -30,6 +31,23 @@ def make_psk(directory):
     return path
 
 
+# nbdkit (1.32 at least) asks the kernel for SIGTERM when its parent
+# *thread* ends (PR_SET_PDEATHSIG, seen with strace).  A server started
+# from a short-lived thread (the soak's fault injector) therefore starts
+# a graceful shutdown the moment that thread returns: it stops accepting
+# but keeps its listening socket open until its clients go, so a plain
+# connect still succeeds, and then it exits 0 and every reconnect is
+# refused.  Every server is started from this one thread instead, which
+# lives as long as the test process.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="nbd-spawner")
+
+
+def start_server_process(argv, log_path=None):
+    """start_process() from the long-lived spawner thread (see above)."""
+    return _SPAWNER.submit(start_process, argv, log_path=log_path).result()
+
+
 def unix_ready(path):
     """True when something accepts connections on the Unix socket."""
     if not os.path.exists(path):
@@ -39,6 +57,36 @@ def unix_ready(path):
         s.settimeout(0.5)
         s.connect(str(path))
         return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def nbd_greets(address, timeout=2.0):
+    """True when an NBD server answers a new connection with its greeting
+    ("NBDMAGIC").  Stronger than a connect: a server shutting down may
+    still hold its listening socket, so connects succeed, but it never
+    accepts them.  address: a Unix socket path or a TCP port on
+    127.0.0.1."""
+    if isinstance(address, int):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = ("127.0.0.1", address)
+    else:
+        if not os.path.exists(address):
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = str(address)
+    try:
+        s.settimeout(timeout)
+        s.connect(target)
+        got = b""
+        while len(got) < 8:
+            chunk = s.recv(8 - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        return got == b"NBDMAGIC"
     except OSError:
         return False
     finally:
@@ -128,20 +176,31 @@ class NbdServer:
                 "nbd-server": self._nbd_server_argv}[self.kind]()
         if self.kind == "nbd-server" and self.pid_file.exists():
             self.pid_file.unlink()
-        self.proc = start_process(argv, log_path=self.log_path)
+        self.proc = start_server_process(argv, log_path=self.log_path)
         if self.kind == "nbd-server":
             # It forks into the background; the daemon's PID is in the file.
             wait_for(lambda: self.pid_file.exists() and self.pid_file.read_text().strip(),
                      15, "nbd-server to write its PID")
             self.proc.wait(timeout=scaled(10))
             self.daemon_pid = int(self.pid_file.read_text().strip())
-        ready = (lambda: unix_ready(self.sock)) if self.transport == "unix" \
-            else (lambda: port_open(self.port))
-        wait_for(lambda: ready() or (self.kind != "nbd-server" and self.proc.poll() is not None),
+        wait_for(lambda: self.ready() or (self.kind != "nbd-server"
+                                          and self.proc.poll() is not None),
                  20, f"{self.kind} to listen")
         if self.kind != "nbd-server" and self.proc.poll() is not None:
             raise RuntimeError(f"{self.kind} exited: {self.log_path.read_text()}")
         return self
+
+    def ready(self):
+        """True when the server serves new connections.  nbdkit must send
+        its greeting: once stopping it keeps its listening socket, so a
+        bare connect still succeeds.  The others need only accept: a
+        qemu-nbd at its --shared limit greets nobody new while the
+        daemon's connections fill it, yet it serves."""
+        if self.kind == "nbdkit":
+            return nbd_greets(self.sock if self.transport == "unix" else self.port)
+        if self.transport == "unix":
+            return unix_ready(self.sock)
+        return port_open(self.port)
 
     def stop(self, sig=None):
         """Stop the server by PID."""

@@ -37,10 +37,12 @@ def silent_nbd(tmp_path):
     sock = tmp_path / "slow.sock"
     proc = start_process(["nbdkit", "-f", "-U", sock, "--filter=delay", "file", image,
                           f"rdelay={TIMEOUT * 2}"], log_path=tmp_path / "nbdkit.log")
-    wait_for(lambda: unix_ready(sock) or proc.poll() is not None, 20, "nbdkit to listen")
-    assert proc.poll() is None, (tmp_path / "nbdkit.log").read_text()
-    yield f"nbd+unix:///?socket={sock}"
-    stop_process(proc)
+    try:
+        wait_for(lambda: unix_ready(sock) or proc.poll() is not None, 20, "nbdkit to listen")
+        assert proc.poll() is None, (tmp_path / "nbdkit.log").read_text()
+        yield f"nbd+unix:///?socket={sock}"
+    finally:
+        stop_process(proc)
 
 
 def nbd_requests(m):
@@ -48,14 +50,28 @@ def nbd_requests(m):
     return int(found.group(1)) if found else 0
 
 
-def start_blocked_reader(m):
-    """A process whose read of slow.img waits on the silent server."""
-    before = nbd_requests(m)
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(m.path / "slow.img")],
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(lambda: nbd_requests(m) > before, 30, "the read to reach the server")
-    assert reader.poll() is None, "the read did not block"
-    return reader
+@pytest.fixture
+def blocked_reader():
+    """Factory: blocked_reader(m) -> a process whose read of slow.img
+    waits on the silent server.  Every reader is killed by PID at
+    teardown, so a failing test leaves no reader holding the mount open
+    (and the daemon alive)."""
+    readers = []
+
+    def start(m):
+        before = nbd_requests(m)
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(m.path / "slow.img")],
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+        readers.append(reader)
+        wait_for(lambda: nbd_requests(m) > before, 30, "the read to reach the server")
+        assert reader.poll() is None, "the read did not block"
+        return reader
+
+    yield start
+    for reader in readers:
+        stop_process(reader, timeout=5, sig=signal.SIGKILL)
+        if reader.stdout is not None:
+            reader.stdout.close()
 
 
 def mount_silent(mount, catalog, uri):
@@ -64,28 +80,25 @@ def mount_silent(mount, catalog, uri):
     return mount(catalog, "--cache-dir=none")
 
 
-def test_lazy_unmount_fails_blocked_reads_and_exits(mount, catalog, silent_nbd):
+def test_lazy_unmount_fails_blocked_reads_and_exits(mount, catalog, silent_nbd, blocked_reader):
     m = mount_silent(mount, catalog, silent_nbd)
-    reader = start_blocked_reader(m)
-    try:
-        subprocess.run(["fusermount3", "-uz", m.path], check=True, timeout=scaled(30))
-        assert not is_mounted(m.path)
-        out, _ = reader.communicate(timeout=scaled(WITHIN))
-        assert out.strip() == f"errno {5}", out          # EIO, well before the timeout
-    finally:
-        stop_process(reader, timeout=5, sig=signal.SIGKILL)
+    reader = blocked_reader(m)
+    subprocess.run(["fusermount3", "-uz", m.path], check=True, timeout=scaled(30))
+    assert not is_mounted(m.path)
+    out, _ = reader.communicate(timeout=scaled(WITHIN))
+    assert out.strip() == f"errno {5}", out          # EIO, well before the timeout
     m.proc.wait(timeout=scaled(WITHIN))
     assert m.proc.returncode == 0, m.log()
     assert "no longer mounted" in m.log()
     assert "unmounted" in m.log()
 
 
-def test_unmount_with_no_file_open_ends_at_once(mount, catalog, silent_nbd):
+def test_unmount_with_no_file_open_ends_at_once(mount, catalog, silent_nbd, blocked_reader):
     """The reader is killed (its file closes) while the daemon's worker
     still waits on the server: the unmount and the daemon's exit do not
     wait for the entry's timeout."""
     m = mount_silent(mount, catalog, silent_nbd)
-    reader = start_blocked_reader(m)
+    reader = blocked_reader(m)
     os.kill(reader.pid, signal.SIGKILL)
     reader.wait(timeout=scaled(WITHIN))
     r = subprocess.run(["fusermount3", "-u", m.path], capture_output=True, text=True,

@@ -7,6 +7,8 @@ and return the right bytes (issue 15)."""
 
 import hashlib
 import re
+import signal
+import subprocess
 import threading
 import time
 
@@ -131,3 +133,49 @@ def test_eshutdown_reply_and_refusal_mean_reconnect(mount, catalog, hostile):
     assert re.search(r"^nbd-last-loss: connection 0: .*the server is shutting down$",
                      status, re.M), status
     assert m.unmount() == 0
+
+
+def test_sigterm_lets_nbdkit_go_at_once(mount, catalog, tmp_path):
+    """nbdkit on SIGTERM answers NBD_ESHUTDOWN and then waits until every
+    client connection has gone.  The first NBD_ESHUTDOWN, on one
+    connection, makes the daemon check all the others at once, so nbdkit
+    exits by itself right away instead of when the idle connections'
+    own probe (every 10 s) finds it stopping; after the restart the read
+    that met the shutdown returns the right bytes."""
+    image = make_random_file(tmp_path / "export.img", 64 * MiB, seed=13)
+    data = image.read_bytes()
+    srv = NbdServer("nbdkit", image, tmp_path / "srv").start()
+    try:
+        write_entry(catalog, "disk.img",
+                    f"source = {srv.uri()}\ntimeout = 10\nretry-time = 60\n")
+        # No cache: every read below goes to the server.
+        m = mount(catalog, "--cache-dir=none")
+        path = m.path / "disk.img"
+        conns = re.search(r"^nbd-connections: (\d+)$", m.status(), re.M)
+        assert conns and int(conns.group(1)) >= 2, m.status()
+        # A big read spread over the connections: they are busy just
+        # before the stop, so none is due for its idle probe.  (The read
+        # after the stop is far away, where no read-ahead went.)
+        assert direct_pread(path, 0, 2 * MiB) == data[:2 * MiB]
+        proc = srv.proc
+        proc.send_signal(signal.SIGTERM)
+        result = {}
+        reader = threading.Thread(target=lambda: result.update(
+            got=_try_read(path, 60 * MiB, 65536)), daemon=True)
+        reader.start()
+        # Well inside the 10 s after which the idle probes alone would
+        # have let nbdkit go (deliberately not scaled: that interval is
+        # the daemon's constant, not the machine's speed).
+        try:
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            pytest.fail("nbdkit still waits for the daemon's connections 8 s after SIGTERM")
+        assert proc.returncode == 0, "nbdkit did not exit on its own"
+        srv.proc = None
+        srv.start()
+        reader.join(timeout=scaled(60))
+        assert not reader.is_alive(), "the read did not finish after the restart"
+        assert result["got"] == data[60 * MiB:60 * MiB + 65536]
+        assert m.unmount() == 0
+    finally:
+        srv.stop()

@@ -7,10 +7,17 @@
  * the check (CRC32, CRC64 or SHA-256) as it goes: a block is good only
  * when lzma_code returns LZMA_STREAM_END.
  *
+ * A block of a VM image is often all zeroes.  While everything decoded
+ * so far is zero, output goes to a small per-thread scratch piece, still
+ * hot in the CPU cache when it is checked, instead of the block's
+ * buffer: a zero block then touches none of its buffer's pages and is
+ * reported as XZ_BLOCK_ZERO.  At the first non-zero byte the zero prefix
+ * is written out and decoding goes on straight into the buffer.
+ *
  * Thread model: any number of threads at once.  Each thread keeps one
- * lzma_stream and one input buffer, reused from block to block (liblzma
- * keeps the dictionary when the next block has the same size), freed
- * when the thread exits.
+ * lzma_stream, one input buffer and one scratch piece, reused from block
+ * to block (liblzma keeps the dictionary when the next block has the
+ * same size), freed when the thread exits.
  */
 #include "xz-internal.h"
 
@@ -28,10 +35,16 @@
  * block is hinted to the transport first). */
 #define INPUT_CHUNK (1024u * 1024)
 
+/* Output is checked for zeroes in pieces of this size, small enough to
+ * stay in the CPU's L2 cache between the decoder writing it and the
+ * check reading it. */
+#define ZERO_PIECE (256u * 1024)
+
 struct decoder
 {
   lzma_stream strm;
   unsigned char *in;            /* INPUT_CHUNK bytes */
+  unsigned char *scratch;       /* ZERO_PIECE bytes */
 };
 
 static pthread_key_t decoder_key;
@@ -45,6 +58,7 @@ decoder_free (void *p)
 
   lzma_end (&d->strm);
   free (d->in);
+  free (d->scratch);
   free (d);
 }
 
@@ -69,8 +83,11 @@ decoder_get (void)
   if (d == NULL)
     return NULL;
   d->in = malloc (INPUT_CHUNK);
-  if (d->in == NULL)
+  d->scratch = malloc (ZERO_PIECE);
+  if (d->in == NULL || d->scratch == NULL)
     {
+      free (d->in);
+      free (d->scratch);
       free (d);
       return NULL;
     }
@@ -264,6 +281,14 @@ block_feed (struct layer *lower, const char *src, size_t n,
   return 0;
 }
 
+/* True when the n bytes at p are all zero (memcmp of p against itself
+ * shifted by one is libc's vectorised compare). */
+static bool
+is_zero (const unsigned char *p, size_t n)
+{
+  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
+}
+
 /* Decode block b into buf (b->usize bytes), checking everything. */
 int
 xz_block_decode (struct layer *lower, const char *src,
@@ -273,6 +298,9 @@ xz_block_decode (struct layer *lower, const char *src,
   lzma_block blk;
   struct decoder *d = decoder_get ();
   uint64_t cpos, cend = b->coffset + ((b->unpadded + 3) & ~(uint64_t) 3);
+  unsigned char *out = buf;
+  size_t pos = 0;       /* bytes of the block decoded so far */
+  bool zero = true;     /* all of them zero, and none written to buf */
   lzma_ret ret;
   int r;
 
@@ -282,17 +310,38 @@ xz_block_decode (struct layer *lower, const char *src,
                    &cpos);
   if (r < 0)
     return r;
-  d->strm.next_out = buf;
-  d->strm.avail_out = b->usize;
   for (;;)
     {
+      unsigned char *start;
+      size_t got;
+
       r = block_feed (lower, src, n, &d->strm, d->in, &cpos, cend);
       if (r < 0)
         {
           free_filters (filters);
           return r;
         }
+      if (zero)
+        {
+          d->strm.next_out = d->scratch;
+          d->strm.avail_out = b->usize - pos < ZERO_PIECE
+            ? (size_t) (b->usize - pos) : ZERO_PIECE;
+        }
+      else
+        {
+          d->strm.next_out = out + pos;
+          d->strm.avail_out = b->usize - pos;
+        }
+      start = d->strm.next_out;
       ret = lzma_code (&d->strm, cpos < cend ? LZMA_RUN : LZMA_FINISH);
+      got = (size_t) (d->strm.next_out - start);
+      if (zero && !is_zero (start, got))
+        {
+          memset (out, 0, pos);
+          memcpy (out + pos, start, got);
+          zero = false;
+        }
+      pos += got;
       if (ret == LZMA_STREAM_END)
         break;
       if (ret != LZMA_OK)
@@ -302,10 +351,10 @@ xz_block_decode (struct layer *lower, const char *src,
         }
     }
   free_filters (filters);
-  if (d->strm.avail_out != 0 || d->strm.avail_in != 0 || cpos != cend)
+  if (pos != b->usize || d->strm.avail_in != 0 || cpos != cend)
     return error_set (EIO, "xz: %s: block %zu: sizes do not match the "
                       "index", src, n);
-  return 0;
+  return zero ? XZ_BLOCK_ZERO : 0;
 }
 
 /* Decode the first segments of block b, up to and including segment

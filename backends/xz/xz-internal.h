@@ -80,7 +80,10 @@ size_t xz_index_find (const struct xz_index *idx, uint64_t offset);
 const char *xz_check_name (uint32_t check);
 
 /* Decode block b (number n, for messages) into buf (b->usize bytes),
- * verifying its sizes and its check.  Thread-safe; reads lower. */
+ * verifying its sizes and its check.  Returns 0, or XZ_BLOCK_ZERO when
+ * the block decoded to zeroes only (buf then left untouched), or a
+ * negative errno with a message.  Thread-safe; reads lower. */
+#define XZ_BLOCK_ZERO 1
 int xz_block_decode (struct layer *lower, const char *src,
                      const struct xz_block *b, size_t n, void *buf);
 

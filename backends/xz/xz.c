@@ -8,9 +8,15 @@
  * sequential reader gets the next blocks decoded ahead of it.  Files with
  * a larger block go down the single-block path (single.c).
  *
+ * A block that decoded to zeroes is remembered (one byte per block): it
+ * costs no memory, reads of it are answered with zeroes without asking
+ * the cache, and extents report it as a hole, so SEEK_DATA/SEEK_HOLE and
+ * `cp --sparse` see the empty parts of a VM image.
+ *
  * Thread model: pread may be called from any number of threads; the
  * index is immutable, the block cache and the single-block path have
- * their own locks, and the read-ahead hint is an atomic.
+ * their own locks, and the read-ahead hint and the per-block kinds are
+ * atomics.
  */
 #include "xz-internal.h"
 
@@ -33,6 +39,9 @@
 #define MIN_WINDOW (4ull * 1024 * 1024)
 #define MAX_WINDOW (64ull * 1024 * 1024)
 
+/* What a block decoded to, as far as known. */
+enum block_kind { KIND_UNKNOWN = 0, KIND_DATA, KIND_ZERO };
+
 struct xz_layer
 {
   struct layer l;
@@ -43,6 +52,7 @@ struct xz_layer
   struct xz_single *single;             /* single-block path */
   unsigned ahead;                       /* blocks of read-ahead */
   struct xz_digests digests;            /* multi-block path */
+  _Atomic unsigned char *kind;          /* per block: enum block_kind */
   _Atomic uint64_t next_offset;         /* where a sequential read goes next */
 };
 
@@ -54,9 +64,17 @@ xz_decode_block (void *opaque, uint64_t index, void *buf, size_t size)
   int r = xz_block_decode (x->l.lower, x->src, &x->idx.blocks[index],
                            (size_t) index, buf);
 
+  if (r == XZ_BLOCK_ZERO)
+    {
+      atomic_store (&x->kind[index], KIND_ZERO);
+      return BLOCK_CACHE_ZERO;
+    }
   if (r == 0)
-    xz_digests_record (&x->digests, &x->idx.blocks[index], (size_t) index,
-                       buf);
+    {
+      xz_digests_record (&x->digests, &x->idx.blocks[index], (size_t) index,
+                         buf);
+      atomic_store (&x->kind[index], KIND_DATA);
+    }
   return r;
 }
 
@@ -82,8 +100,9 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
       size_t last = xz_index_find (&x->idx, offset + count - 1);
       unsigned k;
       for (k = 1; k <= x->ahead && last + k < x->idx.nblocks; k++)
-        if (!block_cache_prefetch (x->client, last + k,
-                                   (size_t) x->idx.blocks[last + k].usize))
+        if (atomic_load (&x->kind[last + k]) != KIND_ZERO
+            && !block_cache_prefetch (x->client, last + k,
+                                      (size_t) x->idx.blocks[last + k].usize))
           break;
     }
   while (count > 0)
@@ -96,13 +115,23 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
 
       /* A random reader of a block verified before and gone from the
        * cache: decode only as far as the read goes (partial.c). */
-      if (!sequential && xz_digests_usable (&x->digests, blk, b)
+      if (atomic_load (&x->kind[b]) == KIND_ZERO)
+        {
+          memset (p, 0, n);
+          r = 0;
+        }
+      else if (!sequential && xz_digests_usable (&x->digests, blk, b)
           && !block_cache_has (x->client, b))
         r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
                              in_block, n, p);
       else
-        r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
-                              p, n);
+        {
+          r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
+                                p, n);
+          /* Decoded by another entry over the same source: learn. */
+          if (r == BLOCK_CACHE_ZERO)
+            atomic_store (&x->kind[b], KIND_ZERO);
+        }
       if (r < 0)
         return r;
       p += n;
@@ -110,6 +139,42 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
       count -= n;
       b++;
     }
+  return 0;
+}
+
+/* Extents: a block known to decode to zeroes is a hole; a block not
+ * decoded yet is decoded (through the cache, so the reads that follow
+ * are hits, and a zero block costs no memory) to find out.  The
+ * single-block path is all data. */
+static int
+xz_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
+{
+  struct xz_layer *x = (struct xz_layer *) l;
+  const struct xz_block *blk;
+  size_t b;
+  int kind;
+
+  if (x->single)
+    {
+      out->length = l->size - offset;
+      out->hole = out->zero = false;
+      return 0;
+    }
+  b = xz_index_find (&x->idx, offset);
+  blk = &x->idx.blocks[b];
+  kind = atomic_load (&x->kind[b]);
+  if (kind == KIND_UNKNOWN)
+    {
+      unsigned char one;
+      int r = block_cache_read (x->client, b, (size_t) blk->usize, 0, &one,
+                                1);
+      if (r < 0)
+        return r;
+      kind = r == BLOCK_CACHE_ZERO ? KIND_ZERO : KIND_DATA;
+      atomic_store (&x->kind[b], kind);
+    }
+  out->length = blk->uoffset + blk->usize - offset;
+  out->hole = out->zero = kind == KIND_ZERO;
   return 0;
 }
 
@@ -140,13 +205,18 @@ xz_status (struct layer *l, FILE *out)
     {
       block_cache_get_stats (x->cache, &st);
       fprintf (out, "xz-mode: multi-block (random access)\n");
+      size_t b, zeros = 0;
+      for (b = 0; b < x->idx.nblocks; b++)
+        zeros += atomic_load (&x->kind[b]) == KIND_ZERO;
       fprintf (out, "xz-partial-decodes: %" PRIu64 "\n",
                atomic_load (&x->digests.partial_reads));
+      fprintf (out, "xz-zero-blocks: %zu (kept as holes)\n", zeros);
       fprintf (out, "memory-cache: %" PRIu64 " of %" PRIu64 " bytes, %"
-               PRIu64 " blocks decoded, %" PRIu64 " hits, %" PRIu64
-               " misses, %" PRIu64 " evictions (all entries)\n",
-               st.used_bytes, st.max_bytes, st.decoded_blocks, st.hits,
-               st.misses, st.evictions);
+               PRIu64 " blocks decoded (%" PRIu64 " zero), %" PRIu64
+               " hits, %" PRIu64 " misses, %" PRIu64
+               " evictions (all entries)\n",
+               st.used_bytes, st.max_bytes, st.decoded_blocks,
+               st.zero_blocks, st.hits, st.misses, st.evictions);
     }
 }
 
@@ -158,6 +228,7 @@ xz_close (struct layer *l)
 
   block_cache_client_free (x->client);
   xz_digests_free (&x->digests);
+  free ((void *) x->kind);
   xz_single_free (x->single);
   xz_index_free (&x->idx);
   layer_close (x->l.lower);
@@ -168,9 +239,41 @@ xz_close (struct layer *l)
 static const struct layer_ops xz_ops = {
   .name = "xz",
   .pread = xz_pread,
+  .extent = xz_extent,
   .status = xz_status,
   .close = xz_close,
 };
+
+/* The key that names this source's decoded blocks in the shared cache:
+ * the identity of every layer below (URL or path, size, ETag,
+ * Last-Modified, inode, mtime) and the index's fingerprint, so two
+ * entries over one source share one set of blocks (issue 11).  NULL
+ * (nothing shared) when a layer below cannot say what it is, as an NBD
+ * export cannot. */
+static char *
+source_key (struct xz_layer *x)
+{
+  struct layer *l;
+  char *key = NULL;
+  size_t len = 0;
+  FILE *f;
+
+  for (l = x->l.lower; l; l = l->lower)
+    if (l->ops->identity == NULL)
+      return NULL;
+  f = open_memstream (&key, &len);
+  if (f == NULL)
+    return NULL;
+  layer_identity (x->l.lower, f);
+  fprintf (f, "xz %" PRIu64 " %" PRIu64 " %016" PRIx64 "\n", x->idx.csize,
+           x->idx.usize, x->idx.fingerprint);
+  if (fclose (f) != 0)
+    {
+      free (key);
+      return NULL;
+    }
+  return key;
+}
 
 /* Choose the single-block path for a file whose largest block is too
  * large for memory, saying in the log what it costs. */
@@ -259,9 +362,16 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
     {
       x->cache = ctx->services->block_cache;
       r = xz_digests_init (&x->digests, &x->idx, x->src);
+      if (r == 0
+          && (x->kind = calloc (x->idx.nblocks, sizeof *x->kind)) == NULL)
+        r = error_set (ENOMEM, "xz: %s: out of memory", x->src);
       if (r == 0)
-        r = block_cache_client_new (x->cache, x->src, xz_decode_block, x,
-                                    &x->client);
+        {
+          char *key = source_key (x);
+          r = block_cache_client_new (x->cache, x->src, key, xz_decode_block,
+                                      x, &x->client);
+          free (key);
+        }
       x->ahead = block_cache_workers (x->cache);
     }
   if (r < 0)
@@ -278,6 +388,7 @@ layer_xz_open (const struct stack_context *ctx, struct layer *lower,
 
  err:
   xz_digests_free (&x->digests);
+  free ((void *) x->kind);
   xz_single_free (x->single);
   xz_index_free (&x->idx);
   free (x->src);

@@ -36,7 +36,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import Mount, is_mounted  # noqa: E402
-from nbd_helpers import NbdServer, unix_ready  # noqa: E402
+from nbd_helpers import NbdServer  # noqa: E402
 from peers import Nginx, make_random_file, run, scaled, wait_for, write_entry  # noqa: E402
 
 MiB = 1 << 20
@@ -73,12 +73,15 @@ class Soak:
         self.dir = pathlib.Path(workdir)
         self.seconds = seconds
         self.readers = readers
+        self.seed = seed
         self.rng = random.Random(seed)
         self.log = log
         self.expected = {}          # entry name -> bytes it must read as
         self.alternatives = {}      # churned entry -> [bytes, bytes]
         self.stats = {"reads": 0, "bytes": 0, "wrong": 0, "errors": 0,
-                      "faults": {}, "error_kinds": {}}
+                      "errors_before_faults": 0, "faults": {}, "error_kinds": {},
+                      "nbd_term_seconds": []}
+        self.faults_started = False
         self.wrong = []
         self.lock = threading.Lock()
         self.nbd_lock = threading.Lock()
@@ -173,6 +176,8 @@ class Soak:
         kind = errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) else repr(e)
         with self.lock:
             self.stats["errors"] += 1
+            if not self.faults_started:
+                self.stats["errors_before_faults"] += 1
             k = f"{name}:{kind}"
             self.stats["error_kinds"][k] = self.stats["error_kinds"].get(k, 0) + 1
 
@@ -264,12 +269,20 @@ class Soak:
     def inject(self, seed):
         rng = random.Random(seed)
         extra = 0
+        # Every kind once first (in a random order), so that even the
+        # suite's short run injects each of them; then at random.
+        first = list(self.fault_kinds)
+        rng.shuffle(first)
         while not self.stop.wait(rng.uniform(0.5, 2.0)):
-            which = rng.choice(self.fault_kinds)
+            which = first.pop() if first else rng.choice(self.fault_kinds)
             self.fault(which)
             if which in ("nbd-kill", "nbd-term"):
                 with self.nbd_lock:
+                    t0 = time.monotonic()
                     self.nbd.stop(sig=signal.SIGKILL if which == "nbd-kill" else signal.SIGTERM)
+                    if which == "nbd-term":
+                        with self.lock:
+                            self.stats["nbd_term_seconds"].append(round(time.monotonic() - t0, 2))
                     self.stop.wait(rng.uniform(0.2, 2.0))
                     self.nbd.start()
             elif which == "http-503":
@@ -304,7 +317,7 @@ class Soak:
             flag.unlink(missing_ok=True)
         with self.nbd_lock:
             if (self.nbd.proc is None or self.nbd.proc.poll() is not None
-                    or not unix_ready(self.nbd.sock)):
+                    or not self.nbd.ready()):
                 self.nbd.stop(sig=signal.SIGKILL)
                 self.nbd.start()
         failures = {}
@@ -328,17 +341,26 @@ class Soak:
         self.start_peers()
         self.write_catalog()
         self.start_daemon()
-        threads = [threading.Thread(target=self.reader, args=(i,), daemon=True)
+        threads = [threading.Thread(target=self.reader, args=(self.seed * 1000 + i,), daemon=True)
                    for i in range(self.readers)]
         for t in threads:
             t.start()
         warm = min(10.0, self.seconds / 5)
         self.stop.wait(warm)
         rss_start = self.rss_kib()
-        injector = threading.Thread(target=self.injector, args=(99,), daemon=True)
+        self.faults_started = True
+        injector = threading.Thread(target=self.injector, args=(self.seed + 98,), daemon=True)
         injector.start()
-        self.stop.wait(self.seconds - warm)
+        # RSS every 30 s, to tell caches filling up (it levels off) from
+        # a leak (it keeps climbing).
+        samples = [rss_start]
+        end = time.monotonic() + self.seconds - warm
+        while not self.stop.wait(max(0.0, min(30.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                break
+            samples.append(self.rss_kib())
         rss_end = self.rss_kib()
+        samples.append(rss_end)
         self.stop.set()
         # A server being stopped gracefully may take its whole stop timeout.
         injector.join(scaled(90))
@@ -352,6 +374,7 @@ class Soak:
         leaks = log.count("ERROR: LeakSanitizer")
         sanitizer = sum(log.count(w) for w in ("AddressSanitizer", "runtime error:"))
         result = dict(self.stats, rss_start_kib=rss_start, rss_end_kib=rss_end,
+                      rss_samples_mib=[kib >> 10 for kib in samples],
                       leaks=leaks, sanitizer_reports=sanitizer, exit_code=code,
                       stuck_threads=stuck, final_failures=failures,
                       wrong_examples=self.wrong)
@@ -375,24 +398,63 @@ def soak(binary, workdir, seconds, **kw):
         s.cleanup()
 
 
+def summary(r):
+    """The figures of one run as a block of lines, and whether it passed."""
+    ok = (r["wrong"] == 0 and not r.get("injector_error") and r["leaks"] == 0
+          and r["sanitizer_reports"] == 0 and r["exit_code"] == 0
+          and not r["final_failures"] and not r["stuck_threads"])
+    by_errno = {}
+    for key, n in r["error_kinds"].items():
+        kind = key.split(":", 1)[1]
+        by_errno[kind] = by_errno.get(kind, 0) + n
+    term = r["nbd_term_seconds"]
+    lines = [
+        f"reads:            {r['reads']}",
+        f"bytes:            {r['bytes']} ({r['bytes'] / (1 << 30):.2f} GiB)",
+        f"faults:           {sum(r['faults'].values())} "
+        + " ".join(f"{k}={v}" for k, v in sorted(r["faults"].items())),
+        f"wrong reads:      {r['wrong']}",
+        f"read errors:      {r['errors']} "
+        + " ".join(f"{k}={v}" for k, v in sorted(by_errno.items()))
+        + f" (before any fault: {r['errors_before_faults']})",
+        f"errors by entry:  " + " ".join(f"{k}={v}" for k, v in sorted(r["error_kinds"].items())),
+        f"nbdkit SIGTERM:   {len(term)} stops"
+        + (f", {min(term)}-{max(term)} s to exit" if term else ""),
+        f"RSS:              {r['rss_start_kib'] >> 10} MiB after warm-up -> "
+        f"{r['rss_end_kib'] >> 10} MiB at the end",
+        f"RSS every 30 s:   " + " ".join(str(m) for m in r["rss_samples_mib"]) + " MiB",
+        f"leaks:            {r['leaks']}",
+        f"sanitizer:        {r['sanitizer_reports']} reports",
+        f"daemon exit:      {r['exit_code']}",
+        f"after the faults: " + ("every entry reads right" if not r["final_failures"]
+                                 else str(r["final_failures"])),
+        f"harness:          " + ("ok" if not r.get("injector_error") and not r["stuck_threads"]
+                                 else f"injector {r.get('injector_error')}, "
+                                      f"{r['stuck_threads']} stuck threads"),
+        f"soak:             {'passed' if ok else 'FAILED'}",
+    ]
+    return "\n".join(lines), ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--readers", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1,
+                    help="seed of the readers and of the fault sequence")
     ap.add_argument("--bin", default=os.environ.get("DISKSHELF_BIN", "build/diskshelf"))
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="diskshelf-soak-"))
     try:
-        r = soak(os.path.abspath(args.bin), work, args.minutes * 60, readers=args.readers)
+        r = soak(os.path.abspath(args.bin), work, args.minutes * 60, readers=args.readers,
+                 seed=args.seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(r, indent=2, sort_keys=True))
-    ok = (r["wrong"] == 0 and not r.get("injector_error") and r["leaks"] == 0 and r["sanitizer_reports"] == 0
-          and r["exit_code"] == 0 and not r["final_failures"] and not r["stuck_threads"])
-    print("soak:", "passed" if ok else "FAILED",
-          f"{r['reads']} reads, {r['bytes'] >> 20} MiB, "
-          f"{sum(r['faults'].values())} faults, {r['wrong']} wrong, {r['errors']} errors, "
-          f"RSS {r['rss_start_kib'] >> 10} -> {r['rss_end_kib'] >> 10} MiB, {r['leaks']} leaks")
+    text, ok = summary(r)
+    print(f"\n-- soak summary ({args.minutes:g} min, {args.readers} readers, seed {args.seed}, "
+          f"{os.path.basename(os.path.dirname(os.path.abspath(args.bin)))}) --")
+    print(text)
     return 0 if ok else 1
 
 

@@ -1,6 +1,7 @@
 /* Unit tests of the decoded-block cache (cache/blockcache.c): single
- * flight, the byte bound, failures, read-ahead, and freeing a client
- * while its read-ahead is queued. */
+ * flight, the byte bound, failures, read-ahead, freeing a client while
+ * its read-ahead is queued, zero blocks kept as holes, and clients of
+ * one source sharing blocks. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -83,7 +84,7 @@ test_single_flight (struct block_cache *cache)
   struct reader_arg a[8];
   int i;
 
-  if (block_cache_client_new (cache, "sf", fake_decode, NULL,
+  if (block_cache_client_new (cache, "sf", NULL, fake_decode, NULL,
                               &client) != 0)
     {
       CHECK (!"block_cache_client_new");
@@ -114,7 +115,7 @@ test_bound (struct block_cache *cache)
   unsigned char buf[100];
   uint64_t i;
 
-  if (block_cache_client_new (cache, "bound", fake_decode, NULL,
+  if (block_cache_client_new (cache, "bound", NULL, fake_decode, NULL,
                               &client) != 0)
     {
       CHECK (!"block_cache_client_new");
@@ -146,7 +147,7 @@ test_failure (struct block_cache *cache)
   struct block_cache_client *client;
   unsigned char buf[10];
 
-  if (block_cache_client_new (cache, "fail", fake_decode, NULL,
+  if (block_cache_client_new (cache, "fail", NULL, fake_decode, NULL,
                               &client) != 0)
     {
       CHECK (!"block_cache_client_new");
@@ -172,7 +173,7 @@ test_prefetch (struct block_cache *cache)
   unsigned char buf[10];
   int i;
 
-  if (block_cache_client_new (cache, "ahead", fake_decode, NULL,
+  if (block_cache_client_new (cache, "ahead", NULL, fake_decode, NULL,
                               &client) != 0)
     {
       CHECK (!"block_cache_client_new");
@@ -201,6 +202,73 @@ test_prefetch (struct block_cache *cache)
   printf ("prefetch: ok\n");
 }
 
+/* A decoder whose even blocks are all zero. */
+static int
+zero_decode (void *opaque, uint64_t index, void *buf, size_t size)
+{
+  atomic_fetch_add (&decodes, 1);
+  if (index % 2 == 0)
+    return BLOCK_CACHE_ZERO;
+  return fake_decode (opaque, index, buf, size);
+}
+
+/* A zero block is answered with zeroes and costs (almost) no memory. */
+static void
+test_zero (struct block_cache *cache)
+{
+  struct block_cache_client *client;
+  struct block_cache_stats st;
+  unsigned char buf[100], zeros[100] = { 0 };
+
+  if (block_cache_client_new (cache, "zero", NULL, zero_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
+  memset (buf, 0xff, sizeof buf);
+  CHECK (block_cache_read (client, 2, BLOCK, 7, buf, sizeof buf)
+         == BLOCK_CACHE_ZERO);
+  CHECK (memcmp (buf, zeros, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 3, BLOCK, 7, buf, sizeof buf) == 0);
+  CHECK (check_bytes (buf, 3, 7, sizeof buf));
+  block_cache_get_stats (cache, &st);
+  CHECK (st.zero_blocks >= 1);
+  CHECK (st.used_bytes < BLOCK + 4096);
+  block_cache_client_free (client);
+  printf ("zero: ok\n");
+}
+
+/* Two clients with one key share blocks; another key does not. */
+static void
+test_shared (struct block_cache *cache)
+{
+  struct block_cache_client *a, *b, *other;
+  unsigned char buf[64];
+
+  CHECK (block_cache_client_new (cache, "a", "src 1", fake_decode, NULL,
+                                 &a) == 0);
+  CHECK (block_cache_client_new (cache, "b", "src 1", fake_decode, NULL,
+                                 &b) == 0);
+  CHECK (block_cache_client_new (cache, "o", "src 2", fake_decode, NULL,
+                                 &other) == 0);
+  atomic_store (&decodes, 0);
+  CHECK (block_cache_read (a, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (check_bytes (buf, 5, 0, sizeof buf));
+  CHECK (atomic_load (&decodes) == 1);
+  CHECK (block_cache_read (other, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (atomic_load (&decodes) == 2);
+  /* The first client goes: the blocks stay for the second. */
+  block_cache_client_free (a);
+  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (atomic_load (&decodes) == 2);
+  CHECK (block_cache_prefetch (b, 6, BLOCK));
+  block_cache_client_free (b);
+  block_cache_client_free (other);
+  printf ("shared: ok\n");
+}
+
 int
 main (void)
 {
@@ -217,6 +285,8 @@ main (void)
   test_bound (cache);
   test_failure (cache);
   test_prefetch (cache);
+  test_zero (cache);
+  test_shared (cache);
   block_cache_free (cache);
   if (check_failures)
     fprintf (stderr, "%d check(s) failed\n", check_failures);

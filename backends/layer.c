@@ -20,6 +20,15 @@ check_range (struct layer *l, size_t count, uint64_t offset)
 }
 
 /* Read with a range check. */
+bool
+layer_keep_open (const struct layer *l)
+{
+  for (; l != NULL; l = l->lower)
+    if (l->keep_open)
+      return true;
+  return false;
+}
+
 int
 layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
 {

@@ -109,7 +109,13 @@ struct layer
   uint64_t size;         /* bytes; fixed while open */
   bool writable;         /* pwrite allowed */
   bool immutable;        /* content never changes: the kernel may cache */
+  bool keep_open;        /* works with no reader (a torrent that seeds or
+                            downloads in full): the daemon keeps the stack
+                            open instead of closing it when idle */
 };
+
+/* True when l or a layer below it asks to be kept open. */
+bool layer_keep_open (const struct layer *l);
 
 /* Read count bytes at offset, checking the range against the size.
  * Returns 0 or a negative errno with a recorded message. */

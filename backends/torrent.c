@@ -590,6 +590,10 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
       bt_session_store_changed (ts->session);
     }
   t->ts = ts;
+  /* Seeding and a full download work with no reader: the daemon keeps
+   * this entry open from the mount on, not only while a file is open. */
+  t->l.keep_open = seed || (ctx->entry->download
+                            && strcmp (ctx->entry->download, "full") == 0);
   log_info ("torrent: %s: info-hash %s, %u pieces of %u KiB, %zu tier%s of "
             "trackers, showing %s (%" PRIu64 " bytes)%s", path, hex,
             ts->mi->piece_count, ts->mi->piece_length >> 10,

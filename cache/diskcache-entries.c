@@ -1,7 +1,8 @@
 /* diskshelf: entry facts remembered in the disk cache (see diskcache.h).
  *
  * File format, text: "diskshelf-entry 1\nsize N\nwritable 0|1\n"
- * "stack TEXT\n".  Anything else is treated as absent. */
+ * "stack TEXT\n", then optionally "keep-open 1\n".  Anything else is
+ * treated as absent. */
 #include "diskcache-internal.h"
 
 #include <errno.h>
@@ -50,14 +51,15 @@ disk_cache_remember_entry (struct disk_cache *cache, const char *key,
     return;
   if (disk_cache_recall_entry (cache, key, &old) == 0
       && old.size == f->size && old.writable == f->writable
-      && strcmp (old.stack, f->stack) == 0)
+      && strcmp (old.stack, f->stack) == 0 && old.keep_open == f->keep_open)
     return;                       /* nothing new: no write */
   path = entry_path (cache, key);
   if (path == NULL)
     return;
   len = asprintf (&text, ENTRY_MAGIC "size %" PRIu64 "\nwritable %d\n"
-                  "stack %.*s\n", f->size, f->writable ? 1 : 0,
-                  (int) strcspn (f->stack, "\n"), f->stack);
+                  "stack %.*s\n%s", f->size, f->writable ? 1 : 0,
+                  (int) strcspn (f->stack, "\n"), f->stack,
+                  f->keep_open ? "keep-open 1\n" : "");
   if (len < 0 || asprintf (&tmp, "%s.tmp%ld", path, (long) getpid ()) < 0)
     goto out;
   unlink (tmp);
@@ -117,6 +119,9 @@ disk_cache_recall_entry (struct disk_cache *cache, const char *key,
   p += 6;
   snprintf (out->stack, sizeof out->stack, "%.*s", (int) strcspn (p, "\n"),
             p);
+  p += strcspn (p, "\n");
+  if (*p == '\n' && strncmp (p + 1, "keep-open 1\n", 12) == 0)
+    out->keep_open = true;
   out->size = size;
   out->writable = writable;
   return 0;

@@ -96,6 +96,7 @@ struct disk_cache_entry_facts
   uint64_t size;             /* the stack's size in bytes */
   bool writable;
   char stack[128];           /* layer_describe() text, for status */
+  bool keep_open;            /* layer_keep_open(): open it at every mount */
 };
 
 /* Remember facts for key.  Errors are ignored: the facts are a hint. */

@@ -78,6 +78,7 @@ remember (struct fs_entry *e, struct layer *stack, const char *layers)
     return;
   f.size = stack->size;
   f.writable = stack->writable;
+  f.keep_open = layer_keep_open (stack);
   snprintf (f.stack, sizeof f.stack, "%s", layers);
   disk_cache_remember_entry (cache, e->conf_text, &f);
 }
@@ -104,6 +105,9 @@ open_one (struct fs_entry *e, bool publish)
     {
       layer_describe (stack, layers, sizeof layers);
       remember (e, stack, layers);
+      /* A stack that works with no reader (seeding) stays open. */
+      if (layer_keep_open (stack))
+        publish = true;
     }
   pthread_mutex_lock (&e->lock);
   if (publish)

@@ -353,6 +353,7 @@ new_entry (const struct stack_context *base, struct entry_config *config,
       e->known = true;
       e->known_size = f.size;
       e->known_writable = f.writable;
+      e->known_keep_open = f.keep_open;
       memcpy (e->known_stack, f.stack, sizeof e->known_stack);
     }
   return e;
@@ -473,7 +474,7 @@ fs_tree_build (struct catalog *catalog, struct fs_tree *previous,
           continue;
         }
       tree->entry_count++;
-      if (is_new && !e->known)
+      if (is_new && (!e->known || e->known_keep_open))
         fresh[nfresh++] = e;
     }
   catalog->count = 0;   /* the entries are ours now */

@@ -63,6 +63,7 @@ struct fs_entry
   bool known;
   uint64_t known_size;
   bool known_writable;
+  bool known_keep_open;           /* opened at mount even when known */
   char known_stack[128];
   pthread_mutex_t lock;
   bool use_pending;               /* an open for use is queued; lock */

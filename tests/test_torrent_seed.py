@@ -102,14 +102,14 @@ def test_restarted_daemon_seeds_from_its_disk_cache(mount, catalog, tmp_path, tr
     read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, "disk.img")
     m.unmount()
     m2 = mount(catalog, f"--cache-dir={cache}")
-    # The disk cache remembers the size, so the mount does not open the
-    # entry: the torrent (and its seeding) starts with the file's first
-    # open, and lasts while the entry's stack is open.
-    with open(m2.path / "disk.img", "rb"):
-        port = seeding_port(m2)
-        dl = tmp_path / "leech"
-        dl.mkdir()
-        rc, out = lt_leech(tmp_path, torrent, dl, limit=60, peer=f"127.0.0.1:{port}")
+    # The disk cache remembers the size, and that the entry seeds: the
+    # mount opens it at once, and no file of the mount is ever opened.
+    m2.wait_log("seeding on port", timeout=30)
+    assert "open: yes" in m2.status()
+    port = seeding_port(m2)
+    dl = tmp_path / "leech"
+    dl.mkdir()
+    rc, out = lt_leech(tmp_path, torrent, dl, limit=60, peer=f"127.0.0.1:{port}")
     assert rc == 0, out
     assert sha256(dl / "disk.img") == sha256(data / "disk.img")
     assert "torrent-fetched: 0 pieces" in m2.status()
@@ -137,10 +137,11 @@ def test_download_full_with_extra_peers_and_no_tracker(mount, catalog, tmp_path,
                     f"source = {torrent}\ndownload = full\n"
                     f"peers = 127.0.0.1:{seeder.port}\n")
         m = mount(catalog)
-        # Held open: an entry's stack lives while a file uses it (the
-        # mount's size probe closes it again after a few seconds).
-        with open(m.path / "disk.img", "rb"):
-            m.wait_log("download = full: all", timeout=60)
+        # No file is opened: the entry works with no reader, so the
+        # daemon keeps it open from the mount on.
+        m.wait_log("download = full: all", timeout=60)
+        # Held for use, not as a size probe's spare that closes soon.
+        assert "open: yes" in m.status()
     finally:
         seeder.stop()
     assert sha256(m.path / "disk.img") == sha256(data / "disk.img")

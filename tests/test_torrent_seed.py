@@ -159,3 +159,24 @@ def test_download_and_peers_values_are_checked(tmp_path, catalog, diskshelf):
     assert p.returncode != 0
     assert "download = most: not a mode" in p.stdout + p.stderr
     assert "'127.0.0.1' is not host:port" in p.stdout + p.stderr
+
+
+def test_fleet_second_daemon_reads_from_the_first_alone(mount, catalog, tmp_path, tracker,
+                                                        data):
+    """Two daemons (separate catalogs, caches and listen ports): A reads
+    the image from the aria2c seeder, the seeder is stopped, and B reads
+    the whole image from A alone, found through the tracker."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=16)
+    write_entry(catalog, "disk.img", f"source = {torrent}\n")
+    a = mount(catalog, f"--cache-dir={tmp_path / 'cache-a'}")
+    read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, a, "disk.img")
+    catalog_b = tmp_path / "catalog-b"
+    catalog_b.mkdir()
+    write_entry(catalog_b, "disk.img", f"source = {torrent}\n")
+    b = mount(catalog_b, f"--cache-dir={tmp_path / 'cache-b'}")
+    assert sha256(b.path / "disk.img") == sha256(data / "disk.img")
+    status_a = a.status()
+    up = int(status_a.split("torrent-seeding:")[1].split("unchoked,")[1].split()[0])
+    assert up >= 5 * MIB, status_a
+    assert "torrent-fetched: 81 pieces" in b.status(), b.status()

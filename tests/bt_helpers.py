@@ -12,11 +12,14 @@ import hashlib
 import os
 import re
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
 import urllib.parse
 import urllib.request
+
+import pytest
 
 from peers import free_port, run, scaled, start_process, stop_process, wait_for
 
@@ -89,6 +92,11 @@ def make_torrent(target, out, announce=None, piece_log=15, extra=()):
     argv += list(extra) + [str(target)]
     run(argv)
     return pathlib.Path(out)
+
+
+needs_swarm = pytest.mark.skipif(shutil.which("opentracker") is None
+                                 or shutil.which("aria2c") is None,
+                                 reason="needs opentracker and aria2 (scripts/install-deps.sh)")
 
 
 # ---- peers ---------------------------------------------------------------

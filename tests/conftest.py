@@ -257,3 +257,12 @@ def nginx(tmp_path, test_ca):
     server = Nginx(tmp_path / "nginx", ca=test_ca).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    """A fresh opentracker on 127.0.0.1 (whitelist only), stopped by PID."""
+    from bt_helpers import Tracker
+    t = Tracker(tmp_path / "tracker").start()
+    yield t
+    t.stop()

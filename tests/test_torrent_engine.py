@@ -5,27 +5,18 @@ and unmount does not wait for pieces the swarm cannot deliver."""
 
 import errno
 import os
-import shutil
 import subprocess
 import threading
 
 import pytest
 
-from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
+from bt_helpers import Aria2Seeder, info_hash, make_torrent, needs_swarm
 from peers import make_random_file, scaled, sha256, wait_for, write_entry
 
-pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
-                                or shutil.which("aria2c") is None,
-                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+pytestmark = needs_swarm
 
 MIB = 1 << 20
 
-
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker(tmp_path / "tracker").start()
-    yield t
-    t.stop()
 
 
 @pytest.fixture

@@ -6,25 +6,16 @@ after the entry's timeout."""
 
 import errno
 import os
-import shutil
 
 import pytest
 
-from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
+from bt_helpers import Aria2Seeder, info_hash, make_torrent, needs_swarm
 from peers import check_random_reads, make_random_file, sha256, wait_for, write_entry
 
-pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
-                                or shutil.which("aria2c") is None,
-                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+pytestmark = needs_swarm
 
 MIB = 1 << 20
 
-
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker(tmp_path / "tracker").start()
-    yield t
-    t.stop()
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ independent leecher (python3-libtorrent) finds the daemon through the
 tracker and gets the whole file from it alone."""
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
-from bt_helpers import Aria2Seeder, Tracker, info_hash, lt_leech, make_torrent
+from bt_helpers import Aria2Seeder, info_hash, lt_leech, make_torrent, needs_swarm
 from peers import make_random_file, sha256, wait_for, write_entry
 
-pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
-                                or shutil.which("aria2c") is None,
-                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+pytestmark = needs_swarm
 
 MIB = 1 << 20
 
@@ -31,12 +28,6 @@ def have_libtorrent():
 needs_lt = pytest.mark.skipif(not have_libtorrent(),
                               reason="needs python3-libtorrent (scripts/install-deps.sh)")
 
-
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker(tmp_path / "tracker").start()
-    yield t
-    t.stop()
 
 
 @pytest.fixture

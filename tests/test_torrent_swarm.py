@@ -4,24 +4,15 @@ side.  bt-get drives a bt_session; every byte it writes was verified
 against the torrent's SHA-1s before it was stored."""
 
 import pathlib
-import shutil
 
 import pytest
 
 from bt_helpers import (Aria2Seeder, BtGet, Tracker, bt_get, counters, info_hash,
-                        lt_leech, make_torrent)
+                        lt_leech, make_torrent, needs_swarm)
 from peers import make_random_file, sha256, stop_process, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
-                                or shutil.which("aria2c") is None,
-                                reason="needs opentracker and aria2 (scripts/install-deps.sh)")
+pytestmark = needs_swarm
 
-
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker(tmp_path / "tracker").start()
-    yield t
-    t.stop()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the overlay map is written straight from memory: little-endian only"
@@ -165,21 +166,9 @@ static int
 write_full (int fd, const void *buf, size_t count, uint64_t offset,
             const char *path)
 {
-  const char *p = buf;
+  int r = fd_pwrite_all (fd, buf, count, offset);
 
-  while (count > 0)
-    {
-      ssize_t n = pwrite (fd, p, count, (off_t) offset);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return error_set (errno, "overlay: %s: write: %s", path,
-                          strerror (errno));
-      p += n;
-      count -= (size_t) n;
-      offset += (uint64_t) n;
-    }
-  return 0;
+  return r < 0 ? error_prefix (-r, "overlay: %s", path) : 0;
 }
 
 /* Sync the directory holding path, so a rename in it is durable. */

@@ -131,7 +131,7 @@ if [ "${ROWS:-all}" != rand ]; then
   row "seq read 1 MiB, 4 readers" read 1M 4
   SEQ1=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $COPY_MB if $COPY_MB else 0))")
   printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs nbdcopy" "$SEQ1_MB" "" "$COPY_MB" "" "$SEQ1"
-  echo "(last row: diskshelf seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)"
+  echo '(last row: diskshelf seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)'
 fi
 if [ "${ROWS:-all}" != seq ]; then
   row "rand read 4 KiB, 1 reader" randread 4k 1

@@ -32,7 +32,7 @@
 #            (bench_cache_data in lib.sh), same size, read back to back;
 #            target >= 0.9;
 #   ten at once: ten entries, each its own URL of the filled image (ten
-#            symlinks), the first TEN_MB MiB (default 256) of each read by
+#            symlinks), the first TEN_MB MiB (default 64) of each read by
 #            ten concurrent dd; peak RSS (VmHWM) of the daemon against
 #            --memory-cache-size (128M) + 64 MiB.
 #
@@ -48,7 +48,7 @@ set -euo pipefail
 
 SIZE=${SIZE:-2G}
 VM_SIZE=${VM_SIZE:-512M}
-SHAPES=${SHAPES:-filled vm-4M vm-24M}
+SHAPES=${SHAPES-filled vm-4M vm-24M}
 ROWS_WANTED=${ROWS:-all}
 RUNTIME=${RUNTIME:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -486,7 +486,7 @@ fi
 # Ten entries of the filled image, each its own URL, read at once: the
 # daemon's peak RSS against --memory-cache-size + 64 MiB.
 if [ "$ROWS_WANTED" = all ]; then
-  TEN_MB=${TEN_MB:-256}
+  TEN_MB=${TEN_MB:-64}
   log "ten entries read at once (first $TEN_MB MiB of each)"
   for i in $(seq 0 9); do ln -sf fs.img.xz "$IMG/ten$i.img.xz"; done
   rm -rf "$RUN/catalog"; mkdir -p "$RUN/catalog" "$MNT/d"

@@ -11,7 +11,10 @@
 # kernel page cache that immutable entries keep), and 4 KiB random reads
 # (fio psync, O_DIRECT, 1 job) on a fresh cache and on a warm one.  Sequential reads are
 # `dd bs=1M` to /dev/null.  The local baselines are the same file read
-# from the page cache (dd) and from the disk (dd iflag=direct).
+# from the page cache (dd) and from the disk (dd iflag=direct); the warm
+# row is also set against `dd` of the disk-cache file itself (the data
+# object's bytes in its data file under the cache dir, read right after
+# the mount, so in the same page-cache state): issue 14 wants >= 0.9 of it.
 # Every process started here is stopped by PID at exit.
 set -euo pipefail
 
@@ -21,6 +24,7 @@ SIZE=${SIZE:-2G}
 # disturbs the comparison less (negative needs root; PRIO=0 to disable).
 PRIO=${PRIO:--10}
 N="nice -n $PRIO"
+BENCH_NICE=$N
 RUNTIME=${RUNTIME:-15}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${DISKSHELF_BIN:-$ROOT/build/diskshelf}
@@ -59,6 +63,9 @@ timed () {
   s=$(date +%s.%N); $N "$@" >/dev/null 2>&1; e=$(date +%s.%N)
   echo "$e - $s" | bc -l
 }
+
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 mbps () { echo "scale=1; $BYTES / $1 / 1000000" | bc -l; }
 
@@ -142,7 +149,7 @@ median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+
 # hits both alike; each figure is the median of ROUNDS runs.
 ROUNDS=${ROUNDS:-3}
 L_CACHE=(); L_DISK=(); D_COLD=(); D_KERNEL=(); D_WARM=(); D_IOPS=(); D_WIOPS=()
-N_COLD=(); N_WARM=(); N_IOPS=(); ds_ok=ok; extra_gets=0
+N_COLD=(); N_WARM=(); N_IOPS=(); C_FILE=(); ds_ok=ok; extra_gets=0
 for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS ..." >&2
   t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M); L_CACHE+=("$(mbps "$t")")
@@ -169,6 +176,8 @@ for r in $(seq "$ROUNDS"); do
   before=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
   ds_mount "$WORK/m2" "$WORK/cache"
   t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); D_WARM+=("$(mbps "$t")")
+  # The image's bytes in the disk-cache data file, read by dd directly.
+  C_FILE+=("$(bench_dd_cache_data "$WORK/cache" "$BYTES")")
   D_WIOPS+=("$(fio_iops "$WORK/m2/x.img")")
   after=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
   extra_gets=$((extra_gets + after - before))
@@ -183,7 +192,7 @@ done
 local_cache=$(median "${L_CACHE[@]}"); local_disk=$(median "${L_DISK[@]}")
 ds_cold=$(median "${D_COLD[@]}"); ds_kernel=$(median "${D_KERNEL[@]}")
 ds_warm=$(median "${D_WARM[@]}"); ds_iops=$(median "${D_IOPS[@]}")
-ds_wiops=$(median "${D_WIOPS[@]}")
+ds_wiops=$(median "${D_WIOPS[@]}"); cache_file=$(median "${C_FILE[@]}")
 nbd_cold=$(median "${N_COLD[@]}"); nbd_warm=$(median "${N_WARM[@]}")
 nbd_iops=$(median "${N_IOPS[@]}")
 gets_before=0; gets_after=$extra_gets
@@ -206,3 +215,9 @@ printf '%-44s %12s\n' "local file, disk (O_DIRECT), MB/s" "$local_disk"
 printf '%-44s %12s\n' "warm (disk cache) / local page cache" "$(ratio "$ds_warm" "$local_cache")"
 printf '%-44s %12s\n' "warm (disk cache) / local disk" "$(ratio "$ds_warm" "$local_disk")"
 printf '%-44s %12s\n' "warm (same mount) / local page cache" "$(ratio "$ds_kernel" "$local_cache")"
+printf '%-44s %12s\n' "dd of the disk-cache file itself, MB/s" "$cache_file"
+if [ "$cache_file" != 0 ]; then
+  printf '%-44s %12s\n' "warm (disk cache) / dd of the cache file" "$(ratio "$ds_warm" "$cache_file")"
+else
+  printf '%-44s %12s\n' "warm (disk cache) / dd of the cache file" "no object of $BYTES bytes in the cache"
+fi

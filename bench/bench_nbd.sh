@@ -9,7 +9,10 @@
 # Rows: sequential 1 MiB reads (whole export once, through the page cache
 # so FUSE sees the kernel's read-ahead), 4 KiB random reads with 1 and 4
 # readers (fio, psync, O_DIRECT so the page cache is not measured).  Prints MB/s,
-# IOPS and the diskshelf/nbdfuse ratio per row.
+# IOPS and the diskshelf/nbdfuse ratio per row.  The sequential rows also
+# run `nbdcopy URI null:` on the same export (libnbd's own copier, no
+# FUSE: the NBD limit), interleaved with the same repeats; issue 14 wants
+# diskshelf's 1-reader sequential >= 0.9 of it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,6 +92,19 @@ print("%.1f %.0f" % (j["bw_bytes"] / 1e6, j["iops"]))'
 
 printf '%-26s %12s %12s %12s %12s %8s\n' "row (size $SIZE)" "diskshelf" "" "nbdfuse" "" "ratio"
 printf '%-26s %12s %12s %12s %12s %8s\n' "" "MB/s" "IOPS" "MB/s" "IOPS" ""
+# nbdcopy URI null: -> MB/s (the whole export).
+nbdcopy_mbs () {
+  local t0 t1 bytes
+  bytes=$(/usr/bin/python3 -c "
+s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+print(int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s))")
+  t0=$(date +%s.%N)
+  nbdcopy "nbd+unix:///?socket=$SOCK" null: || { echo 0; return; }
+  t1=$(date +%s.%N)
+  echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+}
+COPY_MB=0
+
 # Each row runs REPEAT times, alternating diskshelf and nbdfuse so both
 # see the same machine load, and keeps each one's best run.
 row () {  # row LABEL RW BS JOBS
@@ -98,14 +114,24 @@ row () {  # row LABEL RW BS JOBS
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $dmb)"; then dmb=$a; dio=$b; fi
     read -r a b < <(run_fio "$WORK/nf/disk.img" "$2" "$3" "$4")
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $nmb)"; then nmb=$a; nio=$b; fi
+    if [ "$2" = read ]; then
+      a=$(nbdcopy_mbs)
+      if /usr/bin/python3 -c "import sys; sys.exit(not $a > $COPY_MB)"; then COPY_MB=$a; fi
+    fi
   done
   ratio=$(/usr/bin/python3 -c "print('%.2f' % ($dmb / $nmb if $nmb else 0))")
   printf '%-26s %12s %12s %12s %12s %7sx\n' "$1" "$dmb" "$dio" "$nmb" "$nio" "$ratio"
+  [ "$2" = read ] && [ "$4" = 1 ] && SEQ1_MB=$dmb
+  return 0
 }
+SEQ1_MB=0
 # ROWS=seq or ROWS=rand runs only those rows (default: all).
 if [ "${ROWS:-all}" != rand ]; then
   row "seq read 1 MiB, 1 reader" read 1M 1
   row "seq read 1 MiB, 4 readers" read 1M 4
+  SEQ1=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $COPY_MB if $COPY_MB else 0))")
+  printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs nbdcopy" "$SEQ1_MB" "" "$COPY_MB" "" "$SEQ1"
+  echo '(last row: diskshelf seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)'
 fi
 if [ "${ROWS:-all}" != seq ]; then
   row "rand read 4 KiB, 1 reader" randread 4k 1

@@ -6,6 +6,14 @@
 #                                per request: method uri status bytes "range"
 #                                (so bytes sent = sum of field 4).
 #   bench_nginx_stop             stop it (safe to call twice)
+#   bench_cache_data DIR SIZE    print "PATH OFFSET" of the disk-cache data
+#                                file under DIR holding an object of SIZE
+#                                bytes (the file is a header and a bitmap,
+#                                then the object at OFFSET, so its length
+#                                is OFFSET + SIZE); nothing when none
+#   bench_dd_cache_data DIR SIZE MB/s of dd bs=1M of that object's bytes
+#                                straight from the file (0 when none),
+#                                run under $BENCH_NICE (a command prefix)
 
 bench_free_port () {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -52,4 +60,35 @@ bench_nginx_stop () {
     wait "$NGINX_PID" 2>/dev/null || true
   fi
   NGINX_PID=
+}
+
+bench_cache_data () {   # DIR SIZE
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import os, struct, sys
+top, size = sys.argv[1], int(sys.argv[2])
+for d, _, files in os.walk(top):
+    for f in files:
+        p = os.path.join(d, f)
+        try:
+            n = os.path.getsize(p)
+            with open(p, "rb") as fh:
+                head = fh.read(48)
+        except OSError:
+            continue
+        # data_off is the little-endian u64 at byte 40 of the header.
+        if len(head) == 48 and struct.unpack_from("<Q", head, 40)[0] == n - size:
+            print(p, n - size)
+            sys.exit(0)
+PY
+}
+
+bench_dd_cache_data () {   # DIR SIZE
+  local found t0 t1
+  found=$(bench_cache_data "$1" "$2")
+  if [ -z "$found" ]; then echo 0; return; fi
+  set -- "${found% *}" "${found##* }" "$2"
+  t0=$(date +%s.%N)
+  ${BENCH_NICE:-} dd if="$1" of=/dev/null bs=1M iflag=skip_bytes skip="$2" status=none
+  t1=$(date +%s.%N)
+  echo "$t0 $t1 $3" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
 }

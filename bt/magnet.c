@@ -18,6 +18,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,10 +54,11 @@ hex_value (int c)
   return -1;
 }
 
-/* Percent-decode len bytes of text (and '+' as space) into a new
+/* Percent-decode len bytes of text (and '+' as space if plus_space:
+ * dn= is often form-encoded, a tracker URL's '+' is its own) into a new
  * string; NULL on a bad escape, a NUL byte or no memory. */
 static char *
-percent_decode (const char *text, size_t len)
+percent_decode (const char *text, size_t len, bool plus_space)
 {
   char *out = malloc (len + 1), *o = out;
   if (out == NULL)
@@ -76,7 +78,7 @@ percent_decode (const char *text, size_t len)
           i += 2;
         }
       else
-        *o++ = text[i] == '+' ? ' ' : text[i];
+        *o++ = plus_space && text[i] == '+' ? ' ' : text[i];
     }
   *o = '\0';
   return out;
@@ -139,7 +141,7 @@ list_add (char ***list, size_t *count, const char *v, size_t len,
   if (*count >= MAX_MAGNET_LIST)
     return error_set (EINVAL, "magnet: more than %d %s", MAX_MAGNET_LIST,
                       what);
-  char *s = percent_decode (v, len);
+  char *s = percent_decode (v, len, false);
   if (s == NULL)
     return error_set (EINVAL, "magnet: bad %%-escape in %s", what);
   char **l = realloc (*list, (*count + 1) * sizeof *l);
@@ -199,7 +201,7 @@ bt_magnet_parse (const char *uri, struct bt_magnet **out)
             }
           else if (klen == 2 && strncmp (p, "dn", 2) == 0 && !m->name)
             {
-              m->name = percent_decode (v, vlen);
+              m->name = percent_decode (v, vlen, true);
               if (m->name == NULL)
                 r = error_set (EINVAL, "magnet: bad %%-escape in dn");
             }
@@ -637,7 +639,7 @@ bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
           if (left <= 0)
             break;
           struct bt_announce an = {
-            .info_hash = m->info_hash, .peer_id = f.peer_id, .port = 6881,
+            .info_hash = m->info_hash, .peer_id = f.peer_id, .port = 0,
             .left = 1, .event = BT_EVENT_STARTED, .numwant = 50,
             .timeout = left < 10 ? left : 10,
             .ca_file = set ? set->ca_file : NULL };

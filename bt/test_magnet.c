@@ -20,7 +20,7 @@ test_hex_and_base32 (void)
   struct bt_magnet *m = NULL;
   int r = bt_magnet_parse ("magnet:?xt=urn:btih:"
                            "C12FE1C06BBA254A9DC9F519B335AA7C1367A88A"
-                           "&dn=disk%20one.img&tr=http%3A%2F%2Fa%3A1%2Fann"
+                           "&dn=disk+one.img&tr=http%3A%2F%2Fa%3A1%2Fann%3Fk%3Da+b"
                            "&tr=udp://b:2&x.pe=127.0.0.1:6881", &m);
   CHECK (r == 0);
   if (r == 0)
@@ -29,7 +29,7 @@ test_hex_and_base32 (void)
       CHECK (m->name && strcmp (m->name, "disk one.img") == 0);
       CHECK (m->tracker_count == 2);
       CHECK (m->tracker_count == 2
-             && strcmp (m->trackers[0], "http://a:1/ann") == 0
+             && strcmp (m->trackers[0], "http://a:1/ann?k=a+b") == 0
              && strcmp (m->trackers[1], "udp://b:2") == 0);
       CHECK (m->peer_count == 1
              && strcmp (m->peers[0], "127.0.0.1:6881") == 0);

@@ -189,7 +189,7 @@ void bt_session_stats (struct bt_session *s, struct bt_stats *out);
  * every thread and free the session. */
 void bt_session_close (struct bt_session *s);
 
-/* ---- Magnet links (bt/magnet.c; BEP 9 metadata over BEP 10) ---- */
+/* ---- Magnet links (bt/magnet_uri.c, bt/magnet.c) ---- */
 
 /* The metadata (info dictionary) fetched from peers is refused above
  * this size. */

@@ -63,6 +63,8 @@ open_transport (const struct stack_context *ctx, struct layer **out)
     return layer_http_open (ctx, source, out);
   if (strncasecmp (source, "nbd", 3) == 0 && strstr (source, "://"))
     return layer_nbd_open (ctx, source, out);
+  if (strncasecmp (source, "magnet:", 7) == 0)
+    return layer_torrent_open (ctx, source, out);
   if (strncasecmp (source, "file://", 7) == 0)
     source += 7;
   if (is_torrent_file (source))

@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bt/bt.h"
 #include "entry.h"
@@ -509,7 +510,31 @@ unit_for (uint32_t piece_length)
   return 0;
 }
 
-/* Open the torrent layer for a .torrent file. */
+/* Fetch a magnet link's metadata from its swarm (within timeout). */
+static int
+load_magnet (struct torrent_source *ts, const char *uri, const char *ca_file,
+             double timeout)
+{
+  struct bt_magnet *m;
+  int r = bt_magnet_parse (uri, &m);
+  if (r < 0)
+    return r;
+  struct bt_settings set = {
+    .name = "magnet", .timeout = timeout, .ca_file = ca_file,
+    .extra_peers = (const char *const *) ts->peers,
+  };
+  char hex[41];
+  for (int i = 0; i < 20; i++)
+    snprintf (hex + 2 * i, 3, "%02x", m->info_hash[i]);
+  log_info ("torrent: magnet %s: fetching the metadata from peers (%zu "
+            "tracker%s)", hex, m->tracker_count,
+            m->tracker_count == 1 ? "" : "s");
+  r = bt_magnet_fetch (m, &set, &ts->mi);
+  bt_magnet_free (m);
+  return r;
+}
+
+/* Open the torrent layer for a .torrent file or a magnet link. */
 int
 layer_torrent_open (const struct stack_context *ctx, const char *path,
                     struct layer **out)
@@ -527,7 +552,15 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
     }
   t->l.ops = &torrent_ops;
   t->l.immutable = true;
-  r = bt_metainfo_load (path, &ts->mi);
+  r = split_peers (ts, ctx->entry->peers);
+  if (r < 0)
+    goto err;
+  double timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
+                                           : DEFAULT_TIMEOUT;
+  if (strncasecmp (path, "magnet:", 7) == 0)
+    r = load_magnet (ts, path, ctx->entry->ca_file, timeout);
+  else
+    r = bt_metainfo_load (path, &ts->mi);
   if (r < 0)
     {
       r = error_prefix (-r, "torrent");
@@ -536,15 +569,10 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   r = pick_file (t, ts, ctx->entry->member);
   if (r < 0)
     goto err;
-  r = split_peers (ts, ctx->entry->peers);
-  if (r < 0)
-    goto err;
   bt_info_hash_hex (ts->mi, hex);
   const struct daemon_options *opt = ctx->options;
   bool seed = ctx->entry->seed != FLAG_NO
               && !(opt && opt->torrent_listen_off);
-  double timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
-                                           : DEFAULT_TIMEOUT;
   struct bt_settings set = {
     .name = ts->src,
     .timeout = timeout,

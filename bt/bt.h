@@ -189,4 +189,40 @@ void bt_session_stats (struct bt_session *s, struct bt_stats *out);
  * every thread and free the session. */
 void bt_session_close (struct bt_session *s);
 
+/* ---- Magnet links (bt/magnet_uri.c, bt/magnet.c) ---- */
+
+/* The metadata (info dictionary) fetched from peers is refused above
+ * this size. */
+#define BT_MAX_METADATA (16u << 20)
+
+struct bt_magnet
+{
+  uint8_t info_hash[20];     /* xt=urn:btih: 40 hex or 32 base32 */
+  char *name;                /* dn=, or NULL */
+  char **trackers;           /* tr= (decoded), tracker_count entries */
+  size_t tracker_count;
+  char **peers;              /* x.pe= "host:port", peer_count entries */
+  size_t peer_count;
+};
+
+/* Parse a magnet URI.  Returns 0 and a new *out, or -EINVAL with a
+ * message; -ENOMEM.  Free with bt_magnet_free. */
+int bt_magnet_parse (const char *uri, struct bt_magnet **out);
+
+void bt_magnet_free (struct bt_magnet *m);
+
+/* Fetch the magnet's metadata from peers (the magnet's trackers, its
+ * x.pe peers and set->extra_peers) within set->timeout seconds (default
+ * 60), check its SHA-1 against the info-hash and parse it as a torrent
+ * whose announce-list is the magnet's trackers.  Blocks the caller.
+ * Returns 0 and a new *out, or a negative errno with a message. */
+int bt_magnet_fetch (const struct bt_magnet *m,
+                     const struct bt_settings *set,
+                     struct bt_metainfo **out);
+
+/* Parse a torrent made from the raw info dictionary and trackers (what
+ * bt_magnet_fetch does once it holds the metadata). */
+int bt_magnet_metainfo (const struct bt_magnet *m, const uint8_t *info,
+                        size_t len, struct bt_metainfo **out);
+
 #endif

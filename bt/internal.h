@@ -107,6 +107,7 @@ void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,
                         size_t n);
 void session_maybe_connect_locked (struct bt_session *s);
 void session_wake_conns_locked (struct bt_session *s);
+int bt_parse_host_port (const char *text, struct bt_peer_addr *out);
 void session_peer_addr_text (const struct bt_peer_addr *a, char *buf,
                              size_t len);
 

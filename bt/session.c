@@ -188,9 +188,9 @@ session_wake_conns_locked (struct bt_session *s)
     conn_wake (c);
 }
 
-/* Parse "host:port" into a peer address. */
-static int
-parse_host_port (const char *text, struct bt_peer_addr *out)
+/* Parse "host:port" into a peer address (internal.h). */
+int
+bt_parse_host_port (const char *text, struct bt_peer_addr *out)
 {
   char host[256];
   const char *colon = strrchr (text, ':');
@@ -274,7 +274,7 @@ bt_session_open (const struct bt_metainfo *mi,
   for (const char *const *p = s->set.extra_peers; p && *p && r == 0; p++)
     {
       struct bt_peer_addr a;
-      r = parse_host_port (*p, &a);
+      r = bt_parse_host_port (*p, &a);
       if (r == 0)
         session_add_peers (s, &a, 1);
     }

@@ -241,6 +241,8 @@ check_source (const char *value, char *buf, size_t size)
   struct stat st;
   const char *path = value;
 
+  if (strncasecmp (value, "magnet:?", 8) == 0)
+    return NULL;
   if (is_uri (value))
     {
       bool known = false;

@@ -352,9 +352,19 @@ pick_piece_locked (struct bt_conn *c)
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
       /* Unassigned pieces first; in the end game, pieces others are
-       * already fetching, so one slow peer cannot hold a reader up. */
-      if (!mine && w->assigned < 2
-          && (best == NULL || w->assigned < best->assigned))
+       * already fetching, so one slow peer cannot hold a reader up.
+       * Then pieces a reader is blocked on before read-ahead, and the
+       * lowest index first: a sequential reader's next piece comes
+       * before the far end of its window (the list is newest first, so
+       * taking the first would serve the window backwards and let new
+       * read-ahead overtake the piece the reader waits for). */
+      if (mine || w->assigned >= 2)
+        continue;
+      if (best == NULL || w->assigned < best->assigned
+          || (w->assigned == best->assigned
+              && ((w->waiters > 0) > (best->waiters > 0)
+                  || ((w->waiters > 0) == (best->waiters > 0)
+                      && w->index < best->index))))
         best = w;
     }
   if (best == NULL)

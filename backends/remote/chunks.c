@@ -45,7 +45,7 @@ lookup_live (struct remote_object *o, uint64_t i)
   struct chunk *c = lookup (o, i);
 
   if (c && c->state == CHUNK_FAILED
-      && clock_seconds () - c->failed_at >= REMOTE_FAIL_HOLD_S)
+      && clock_seconds () - c->failed_at >= o->ops->fail_hold)
     {
       table_remove (o, c);
       c = NULL;
@@ -653,14 +653,19 @@ worker_main (void *arg)
         }
       else
         {
-          /* Held in the table a moment (see REMOTE_FAIL_HOLD_S),
-           * without its buffer. */
+          /* Held in the table for the fetcher's fail_hold, without
+           * its buffer, or gone at once. */
           c->state = CHUNK_FAILED;
           c->err = r;
           c->message = message;
           c->failed_at = clock_seconds ();
-          remote_buf_put (o, c->buf);
-          c->buf = NULL;
+          if (o->ops->fail_hold > 0)
+            {
+              remote_buf_put (o, c->buf);
+              c->buf = NULL;
+            }
+          else
+            table_remove (o, c);
         }
       pthread_cond_broadcast (&o->chunk_cond);
       chunk_unref (o, c);

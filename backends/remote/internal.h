@@ -32,11 +32,6 @@
 #define REMOTE_FILL_WORKERS 1       /* workers busy with fill at once */
 #define REMOTE_STORE_MAX 64         /* fetched chunks waiting for disk */
 #define REMOTE_STORE_WAIT_S 2       /* then wait this long before skipping */
-/* A failed chunk answers with its error for this long: the kernel
- * retries a failed read at once, page by page, and each retry would
- * otherwise wait the source's whole timeout again (a torrent whose
- * seeder died gave EIO after 4 x `timeout`). */
-#define REMOTE_FAIL_HOLD_S 1.0
 #define REMOTE_MIN_UNIT (16 * 1024) /* smallest unit (a BEP 3 block) */
 
 enum chunk_state { CHUNK_FETCHING, CHUNK_READY, CHUNK_FAILED };
@@ -59,7 +54,7 @@ struct chunk
   char *message;               /* the error message when FAILED */
   double failed_at;            /* clock_seconds () when it FAILED; it
                                   stays in the table, without a buffer,
-                                  for REMOTE_FAIL_HOLD_S */
+                                  for the fetcher's fail_hold */
   struct chunk *hnext;         /* hash chain; protected by lock */
   struct chunk *qnext;         /* job queue; protected by lock */
   struct chunk *lprev, *lnext; /* memory LRU; protected by lock */

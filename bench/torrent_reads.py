@@ -30,7 +30,8 @@ def random_reads(path, source, readers, seconds, seed):
     fd = os.open(path, os.O_RDONLY)
     sfd = os.open(source, os.O_RDONLY)
     counts = [[0, 0, 0] for _ in range(readers)]   # good, wrong, errors
-    deadline = time.monotonic() + seconds
+    t0 = time.monotonic()
+    deadline = t0 + seconds
 
     def reader(k):
         rng = random.Random(seed * 1000 + k)
@@ -39,15 +40,16 @@ def random_reads(path, source, readers, seconds, seed):
             off = rng.randrange(blocks) * BLOCK
             try:
                 got = os.pread(fd, BLOCK, off)
-            except OSError:
+            except OSError as e:
                 c[2] += 1
+                print(f"reader {k}: pread at {off}: {e} after "
+                      f"{time.monotonic() - t0:.2f} s", file=sys.stderr)
                 continue
             if got == os.pread(sfd, BLOCK, off):
                 c[0] += 1
             else:
                 c[1] += 1
 
-    t0 = time.monotonic()
     threads = [threading.Thread(target=reader, args=(k,))
                for k in range(readers)]
     for t in threads:

@@ -71,6 +71,9 @@ struct bt_session
   uint32_t *have_log;            /* lock; pieces verified since open, in
                                     order, for HAVE messages */
   uint32_t have_log_len;         /* lock */
+  uint8_t *have_logged;          /* lock; 1 per piece once in have_log
+                                    (a piece the store lost and got
+                                    back is announced once) */
   struct want *wants;            /* lock; newest first */
   unsigned prefetches;           /* lock; wants with prefetch set */
   struct peer_entry *peers;      /* lock */
@@ -106,6 +109,7 @@ int session_piece_from_store (struct bt_session *s, uint32_t index,
                               uint8_t *buf);
 void session_piece_verified (struct bt_session *s, uint32_t index,
                              const uint8_t *buf);
+void session_log_have_locked (struct bt_session *s, uint32_t index);
 bool session_verify (struct bt_session *s, uint32_t index,
                      const uint8_t *buf);
 void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,

@@ -46,7 +46,16 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
   if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
     {
+      /* The store no longer holds it (the daemon's engine dropped it
+       * from memory before the disk cache took it): fetch it again,
+       * or it would be skipped as verified and its readers would wait
+       * for the timeout. */
       memset (buf, 0, size);
+      pthread_mutex_lock (&s->lock);
+      if (s->piece_state[index] == PIECE_VERIFIED)
+        s->verified_count--;
+      s->piece_state[index] = PIECE_ABSENT;
+      pthread_mutex_unlock (&s->lock);
       return -ENOENT;
     }
   if (st == PIECE_VERIFIED)
@@ -87,7 +96,7 @@ session_piece_verified (struct bt_session *s, uint32_t index,
       /* A claimed piece was announced already: one HAVE per piece, so
        * have_log never outgrows piece_count. */
       if (s->piece_state[index] == PIECE_ABSENT)
-        s->have_log[s->have_log_len++] = index;
+        session_log_have_locked (s, index);
       s->piece_state[index] = PIECE_VERIFIED;
       s->verified_count++;
     }
@@ -104,6 +113,18 @@ session_piece_verified (struct bt_session *s, uint32_t index,
   pthread_cond_broadcast (&s->cond);
   session_wake_conns_locked (s);
   pthread_mutex_unlock (&s->lock);
+}
+
+/* Queue a HAVE of index for every connection, once per piece: a piece
+ * lost by the store and verified again is not logged twice, so have_log
+ * never outgrows piece_count (lock held). */
+void
+session_log_have_locked (struct bt_session *s, uint32_t index)
+{
+  if (s->have_logged[index])
+    return;
+  s->have_logged[index] = 1;
+  s->have_log[s->have_log_len++] = index;
 }
 
 /* Format ip:port for messages. */
@@ -261,7 +282,9 @@ bt_session_open (const struct bt_metainfo *mi,
     }
   s->piece_state = calloc (mi->piece_count, 1);
   s->have_log = calloc (mi->piece_count, sizeof *s->have_log);
-  if (s->name == NULL || s->piece_state == NULL || s->have_log == NULL)
+  s->have_logged = calloc (mi->piece_count, 1);
+  if (s->name == NULL || s->piece_state == NULL || s->have_log == NULL
+      || s->have_logged == NULL)
     {
       bt_session_close (s);
       return error_set (ENOMEM, "bt: out of memory");
@@ -503,6 +526,7 @@ bt_session_close (struct bt_session *s)
   free (s->peers);
   free (s->piece_state);
   free (s->have_log);
+  free (s->have_logged);
   free (s->name);
   pthread_cond_destroy (&s->cond);
   pthread_mutex_destroy (&s->lock);

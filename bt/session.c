@@ -46,16 +46,7 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
   if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
     {
-      /* The store no longer holds it (the daemon's engine dropped it
-       * from memory before the disk cache took it): fetch it again,
-       * or it would be skipped as verified and its readers would wait
-       * for the timeout. */
       memset (buf, 0, size);
-      pthread_mutex_lock (&s->lock);
-      if (s->piece_state[index] == PIECE_VERIFIED)
-        s->verified_count--;
-      s->piece_state[index] = PIECE_ABSENT;
-      pthread_mutex_unlock (&s->lock);
       return -ENOENT;
     }
   if (st == PIECE_VERIFIED)
@@ -447,6 +438,16 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
     {
       w->prefetch = false;      /* its reader came: drop it when done */
       s->prefetches--;
+    }
+  if (!w->done && s->piece_state[index] == PIECE_VERIFIED)
+    {
+      /* Verified once, but neither the store nor a fetched copy has it
+       * now: the store dropped it (the daemon's engine may drop a piece
+       * from memory before the disk cache takes it).  Fetch it again;
+       * as "verified" no connection would, and the reader would get EIO
+       * after the timeout. */
+      s->piece_state[index] = PIECE_ABSENT;
+      s->verified_count--;
     }
   w->waiters++;
   session_maybe_connect_locked (s);

@@ -159,7 +159,9 @@ int bt_session_open (const struct bt_metainfo *mi,
  * when no peer delivered a good copy within the timeout.  After a read
  * timed out with no peer connected, later reads fail with -EIO at once
  * for one timeout, unless a peer connects meanwhile (an empty swarm
- * costs one timeout, not one per piece asked). */
+ * costs one timeout, not one per piece asked).  A verified piece the
+ * store no longer gives back (a store may drop pieces) is fetched
+ * again. */
 int bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf);
 
 /* Start fetching piece index in the background, so that a later

@@ -292,8 +292,9 @@ add_peer (struct bt_peer_addr *list, size_t *n, const struct bt_peer_addr *a)
 }
 
 int
-bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
-                 struct bt_metainfo **out)
+bt_magnet_fetch_info (const struct bt_magnet *m,
+                      const struct bt_settings *set, uint8_t **info,
+                      size_t *info_len)
 {
   double timeout = set && set->timeout > 0 ? set->timeout : 60;
   const char *name = set && set->name ? set->name : "magnet";
@@ -358,12 +359,10 @@ bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
           f.fd = -1;
           if (r == 0)
             {
-              r = bt_magnet_metainfo (m, f.meta, f.meta_size, out);
-              free (f.meta);
+              *info = f.meta;
+              *info_len = f.meta_size;
               free (f.got);
               free (peers);
-              if (r < 0)
-                return error_prefix (-r, "%s", name);
               return 0;
             }
           char addr[128];
@@ -382,4 +381,20 @@ bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
   return error_set (ETIMEDOUT, "%s: no peer gave the metadata within %g s "
                     "(%zu peers known, %zu connection attempts%s%s)", name,
                     timeout, npeers, tried, last[0] ? "; last: " : "", last);
+}
+
+int
+bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
+                 struct bt_metainfo **out)
+{
+  uint8_t *info;
+  size_t len;
+  int r = bt_magnet_fetch_info (m, set, &info, &len);
+  if (r < 0)
+    return r;
+  r = bt_magnet_metainfo (m, info, len, out);
+  free (info);
+  if (r < 0)
+    return error_prefix (-r, "%s", set && set->name ? set->name : "magnet");
+  return 0;
 }

@@ -3,7 +3,8 @@ seeders themselves: transmission-daemon (a second, independent
 implementation) serves a whole image alone, and beside aria2c both serve
 blocks; after one 4 KiB read at a random offset the seeder's own upload
 counter (aria2's uploadLength, transmission's uploadedEver, over their
-JSON-RPC) stays within the pieces the read touches plus the read-ahead."""
+JSON-RPC) stays within the pieces the read touches plus the kernel's
+read-ahead."""
 
 import os
 import random
@@ -22,13 +23,13 @@ MIB = 1 << 20
 PIECE_LOG = 16                      # 64 KiB pieces: the engine's unit is the piece
 PIECE = 1 << PIECE_LOG
 
-# What one small random read may cost, besides the pieces it touches:
-# the kernel's read-ahead on the mount (--readahead, set below) and the
-# remote engine's first read-ahead window (REMOTE_RA_MIN, 4 MiB, in
-# backends/remote/internal.h), should the engine ever take the read for
-# the start of a stream.
+# What one small random read may cost besides the pieces it touches:
+# the kernel's read-ahead on the mount (--readahead, set below).  The
+# remote engine's own read-ahead (4 MiB at first) is for sequential
+# readers only, and a first read never is one (common/seqdetect.h).
+# Seeders count the 13-byte header of each 16 KiB block's message too.
 KERNEL_READAHEAD = 1 * MIB
-ENGINE_READAHEAD = 4 * MIB
+BLOCK_OVERHEAD = 13 / (16 * KIB)
 
 
 def seed_with(kind, workdir, data_dir, torrents, **kw):
@@ -53,7 +54,7 @@ def one_small_read_at_random(m, image, seeder, h):
         f.seek(offset)
         assert got == f.read(4096), offset
     touched = (offset + 4095) // PIECE - offset // PIECE + 1
-    bound = touched * PIECE + KERNEL_READAHEAD + ENGINE_READAHEAD
+    bound = int((touched * PIECE + KERNEL_READAHEAD) * (1 + BLOCK_OVERHEAD))
 
     # Settled: unchanged for 2 s (read-ahead, if any, is through).
     last = {"value": -1, "since": 0.0}

@@ -35,7 +35,12 @@
 #include "sockio.h"
 #include "wire.h"
 
-#define MAX_ASSEMBLIES 8
+/* Pieces assembled at once per connection: enough to keep `pipeline`
+ * blocks in flight when pieces are small (64 x 16 KiB pieces), at least
+ * MIN_ASSEMBLIES, and never more bytes than the larger of the two
+ * (assemblies_for). */
+#define MIN_ASSEMBLIES 8
+#define MAX_ASSEMBLIES 64
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
@@ -84,6 +89,21 @@ struct bt_conn
                                    others: it waits a little then */
   double last_recv, last_send, last_block;
 };
+
+/* How many pieces one connection assembles at once: as many as fill
+ * the pipeline (peers such as transmission answer a batch of requests
+ * per bandwidth period, so a pipeline cut short by the piece count
+ * caps the rate: 8 pieces of 64 KiB were 1 MiB/s), at least
+ * MIN_ASSEMBLIES; the memory held is at most the larger of `pipeline`
+ * blocks and MIN_ASSEMBLIES pieces. */
+static unsigned
+assemblies_for (const struct bt_session *s)
+{
+  uint64_t want = ((uint64_t) s->set.pipeline * BT_BLOCK_SIZE
+                   + s->mi->piece_length - 1) / s->mi->piece_length;
+  return want < MIN_ASSEMBLIES ? MIN_ASSEMBLIES
+         : want > MAX_ASSEMBLIES ? MAX_ASSEMBLIES : (unsigned) want;
+}
 
 /* Test bit i of a piece bitmap (BEP 3 order: high bit first). */
 static bool
@@ -363,7 +383,7 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
             }
       if (a == NULL)
         {
-          if (c->nas == MAX_ASSEMBLIES || !pick_piece_locked (c))
+          if (c->nas >= assemblies_for (s) || !pick_piece_locked (c))
             break;
           continue;
         }

@@ -205,7 +205,8 @@ disk_cache_recall_blob (struct disk_cache *cache, const char *kind,
     return -ENOENT;
   /* The header names the length; the file must be exactly that long. */
   if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode)
-      || (uint64_t) st.st_size > (uint64_t) max + 4096)
+      || (uint64_t) st.st_size > (uint64_t) max + strlen (BLOB_MAGIC)
+                                  + strlen (kind) + strlen (key) + 24)
     goto out;
   head = malloc ((size_t) st.st_size + 1);
   if (head == NULL

@@ -335,15 +335,13 @@ held (const struct entry *e, double now)
  * the bound, or nothing more can go; lock held.  Read-ahead blocks that
  * nobody read yet go after the blocks already read, so read-ahead never
  * throws away the block a sequential reader is about to reach; held
- * blocks go only when break_holds.  Returns true when need bytes fit;
- * *held_in_way (may be NULL) tells whether held blocks kept them from
- * fitting. */
+ * blocks go only when break_holds.  Returns true when need bytes fit.
+ * When they do not, what is left is held, being decoded, or pinned by a
+ * reader: all of it becomes evictable in time. */
 static bool
-make_room (struct block_cache *c, uint64_t need, bool break_holds,
-           bool *held_in_way)
+make_room (struct block_cache *c, uint64_t need, bool break_holds)
 {
   double now = clock_seconds ();
-  bool skipped_held = false;
   int pass;
 
   while (c->nspares > 0 && c->used + c->spare_bytes + need > c->max_bytes)
@@ -366,13 +364,9 @@ make_room (struct block_cache *c, uint64_t need, bool break_holds,
               entry_destroy (c, e);
               c->stats.evictions++;
             }
-          else if (evictable (e) && is_held)
-            skipped_held = true;
           e = prev;
         }
     }
-  if (held_in_way)
-    *held_in_way = skipped_held && c->used + need > c->max_bytes;
   return c->used + need <= c->max_bytes;
 }
 
@@ -589,7 +583,7 @@ worker_main (void *arg)
           if (e->pins == 0)
             entry_destroy (c, e);
         }
-      make_room (c, 0, false, NULL);
+      make_room (c, 0, false);
       pthread_cond_broadcast (&c->done_cond);
       room_changed (c);
     }
@@ -765,11 +759,11 @@ block_cache_client_free (struct block_cache_client *client)
 }
 
 /* The entry of (client, index) for a reader: the one there is, or a
- * new demand job (*created) once it has room.  When only blocks that
- * readers hold are in the way, wait for room in arrival order, and
- * after BLOCK_CACHE_ROOM_WAIT_SECONDS evict them anyway.  Lock held,
- * released while waiting.  Returns 0 or a negative errno with a
- * message. */
+ * new demand job (*created) once it has room.  When what is in the way
+ * is held by readers, decoded or copied from, wait for room in arrival
+ * order, and after BLOCK_CACHE_ROOM_WAIT_SECONDS evict held blocks and
+ * go over the bound.  Lock held, released while waiting.  Returns 0 or
+ * a negative errno with a message. */
 static int
 reader_entry (struct block_cache *c, struct block_cache_client *client,
               uint64_t index, size_t size, struct entry **out,
@@ -783,15 +777,13 @@ reader_entry (struct block_cache *c, struct block_cache_client *client,
   *created = false;
   for (;;)
     {
-      bool held_in_way = false;
-
       *out = lookup (c, client->obj, index);
       if (*out)
         break;
       if (c->room_head == NULL || c->room_head == &me)
         {
           bool late = waiting && clock_seconds () >= deadline;
-          if (make_room (c, size, late, &held_in_way) || !held_in_way)
+          if (make_room (c, size, late) || c->used == 0 || late)
             {
               r = entry_create (c, client, index, size, true, out);
               *created = r == 0;
@@ -899,7 +891,7 @@ block_cache_read (struct block_cache_client *client, uint64_t index,
   if (e->pins == 0 && !e->in_table)
     entry_destroy (c, e);
   else if (c->used > c->max_bytes)
-    make_room (c, 0, false, NULL);
+    make_room (c, 0, false);
   room_changed (c);
   pthread_mutex_unlock (&c->lock);
   return r;
@@ -924,7 +916,7 @@ block_cache_prefetch (struct block_cache_client *client, uint64_t index,
         ok = false;
       else
         {
-          make_room (c, block_size, false, NULL);
+          make_room (c, block_size, false);
           if (entry_create (c, client, index, block_size, false, &e) < 0)
             {
               error_clear ();

@@ -123,7 +123,8 @@ test_bound (struct block_cache *cache)
     }
   for (i = 0; i < 40; i++)
     {
-      CHECK (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf, false) == 0);
+      CHECK (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf, false)
+             == 0);
       CHECK (check_bytes (buf, i, 5, sizeof buf));
       block_cache_get_stats (cache, &st);
       CHECK (st.used_bytes <= st.max_bytes);
@@ -154,9 +155,11 @@ test_failure (struct block_cache *cache)
       return;
     }
   fail_index = 3;
-  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false) == -EIO);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false)
+         == -EIO);
   CHECK (strstr (error_message (), "block 3 is bad") != NULL);
-  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false) == -EIO);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false)
+         == -EIO);
   CHECK (atomic_load (&fail_index_calls) == 2);  /* tried again */
   CHECK (block_cache_read (client, 4, BLOCK, 0, buf, sizeof buf, false) == 0);
   fail_index = UINT64_MAX;

@@ -16,7 +16,8 @@
 # ceiling (bench/fuse_ceiling: an in-memory file of SIZE bytes, read-ahead
 # CEILING_RA_KB, default 1024 like the daemon's --readahead; CEILING_BIN
 # overrides where the tool is), so the figure is also a share of what any
-# FUSE file system reaches here.
+# FUSE file system reaches here.  The CPU row is the FUSE daemon's own
+# CPU time per GiB in the 1-reader row (the fewest of the repeats).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,12 +64,12 @@ nbdkit -U - random "$SIZE" seed=42 --run "nbdcopy \"\$uri\" 'nbd+unix:///?socket
 mkdir -p "$WORK/cat" "$WORK/ds" "$WORK/nf"
 echo "source = nbd+unix:///?socket=$SOCK" > "$WORK/cat/disk.img.conf"
 "$DISKSHELF" -f --cache-dir=none ${DISKSHELF_ARGS:-} "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
-pids+=($!)
+pids+=($!); DS_PID=$!
 wait_for 20 test -e "$WORK/ds/disk.img"
 
 touch "$WORK/nf/disk.img"
 nbdfuse -r "$WORK/nf/disk.img" "nbd+unix:///?socket=$SOCK" &
-pids+=($!)
+pids+=($!); NF_PID=$!
 wait_for 20 mountpoint -q "$WORK/nf/disk.img"
 
 # run_fio FILE RW BS JOBS -> "MB/s IOPS".  Sequential rows read the whole
@@ -122,12 +123,18 @@ CEIL_MB=0
 # Each row runs REPEAT times, alternating diskshelf and nbdfuse so both
 # see the same machine load, and keeps each one's best run.
 row () {  # row LABEL RW BS JOBS
-  local dmb=0 dio=0 nmb=0 nio=0 a b i
+  local dmb=0 dio=0 nmb=0 nio=0 a b c i
   for ((i = 0; i < REPEAT; i++)); do
+    c=$(cpu_ticks "$DS_PID")
     read -r a b < <(run_fio "$WORK/ds/disk.img" "$2" "$3" "$4")
+    c=$(($(cpu_ticks "$DS_PID") - c))
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $dmb)"; then dmb=$a; dio=$b; fi
+    [ "$2" = read ] && [ "$4" = 1 ] && DS_CPU=$(min_cpu "$DS_CPU" "$c")
+    c=$(cpu_ticks "$NF_PID")
     read -r a b < <(run_fio "$WORK/nf/disk.img" "$2" "$3" "$4")
+    c=$(($(cpu_ticks "$NF_PID") - c))
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $nmb)"; then nmb=$a; nio=$b; fi
+    [ "$2" = read ] && [ "$4" = 1 ] && NF_CPU=$(min_cpu "$NF_CPU" "$c")
     if [ "$2" = read ]; then
       a=$(nbdcopy_mbs)
       if /usr/bin/python3 -c "import sys; sys.exit(not $a > $COPY_MB)"; then COPY_MB=$a; fi
@@ -143,6 +150,12 @@ row () {  # row LABEL RW BS JOBS
   return 0
 }
 SEQ1_MB=0
+# CPU time (user + system, clock ticks) of a FUSE daemon so far; the
+# fewest ticks of the 1-reader sequential repeats are kept: on a shared
+# machine CPU per byte moves far less with the load than MB/s does.
+cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
+min_cpu () { if [ -z "$1" ] || [ "$2" -lt "$1" ]; then echo "$2"; else echo "$1"; fi; }
+DS_CPU=; NF_CPU=
 # ROWS=seq or ROWS=rand runs only those rows (default: all).
 if [ "${ROWS:-all}" != rand ]; then
   row "seq read 1 MiB, 1 reader" read 1M 1
@@ -150,8 +163,16 @@ if [ "${ROWS:-all}" != rand ]; then
   SEQ1=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $COPY_MB if $COPY_MB else 0))")
   printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs nbdcopy" "$SEQ1_MB" "" "$COPY_MB" "" "$SEQ1"
   SEQC=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $CEIL_MB if $CEIL_MB else 0))")
-  printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs ceiling" "$SEQ1_MB" "" "$CEIL_MB" "" "$SEQC"
+  if [ "$CEIL_MB" = 0 ]; then
+    echo "(no FUSE ceiling: $CEILING did not run; set CEILING_BIN)"
+  else
+    printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs ceiling" "$SEQ1_MB" "" "$CEIL_MB" "" "$SEQC"
+  fi
   echo '(seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)'
+  /usr/bin/python3 -c "
+t = $(getconf CLK_TCK); gib = $(size_bytes) / (1 << 30)
+print('%-26s %12.0f %12s %12.0f %12s %7.2fx' % ('seq 1 reader, CPU ms/GiB', ${DS_CPU:-0} * 1000 / t / gib, '',
+      ${NF_CPU:-0} * 1000 / t / gib, '', (${DS_CPU:-0} / ${NF_CPU:-1}) if ${NF_CPU:-0} else 0))"
   echo "(and against the FUSE ceiling: fuse_ceiling copy, an in-memory file of $SIZE, read-ahead $CEILING_RA_KB KiB, best of each)"
 fi
 if [ "${ROWS:-all}" != seq ]; then

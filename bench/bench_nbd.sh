@@ -15,7 +15,7 @@
 # diskshelf's 1-reader sequential >= 0.9 of it.  They also read the FUSE
 # ceiling (bench/fuse_ceiling: an in-memory file of SIZE bytes, read-ahead
 # CEILING_RA_KB, default 1024 like the daemon's --readahead; CEILING_BIN
-# overrides where the tool is), so the figure is also a share of what any
+# overrides where the tool is; read by the same fio job), so the figure is also a share of what any
 # FUSE file system reaches here.  The CPU row is the FUSE daemon's own
 # CPU time per GiB in the 1-reader row (the fewest of the repeats).
 set -euo pipefail
@@ -27,8 +27,6 @@ RUNTIME=${RUNTIME:-10}
 REPEAT=${REPEAT:-3}
 CEILING=${CEILING_BIN:-$(dirname "$DISKSHELF")/bench/fuse_ceiling}
 CEILING_RA_KB=${CEILING_RA_KB:-1024}
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d /tmp/bench-nbd.XXXXXX)
 SOCK=$WORK/nbdkit.sock
 pids=()
@@ -36,6 +34,7 @@ pids=()
 cleanup () {
   fusermount3 -u "$WORK/ds" 2>/dev/null || true
   fusermount3 -u "$WORK/nf" 2>/dev/null || true
+  fusermount3 -u "$WORK/ceil" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
@@ -48,6 +47,13 @@ wait_for () {  # wait_for SECONDS COMMAND...
     if ((SECONDS > deadline)); then echo "timed out: $*" >&2; exit 1; fi
     sleep 0.1
   done
+}
+
+# SIZE in bytes.
+size_bytes () {
+  /usr/bin/python3 -c "
+s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+print(int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s))"
 }
 
 [ -x "$DISKSHELF" ] || { echo "build diskshelf first ($DISKSHELF)" >&2; exit 1; }
@@ -66,6 +72,19 @@ echo "source = nbd+unix:///?socket=$SOCK" > "$WORK/cat/disk.img.conf"
 "$DISKSHELF" -f --cache-dir=none ${DISKSHELF_ARGS:-} "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
 pids+=($!); DS_PID=$!
 wait_for 20 test -e "$WORK/ds/disk.img"
+
+# The FUSE ceiling, mounted beside them and read by the same fio job.
+CEIL_PID=
+mkdir -p "$WORK/ceil"
+if [ -x "$CEILING" ]; then
+  "$CEILING" copy "$(size_bytes)" "$WORK/ceil" 2>/dev/null &
+  pids+=($!); CEIL_PID=$!
+  if wait_for 20 test -e "$WORK/ceil/img"; then
+    echo "$CEILING_RA_KB" > "/sys/class/bdi/$(mountpoint -d "$WORK/ceil")/read_ahead_kb" 2>/dev/null || true
+  else
+    CEIL_PID=
+  fi
+fi
 
 touch "$WORK/nf/disk.img"
 nbdfuse -r "$WORK/nf/disk.img" "nbd+unix:///?socket=$SOCK" &
@@ -101,13 +120,6 @@ print("%.1f %.0f" % (j["bw_bytes"] / 1e6, j["iops"]))'
 
 printf '%-26s %12s %12s %12s %12s %8s\n' "row (size $SIZE)" "diskshelf" "" "nbdfuse" "" "ratio"
 printf '%-26s %12s %12s %12s %12s %8s\n' "" "MB/s" "IOPS" "MB/s" "IOPS" ""
-# SIZE in bytes.
-size_bytes () {
-  /usr/bin/python3 -c "
-s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
-print(int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s))"
-}
-
 # nbdcopy URI null: -> MB/s (the whole export).
 nbdcopy_mbs () {
   local t0 t1 bytes
@@ -139,7 +151,8 @@ row () {  # row LABEL RW BS JOBS
       a=$(nbdcopy_mbs)
       if /usr/bin/python3 -c "import sys; sys.exit(not $a > $COPY_MB)"; then COPY_MB=$a; fi
       if [ "$4" = 1 ]; then
-        a=$(bench_ceiling_mbs "$CEILING" "$(size_bytes)" "$CEILING_RA_KB")
+        a=0
+        [ -n "$CEIL_PID" ] && read -r a b < <(run_fio "$WORK/ceil/img" read 1M 1)
         if /usr/bin/python3 -c "import sys; sys.exit(not $a > $CEIL_MB)"; then CEIL_MB=$a; fi
       fi
     fi
@@ -173,7 +186,7 @@ if [ "${ROWS:-all}" != rand ]; then
 t = $(getconf CLK_TCK); gib = $(size_bytes) / (1 << 30)
 print('%-26s %12.0f %12s %12.0f %12s %7.2fx' % ('seq 1 reader, CPU ms/GiB', ${DS_CPU:-0} * 1000 / t / gib, '',
       ${NF_CPU:-0} * 1000 / t / gib, '', (${DS_CPU:-0} / ${NF_CPU:-1}) if ${NF_CPU:-0} else 0))"
-  echo "(and against the FUSE ceiling: fuse_ceiling copy, an in-memory file of $SIZE, read-ahead $CEILING_RA_KB KiB, best of each)"
+  echo "(and against the FUSE ceiling: fuse_ceiling copy, an in-memory file of $SIZE, read-ahead $CEILING_RA_KB KiB, the same fio job, best of each)"
 fi
 if [ "${ROWS:-all}" != seq ]; then
   row "rand read 4 KiB, 1 reader" randread 4k 1

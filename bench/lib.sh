@@ -14,6 +14,14 @@
 #   bench_dd_cache_data DIR SIZE MB/s of dd bs=1M of that object's bytes
 #                                straight from the file (0 when none),
 #                                run under $BENCH_NICE (a command prefix)
+#   bench_ceiling_mbs BIN SIZE [RA_KB [MODE]]
+#                                MB/s of dd bs=1M of the FUSE ceiling: a
+#                                file of SIZE bytes served from memory by
+#                                bench/fuse_ceiling (BIN; MODE copy, nocopy
+#                                or splice, default copy) on a fresh mount
+#                                with a read-ahead of RA_KB KiB (default
+#                                1024, the daemon's --readahead); 0 when it
+#                                cannot run.  Under $BENCH_NICE.
 
 bench_free_port () {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -91,4 +99,33 @@ bench_dd_cache_data () {   # DIR SIZE
   ${BENCH_NICE:-} dd if="$1" of=/dev/null bs=1M iflag=skip_bytes skip="$2" status=none
   t1=$(date +%s.%N)
   echo "$t0 $t1 $3" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+}
+
+bench_ceiling_mbs () {   # BIN SIZE [RA_KB [MODE]]
+  local bin=$1 size=$2 ra=${3:-1024} mode=${4:-copy} mnt pid dev t0 t1 ok=0
+  [ -x "$bin" ] || { echo 0; return; }
+  mnt=$(mktemp -d /tmp/bench-ceiling.XXXXXX)
+  ${BENCH_NICE:-} "$bin" "$mode" "$size" "$mnt" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 200); do
+    [ -e "$mnt/img" ] && { ok=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ "$ok" = 1 ]; then
+    dev=$(mountpoint -d "$mnt" 2>/dev/null || true)
+    [ -n "$dev" ] && echo "$ra" > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
+    t0=$(date +%s.%N)
+    ${BENCH_NICE:-} dd if="$mnt/img" of=/dev/null bs=1M status=none || ok=0
+    t1=$(date +%s.%N)
+  fi
+  fusermount3 -u "$mnt" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rmdir "$mnt" 2>/dev/null || true
+  if [ "$ok" = 1 ]; then
+    echo "$t0 $t1 $size" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+  else
+    echo 0
+  fi
 }

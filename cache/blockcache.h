@@ -110,6 +110,17 @@ bool block_cache_prefetch (struct block_cache_client *client, uint64_t index,
  * queued (a read would not start a new decode). */
 bool block_cache_has (struct block_cache_client *client, uint64_t index);
 
+/* One bound for all in-memory caches: --memory-cache-size bounds the
+ * decoded blocks and the remote engine's chunk buffers together.  The
+ * engine claims its budget here (process-wide, the last call wins);
+ * every block cache's bound becomes max_bytes less that claim (less at
+ * most half of max_bytes).  A cache over its new bound evicts at its
+ * next read, miss or read-ahead.  Safe from any thread. */
+void block_cache_reserve (uint64_t bytes);
+
+/* The bound now: max_bytes less the reservation. */
+uint64_t block_cache_bound (struct block_cache *cache);
+
 /* Number of decode threads of the pool (at least 1). */
 unsigned block_cache_workers (struct block_cache *cache);
 

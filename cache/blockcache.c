@@ -22,7 +22,6 @@
 #include "blockcache.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -38,8 +37,6 @@
 #define BUCKETS 4096
 #define MAX_SPARES 4
 #define HUGE_PAGE_MIN (4u << 20)
-/* glibc's malloc arenas the process may use (see block_cache_new). */
-#define MALLOC_ARENAS 2
 #define ROOM_POLL_NS (50 * 1000 * 1000)   /* waiters look at lapsed holds */
 
 enum entry_state { ENTRY_QUEUED, ENTRY_RUNNING, ENTRY_READY, ENTRY_FAILED };
@@ -640,14 +637,6 @@ block_cache_new (uint64_t max_bytes, unsigned workers,
     }
   c->nworkers = workers;
   c->max_bytes = max_bytes;
-  /* What this bound leaves out is the process's own overhead; the part
-   * of it that grows with threads is glibc keeping freed 1 MiB FUSE
-   * reply buffers and chunks in one malloc arena per thread (up to 8 per
-   * core).  Two arenas: ten HTTP xz entries read at once peaked 7 MiB
-   * lower (174-176 against 180-185 MiB, 128M cache), with the same CPU
-   * time for a single sequential reader.  A fixed M_MMAP_THRESHOLD cut
-   * 20 MiB more but cost 17% CPU in page faults, so it is not set. */
-  mallopt (M_ARENA_MAX, MALLOC_ARENAS);
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->work_cond, NULL);
   pthread_cond_init (&c->done_cond, NULL);

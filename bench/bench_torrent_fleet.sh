@@ -48,12 +48,16 @@ WORK=$(mktemp -d /var/tmp/bench-fleet.XXXXXX)
 PIDS=()
 MOUNTED=()
 cleanup () {
-  for m in "${MOUNTED[@]}"; do fusermount3 -u "$m" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for m in "${MOUNTED[@]}"; do
+    fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || true
+  done
+  for p in "${READERS[@]}" "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${READERS[@]}" "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
+READERS=()
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 SIZE=$((FLEET_MB << 20))
 mkdir -p "$WORK/data"
@@ -95,7 +99,6 @@ read_all () {
   READERS+=($!)
 }
 wait_readers () { for p in "${READERS[@]}"; do wait "$p" || true; done; READERS=(); }
-READERS=()
 uploaded_by_daemon () {   # DIR
   "$BIN" status "$1/mnt" 2>/dev/null \
     | awk '/^torrent-seeding: port/{for (i = 1; i < NF; i++) if ($(i+1) == "bytes") print $i}'

@@ -71,6 +71,11 @@ struct bt_session
   uint32_t *have_log;            /* lock; pieces verified since open, in
                                     order, for HAVE messages */
   uint32_t have_log_len;         /* lock */
+  uint8_t *announced;            /* lock; per piece: in have_log or a
+                                    greeting's bitfield once already (a
+                                    piece lost and fetched again is not
+                                    logged twice: have_log stays within
+                                    piece_count) */
   struct want *wants;            /* lock; newest first */
   unsigned prefetches;           /* lock; wants with prefetch set */
   struct peer_entry *peers;      /* lock */
@@ -101,6 +106,7 @@ int session_piece_from_store (struct bt_session *s, uint32_t index,
                               uint8_t *buf);
 void session_piece_verified (struct bt_session *s, uint32_t index,
                              const uint8_t *buf);
+void session_announce_locked (struct bt_session *s, uint32_t index);
 bool session_verify (struct bt_session *s, uint32_t index,
                      const uint8_t *buf);
 void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,

@@ -131,8 +131,7 @@ bt_session_store_changed (struct bt_session *s)
       if (s->piece_state[i] == PIECE_ABSENT)
         {
           s->piece_state[i] = PIECE_CLAIMED;
-          s->have_log[s->have_log_len++] = i;
-          session_wake_conns_locked (s);
+          session_announce_locked (s, i);
         }
       pthread_mutex_unlock (&s->lock);
     }
@@ -148,8 +147,7 @@ bt_session_store_added (struct bt_session *s, uint32_t index)
   if (s->piece_state[index] == PIECE_ABSENT)
     {
       s->piece_state[index] = PIECE_CLAIMED;
-      s->have_log[s->have_log_len++] = index;
-      session_wake_conns_locked (s);
+      session_announce_locked (s, index);
     }
   pthread_mutex_unlock (&s->lock);
 }

@@ -49,6 +49,7 @@ make_torrent (void)
 }
 
 static bool store_has[4];
+static bool store_lost[4];      /* has_piece says yes, read_piece fails */
 
 /* has_piece: what the test put in the store. */
 static bool
@@ -63,6 +64,8 @@ static int
 read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
 {
   (void) ctx;
+  if (store_lost[index])
+    return -ENOENT;
   memcpy (buf, content + (size_t) index * PLEN, len);
   return 0;
 }
@@ -129,6 +132,15 @@ main (void)
   uint8_t *buf = malloc (PLEN);
   CHECK (bt_read_piece (s, 3, buf) == 0);
   CHECK (memcmp (buf, content + 3 * PLEN, 100) == 0);
+
+  /* a piece the store lost (evicted, never kept) is absent again: no
+   * peer is served it, a reader fetches it; it is not logged twice */
+  store_lost[3] = true;
+  CHECK (session_piece_from_store (s, 3, buf) == -ENOENT);
+  CHECK (have (s) == 1 && s->piece_state[3] == PIECE_ABSENT);
+  store_lost[3] = false;
+  bt_session_store_added (s, 3);
+  CHECK (have (s) == 2 && s->have_log_len == 2);
 
   /* two upload slots: the third peer waits until one is given back */
   bool w[3] = { false, false, false };

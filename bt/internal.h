@@ -51,6 +51,15 @@ struct peer_entry
 
 struct bt_conn;
 
+/* A connection's place in the choking rule (seeding.c); owned by the
+ * connection, its fields under the session lock. */
+struct seeding_peer
+{
+  bool waiting;                  /* interested, choked, counted in
+                                    choked_waiting and linked below */
+  struct seeding_peer *next_waiting;
+};
+
 struct bt_session
 {
   const struct bt_metainfo *mi;
@@ -92,6 +101,11 @@ struct bt_session
 
   unsigned unchoked;              /* lock; upload slots taken */
   unsigned choked_waiting;       /* lock; interested peers without one */
+  struct seeding_peer *waiting;  /* lock; those peers */
+  struct seeding_peer *optimistic; /* lock; unchoked optimistically, or
+                                    NULL (one of the waiting) */
+  double optimistic_at;          /* lock; when it was chosen */
+  uint64_t choke_random;         /* lock; its random choice's state */
   double upload_next;            /* lock; when the rate limit lets the
                                     next byte out (monotonic seconds) */
 
@@ -124,8 +138,12 @@ void conn_shutdown (struct bt_conn *c);
 struct bt_conn *conn_next (struct bt_conn *c);
 
 /* seeding.c */
-bool seeding_take_slot (struct bt_session *s, bool *waiting);
-void seeding_stop_waiting (struct bt_session *s, bool *waiting);
+bool seeding_take_slot (struct bt_session *s, struct seeding_peer *p);
+void seeding_stop_waiting (struct bt_session *s, struct seeding_peer *p);
+struct seeding_peer *seeding_optimistic_step (struct bt_session *s,
+                                              double now);
+bool seeding_is_optimistic (struct bt_session *s,
+                            const struct seeding_peer *p);
 void seeding_release_slot (struct bt_session *s);
 bool seeding_should_rotate (struct bt_session *s, double since);
 void seeding_throttle (struct bt_session *s, uint32_t len);

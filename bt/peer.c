@@ -75,8 +75,9 @@ struct bt_conn
   size_t rlen, rcap;
   uint8_t *serve_buf;
   int64_t serve_index;
-  bool has_slot;                /* holds an upload slot (unchoked) */
-  bool slot_waiting;            /* counted in choked_waiting */
+  bool has_slot;                /* holds a regular upload slot */
+  struct seeding_peer seat;     /* waiting for one; the optimistic
+                                   unchoke picks among those */
   double unchoked_at;
   double rotated_at;            /* when it last gave its slot up for
                                    others: it waits a little then */
@@ -551,40 +552,41 @@ unrequest (struct bt_conn *c, uint32_t index, uint32_t begin)
     }
 }
 
-/* Choke or unchoke the peer after its interest or the slots changed:
- * an interested peer gets a slot when one is free; a peer that lost
- * interest, or held its slot long while others wait, gives it back. */
+/* Choke or unchoke the peer after its interest or the slots changed
+ * (the rule is seeding.c's): an interested peer gets a regular slot when
+ * one is free, else waits for one and may be the optimistic unchoke; a
+ * peer that lost interest, or held its slot long while others wait,
+ * gives the slot back. */
 static int
 update_choke (struct bt_conn *c)
 {
   struct bt_session *s = c->s;
   if (!s->set.listen)
     return 0;
+  double now = clock_seconds ();
   if (c->has_slot && (!c->peer_interested
                       || seeding_should_rotate (s, c->unchoked_at)))
     {
       c->has_slot = false;
-      c->am_choking = true;
       if (c->peer_interested)
-        c->rotated_at = clock_seconds ();
+        c->rotated_at = now;
       seeding_release_slot (s);
-      return send_simple (c, BT_MSG_CHOKE, 0, 0, 0);
     }
   if (!c->peer_interested)
-    {
-      seeding_stop_waiting (s, &c->slot_waiting);
-      return 0;
-    }
-  if (c->rotated_at > 0 && clock_seconds () - c->rotated_at < 5.0)
-    return 0;
-  if (!c->has_slot && seeding_take_slot (s, &c->slot_waiting))
+    seeding_stop_waiting (s, &c->seat);
+  else if (!c->has_slot && !(c->rotated_at > 0 && now - c->rotated_at < 5.0)
+           && seeding_take_slot (s, &c->seat))
     {
       c->has_slot = true;
-      c->am_choking = false;
-      c->unchoked_at = clock_seconds ();
-      return send_simple (c, BT_MSG_UNCHOKE, 0, 0, 0);
+      c->unchoked_at = now;
     }
-  return 0;
+  seeding_optimistic_step (s, now);
+  bool unchoke = c->has_slot || (c->peer_interested
+                                 && seeding_is_optimistic (s, &c->seat));
+  if (unchoke == !c->am_choking)
+    return 0;
+  c->am_choking = !unchoke;
+  return send_simple (c, unchoke ? BT_MSG_UNCHOKE : BT_MSG_CHOKE, 0, 0, 0);
 }
 
 /* Serve a block of a verified piece. */
@@ -807,7 +809,7 @@ static void
 conn_finish (struct bt_conn *c, int result)
 {
   struct bt_session *s = c->s;
-  seeding_stop_waiting (s, &c->slot_waiting);
+  seeding_stop_waiting (s, &c->seat);
   if (c->has_slot)
     seeding_release_slot (s);
   pthread_mutex_lock (&s->lock);

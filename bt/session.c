@@ -300,7 +300,9 @@ bt_session_open (const struct bt_metainfo *mi,
   /* Azureus-style peer id: client "DS", version 0.1, then random. */
   memcpy (s->peer_id, "-DS0010-", 8);
   if (getrandom (s->peer_id + 8, 12, 0) != 12
-      || getrandom (&s->key, sizeof s->key, 0) != sizeof s->key)
+      || getrandom (&s->key, sizeof s->key, 0) != sizeof s->key
+      || getrandom (&s->choke_random, sizeof s->choke_random, 0)
+         != sizeof s->choke_random)
     {
       bt_session_close (s);
       return error_set (EIO, "bt: getrandom failed");

@@ -99,6 +99,9 @@ read_all () {
   READERS+=($!)
 }
 wait_readers () { for p in "${READERS[@]}"; do wait "$p" || true; done; READERS=(); }
+fetched_by_daemon () {   # DIR: "PIECES BYTES" taken from peers (twice counts twice)
+  "$BIN" status "$1/mnt" 2>/dev/null | awk '/^torrent-fetched:/{print $2, $4, $9}'
+}
 uploaded_by_daemon () {   # DIR
   "$BIN" status "$1/mnt" 2>/dev/null \
     | awk '/^torrent-seeding: port/{for (i = 1; i < NF; i++) if ($(i+1) == "bytes") print $i}'
@@ -145,7 +148,7 @@ for i in $(seq 1 "$FLEET_N"); do wait_ready "$WORK/d$i"; done
 t0=$(bench_now)
 for i in $(seq 1 "$FLEET_N"); do read_all "$WORK/d$i"; done
 wait_readers
-first=; last=; peer_up=0
+first=; last=; peer_up=0; fetched=0; taken=0; discarded=0
 for i in $(seq 1 "$FLEET_N"); do
   d=$WORK/d$i
   check_sum "$d"
@@ -153,12 +156,22 @@ for i in $(seq 1 "$FLEET_N"); do
   [ -z "$first" ] || awk -v a="$s" -v b="$first" 'BEGIN{exit !(a < b)}' && first=$s
   [ -z "$last" ] || awk -v a="$s" -v b="$last" 'BEGIN{exit !(a > b)}' && last=$s
   peer_up=$((peer_up + $(uploaded_by_daemon "$d")))
+  read -r p b x <<<"$(fetched_by_daemon "$d")"
+  fetched=$((fetched + p)); taken=$((taken + b)); discarded=$((discarded + x))
 done
 up2=$(bench_seeder_uploaded)
 for i in $(seq 1 "$FLEET_N"); do stop_daemon "$WORK/d$i"; done
 printf '%-34s %8s s  (first %s s)   seeder uploaded %sx the image, daemons %sx to each other\n' \
   "$FLEET_N daemons at once, last done:" "$last" "$first" "$(ratio $((up2 - up1)) "$SIZE")" \
   "$(ratio "$peer_up" "$SIZE")"
+pieces=$(( (SIZE + (1 << PIECE_LOG) - 1) >> PIECE_LOG ))
+printf '%-34s %8s of %s (%s%% fetched more than once)\n' "pieces fetched by the daemons:" \
+  "$fetched" "$((pieces * FLEET_N))" \
+  "$(awk -v f="$fetched" -v n="$((pieces * FLEET_N))" 'BEGIN{printf "%.1f", (f - n) * 100 / n}')"
+printf '%-34s %8s of the bytes sent (seeder and daemons) were used, %s discarded\n' \
+  "blocks used by the daemons:" \
+  "$(awk -v t="$taken" -v s="$((up2 - up1 + peer_up))" 'BEGIN{printf "%.1f%%", t * 100 / s}')" \
+  "$(awk -v t="$discarded" -v s="$((up2 - up1 + peer_up))" 'BEGIN{printf "%.1f%%", t * 100 / s}')"
 echo
 printf '%-44s %6s  (target <= 2)\n' "seeder upload / image, fleet" "$(ratio $((up2 - up1)) "$SIZE")"
 printf '%-44s %6s  (target <= 2)\n' "last daemon / one daemon alone" "$(ratio "$last" "$solo")"

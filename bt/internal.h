@@ -85,6 +85,8 @@ struct bt_session
                                     piece lost and fetched again is not
                                     logged twice: have_log stays within
                                     piece_count) */
+  uint16_t *avail;               /* lock; per piece: connections to
+                                    non-seeds unchoking us that have it */
   struct want *wants;            /* lock; newest first */
   unsigned prefetches;           /* lock; wants with prefetch set */
   struct peer_entry *peers;      /* lock */
@@ -121,6 +123,8 @@ int session_piece_from_store (struct bt_session *s, uint32_t index,
 void session_piece_verified (struct bt_session *s, uint32_t index,
                              const uint8_t *buf);
 void session_announce_locked (struct bt_session *s, uint32_t index);
+void session_avail_add_locked (struct bt_session *s, const uint8_t *map,
+                               int delta);
 bool session_verify (struct bt_session *s, uint32_t index,
                      const uint8_t *buf);
 void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,

@@ -152,6 +152,17 @@ session_announce_locked (struct bt_session *s, uint32_t index)
   session_wake_conns_locked (s);
 }
 
+/* Add delta (+1 or -1) to the availability of every piece set in map,
+ * a peer's bitfield (lock held). */
+void
+session_avail_add_locked (struct bt_session *s, const uint8_t *map,
+                          int delta)
+{
+  for (uint32_t i = 0; i < s->mi->piece_count; i++)
+    if (map[i / 8] & (0x80 >> (i % 8)))
+      s->avail[i] += delta;
+}
+
 /* Format ip:port for messages. */
 void
 session_peer_addr_text (const struct bt_peer_addr *a, char *buf, size_t len)
@@ -310,8 +321,9 @@ bt_session_open (const struct bt_metainfo *mi,
   s->piece_state = calloc (mi->piece_count, 1);
   s->have_log = calloc (mi->piece_count, sizeof *s->have_log);
   s->announced = calloc (mi->piece_count, 1);
+  s->avail = calloc (mi->piece_count, sizeof *s->avail);
   if (s->name == NULL || s->piece_state == NULL || s->have_log == NULL
-      || s->announced == NULL)
+      || s->announced == NULL || s->avail == NULL)
     {
       bt_session_close (s);
       return error_set (ENOMEM, "bt: out of memory");
@@ -537,6 +549,7 @@ bt_session_close (struct bt_session *s)
   free (s->piece_state);
   free (s->have_log);
   free (s->announced);
+  free (s->avail);
   free (s->name);
   pthread_cond_destroy (&s->cond);
   pthread_mutex_destroy (&s->lock);

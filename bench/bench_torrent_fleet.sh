@@ -106,6 +106,10 @@ uploaded_by_daemon () {   # DIR
   "$BIN" status "$1/mnt" 2>/dev/null \
     | awk '/^torrent-seeding: port/{for (i = 1; i < NF; i++) if ($(i+1) == "bytes") print $i}'
 }
+cpu_s () {   # PID: user + system CPU seconds so far
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / hz}' \
+    "/proc/$1/stat" 2>/dev/null || echo 0
+}
 stop_daemon () {   # DIR
   local d=$1 pid _
   pid=$(cat "$d/pid")
@@ -136,6 +140,7 @@ read_all "$d"
 wait_readers
 check_sum "$d"
 solo=$(awk -v s="$t0" -v e="$(cat "$d/end")" 'BEGIN{printf "%.2f", e-s}')
+solo_cpu=$(cpu_s "$(cat "$d/pid")")
 stop_daemon "$d"
 up1=$(bench_seeder_uploaded)
 printf '%-34s %8s s  %6.1f MB/s   seeder uploaded %sx the image\n' "one daemon alone:" "$solo" \
@@ -148,7 +153,7 @@ for i in $(seq 1 "$FLEET_N"); do wait_ready "$WORK/d$i"; done
 t0=$(bench_now)
 for i in $(seq 1 "$FLEET_N"); do read_all "$WORK/d$i"; done
 wait_readers
-first=; last=; peer_up=0; fetched=0; taken=0; discarded=0
+first=; last=; peer_up=0; fetched=0; taken=0; discarded=0; fleet_cpu=0
 for i in $(seq 1 "$FLEET_N"); do
   d=$WORK/d$i
   check_sum "$d"
@@ -158,6 +163,7 @@ for i in $(seq 1 "$FLEET_N"); do
   peer_up=$((peer_up + $(uploaded_by_daemon "$d")))
   read -r p b x <<<"$(fetched_by_daemon "$d")"
   fetched=$((fetched + p)); taken=$((taken + b)); discarded=$((discarded + x))
+  fleet_cpu=$(awk -v a="$fleet_cpu" -v b="$(cpu_s "$(cat "$d/pid")")" 'BEGIN{print a + b}')
 done
 up2=$(bench_seeder_uploaded)
 for i in $(seq 1 "$FLEET_N"); do stop_daemon "$WORK/d$i"; done
@@ -172,6 +178,9 @@ printf '%-34s %8s of the bytes sent (seeder and daemons) were used, %s discarded
   "blocks used by the daemons:" \
   "$(awk -v t="$taken" -v s="$((up2 - up1 + peer_up))" 'BEGIN{printf "%.1f%%", t * 100 / s}')" \
   "$(awk -v t="$discarded" -v s="$((up2 - up1 + peer_up))" 'BEGIN{printf "%.1f%%", t * 100 / s}')"
+printf '%-34s %8s s for one alone, %s s for the %s (%s cores: at least %s s of CPU time per core)\n' \
+  "CPU time of the daemons:" "$solo_cpu" "$fleet_cpu" "$FLEET_N" "$(nproc)" \
+  "$(awk -v c="$fleet_cpu" -v n="$(nproc)" 'BEGIN{printf "%.1f", c / n}')"
 echo
 printf '%-44s %6s  (target <= 2)\n' "seeder upload / image, fleet" "$(ratio $((up2 - up1)) "$SIZE")"
 printf '%-44s %6s  (target <= 2)\n' "last daemon / one daemon alone" "$(ratio "$last" "$solo")"

@@ -33,6 +33,7 @@ struct want
   uint32_t index;
   unsigned waiters;    /* readers blocked on it */
   unsigned assigned;   /* connections assembling it */
+  double assigned_at;  /* when the first one started (monotonic s) */
   bool done;
   bool prefetch;       /* asked by bt_prefetch_piece, not yet read */
   uint8_t *buf;        /* the verified bytes once done */

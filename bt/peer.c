@@ -37,6 +37,10 @@
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
+/* End game: a second connection joins a piece a reader is blocked on
+ * once the first has had it this long (seconds): sooner, both copies
+ * usually arrive and one is thrown away. */
+#define ENDGAME_AFTER 1.0
 
 enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
 
@@ -447,14 +451,17 @@ pick_next_random (struct bt_conn *c)
  * (rarest first among the wanted: the origin's upload goes to what only
  * it can give, the rest comes from the other peers); ties at random, so
  * peers reading the same window do not all ask for the same piece.  A
- * second connection takes a piece only for a blocked reader (the end
- * game), and a seed never when another peer has it. */
+ * seed is not asked for a piece another unchoking peer has unless a
+ * reader is blocked on it and no one fetches it yet.  A second
+ * connection takes a piece only for a blocked reader, after
+ * ENDGAME_AFTER (the end game). */
 static bool
 pick_piece_locked (struct bt_conn *c)
 {
   struct bt_session *s = c->s;
   bool seed = c->peer_has_count == s->mi->piece_count;
   struct want *best = NULL;
+  double now = clock_seconds ();
   uint64_t best_rank = 0;
   unsigned ties = 0;
   for (struct want *w = s->wants; w != NULL; w = w->next)
@@ -467,8 +474,10 @@ pick_piece_locked (struct bt_conn *c)
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
       if (mine || w->assigned >= 2
-          || (w->assigned > 0 && (w->waiters == 0
-                                  || (seed && s->avail[w->index] > 0))))
+          || (seed && s->avail[w->index] > 0
+              && (w->waiters == 0 || w->assigned > 0))
+          || (w->assigned > 0
+              && (w->waiters == 0 || now - w->assigned_at < ENDGAME_AFTER)))
         continue;
       /* lower is better */
       uint64_t rank = ((uint64_t) w->assigned << 32)
@@ -498,7 +507,8 @@ pick_piece_locked (struct bt_conn *c)
       free (a->block);
       return false;
     }
-  best->assigned++;
+  if (best->assigned++ == 0)
+    best->assigned_at = now;
   c->nas++;
   return true;
 }

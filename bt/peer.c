@@ -451,10 +451,10 @@ pick_next_random (struct bt_conn *c)
  * (rarest first among the wanted: the origin's upload goes to what only
  * it can give, the rest comes from the other peers); ties at random, so
  * peers reading the same window do not all ask for the same piece.  A
- * seed is not asked for a piece another unchoking peer has unless a
- * reader is blocked on it and no one fetches it yet.  A second
- * connection takes a piece only for a blocked reader, after
- * ENDGAME_AFTER (the end game). */
+ * seed is not asked for read-ahead another unchoking peer has.  A
+ * second connection (a seed too: the peer that has it may be slow)
+ * takes a piece only for a blocked reader, after ENDGAME_AFTER (the end
+ * game). */
 static bool
 pick_piece_locked (struct bt_conn *c)
 {
@@ -474,8 +474,7 @@ pick_piece_locked (struct bt_conn *c)
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
       if (mine || w->assigned >= 2
-          || (seed && s->avail[w->index] > 0
-              && (w->waiters == 0 || w->assigned > 0))
+          || (seed && s->avail[w->index] > 0 && w->waiters == 0)
           || (w->assigned > 0
               && (w->waiters == 0 || now - w->assigned_at < ENDGAME_AFTER)))
         continue;

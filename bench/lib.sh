@@ -35,6 +35,14 @@
 #   bench_seeder_uploaded        bytes the aria2c seeder has uploaded so
 #                                far, from its own counter (RPC
 #                                aria2.tellActive uploadLength)
+#   bench_ceiling_mbs BIN SIZE [RA_KB [MODE]]
+#                                MB/s of dd bs=1M of the FUSE ceiling: a
+#                                file of SIZE bytes served from memory by
+#                                bench/fuse_ceiling (BIN; MODE copy, nocopy
+#                                or splice, default copy) on a fresh mount
+#                                with a read-ahead of RA_KB KiB (default
+#                                1024, the daemon's --readahead); 0 when it
+#                                cannot run.  Under $BENCH_NICE.
 
 bench_free_port () {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -165,4 +173,32 @@ bench_seeder_uploaded () {
   curl -s --max-time 10 "http://127.0.0.1:$SEEDER_RPC_PORT/jsonrpc" \
     -d '{"jsonrpc":"2.0","id":"b","method":"aria2.tellActive","params":[["uploadLength"]]}' \
     | /usr/bin/python3 -c 'import json,sys; print(sum(int(d["uploadLength"]) for d in json.load(sys.stdin)["result"]))'
+}
+bench_ceiling_mbs () {   # BIN SIZE [RA_KB [MODE]]
+  local bin=$1 size=$2 ra=${3:-1024} mode=${4:-copy} mnt pid dev t0 t1 ok=0
+  [ -x "$bin" ] || { echo 0; return; }
+  mnt=$(mktemp -d /tmp/bench-ceiling.XXXXXX)
+  ${BENCH_NICE:-} "$bin" "$mode" "$size" "$mnt" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 200); do
+    [ -e "$mnt/img" ] && { ok=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ "$ok" = 1 ]; then
+    dev=$(mountpoint -d "$mnt" 2>/dev/null || true)
+    [ -n "$dev" ] && echo "$ra" > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
+    t0=$(date +%s.%N)
+    ${BENCH_NICE:-} dd if="$mnt/img" of=/dev/null bs=1M status=none || ok=0
+    t1=$(date +%s.%N)
+  fi
+  fusermount3 -u "$mnt" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rmdir "$mnt" 2>/dev/null || true
+  if [ "$ok" = 1 ]; then
+    echo "$t0 $t1 $size" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+  else
+    echo 0
+  fi
 }

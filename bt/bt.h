@@ -223,6 +223,14 @@ int bt_magnet_fetch (const struct bt_magnet *m,
                      const struct bt_settings *set,
                      struct bt_metainfo **out);
 
+/* The same fetch, giving the raw info dictionary (its SHA-1 is the
+ * info-hash) instead of the torrent: what a caller keeps in a cache and
+ * turns into the torrent with bt_magnet_metainfo.  *info is malloc'd,
+ * the caller frees it. */
+int bt_magnet_fetch_info (const struct bt_magnet *m,
+                          const struct bt_settings *set, uint8_t **info,
+                          size_t *info_len);
+
 /* Parse a torrent made from the raw info dictionary and trackers (what
  * bt_magnet_fetch does once it holds the metadata). */
 int bt_magnet_metainfo (const struct bt_magnet *m, const uint8_t *info,

@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +32,15 @@
 #include "clock.h"
 #include "error.h"
 #include "internal.h"
+#include "sockio.h"
 #include "wire.h"
 
-#define MAX_ASSEMBLIES 8
+/* Pieces assembled at once per connection: enough to keep `pipeline`
+ * blocks in flight when pieces are small (64 x 16 KiB pieces), at least
+ * MIN_ASSEMBLIES, and never more bytes than the larger of the two
+ * (assemblies_for). */
+#define MIN_ASSEMBLIES 8
+#define MAX_ASSEMBLIES 64
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
@@ -100,6 +107,21 @@ struct bt_conn
   double last_recv, last_send, last_block;
 };
 
+/* How many pieces one connection assembles at once: as many as fill
+ * the pipeline (peers such as transmission answer a batch of requests
+ * per bandwidth period, so a pipeline cut short by the piece count
+ * caps the rate: 8 pieces of 64 KiB were 1 MiB/s), at least
+ * MIN_ASSEMBLIES; the memory held is at most the larger of `pipeline`
+ * blocks and MIN_ASSEMBLIES pieces. */
+static unsigned
+assemblies_for (const struct bt_session *s)
+{
+  uint64_t want = ((uint64_t) s->set.pipeline * BT_BLOCK_SIZE
+                   + s->mi->piece_length - 1) / s->mi->piece_length;
+  return want < MIN_ASSEMBLIES ? MIN_ASSEMBLIES
+         : want > MAX_ASSEMBLIES ? MAX_ASSEMBLIES : (unsigned) want;
+}
+
 /* Test bit i of a piece bitmap (BEP 3 order: high bit first). */
 static bool
 bit_get (const uint8_t *map, uint32_t i)
@@ -141,45 +163,14 @@ conn_shutdown (struct bt_conn *c)
   conn_wake (c);
 }
 
-/* Wait for fd to become ready for events within timeout seconds. */
-static int
-wait_fd (int fd, short events, double timeout)
-{
-  struct pollfd pfd = { .fd = fd, .events = events };
-  for (;;)
-    {
-      int n = poll (&pfd, 1, (int) (timeout * 1000));
-      if (n > 0)
-        return 0;
-      if (n == 0)
-        return error_set (ETIMEDOUT, "timed out");
-      if (errno != EINTR)
-        return error_set (errno, "poll: %s", strerror (errno));
-    }
-}
-
-/* Send all of buf. */
+/* Send all of buf; a send stuck for IO_TIMEOUT fails. */
 static int
 send_all (struct bt_conn *c, const void *buf, size_t len)
 {
-  const uint8_t *p = buf;
-  while (len > 0)
-    {
-      ssize_t n = send (c->fd, p, len, MSG_NOSIGNAL);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (c->fd, POLLOUT, IO_TIMEOUT);
-          if (r < 0)
-            return error_prefix (-r, "send");
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "send: %s", strerror (errno));
-      p += n;
-      len -= n;
-    }
-  c->last_send = clock_seconds ();
-  return 0;
+  int r = bt_send_all (c->fd, buf, len, INFINITY, IO_TIMEOUT);
+  if (r == 0)
+    c->last_send = clock_seconds ();
+  return r;
 }
 
 /* Send one message without variable payload. */
@@ -191,33 +182,6 @@ send_simple (struct bt_conn *c, int id, uint32_t index, uint32_t begin,
                       .length = length };
   uint8_t out[17];
   return send_all (c, out, bt_wire_put_simple (out, &m));
-}
-
-/* Receive exactly len bytes before the deadline. */
-static int
-recv_exact (struct bt_conn *c, uint8_t *buf, size_t len, double deadline)
-{
-  while (len > 0)
-    {
-      double left = deadline - clock_seconds ();
-      if (left <= 0)
-        return error_set (ETIMEDOUT, "timed out");
-      ssize_t n = recv (c->fd, buf, len, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (c->fd, POLLIN, left);
-          if (r < 0)
-            return r;
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "recv: %s", strerror (errno));
-      if (n == 0)
-        return error_set (ECONNRESET, "connection closed by the peer");
-      buf += n;
-      len -= n;
-    }
-  return 0;
 }
 
 /* Connect to the peer's address within connect_timeout. */
@@ -235,18 +199,8 @@ connect_peer (struct bt_conn *c, const struct bt_peer_addr *a)
   pthread_mutex_unlock (&c->s->lock);
   if (stopping)
     return error_set (ECANCELED, "session closing");
-  if (connect (c->fd, (const struct sockaddr *) &a->addr, a->addr_len) < 0
-      && errno != EINPROGRESS)
-    return error_set (errno, "connect: %s", strerror (errno));
-  int r = wait_fd (c->fd, POLLOUT, c->s->set.connect_timeout);
-  if (r < 0)
-    return error_prefix (-r, "connect");
-  int err = 0;
-  socklen_t len = sizeof err;
-  getsockopt (c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0)
-    return error_set (err, "connect: %s", strerror (err));
-  return 0;
+  return bt_connect_within (c->fd, (const struct sockaddr *) &a->addr,
+                            a->addr_len, c->s->set.connect_timeout);
 }
 
 /* Send our handshake. */
@@ -268,7 +222,7 @@ static int
 recv_handshake (struct bt_conn *c, double deadline)
 {
   uint8_t in[BT_HANDSHAKE_LEN];
-  int r = recv_exact (c, in, sizeof in, deadline);
+  int r = bt_recv_exact (c->fd, in, sizeof in, deadline, 0);
   if (r < 0)
     return error_prefix (-r, "handshake");
   struct bt_handshake hs;
@@ -558,7 +512,7 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
             }
       if (a == NULL)
         {
-          if (c->nas == MAX_ASSEMBLIES || !pick_piece_locked (c))
+          if (c->nas >= assemblies_for (s) || !pick_piece_locked (c))
             break;
           continue;
         }

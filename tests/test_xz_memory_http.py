@@ -9,12 +9,11 @@ buffers, and each entry's block index."""
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from peers import scaled, sha256, write_entry
-from xz_helpers import make_image, vm_hwm_kib, xz
+from peers import sha256, sha256_all_at_once, write_entry
+from xz_helpers import make_image, xz
 
 MIB = 1 << 20
 CACHE = 64 * MIB
@@ -52,19 +51,9 @@ def test_ten_xz_entries_over_http_read_at_once_stay_within_the_bound(
     else:
         args.append(f"--cache-dir={tmp_path / 'diskcache'}")
     m = mount(catalog, *args)
-    before = vm_hwm_kib(m.pid)
-    readers = [subprocess.Popen(["sha256sum", str(m.path / f"d{i}.img")],
-                                stdout=subprocess.PIPE, text=True)
-               for i in range(ENTRIES)]
-    try:
-        sums = [r.communicate(timeout=scaled(300))[0].split()[0] for r in readers]
-    finally:
-        for r in readers:
-            if r.poll() is None:
-                r.kill()
-                r.wait()
-    peak = vm_hwm_kib(m.pid) * 1024
-    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / 1024:.1f} MiB), "
+    sums, before, peak = sha256_all_at_once(
+        [m.path / f"d{i}.img" for i in range(ENTRIES)], m.pid)
+    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / MIB:.1f} MiB), "
           f"bound {CACHE // MIB} MiB + {OVERHEAD // MIB} MiB")
     assert sums == [sha256(original)] * ENTRIES
     line = [x for x in m.status().splitlines() if x.startswith("memory-cache:")][0]

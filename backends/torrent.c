@@ -309,8 +309,9 @@ torrent_status (struct layer *l, FILE *out)
   fprintf (out, "torrent-peers: %u known, %u connected, %u banned\n",
            st.peers_known, st.peers_connected, st.peers_banned);
   fprintf (out, "torrent-fetched: %" PRIu64 " pieces, %" PRIu64 " bytes, %"
-           PRIu64 " hash failures\n", st.pieces_fetched, st.bytes_down,
-           st.hash_failures);
+           PRIu64 " hash failures, %" PRIu64 " bytes discarded\n",
+           st.pieces_fetched, st.bytes_down, st.hash_failures,
+           st.bytes_discarded);
   fprintf (out, "torrent-announces: %" PRIu64 " ok, %" PRIu64 " failed\n",
            st.announces_ok, st.announces_failed);
   if (bt_session_port (ts->session) != 0)

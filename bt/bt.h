@@ -139,6 +139,9 @@ struct bt_stats
   uint64_t pieces_fetched;   /* verified pieces from peers */
   uint64_t hash_failures;
   uint64_t bytes_down;       /* piece payload bytes received */
+  uint64_t bytes_discarded;  /* payload received and not used: blocks no
+                                longer asked for, or of pieces dropped
+                                before they were whole */
   uint64_t bytes_up;         /* piece payload bytes sent */
   unsigned peers_unchoked;   /* peers holding an upload slot now */
   uint32_t pieces_have;      /* pieces held (verified or claimed) */

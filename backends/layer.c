@@ -39,6 +39,17 @@ layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   return l->ops->pread (l, buf, count, offset);
 }
 
+/* A buffer the layer gives away, or 0 (see layer.h). */
+int
+layer_take (struct layer *l, size_t count, uint64_t offset, void **out)
+{
+  *out = NULL;
+  if (l->ops->take == NULL || count == 0 || offset > l->size
+      || count > l->size - offset)
+    return 0;
+  return l->ops->take (l, count, offset, out) > 0 && *out ? 1 : 0;
+}
+
 /* Write with a range check, refusing read-only layers. */
 int
 layer_pwrite (struct layer *l, const void *buf, size_t count,

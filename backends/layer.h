@@ -71,6 +71,14 @@ struct layer_ops
    * empty.  NULL means the whole layer is data. */
   int (*extent) (struct layer *l, uint64_t offset, struct layer_extent *out);
 
+  /* Optional: when the layer holds exactly the bytes of [offset,
+   * offset+count) in one buffer from malloc () that it can give away (a
+   * read-ahead slot its reader has reached), hand that buffer over: set
+   * *out (the caller then owns it and frees it with free ()) and return
+   * 1.  Return 0 when it has no such buffer (the caller reads with
+   * pread).  Saves copying the bytes into the caller's buffer.  NULL:
+   * always 0. */
+  int (*take) (struct layer *l, size_t count, uint64_t offset, void **out);
   /* Optional: a hint that [offset, offset+length) will be read soon. */
   int (*prefetch) (struct layer *l, uint64_t offset, uint64_t length);
 
@@ -120,6 +128,11 @@ bool layer_keep_open (const struct layer *l);
 /* Read count bytes at offset, checking the range against the size.
  * Returns 0 or a negative errno with a recorded message. */
 int layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset);
+
+/* The bytes of [offset, offset+count) in a buffer the layer gives away:
+ * 1 and *out (the caller frees it with free ()), or 0 when the layer has
+ * none (read with layer_pread then).  Never fails otherwise. */
+int layer_take (struct layer *l, size_t count, uint64_t offset, void **out);
 
 /* Write through, refusing with EROFS when the layer is not writable. */
 int layer_pwrite (struct layer *l, const void *buf, size_t count,

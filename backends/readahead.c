@@ -7,7 +7,10 @@
  * sequential readers (up to RA_STREAMS at once) and keeps RA_WINDOW
  * bytes ahead of a lone one, fetched in RA_SLOT_BYTES pieces by one
  * fetcher thread per reader; the reader then finds its data already in
- * memory.  Several sequential readers at once bring their own
+ * memory.  A read of exactly one slot (the kernel's 1 MiB read-ahead
+ * requests at 1 MiB boundaries) takes the slot's buffer itself
+ * (ra_take, through layer_take), so FUSE replies from it with no copy
+ * here.  Several sequential readers at once bring their own
  * parallelism and get none (it only cost a copy per byte then).  Random
  * readers pass straight through.
  *
@@ -101,6 +104,7 @@ struct ra_layer
   uint64_t tick;             /* protected by lock */
   bool closing;              /* protected by lock */
   uint64_t hits, misses, fetched, failed;  /* protected by lock */
+  uint64_t taken;            /* protected by lock: slots given away */
 };
 
 /* The queued slot of st with the lowest offset, or NULL (lock held). */
@@ -198,13 +202,11 @@ ra_fetcher (void *arg)
   return NULL;
 }
 
-/* The stream a read at offset continues, or the least recently used one
- * restarted at offset (lock held). */
+/* The stream a read at offset continues, or NULL (lock held). */
 static struct ra_stream *
-stream_for (struct ra_layer *ra, uint64_t offset)
+stream_continued (struct ra_layer *ra, uint64_t offset)
 {
-  struct ra_stream *lru = &ra->streams[0];
-  unsigned s, i;
+  unsigned s;
 
   for (s = 0; s < RA_STREAMS; s++)
     {
@@ -217,9 +219,24 @@ stream_for (struct ra_layer *ra, uint64_t offset)
           && seq_within (&st->seq, offset, RA_BEHIND,
                          st->seq.run >= RA_TRIGGER ? RA_AHEAD : 0))
         return st;
-      if (st->used < lru->used)
-        lru = st;
     }
+  return NULL;
+}
+
+/* The stream a read at offset continues, or the least recently used one
+ * restarted at offset (lock held). */
+static struct ra_stream *
+stream_for (struct ra_layer *ra, uint64_t offset)
+{
+  struct ra_stream *lru = stream_continued (ra, offset);
+  unsigned s, i;
+
+  if (lru)
+    return lru;
+  lru = &ra->streams[0];
+  for (s = 1; s < RA_STREAMS; s++)
+    if (ra->streams[s].used < lru->used)
+      lru = &ra->streams[s];
   lru->seq.run = 0;
   lru->seq.end = lru->ahead = offset;
   for (i = 0; i < RA_STREAM_SLOTS; i++)
@@ -357,6 +374,71 @@ other_reader (struct ra_layer *ra, const struct ra_stream *st)
   return false;
 }
 
+/* A read of st begins: note when (lock held). */
+static void
+read_starts (struct ra_layer *ra, struct ra_stream *st)
+{
+  st->used = ++ra->tick;
+  st->last_read = clock_seconds ();
+  st->seq.run++;
+}
+
+/* A read of st has been served from its slots: only now move the stream
+ * on (its slots behind the new end are reused), and keep its window
+ * full (lock held). */
+static void
+read_ends (struct ra_layer *ra, struct ra_stream *st, uint64_t offset,
+           size_t count)
+{
+  if (offset + count > st->seq.end)
+    st->seq.end = offset + count;
+  if (st->seq.run >= RA_TRIGGER && !other_reader (ra, st))
+    schedule (ra, st);
+}
+
+/* Give away the slot holding exactly [offset, offset+count), when a
+ * stream's reader has reached it: its buffer goes to the caller, and the
+ * slot takes a new one at its next fetch.  The kernel's read-ahead asks
+ * for 1 MiB at 1 MiB boundaries, the size and alignment of the slots,
+ * so a lone sequential reader's data then reaches FUSE with no copy
+ * here.  Returns 0 (nothing taken, no state changed) when the data is
+ * not in one such slot: the caller then reads with pread. */
+static int
+ra_take (struct layer *l, size_t count, uint64_t offset, void **out)
+{
+  struct ra_layer *ra = (struct ra_layer *) l;
+  struct ra_stream *st;
+  struct ra_slot *slot;
+  int taken = 0;
+
+  pthread_mutex_lock (&ra->lock);
+  st = stream_continued (ra, offset);
+  slot = st ? slot_at (ra, st, offset) : NULL;
+  if (slot && slot->offset == offset && slot->length == count)
+    {
+      if (slot->state == SLOT_QUEUED)
+        fetch_slot (ra, slot);
+      while (slot->state == SLOT_FETCHING)
+        pthread_cond_wait (&ra->done, &ra->lock);
+      /* While the lock was dropped the slot may have been refilled. */
+      if (slot->state == SLOT_READY && slot->gen == ra->gen
+          && slot->readers == 0 && slot->offset == offset
+          && slot->length == count && slot->buf)
+        {
+          *out = slot->buf;
+          slot->buf = NULL;
+          slot->state = SLOT_FREE;
+          read_starts (ra, st);
+          ra->hits++;
+          ra->taken++;
+          read_ends (ra, st, offset, count);
+          taken = 1;
+        }
+    }
+  pthread_mutex_unlock (&ra->lock);
+  return taken;
+}
+
 /* Read: from the read-ahead slots when a sequential reader's data is
  * there, the rest from the lower layer. */
 static int
@@ -368,19 +450,13 @@ ra_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
 
   pthread_mutex_lock (&ra->lock);
   st = stream_for (ra, offset);
-  st->used = ++ra->tick;
-  st->last_read = clock_seconds ();
-  st->seq.run++;
+  read_starts (ra, st);
   served = serve_from_slots (ra, st, buf, count, offset);
   if (served > 0)
     ra->hits++;
   else
     ra->misses++;
-  /* Only now move the stream on: its slots behind `next` are reused. */
-  if (offset + count > st->seq.end)
-    st->seq.end = offset + count;
-  if (st->seq.run >= RA_TRIGGER && !other_reader (ra, st))
-    schedule (ra, st);
+  read_ends (ra, st, offset, count);
   pthread_mutex_unlock (&ra->lock);
   if (served == count)
     return 0;
@@ -486,6 +562,7 @@ ra_status (struct layer *l, FILE *out)
            buffers * (RA_SLOT_BYTES >> 20));
   fprintf (out, "readahead-hits: %llu\n", (unsigned long long) ra->hits);
   fprintf (out, "readahead-misses: %llu\n", (unsigned long long) ra->misses);
+  fprintf (out, "readahead-taken: %llu\n", (unsigned long long) ra->taken);
   fprintf (out, "readahead-fetched: %llu\n",
            (unsigned long long) ra->fetched);
   fprintf (out, "readahead-failed: %llu\n", (unsigned long long) ra->failed);
@@ -522,6 +599,7 @@ ra_close (struct layer *l)
 static const struct layer_ops ra_ops = {
   .name = "readahead",
   .pread = ra_pread,
+  .take = ra_take,
   .flush = ra_flush,
   .extent = ra_extent,
   .prefetch = ra_prefetch,
@@ -532,6 +610,7 @@ static const struct layer_ops ra_ops = {
 static const struct layer_ops ra_writable_ops = {
   .name = "readahead",
   .pread = ra_pread,
+  .take = ra_take,
   .pwrite = ra_pwrite,
   .flush = ra_flush,
   .trim = ra_trim,

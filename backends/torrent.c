@@ -32,6 +32,10 @@
  * entry stops it within a poll interval.  `peers = host:port,...` are
  * tried besides the trackers' peers.
  *
+ * Magnet links: the info dictionary comes from the disk cache when a
+ * copy there passes the SHA-1 check, else from the swarm (bt/magnet.c),
+ * and is then kept in the disk cache (a blob keyed by the info-hash).
+ *
  * Web seeds (BEP 19 `url-list`, torrent_webseed.c): when the torrent
  * has any, each of the engine's fetching threads holds a curl handle and
  * asks them first for the unit's pieces (SHA-1 checked), then the swarm;
@@ -52,6 +56,7 @@
 #include <strings.h>
 
 #include "bt/bt.h"
+#include "diskcache.h"
 #include "entry.h"
 #include "error.h"
 #include "options.h"
@@ -312,8 +317,9 @@ torrent_status (struct layer *l, FILE *out)
   fprintf (out, "torrent-peers: %u known, %u connected, %u banned\n",
            st.peers_known, st.peers_connected, st.peers_banned);
   fprintf (out, "torrent-fetched: %" PRIu64 " pieces, %" PRIu64 " bytes, %"
-           PRIu64 " hash failures\n", st.pieces_fetched, st.bytes_down,
-           st.hash_failures);
+           PRIu64 " hash failures, %" PRIu64 " bytes discarded\n",
+           st.pieces_fetched, st.bytes_down, st.hash_failures,
+           st.bytes_discarded);
   fprintf (out, "torrent-announces: %" PRIu64 " ok, %" PRIu64 " failed\n",
            st.announces_ok, st.announces_failed);
   if (bt_session_port (ts->session) != 0)
@@ -518,26 +524,61 @@ unit_for (uint32_t piece_length)
   return 0;
 }
 
-/* Fetch a magnet link's metadata from its swarm (within timeout). */
+/* The disk cache's kind for a magnet's info dictionary (keyed by the
+ * hex info-hash). */
+#define MAGNET_INFO_KIND "torrent-info"
+
+/* A magnet link's torrent: its info dictionary from the disk cache when
+ * a verified copy is there (a restart needs no peer to open it), else
+ * fetched from its swarm within timeout and kept in the disk cache.
+ * Either way bt_magnet_metainfo checks its SHA-1 against the info-hash. */
 static int
-load_magnet (struct torrent_source *ts, const char *uri, const char *ca_file,
-             double timeout)
+load_magnet (struct torrent_source *ts, const char *uri,
+             const struct stack_context *ctx, double timeout)
 {
+  struct disk_cache *dc = ctx->services ? ctx->services->disk_cache : NULL;
   struct bt_magnet *m;
+  uint8_t *info;
+  size_t len;
   int r = bt_magnet_parse (uri, &m);
   if (r < 0)
     return r;
   struct bt_settings set = {
-    .name = "magnet", .timeout = timeout, .ca_file = ca_file,
+    .name = "magnet", .timeout = timeout, .ca_file = ctx->entry->ca_file,
     .extra_peers = (const char *const *) ts->peers,
   };
   char hex[41];
   for (int i = 0; i < 20; i++)
     snprintf (hex + 2 * i, 3, "%02x", m->info_hash[i]);
+  if (disk_cache_recall_blob (dc, MAGNET_INFO_KIND, hex, BT_MAX_METADATA,
+                              &info, &len) == 0)
+    {
+      r = bt_magnet_metainfo (m, info, len, &ts->mi);
+      free (info);
+      if (r == 0)
+        {
+          log_info ("torrent: magnet %s: metadata from the disk cache "
+                    "(%zu bytes, SHA-1 checked)", hex, len);
+          bt_magnet_free (m);
+          return 0;
+        }
+      log_warning ("torrent: magnet %s: the disk cache's metadata is "
+                   "refused (%s); fetching it from peers", hex,
+                   error_message ());
+    }
   log_info ("torrent: magnet %s: fetching the metadata from peers (%zu "
             "tracker%s)", hex, m->tracker_count,
             m->tracker_count == 1 ? "" : "s");
-  r = bt_magnet_fetch (m, &set, &ts->mi);
+  r = bt_magnet_fetch_info (m, &set, &info, &len);
+  if (r == 0)
+    {
+      r = bt_magnet_metainfo (m, info, len, &ts->mi);
+      if (r == 0)
+        disk_cache_remember_blob (dc, MAGNET_INFO_KIND, hex, info, len);
+      else
+        r = error_prefix (-r, "magnet");
+      free (info);
+    }
   bt_magnet_free (m);
   return r;
 }
@@ -566,7 +607,7 @@ layer_torrent_open (const struct stack_context *ctx, const char *path,
   double timeout = ctx->entry->timeout > 0 ? ctx->entry->timeout
                                            : DEFAULT_TIMEOUT;
   if (strncasecmp (path, "magnet:", 7) == 0)
-    r = load_magnet (ts, path, ctx->entry->ca_file, timeout);
+    r = load_magnet (ts, path, ctx, timeout);
   else
     r = bt_metainfo_load (path, &ts->mi);
   if (r < 0)

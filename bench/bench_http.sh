@@ -15,6 +15,10 @@
 # row is also set against `dd` of the disk-cache file itself (the data
 # object's bytes in its data file under the cache dir, read right after
 # the mount, so in the same page-cache state): issue 14 wants >= 0.9 of it.
+# Each round also reads the FUSE ceiling (bench/fuse_ceiling: an in-memory
+# file of the image's size, read-ahead READ_AHEAD_KB or the daemon's 1 MiB;
+# CEILING_BIN overrides where the tool is): no FUSE file system reads
+# faster here, so the cold and warm rows are also shown as its share.
 # Every process started here is stopped by PID at exit.
 set -euo pipefail
 
@@ -149,11 +153,13 @@ median () { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+
 # hits both alike; each figure is the median of ROUNDS runs.
 ROUNDS=${ROUNDS:-3}
 L_CACHE=(); L_DISK=(); D_COLD=(); D_KERNEL=(); D_WARM=(); D_IOPS=(); D_WIOPS=()
-N_COLD=(); N_WARM=(); N_IOPS=(); C_FILE=(); ds_ok=ok; extra_gets=0
+N_COLD=(); N_WARM=(); N_IOPS=(); C_FILE=(); C_CEIL=(); ds_ok=ok; extra_gets=0
+CEILING=${CEILING_BIN:-$(dirname "$BIN")/bench/fuse_ceiling}
 for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS ..." >&2
   t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M); L_CACHE+=("$(mbps "$t")")
   t=$(timed dd if="$WORK/www/img.raw" of=/dev/null bs=1M iflag=direct); L_DISK+=("$(mbps "$t")")
+  C_CEIL+=("$(bench_ceiling_mbs "$CEILING" "$BYTES" "${READ_AHEAD_KB:-1024}")")
 
   # diskshelf cold (fresh cache) and the same mount again (kernel cache).
   rm -rf "$WORK/cache"
@@ -194,7 +200,7 @@ ds_cold=$(median "${D_COLD[@]}"); ds_kernel=$(median "${D_KERNEL[@]}")
 ds_warm=$(median "${D_WARM[@]}"); ds_iops=$(median "${D_IOPS[@]}")
 ds_wiops=$(median "${D_WIOPS[@]}"); cache_file=$(median "${C_FILE[@]}")
 nbd_cold=$(median "${N_COLD[@]}"); nbd_warm=$(median "${N_WARM[@]}")
-nbd_iops=$(median "${N_IOPS[@]}")
+nbd_iops=$(median "${N_IOPS[@]}"); ceil=$(median "${C_CEIL[@]}")
 gets_before=0; gets_after=$extra_gets
 
 ratio () { echo "scale=2; $1 / $2" | bc -l; }
@@ -215,6 +221,11 @@ printf '%-44s %12s\n' "local file, disk (O_DIRECT), MB/s" "$local_disk"
 printf '%-44s %12s\n' "warm (disk cache) / local page cache" "$(ratio "$ds_warm" "$local_cache")"
 printf '%-44s %12s\n' "warm (disk cache) / local disk" "$(ratio "$ds_warm" "$local_disk")"
 printf '%-44s %12s\n' "warm (same mount) / local page cache" "$(ratio "$ds_kernel" "$local_cache")"
+printf '%-44s %12s\n' "FUSE ceiling (in-memory file), MB/s" "$ceil"
+if [ "$ceil" != 0 ]; then
+  printf '%-44s %12s\n' "cold / FUSE ceiling" "$(ratio "$ds_cold" "$ceil")"
+  printf '%-44s %12s\n' "warm (disk cache) / FUSE ceiling" "$(ratio "$ds_warm" "$ceil")"
+fi
 printf '%-44s %12s\n' "dd of the disk-cache file itself, MB/s" "$cache_file"
 if [ "$cache_file" != 0 ]; then
   printf '%-44s %12s\n' "warm (disk cache) / dd of the cache file" "$(ratio "$ds_warm" "$cache_file")"

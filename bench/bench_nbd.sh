@@ -12,7 +12,12 @@
 # IOPS and the diskshelf/nbdfuse ratio per row.  The sequential rows also
 # run `nbdcopy URI null:` on the same export (libnbd's own copier, no
 # FUSE: the NBD limit), interleaved with the same repeats; issue 14 wants
-# diskshelf's 1-reader sequential >= 0.9 of it.
+# diskshelf's 1-reader sequential >= 0.9 of it.  They also read the FUSE
+# ceiling (bench/fuse_ceiling: an in-memory file of SIZE bytes, read-ahead
+# CEILING_RA_KB, default 1024 like the daemon's --readahead; CEILING_BIN
+# overrides where the tool is; read by the same fio job), so the figure is also a share of what any
+# FUSE file system reaches here.  The CPU row is the FUSE daemon's own
+# CPU time per GiB in the 1-reader row (the fewest of the repeats).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +25,8 @@ DISKSHELF=${DISKSHELF_BIN:-$ROOT/build/diskshelf}
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-10}
 REPEAT=${REPEAT:-3}
+CEILING=${CEILING_BIN:-$(dirname "$DISKSHELF")/bench/fuse_ceiling}
+CEILING_RA_KB=${CEILING_RA_KB:-1024}
 WORK=$(mktemp -d /tmp/bench-nbd.XXXXXX)
 SOCK=$WORK/nbdkit.sock
 pids=()
@@ -27,6 +34,7 @@ pids=()
 cleanup () {
   fusermount3 -u "$WORK/ds" 2>/dev/null || true
   fusermount3 -u "$WORK/nf" 2>/dev/null || true
+  fusermount3 -u "$WORK/ceil" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
@@ -39,6 +47,13 @@ wait_for () {  # wait_for SECONDS COMMAND...
     if ((SECONDS > deadline)); then echo "timed out: $*" >&2; exit 1; fi
     sleep 0.1
   done
+}
+
+# SIZE in bytes.
+size_bytes () {
+  /usr/bin/python3 -c "
+s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+print(int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s))"
 }
 
 [ -x "$DISKSHELF" ] || { echo "build diskshelf first ($DISKSHELF)" >&2; exit 1; }
@@ -55,12 +70,25 @@ nbdkit -U - random "$SIZE" seed=42 --run "nbdcopy \"\$uri\" 'nbd+unix:///?socket
 mkdir -p "$WORK/cat" "$WORK/ds" "$WORK/nf"
 echo "source = nbd+unix:///?socket=$SOCK" > "$WORK/cat/disk.img.conf"
 "$DISKSHELF" -f --cache-dir=none ${DISKSHELF_ARGS:-} "$WORK/cat" "$WORK/ds" 2>"$WORK/ds.log" &
-pids+=($!)
+pids+=($!); DS_PID=$!
 wait_for 20 test -e "$WORK/ds/disk.img"
+
+# The FUSE ceiling, mounted beside them and read by the same fio job.
+CEIL_PID=
+mkdir -p "$WORK/ceil"
+if [ -x "$CEILING" ]; then
+  "$CEILING" copy "$(size_bytes)" "$WORK/ceil" 2>/dev/null &
+  pids+=($!); CEIL_PID=$!
+  if wait_for 20 test -e "$WORK/ceil/img"; then
+    echo "$CEILING_RA_KB" > "/sys/class/bdi/$(mountpoint -d "$WORK/ceil")/read_ahead_kb" 2>/dev/null || true
+  else
+    CEIL_PID=
+  fi
+fi
 
 touch "$WORK/nf/disk.img"
 nbdfuse -r "$WORK/nf/disk.img" "nbd+unix:///?socket=$SOCK" &
-pids+=($!)
+pids+=($!); NF_PID=$!
 wait_for 20 mountpoint -q "$WORK/nf/disk.img"
 
 # run_fio FILE RW BS JOBS -> "MB/s IOPS".  Sequential rows read the whole
@@ -95,28 +123,38 @@ printf '%-26s %12s %12s %12s %12s %8s\n' "" "MB/s" "IOPS" "MB/s" "IOPS" ""
 # nbdcopy URI null: -> MB/s (the whole export).
 nbdcopy_mbs () {
   local t0 t1 bytes
-  bytes=$(/usr/bin/python3 -c "
-s = '$SIZE'; m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
-print(int(s[:-1]) * m[s[-1]] if s[-1] in m else int(s))")
+  bytes=$(size_bytes)
   t0=$(date +%s.%N)
   nbdcopy "nbd+unix:///?socket=$SOCK" null: || { echo 0; return; }
   t1=$(date +%s.%N)
   echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
 }
 COPY_MB=0
+CEIL_MB=0
 
 # Each row runs REPEAT times, alternating diskshelf and nbdfuse so both
 # see the same machine load, and keeps each one's best run.
 row () {  # row LABEL RW BS JOBS
-  local dmb=0 dio=0 nmb=0 nio=0 a b i
+  local dmb=0 dio=0 nmb=0 nio=0 a b c i
   for ((i = 0; i < REPEAT; i++)); do
+    c=$(cpu_ticks "$DS_PID")
     read -r a b < <(run_fio "$WORK/ds/disk.img" "$2" "$3" "$4")
+    c=$(($(cpu_ticks "$DS_PID") - c))
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $dmb)"; then dmb=$a; dio=$b; fi
+    [ "$2" = read ] && [ "$4" = 1 ] && DS_CPU=$(min_cpu "$DS_CPU" "$c")
+    c=$(cpu_ticks "$NF_PID")
     read -r a b < <(run_fio "$WORK/nf/disk.img" "$2" "$3" "$4")
+    c=$(($(cpu_ticks "$NF_PID") - c))
     if /usr/bin/python3 -c "import sys; sys.exit(not $a > $nmb)"; then nmb=$a; nio=$b; fi
+    [ "$2" = read ] && [ "$4" = 1 ] && NF_CPU=$(min_cpu "$NF_CPU" "$c")
     if [ "$2" = read ]; then
       a=$(nbdcopy_mbs)
       if /usr/bin/python3 -c "import sys; sys.exit(not $a > $COPY_MB)"; then COPY_MB=$a; fi
+      if [ "$4" = 1 ]; then
+        a=0
+        [ -n "$CEIL_PID" ] && read -r a b < <(run_fio "$WORK/ceil/img" read 1M 1)
+        if /usr/bin/python3 -c "import sys; sys.exit(not $a > $CEIL_MB)"; then CEIL_MB=$a; fi
+      fi
     fi
   done
   ratio=$(/usr/bin/python3 -c "print('%.2f' % ($dmb / $nmb if $nmb else 0))")
@@ -125,13 +163,30 @@ row () {  # row LABEL RW BS JOBS
   return 0
 }
 SEQ1_MB=0
+# CPU time (user + system, clock ticks) of a FUSE daemon so far; the
+# fewest ticks of the 1-reader sequential repeats are kept: on a shared
+# machine CPU per byte moves far less with the load than MB/s does.
+cpu_ticks () { awk '{print $14 + $15}' "/proc/$1/stat"; }
+min_cpu () { if [ -z "$1" ] || [ "$2" -lt "$1" ]; then echo "$2"; else echo "$1"; fi; }
+DS_CPU=; NF_CPU=
 # ROWS=seq or ROWS=rand runs only those rows (default: all).
 if [ "${ROWS:-all}" != rand ]; then
   row "seq read 1 MiB, 1 reader" read 1M 1
   row "seq read 1 MiB, 4 readers" read 1M 4
   SEQ1=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $COPY_MB if $COPY_MB else 0))")
   printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs nbdcopy" "$SEQ1_MB" "" "$COPY_MB" "" "$SEQ1"
-  echo '(last row: diskshelf seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)'
+  SEQC=$(/usr/bin/python3 -c "print('%.2f' % ($SEQ1_MB / $CEIL_MB if $CEIL_MB else 0))")
+  if [ "$CEIL_MB" = 0 ]; then
+    echo "(no FUSE ceiling: $CEILING did not run; set CEILING_BIN)"
+  else
+    printf '%-26s %12s %12s %12s %12s %7sx\n' "seq 1 reader vs ceiling" "$SEQ1_MB" "" "$CEIL_MB" "" "$SEQC"
+  fi
+  echo '(seq 1 reader against `nbdcopy URI null:` on the same export, best of each; issue 14: >= 0.9)'
+  /usr/bin/python3 -c "
+t = $(getconf CLK_TCK); gib = $(size_bytes) / (1 << 30)
+print('%-26s %12.0f %12s %12.0f %12s %7.2fx' % ('seq 1 reader, CPU ms/GiB', ${DS_CPU:-0} * 1000 / t / gib, '',
+      ${NF_CPU:-0} * 1000 / t / gib, '', (${DS_CPU:-0} / ${NF_CPU:-1}) if ${NF_CPU:-0} else 0))"
+  echo "(and against the FUSE ceiling: fuse_ceiling copy, an in-memory file of $SIZE, read-ahead $CEILING_RA_KB KiB, the same fio job, best of each)"
 fi
 if [ "${ROWS:-all}" != seq ]; then
   row "rand read 4 KiB, 1 reader" randread 4k 1

@@ -34,7 +34,9 @@
 #   ten at once: ten entries, each its own URL of the filled image (ten
 #            symlinks), the first TEN_MB MiB (default 64) of each read by
 #            ten concurrent dd; peak RSS (VmHWM) of the daemon against
-#            --memory-cache-size (128M) + 64 MiB.
+#            --memory-cache-size (128M) + 64 MiB, the rate of all ten
+#            together, and the blocks decoded against the least (from
+#            `diskshelf status`: each block read once is decoded once).
 #
 # Usage: bench/bench_xz.sh            (SIZE=256M VM_SIZE=256M RUNTIME=5
 #        for a quick run of a few minutes; ROWS=seq or ROWS=rand for only
@@ -42,8 +44,8 @@
 #        SHAPES= for none: only the single-block and ten-entry rows;
 #        SHAPES= ROWS=ten for only the ten-entry rows)
 # Env:   DISKSHELF_BIN (default build/diskshelf), BASE_BIN (an older
-#        diskshelf measured in the same run, cold sequential rows only:
-#        before/after figures), CEILING_BIN (default
+#        diskshelf measured in the same run, cold sequential and
+#        ten-at-once rows only: before/after figures), CEILING_BIN (default
 #        build/bench/fuse_ceiling), BENCH_DIR, SIZE, VM_SIZE, RUNTIME
 set -euo pipefail
 
@@ -282,11 +284,13 @@ ttfb () {   # mountfn URL args...
   RESULT=$(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}')
 }
 
-# Cold sequential read of the whole image: MB/s; sets LAST_RSS.
+# Cold sequential read of the whole image: MB/s; sets LAST_RSS and
+# LAST_CPU (empty when the read failed).
 seqread () {   # mountfn URL args...
   local fn=$1; shift
   local t0 t1 bytes
   LAST_RSS=0
+  LAST_CPU=
   if ! $fn "$@"; then umount_it; RESULT=refused; return; fi
   bytes=$(stat -c %s "$FILE")
   t0=$(now)
@@ -340,9 +344,11 @@ except (ValueError, ZeroDivisionError):
     print("-")' "$1" "$2" "$3"
 }
 
-# The smaller of two CPU times (empty = none yet).
+# The smaller of two CPU times (empty = none).
 lowest () {
-  if [ -z "$1" ]; then echo "$2"; else echo "$1 $2" | awk '{print ($1 < $2) ? $1 : $2}'; fi
+  if [ -z "$1" ]; then echo "$2"
+  elif [ -z "$2" ]; then echo "$1"
+  else echo "$1 $2" | awk '{print ($1 < $2) ? $1 : $2}'; fi
 }
 
 # The larger of two rates ("refused"/"EIO" lose to any number).
@@ -389,6 +395,23 @@ ceiling () {   # raw mode -> sets CEIL_RESULT (MB/s)
   CEIL_RESULT=${CEIL[$key]}
 }
 
+# The cold sequential subjects: the chain, diskshelf, and BASE_BIN's
+# diskshelf when given.  One read of one subject keeps its best rate,
+# highest peak RSS (KiB) and lowest CPU seconds in RATE, PEAK and CPU.
+SUBJECTS="chain ds${BASE:+ base}"
+declare -A RATE PEAK CPU
+seq_subject () {   # who URL
+  local who=$1 url=$2 ds=$DS
+  case $who in
+    chain) seqread mount_chain "$url";;
+    ds) seqread mount_ds "$url" --cache-dir=none;;
+    base) DS=$BASE; seqread mount_ds "$url" --cache-dir=none; DS=$ds;;
+  esac
+  RATE[$who]=$(best "${RATE[$who]:-0}" "$RESULT")
+  PEAK[$who]=$(( LAST_RSS > ${PEAK[$who]:-0} ? LAST_RSS : ${PEAK[$who]:-0} ))
+  CPU[$who]=$(lowest "${CPU[$who]:-}" "$LAST_CPU")
+}
+
 SUMMARY=()
 for shape in $SHAPES; do
   url=http://127.0.0.1:$PORT/$(shape_file "$shape")
@@ -399,22 +422,14 @@ for shape in $SHAPES; do
     ttfb mount_chain "$url"; c=$RESULT; ttfb mount_ds "$url" --cache-dir=none; d=$RESULT
     row "$shape: time to first 4 KiB (s)" "$c" "$d" 0 s
     log "$shape: cold sequential (best of 2, interleaved with the xz limit)"
-    c=0; d=0; bd=0; limit=0; crss=0; drss=0; brss=0
-    ccpu=; dcpu=; bcpu=; xcpu=
+    limit=0; xcpu=; RATE=(); PEAK=(); CPU=()
     for _ in 1 2; do
       l=$(xz_limit "$file" "$raw"); limit=$(best "$limit" "$l")
       xcpu=$(lowest "$xcpu" "$(cat "$RUN/xz.cpu")")
-      seqread mount_chain "$url"; c=$(best "$c" "$RESULT")
-      crss=$((LAST_RSS > crss ? LAST_RSS : crss)); ccpu=$(lowest "$ccpu" "$LAST_CPU")
-      seqread mount_ds "$url" --cache-dir=none; d=$(best "$d" "$RESULT")
-      drss=$((LAST_RSS > drss ? LAST_RSS : drss)); dcpu=$(lowest "$dcpu" "$LAST_CPU")
-      if [ -n "$BASE" ]; then
-        new=$DS; DS=$BASE
-        seqread mount_ds "$url" --cache-dir=none; bd=$(best "$bd" "$RESULT")
-        brss=$((LAST_RSS > brss ? LAST_RSS : brss)); bcpu=$(lowest "$bcpu" "$LAST_CPU")
-        DS=$new
-      fi
+      for who in $SUBJECTS; do seq_subject "$who" "$url"; done
     done
+    c=${RATE[chain]}; d=${RATE[ds]}; crss=${PEAK[chain]}; drss=${PEAK[ds]}
+    ccpu=${CPU[chain]}; dcpu=${CPU[ds]}
     log "$shape: FUSE ceiling"
     ceiling "$raw" copy; ceil=$CEIL_RESULT
     row "$shape: cold sequential (MB/s)" "$c" "$d" 1 MB/s
@@ -425,6 +440,7 @@ for shape in $SHAPES; do
     row "$shape: CPU s, xz -T2 -dc vs diskshelf" "$xcpu" "$dcpu" 0 s
     SUMMARY+=("$shape|$d|$(ratio "$d" "$c" 1)|$(ratio "$d" "$limit" 1)|$(ratio "$d" "$ceil" 1)|$((crss / 1024))|$((drss / 1024))|$dcpu|$xcpu")
     if [ -n "$BASE" ]; then
+      bd=${RATE[base]}; brss=${PEAK[base]}; bcpu=${CPU[base]}
       row "$shape: BASE_BIN cold sequential (MB/s)" "$bd" "$d" 1 MB/s
       row "$shape: BASE_BIN peak RSS in seq read (MiB)" "$((brss / 1024))" "$((drss / 1024))" 0 MiB
       row "$shape: BASE_BIN CPU s, seq read" "$bcpu" "$dcpu" 0 s
@@ -485,40 +501,55 @@ row "1-block warm: dd of the cache file vs the mount (MB/s)" "$f" "$d" 1 MB/s
 fi
 
 # Ten entries of the filled image, each its own URL, read at once: the
-# daemon's peak RSS against --memory-cache-size + 64 MiB.
-if [ "$ROWS_WANTED" = all ] || [ "$ROWS_WANTED" = ten ]; then
-  TEN_MB=${TEN_MB:-64}
-  log "ten entries read at once (first $TEN_MB MiB of each)"
-  for i in $(seq 0 9); do ln -sf fs.img.xz "$IMG/ten$i.img.xz"; done
+# daemon's peak RSS against --memory-cache-size + 64 MiB, and the blocks
+# decoded against the least (each 16 MiB block read once), with
+# DISKSHELF_BIN and, when given, BASE_BIN in the same run.
+ten_at_once () {   # BIN label
+  local bin=$1 label=$2 i t0 t1 ok peak base_rss total decoded evictions waits
   rm -rf "$RUN/catalog"; mkdir -p "$RUN/catalog" "$MNT/d"
   for i in $(seq 0 9); do
     echo "source = http://127.0.0.1:$PORT/ten$i.img.xz" > "$RUN/catalog/ten$i.conf"
   done
-  "$DS" -f --memory-cache-size=128M --cache-dir=none "$RUN/catalog" "$MNT/d" 2> "$RUN/ds.log" &
+  "$bin" -f --memory-cache-size=128M --cache-dir=none "$RUN/catalog" "$MNT/d" 2> "$RUN/ds.log" &
   MOUNT_PID=$!; PIDS=$MOUNT_PID
-  if wait_file "$MNT/d/ten9"; then
-    base_rss=$(rss_kib)
-    t0=$(now)
-    readers=()
-    for i in $(seq 0 9); do
-      dd if="$MNT/d/ten$i" of=/dev/null bs=1M count="$TEN_MB" status=none &
-      readers+=($!)
-    done
-    ok=ok
-    for r in "${readers[@]}"; do wait "$r" || ok=EIO; done
-    t1=$(now)
-    peak=$(rss_kib)
-    # Blocks decoded by all ten (16 MiB blocks; each read once is the least).
-    decoded=$(awk '/^memory-cache:/ {print $6; exit}' "$MNT/d/.diskshelf-status" 2>/dev/null || echo -)
+  if ! wait_file "$MNT/d/ten9"; then
     umount_it
-    total=$(echo "$t0 $t1 $((TEN_MB * 10))" | awk '{printf "%.1f", $3 * 1048576 / ($2 - $1) / 1e6}')
-    row "ten at once: peak RSS vs 128M + 64 MiB (MiB) [$ok]" "192" "$((peak / 1024))" 0 MiB
-    row "ten at once: RSS before reading (MiB)" "-" "$((base_rss / 1024))" 0 MiB
-    row "ten at once: all ten together (MB/s)" "-" "$total" 1 MB/s
-    row "ten at once: 16 MiB blocks decoded, least vs done" "$(( (TEN_MB + 15) / 16 * 10 ))" "${decoded:--}" 0 n
-  else
-    umount_it
-    row "ten at once: peak RSS (MiB)" "192" "refused" 0 MiB
+    row "${label}ten at once: peak RSS (MiB)" "192" "refused" 0 MiB
+    return
+  fi
+  base_rss=$(rss_kib)
+  t0=$(now)
+  local readers=()
+  for i in $(seq 0 9); do
+    dd if="$MNT/d/ten$i" of=/dev/null bs=1M count="$TEN_MB" status=none &
+    readers+=($!)
+  done
+  ok=ok
+  for i in "${readers[@]}"; do wait "$i" || ok=EIO; done
+  t1=$(now)
+  peak=$(rss_kib)
+  # memory-cache: USED of MAX bytes, N blocks decoded (Z zero), H hits,
+  # M misses, E evictions; memory-cache-waits: W reads waited ...
+  read -r decoded evictions < <(awk '/^memory-cache:/ {print $6, $15; exit}' \
+                                  "$MNT/d/.diskshelf-status" 2>/dev/null || echo "- -")
+  waits=$(awk '/^memory-cache-waits:/ {print $2; exit}' "$MNT/d/.diskshelf-status" 2>/dev/null)
+  umount_it
+  total=$(echo "$t0 $t1 $((TEN_MB * 10))" | awk '{printf "%.1f", $3 * 1048576 / ($2 - $1) / 1e6}')
+  row "${label}ten at once: peak RSS vs 128M + 64 MiB (MiB) [$ok]" "192" "$((peak / 1024))" 0 MiB
+  row "${label}ten at once: RSS before reading (MiB)" "-" "$((base_rss / 1024))" 0 MiB
+  row "${label}ten at once: all ten together (MB/s)" "-" "$total" 1 MB/s
+  row "${label}ten at once: 16 MiB blocks decoded, least vs done" "$(( (TEN_MB + 15) / 16 * 10 ))" "${decoded:--}" 0 n
+  row "${label}ten at once: evictions; reads that waited for room" "-" "${evictions:--}; ${waits:--}" 0 n
+}
+
+if [ "$ROWS_WANTED" = all ] || [ "$ROWS_WANTED" = ten ]; then
+  TEN_MB=${TEN_MB:-64}
+  for i in $(seq 0 9); do ln -sf fs.img.xz "$IMG/ten$i.img.xz"; done
+  log "ten entries read at once (first $TEN_MB MiB of each)"
+  ten_at_once "$DS" ""
+  if [ -n "$BASE" ]; then
+    log "ten entries read at once, BASE_BIN"
+    ten_at_once "$BASE" "BASE_BIN "
   fi
   rm -f "$IMG"/ten*.img.xz
 fi

@@ -40,11 +40,14 @@ static unsigned char *image;    /* size bytes, for copy */
 static int image_fd = -1;       /* memfd, for splice */
 static size_t size;
 
-/* getattr: the root and /img. */
+/* getattr: the root and /img.  With nullpath_ok an open file's getattr
+ * comes without a path: only /img is ever opened. */
 static int
 c_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
 {
   memset (st, 0, sizeof *st);
+  if (path == NULL)
+    path = "/img";
   if (strcmp (path, "/") == 0)
     {
       st->st_mode = S_IFDIR | 0755;

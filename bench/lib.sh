@@ -14,6 +14,35 @@
 #   bench_dd_cache_data DIR SIZE MB/s of dd bs=1M of that object's bytes
 #                                straight from the file (0 when none),
 #                                run under $BENCH_NICE (a command prefix)
+#   bench_now                    monotonic-enough wall clock, seconds
+#   bench_since T0               seconds since T0 (two decimals)
+#   bench_netns_enter SCRIPT ARG...
+#                                as root and not yet inside: re-exec
+#                                `bash SCRIPT ARG...` under `unshare -n`
+#                                with only lo up (BENCH_IN_NETNS=1); else
+#                                return.  Pass DISKSHELF_BIN absolute.
+#   bench_netns_only_lo          true inside that namespace when lo is the
+#                                only interface (nothing can leave)
+#   bench_torrent_swarm DIR FILE PIECE_LOG SEED_IP
+#                                a swarm of one: mktorrent FILE into
+#                                DIR/swarm.torrent (tracker on 127.0.0.1),
+#                                opentracker (whitelisting it) and an
+#                                aria2c seeder on SEED_IP with its JSON-RPC
+#                                on; returns once the tracker counts the
+#                                seeder.  Sets TORRENT, INFO_HASH,
+#                                TRACKER_PID, SEEDER_PID, SEEDER_RPC_PORT
+#                                (the caller stops the PIDs)
+#   bench_seeder_uploaded        bytes the aria2c seeder has uploaded so
+#                                far, from its own counter (RPC
+#                                aria2.tellActive uploadLength)
+#   bench_ceiling_mbs BIN SIZE [RA_KB [MODE]]
+#                                MB/s of dd bs=1M of the FUSE ceiling: a
+#                                file of SIZE bytes served from memory by
+#                                bench/fuse_ceiling (BIN; MODE copy, nocopy
+#                                or splice, default copy) on a fresh mount
+#                                with a read-ahead of RA_KB KiB (default
+#                                1024, the daemon's --readahead); 0 when it
+#                                cannot run.  Under $BENCH_NICE.
 
 bench_free_port () {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -91,4 +120,85 @@ bench_dd_cache_data () {   # DIR SIZE
   ${BENCH_NICE:-} dd if="$1" of=/dev/null bs=1M iflag=skip_bytes skip="$2" status=none
   t1=$(date +%s.%N)
   echo "$t0 $t1 $3" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+}
+
+bench_now () { date +%s.%N; }
+bench_since () { awk -v s="$1" -v e="$(bench_now)" 'BEGIN{printf "%.2f", e-s}'; }
+
+bench_netns_enter () {   # SCRIPT ARG...
+  if [ "$(id -u)" -eq 0 ] && [ -z "${BENCH_IN_NETNS:-}" ]; then
+    exec unshare -n env BENCH_IN_NETNS=1 bash -c \
+      'ip link set lo up && exec bash "$0" "$@"' "$@"
+  fi
+}
+
+bench_netns_only_lo () {
+  [ -n "${BENCH_IN_NETNS:-}" ] \
+    && [ "$(ip -o link show | awk -F': ' '{print $2}')" = "lo" ]
+}
+
+bench_torrent_swarm () {   # DIR FILE PIECE_LOG SEED_IP
+  local dir=$1 file=$2 plog=$3 ip=$4 tp
+  mkdir -p "$dir/tracker"
+  tp=$(bench_free_port)
+  TORRENT=$dir/swarm.torrent
+  mktorrent -l "$plog" -a "http://127.0.0.1:$tp/announce" -o "$TORRENT" \
+    "$file" >/dev/null
+  INFO_HASH=$(aria2c -S "$TORRENT" | awk '/^Info Hash:/{print $3}')
+  echo "$INFO_HASH" > "$dir/tracker/whitelist.txt"
+  chmod 755 "$dir" "$dir/tracker"; chmod 644 "$dir/tracker/whitelist.txt"
+  (cd "$dir/tracker" && exec opentracker -i 127.0.0.1 -p "$tp" -P "$tp" \
+     -d "$dir/tracker" -u nobody -w whitelist.txt) >"$dir/opentracker.log" 2>&1 &
+  TRACKER_PID=$!
+  SEEDER_RPC_PORT=$(bench_free_port)
+  aria2c --no-conf --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
+    --enable-peer-exchange=false --disable-ipv6=true --interface="$ip" \
+    --file-allocation=none --summary-interval=0 --seed-ratio=0.0 \
+    --check-integrity=true --enable-rpc=true --rpc-listen-port="$SEEDER_RPC_PORT" \
+    --dir="$(dirname "$file")" --listen-port="$(bench_free_port)" \
+    --log="$dir/aria2.log" --log-level=info \
+    "$TORRENT" >"$dir/aria2.out" 2>&1 &
+  SEEDER_PID=$!
+  local _
+  for _ in $(seq 1 300); do
+    curl -s "http://127.0.0.1:$tp/scrape?info_hash=$(sed 's/../%&/g' <<<"$INFO_HASH")" \
+      | grep -aq 'completei1e' && return 0
+    sleep 0.2
+  done
+  echo "bench: the aria2c seeder did not reach the tracker (see $dir/aria2.log)" >&2
+  return 1
+}
+
+bench_seeder_uploaded () {
+  curl -s --max-time 10 "http://127.0.0.1:$SEEDER_RPC_PORT/jsonrpc" \
+    -d '{"jsonrpc":"2.0","id":"b","method":"aria2.tellActive","params":[["uploadLength"]]}' \
+    | /usr/bin/python3 -c 'import json,sys; print(sum(int(d["uploadLength"]) for d in json.load(sys.stdin)["result"]))'
+}
+bench_ceiling_mbs () {   # BIN SIZE [RA_KB [MODE]]
+  local bin=$1 size=$2 ra=${3:-1024} mode=${4:-copy} mnt pid dev t0 t1 ok=0
+  [ -x "$bin" ] || { echo 0; return; }
+  mnt=$(mktemp -d /tmp/bench-ceiling.XXXXXX)
+  ${BENCH_NICE:-} "$bin" "$mode" "$size" "$mnt" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 200); do
+    [ -e "$mnt/img" ] && { ok=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ "$ok" = 1 ]; then
+    dev=$(mountpoint -d "$mnt" 2>/dev/null || true)
+    [ -n "$dev" ] && echo "$ra" > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
+    t0=$(date +%s.%N)
+    ${BENCH_NICE:-} dd if="$mnt/img" of=/dev/null bs=1M status=none || ok=0
+    t1=$(date +%s.%N)
+  fi
+  fusermount3 -u "$mnt" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rmdir "$mnt" 2>/dev/null || true
+  if [ "$ok" = 1 ]; then
+    echo "$t0 $t1 $size" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+  else
+    echo 0
+  fi
 }

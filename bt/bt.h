@@ -139,6 +139,9 @@ struct bt_stats
   uint64_t pieces_fetched;   /* verified pieces from peers */
   uint64_t hash_failures;
   uint64_t bytes_down;       /* piece payload bytes received */
+  uint64_t bytes_discarded;  /* payload received and not used: blocks no
+                                longer asked for, or of pieces dropped
+                                before they were whole */
   uint64_t bytes_up;         /* piece payload bytes sent */
   unsigned peers_unchoked;   /* peers holding an upload slot now */
   uint32_t pieces_have;      /* pieces held (verified or claimed) */
@@ -224,6 +227,14 @@ void bt_magnet_free (struct bt_magnet *m);
 int bt_magnet_fetch (const struct bt_magnet *m,
                      const struct bt_settings *set,
                      struct bt_metainfo **out);
+
+/* The same fetch, giving the raw info dictionary (its SHA-1 is the
+ * info-hash) instead of the torrent: what a caller keeps in a cache and
+ * turns into the torrent with bt_magnet_metainfo.  *info is malloc'd,
+ * the caller frees it. */
+int bt_magnet_fetch_info (const struct bt_magnet *m,
+                          const struct bt_settings *set, uint8_t **info,
+                          size_t *info_len);
 
 /* Parse a torrent made from the raw info dictionary and trackers (what
  * bt_magnet_fetch does once it holds the metadata). */

@@ -33,6 +33,7 @@ struct want
   uint32_t index;
   unsigned waiters;    /* readers blocked on it */
   unsigned assigned;   /* connections assembling it */
+  double assigned_at;  /* when the first one started (monotonic s) */
   bool done;
   bool prefetch;       /* asked by bt_prefetch_piece, not yet read */
   uint8_t *buf;        /* the verified bytes once done */
@@ -50,6 +51,15 @@ struct peer_entry
 };
 
 struct bt_conn;
+
+/* A connection's place in the choking rule (seeding.c); owned by the
+ * connection, its fields under the session lock. */
+struct seeding_peer
+{
+  bool waiting;                  /* interested, choked, counted in
+                                    choked_waiting and linked below */
+  struct seeding_peer *next_waiting;
+};
 
 struct bt_session
 {
@@ -71,9 +81,13 @@ struct bt_session
   uint32_t *have_log;            /* lock; pieces verified since open, in
                                     order, for HAVE messages */
   uint32_t have_log_len;         /* lock */
-  uint8_t *have_logged;          /* lock; 1 per piece once in have_log
-                                    (a piece the store lost and got
-                                    back is announced once) */
+  uint8_t *announced;            /* lock; per piece: in have_log or a
+                                    greeting's bitfield once already (a
+                                    piece lost and fetched again is not
+                                    logged twice: have_log stays within
+                                    piece_count) */
+  uint16_t *avail;               /* lock; per piece: connections to
+                                    non-seeds unchoking us that have it */
   struct want *wants;            /* lock; newest first */
   unsigned prefetches;           /* lock; wants with prefetch set */
   struct peer_entry *peers;      /* lock */
@@ -95,6 +109,11 @@ struct bt_session
 
   unsigned unchoked;              /* lock; upload slots taken */
   unsigned choked_waiting;       /* lock; interested peers without one */
+  struct seeding_peer *waiting;  /* lock; those peers */
+  struct seeding_peer *optimistic; /* lock; unchoked optimistically, or
+                                    NULL (one of the waiting) */
+  double optimistic_at;          /* lock; when it was chosen */
+  uint64_t choke_random;         /* lock; its random choice's state */
   double upload_next;            /* lock; when the rate limit lets the
                                     next byte out (monotonic seconds) */
 
@@ -109,7 +128,9 @@ int session_piece_from_store (struct bt_session *s, uint32_t index,
                               uint8_t *buf);
 void session_piece_verified (struct bt_session *s, uint32_t index,
                              const uint8_t *buf);
-void session_log_have_locked (struct bt_session *s, uint32_t index);
+void session_announce_locked (struct bt_session *s, uint32_t index);
+void session_avail_add_locked (struct bt_session *s, const uint8_t *map,
+                               int delta);
 bool session_verify (struct bt_session *s, uint32_t index,
                      const uint8_t *buf);
 void session_add_peers (struct bt_session *s, const struct bt_peer_addr *a,
@@ -127,8 +148,12 @@ void conn_shutdown (struct bt_conn *c);
 struct bt_conn *conn_next (struct bt_conn *c);
 
 /* seeding.c */
-bool seeding_take_slot (struct bt_session *s, bool *waiting);
-void seeding_stop_waiting (struct bt_session *s, bool *waiting);
+bool seeding_take_slot (struct bt_session *s, struct seeding_peer *p);
+void seeding_stop_waiting (struct bt_session *s, struct seeding_peer *p);
+struct seeding_peer *seeding_optimistic_step (struct bt_session *s,
+                                              double now);
+bool seeding_is_optimistic (struct bt_session *s,
+                            const struct seeding_peer *p);
 void seeding_release_slot (struct bt_session *s);
 bool seeding_should_rotate (struct bt_session *s, double since);
 void seeding_throttle (struct bt_session *s, uint32_t len);

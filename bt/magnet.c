@@ -32,6 +32,7 @@
 #include "clock.h"
 #include "error.h"
 #include "internal.h"
+#include "sockio.h"
 #include "tracker.h"
 #include "wire.h"
 
@@ -54,67 +55,18 @@ struct fetch
   unsigned peer_ut;       /* the peer's id for ut_metadata */
 };
 
-static int
-wait_fd (int fd, short events, double left)
-{
-  struct pollfd pfd = { .fd = fd, .events = events };
-  for (;;)
-    {
-      if (left <= 0)
-        return error_set (ETIMEDOUT, "timed out");
-      int n = poll (&pfd, 1, (int) (left * 1000) + 1);
-      if (n > 0)
-        return 0;
-      if (n == 0)
-        return error_set (ETIMEDOUT, "timed out");
-      if (errno != EINTR)
-        return error_set (errno, "poll: %s", strerror (errno));
-    }
-}
-
+/* Send all of buf before the peer's deadline. */
 static int
 send_all (struct fetch *f, const void *buf, size_t len)
 {
-  const uint8_t *p = buf;
-  while (len > 0)
-    {
-      ssize_t n = send (f->fd, p, len, MSG_NOSIGNAL);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (f->fd, POLLOUT, f->deadline - clock_seconds ());
-          if (r < 0)
-            return r;
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "send: %s", strerror (errno));
-      p += n;
-      len -= n;
-    }
-  return 0;
+  return bt_send_all (f->fd, buf, len, f->deadline, 0);
 }
 
+/* Receive exactly len bytes before the peer's deadline. */
 static int
 recv_exact (struct fetch *f, uint8_t *buf, size_t len)
 {
-  while (len > 0)
-    {
-      ssize_t n = recv (f->fd, buf, len, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (f->fd, POLLIN, f->deadline - clock_seconds ());
-          if (r < 0)
-            return r;
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "recv: %s", strerror (errno));
-      if (n == 0)
-        return error_set (ECONNRESET, "connection closed by the peer");
-      buf += n;
-      len -= n;
-    }
-  return 0;
+  return bt_recv_exact (f->fd, buf, len, f->deadline, 0);
 }
 
 /* Send an extension message: id 20, ext_id, then payload. */
@@ -260,17 +212,10 @@ fetch_from (struct fetch *f, const struct bt_peer_addr *a)
                   | SOCK_CLOEXEC, 0);
   if (f->fd < 0)
     return error_set (errno, "socket: %s", strerror (errno));
-  if (connect (f->fd, (const struct sockaddr *) &a->addr, a->addr_len) < 0
-      && errno != EINPROGRESS)
-    return error_set (errno, "connect: %s", strerror (errno));
-  int r = wait_fd (f->fd, POLLOUT, f->deadline - clock_seconds ());
+  int r = bt_connect_within (f->fd, (const struct sockaddr *) &a->addr,
+                             a->addr_len, f->deadline - clock_seconds ());
   if (r < 0)
-    return error_prefix (-r, "connect");
-  int err = 0;
-  socklen_t elen = sizeof err;
-  getsockopt (f->fd, SOL_SOCKET, SO_ERROR, &err, &elen);
-  if (err != 0)
-    return error_set (err, "connect: %s", strerror (err));
+    return r;
 
   struct bt_handshake hs = { { 0 } };
   hs.reserved[BT_RESERVED_EXT_BYTE] |= BT_RESERVED_EXT_BIT;
@@ -347,8 +292,9 @@ add_peer (struct bt_peer_addr *list, size_t *n, const struct bt_peer_addr *a)
 }
 
 int
-bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
-                 struct bt_metainfo **out)
+bt_magnet_fetch_info (const struct bt_magnet *m,
+                      const struct bt_settings *set, uint8_t **info,
+                      size_t *info_len)
 {
   double timeout = set && set->timeout > 0 ? set->timeout : 60;
   const char *name = set && set->name ? set->name : "magnet";
@@ -413,12 +359,10 @@ bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
           f.fd = -1;
           if (r == 0)
             {
-              r = bt_magnet_metainfo (m, f.meta, f.meta_size, out);
-              free (f.meta);
+              *info = f.meta;
+              *info_len = f.meta_size;
               free (f.got);
               free (peers);
-              if (r < 0)
-                return error_prefix (-r, "%s", name);
               return 0;
             }
           char addr[128];
@@ -437,4 +381,20 @@ bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
   return error_set (ETIMEDOUT, "%s: no peer gave the metadata within %g s "
                     "(%zu peers known, %zu connection attempts%s%s)", name,
                     timeout, npeers, tried, last[0] ? "; last: " : "", last);
+}
+
+int
+bt_magnet_fetch (const struct bt_magnet *m, const struct bt_settings *set,
+                 struct bt_metainfo **out)
+{
+  uint8_t *info;
+  size_t len;
+  int r = bt_magnet_fetch_info (m, set, &info, &len);
+  if (r < 0)
+    return r;
+  r = bt_magnet_metainfo (m, info, len, out);
+  free (info);
+  if (r < 0)
+    return error_prefix (-r, "%s", set && set->name ? set->name : "magnet");
+  return 0;
 }

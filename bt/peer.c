@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,14 +32,30 @@
 #include "clock.h"
 #include "error.h"
 #include "internal.h"
+#include "sockio.h"
 #include "wire.h"
 
-#define MAX_ASSEMBLIES 8
+/* Pieces assembled at once per connection: enough to keep `pipeline`
+ * blocks in flight when pieces are small (64 x 16 KiB pieces), at least
+ * MIN_ASSEMBLIES, and never more bytes than the larger of the two
+ * (assemblies_for). */
+#define MIN_ASSEMBLIES 8
+#define MAX_ASSEMBLIES 64
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
+/* End game: a second connection joins a piece a reader is blocked on
+ * once the first has had it this long (seconds): sooner, both copies
+ * usually arrive and one is thrown away. */
+#define ENDGAME_AFTER 1.0
 
 enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
+
+/* A request to send: piece, offset, length. */
+struct req
+{
+  uint32_t index, begin, length;
+};
 
 /* A piece being put together from blocks. */
 struct assembly
@@ -65,23 +82,45 @@ struct bt_conn
   bool self;                    /* we connected to ourselves */
   bool got_piece;
   uint8_t *peer_has;
+  uint32_t peer_has_count;      /* bits set in peer_has */
+  bool in_avail;                /* peer_has counted in the session's
+                                   avail[] (a non-seed unchoking us) */
+  uint64_t pick_random;         /* tie-breaks between equal pieces */
   bool peer_choking, peer_interested, am_choking, am_interested;
   uint32_t have_sent;           /* position in the session's have_log */
   struct assembly as[MAX_ASSEMBLIES];
   unsigned nas;
   unsigned outstanding;         /* requests sent, block not yet here */
+  struct req cancels[64];       /* requests of dropped pieces, to cancel */
+  unsigned ncancels;
   uint8_t *refused;             /* pieces this peer rejected */
   uint8_t *rbuf;
   size_t rlen, rcap;
   uint8_t *serve_buf;
   int64_t serve_index;
-  bool has_slot;                /* holds an upload slot (unchoked) */
-  bool slot_waiting;            /* counted in choked_waiting */
+  bool has_slot;                /* holds a regular upload slot */
+  struct seeding_peer seat;     /* waiting for one; the optimistic
+                                   unchoke picks among those */
   double unchoked_at;
   double rotated_at;            /* when it last gave its slot up for
                                    others: it waits a little then */
   double last_recv, last_send, last_block;
 };
+
+/* How many pieces one connection assembles at once: as many as fill
+ * the pipeline (peers such as transmission answer a batch of requests
+ * per bandwidth period, so a pipeline cut short by the piece count
+ * caps the rate: 8 pieces of 64 KiB were 1 MiB/s), at least
+ * MIN_ASSEMBLIES; the memory held is at most the larger of `pipeline`
+ * blocks and MIN_ASSEMBLIES pieces. */
+static unsigned
+assemblies_for (const struct bt_session *s)
+{
+  uint64_t want = ((uint64_t) s->set.pipeline * BT_BLOCK_SIZE
+                   + s->mi->piece_length - 1) / s->mi->piece_length;
+  return want < MIN_ASSEMBLIES ? MIN_ASSEMBLIES
+         : want > MAX_ASSEMBLIES ? MAX_ASSEMBLIES : (unsigned) want;
+}
 
 /* Test bit i of a piece bitmap (BEP 3 order: high bit first). */
 static bool
@@ -124,45 +163,14 @@ conn_shutdown (struct bt_conn *c)
   conn_wake (c);
 }
 
-/* Wait for fd to become ready for events within timeout seconds. */
-static int
-wait_fd (int fd, short events, double timeout)
-{
-  struct pollfd pfd = { .fd = fd, .events = events };
-  for (;;)
-    {
-      int n = poll (&pfd, 1, (int) (timeout * 1000));
-      if (n > 0)
-        return 0;
-      if (n == 0)
-        return error_set (ETIMEDOUT, "timed out");
-      if (errno != EINTR)
-        return error_set (errno, "poll: %s", strerror (errno));
-    }
-}
-
-/* Send all of buf. */
+/* Send all of buf; a send stuck for IO_TIMEOUT fails. */
 static int
 send_all (struct bt_conn *c, const void *buf, size_t len)
 {
-  const uint8_t *p = buf;
-  while (len > 0)
-    {
-      ssize_t n = send (c->fd, p, len, MSG_NOSIGNAL);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (c->fd, POLLOUT, IO_TIMEOUT);
-          if (r < 0)
-            return error_prefix (-r, "send");
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "send: %s", strerror (errno));
-      p += n;
-      len -= n;
-    }
-  c->last_send = clock_seconds ();
-  return 0;
+  int r = bt_send_all (c->fd, buf, len, INFINITY, IO_TIMEOUT);
+  if (r == 0)
+    c->last_send = clock_seconds ();
+  return r;
 }
 
 /* Send one message without variable payload. */
@@ -174,33 +182,6 @@ send_simple (struct bt_conn *c, int id, uint32_t index, uint32_t begin,
                       .length = length };
   uint8_t out[17];
   return send_all (c, out, bt_wire_put_simple (out, &m));
-}
-
-/* Receive exactly len bytes before the deadline. */
-static int
-recv_exact (struct bt_conn *c, uint8_t *buf, size_t len, double deadline)
-{
-  while (len > 0)
-    {
-      double left = deadline - clock_seconds ();
-      if (left <= 0)
-        return error_set (ETIMEDOUT, "timed out");
-      ssize_t n = recv (c->fd, buf, len, 0);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        {
-          int r = wait_fd (c->fd, POLLIN, left);
-          if (r < 0)
-            return r;
-          continue;
-        }
-      if (n < 0)
-        return error_set (errno, "recv: %s", strerror (errno));
-      if (n == 0)
-        return error_set (ECONNRESET, "connection closed by the peer");
-      buf += n;
-      len -= n;
-    }
-  return 0;
 }
 
 /* Connect to the peer's address within connect_timeout. */
@@ -218,18 +199,8 @@ connect_peer (struct bt_conn *c, const struct bt_peer_addr *a)
   pthread_mutex_unlock (&c->s->lock);
   if (stopping)
     return error_set (ECANCELED, "session closing");
-  if (connect (c->fd, (const struct sockaddr *) &a->addr, a->addr_len) < 0
-      && errno != EINPROGRESS)
-    return error_set (errno, "connect: %s", strerror (errno));
-  int r = wait_fd (c->fd, POLLOUT, c->s->set.connect_timeout);
-  if (r < 0)
-    return error_prefix (-r, "connect");
-  int err = 0;
-  socklen_t len = sizeof err;
-  getsockopt (c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0)
-    return error_set (err, "connect: %s", strerror (err));
-  return 0;
+  return bt_connect_within (c->fd, (const struct sockaddr *) &a->addr,
+                            a->addr_len, c->s->set.connect_timeout);
 }
 
 /* Send our handshake. */
@@ -251,7 +222,7 @@ static int
 recv_handshake (struct bt_conn *c, double deadline)
 {
   uint8_t in[BT_HANDSHAKE_LEN];
-  int r = recv_exact (c, in, sizeof in, deadline);
+  int r = bt_recv_exact (c->fd, in, sizeof in, deadline, 0);
   if (r < 0)
     return error_prefix (-r, "handshake");
   struct bt_handshake hs;
@@ -326,7 +297,17 @@ drop_assembly_locked (struct bt_conn *c, unsigned k)
   struct assembly *a = &c->as[k];
   for (uint32_t b = 0; b < a->nblocks; b++)
     if (a->block[b] == BLOCK_REQUESTED)
-      c->outstanding--;
+      {
+        c->outstanding--;
+        /* BEP 3 cancel: the peer need not send what nobody reads. */
+        if (c->ncancels < sizeof c->cancels / sizeof c->cancels[0])
+          c->cancels[c->ncancels++] = (struct req) {
+            a->index, b * BT_BLOCK_SIZE,
+            b + 1 == a->nblocks ? a->size - b * BT_BLOCK_SIZE
+                                : BT_BLOCK_SIZE };
+      }
+  if (a->received < a->nblocks)
+    s->stats.bytes_discarded += (uint64_t) a->received * BT_BLOCK_SIZE;
   for (struct want *w = s->wants; w != NULL; w = w->next)
     if (w->index == a->index && w->assigned > 0)
       w->assigned--;
@@ -335,13 +316,108 @@ drop_assembly_locked (struct bt_conn *c, unsigned k)
   c->as[k] = c->as[--c->nas];
 }
 
+/* Count the peer's pieces in the session's availability while it is a
+ * non-seed that unchokes us, or stop counting them (lock held). */
+static void
+avail_track_locked (struct bt_conn *c)
+{
+  bool want = !c->peer_choking && c->peer_has_count < c->s->mi->piece_count;
+  if (want != c->in_avail)
+    {
+      session_avail_add_locked (c->s, c->peer_has, want ? 1 : -1);
+      c->in_avail = want;
+    }
+}
+
+/* The peer's bitfield changes wholesale (bitfield, have-all, have-none):
+ * uncount it, let set() change it, count it again. */
+static void
+avail_replace (struct bt_conn *c, void (*set) (struct bt_conn *, const void *),
+               const void *arg)
+{
+  pthread_mutex_lock (&c->s->lock);
+  if (c->in_avail)
+    {
+      session_avail_add_locked (c->s, c->peer_has, -1);
+      c->in_avail = false;
+    }
+  set (c, arg);
+  c->peer_has_count = 0;
+  for (uint32_t i = 0; i < c->s->mi->piece_count; i++)
+    c->peer_has_count += bit_get (c->peer_has, i);
+  avail_track_locked (c);
+  pthread_mutex_unlock (&c->s->lock);
+}
+
+static void
+set_all (struct bt_conn *c, const void *arg)
+{
+  (void) arg;
+  for (uint32_t i = 0; i < c->s->mi->piece_count; i++)
+    bit_set (c->peer_has, i);
+}
+
+static void
+set_none (struct bt_conn *c, const void *arg)
+{
+  (void) arg;
+  memset (c->peer_has, 0, ((size_t) c->s->mi->piece_count + 7) / 8);
+}
+
+static void
+set_bitfield (struct bt_conn *c, const void *arg)
+{
+  const struct bt_msg *m = arg;
+  memcpy (c->peer_has, m->data, m->data_len);
+}
+
+/* A HAVE: one more piece, counted at once for the other connections. */
+static void
+avail_have (struct bt_conn *c, uint32_t index)
+{
+  if (bit_get (c->peer_has, index))
+    return;
+  pthread_mutex_lock (&c->s->lock);
+  bit_set (c->peer_has, index);
+  c->peer_has_count++;
+  if (c->in_avail)
+    c->s->avail[index]++;
+  avail_track_locked (c);       /* it may have become a seed */
+  pthread_mutex_unlock (&c->s->lock);
+}
+
+/* A random number for tie-breaks (xorshift; fairness only). */
+static uint64_t
+pick_next_random (struct bt_conn *c)
+{
+  uint64_t x = c->pick_random ? c->pick_random : 0x2545f4914f6cdd1du;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return c->pick_random = x;
+}
+
 /* Start assembling a piece a reader waits for and the peer has, if any
- * (lock held).  Returns true if one was started. */
+ * (lock held).  Returns true if one was started.
+ *
+ * The order: pieces nobody fetches yet first; then pieces a reader is
+ * blocked on; from a seed, pieces no other unchoking peer has first
+ * (rarest first among the wanted: the origin's upload goes to what only
+ * it can give, the rest comes from the other peers); ties at random, so
+ * peers reading the same window do not all ask for the same piece.  A
+ * seed is not asked for read-ahead another unchoking peer has.  A
+ * second connection (a seed too: the peer that has it may be slow)
+ * takes a piece only for a blocked reader, after ENDGAME_AFTER (the end
+ * game). */
 static bool
 pick_piece_locked (struct bt_conn *c)
 {
   struct bt_session *s = c->s;
+  bool seed = c->peer_has_count == s->mi->piece_count;
   struct want *best = NULL;
+  double now = clock_seconds ();
+  uint64_t best_rank = 0;
+  unsigned ties = 0;
   for (struct want *w = s->wants; w != NULL; w = w->next)
     {
       if (w->done || !bit_get (c->peer_has, w->index)
@@ -351,20 +427,22 @@ pick_piece_locked (struct bt_conn *c)
       bool mine = false;
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
-      /* Unassigned pieces first; in the end game, pieces others are
-       * already fetching, so one slow peer cannot hold a reader up.
-       * Then pieces a reader is blocked on before read-ahead, and the
-       * lowest index first: a sequential reader's next piece comes
-       * before the far end of its window (the list is newest first, so
-       * taking the first would serve the window backwards and let new
-       * read-ahead overtake the piece the reader waits for). */
-      if (mine || w->assigned >= 2)
+      if (mine || w->assigned >= 2
+          || (seed && s->avail[w->index] > 0 && w->waiters == 0)
+          || (w->assigned > 0
+              && (w->waiters == 0 || now - w->assigned_at < ENDGAME_AFTER)))
         continue;
-      if (best == NULL || w->assigned < best->assigned
-          || (w->assigned == best->assigned
-              && ((w->waiters > 0) > (best->waiters > 0)
-                  || ((w->waiters > 0) == (best->waiters > 0)
-                      && w->index < best->index))))
+      /* lower is better */
+      uint64_t rank = ((uint64_t) w->assigned << 32)
+                      | ((uint64_t) (w->waiters == 0) << 31)
+                      | (seed ? s->avail[w->index] : 0);
+      if (best == NULL || rank < best_rank)
+        {
+          best = w;
+          best_rank = rank;
+          ties = 1;
+        }
+      else if (rank == best_rank && pick_next_random (c) % ++ties == 0)
         best = w;
     }
   if (best == NULL)
@@ -382,16 +460,11 @@ pick_piece_locked (struct bt_conn *c)
       free (a->block);
       return false;
     }
-  best->assigned++;
+  if (best->assigned++ == 0)
+    best->assigned_at = now;
   c->nas++;
   return true;
 }
-
-/* A request to send: piece, offset, length. */
-struct req
-{
-  uint32_t index, begin, length;
-};
 
 /* Decide interest, drop finished pieces and choose requests to send
  * (lock held).  Returns how many requests were put in reqs. */
@@ -439,7 +512,7 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
             }
       if (a == NULL)
         {
-          if (c->nas == MAX_ASSEMBLIES || !pick_piece_locked (c))
+          if (c->nas >= assemblies_for (s) || !pick_piece_locked (c))
             break;
           continue;
         }
@@ -470,7 +543,13 @@ update (struct bt_conn *c)
     haves[nhaves++] = s->have_log[c->have_sent++];
   unsigned nreq = plan_locked (c, reqs, 64, &interested);
   pthread_mutex_unlock (&s->lock);
-  int r = update_choke (c);
+  int r = 0;
+  for (unsigned i = 0; i < c->ncancels && r == 0 && !c->peer_choking; i++)
+    r = send_simple (c, BT_MSG_CANCEL, c->cancels[i].index,
+                     c->cancels[i].begin, c->cancels[i].length);
+  c->ncancels = 0;
+  if (r == 0)
+    r = update_choke (c);
   for (unsigned i = 0; i < nhaves && r == 0 && s->set.listen; i++)
     r = send_simple (c, BT_MSG_HAVE, haves[i], 0, 0);
   if (r == 0 && interested != c->am_interested)
@@ -505,7 +584,12 @@ on_piece (struct bt_conn *c, const struct bt_msg *m)
       || a->block[b] == BLOCK_GOT
       || m->data_len != ((b + 1 == a->nblocks)
                          ? a->size - b * BT_BLOCK_SIZE : BT_BLOCK_SIZE))
-    return 0;
+    {
+      pthread_mutex_lock (&s->lock);
+      s->stats.bytes_discarded += m->data_len;
+      pthread_mutex_unlock (&s->lock);
+      return 0;
+    }
   memcpy (a->buf + m->begin, m->data, m->data_len);
   if (a->block[b] == BLOCK_REQUESTED)
     c->outstanding--;
@@ -561,40 +645,41 @@ unrequest (struct bt_conn *c, uint32_t index, uint32_t begin)
     }
 }
 
-/* Choke or unchoke the peer after its interest or the slots changed:
- * an interested peer gets a slot when one is free; a peer that lost
- * interest, or held its slot long while others wait, gives it back. */
+/* Choke or unchoke the peer after its interest or the slots changed
+ * (the rule is seeding.c's): an interested peer gets a regular slot when
+ * one is free, else waits for one and may be the optimistic unchoke; a
+ * peer that lost interest, or held its slot long while others wait,
+ * gives the slot back. */
 static int
 update_choke (struct bt_conn *c)
 {
   struct bt_session *s = c->s;
   if (!s->set.listen)
     return 0;
+  double now = clock_seconds ();
   if (c->has_slot && (!c->peer_interested
                       || seeding_should_rotate (s, c->unchoked_at)))
     {
       c->has_slot = false;
-      c->am_choking = true;
       if (c->peer_interested)
-        c->rotated_at = clock_seconds ();
+        c->rotated_at = now;
       seeding_release_slot (s);
-      return send_simple (c, BT_MSG_CHOKE, 0, 0, 0);
     }
   if (!c->peer_interested)
-    {
-      seeding_stop_waiting (s, &c->slot_waiting);
-      return 0;
-    }
-  if (c->rotated_at > 0 && clock_seconds () - c->rotated_at < 5.0)
-    return 0;
-  if (!c->has_slot && seeding_take_slot (s, &c->slot_waiting))
+    seeding_stop_waiting (s, &c->seat);
+  else if (!c->has_slot && !(c->rotated_at > 0 && now - c->rotated_at < 5.0)
+           && seeding_take_slot (s, &c->seat))
     {
       c->has_slot = true;
-      c->am_choking = false;
-      c->unchoked_at = clock_seconds ();
-      return send_simple (c, BT_MSG_UNCHOKE, 0, 0, 0);
+      c->unchoked_at = now;
     }
-  return 0;
+  seeding_optimistic_step (s, now);
+  bool unchoke = c->has_slot || (c->peer_interested
+                                 && seeding_is_optimistic (s, &c->seat));
+  if (unchoke == !c->am_choking)
+    return 0;
+  c->am_choking = !unchoke;
+  return send_simple (c, unchoke ? BT_MSG_UNCHOKE : BT_MSG_CHOKE, 0, 0, 0);
 }
 
 /* Serve a block of a verified piece. */
@@ -640,7 +725,6 @@ on_request (struct bt_conn *c, const struct bt_msg *m)
 static int
 handle (struct bt_conn *c, const struct bt_msg *m)
 {
-  uint32_t count = c->s->mi->piece_count;
   switch (m->id)
     {
     case BT_MSG_KEEPALIVE: case BT_MSG_CANCEL: case BT_MSG_PORT:
@@ -651,7 +735,10 @@ handle (struct bt_conn *c, const struct bt_msg *m)
        * the peer should reject each one instead (BEP 6), but not every
        * peer does, so ask again after the unchoke either way; a block
        * that still arrives is taken if it is requested again by then. */
+      pthread_mutex_lock (&c->s->lock);
       c->peer_choking = true;
+      avail_track_locked (c);
+      pthread_mutex_unlock (&c->s->lock);
       for (unsigned k = 0; k < c->nas; k++)
         for (uint32_t b = 0; b < c->as[k].nblocks; b++)
           if (c->as[k].block[b] == BLOCK_REQUESTED)
@@ -661,7 +748,10 @@ handle (struct bt_conn *c, const struct bt_msg *m)
             }
       return 0;
     case BT_MSG_UNCHOKE:
+      pthread_mutex_lock (&c->s->lock);
       c->peer_choking = false;
+      avail_track_locked (c);
+      pthread_mutex_unlock (&c->s->lock);
       return 0;
     case BT_MSG_INTERESTED:
       c->peer_interested = true;
@@ -670,18 +760,16 @@ handle (struct bt_conn *c, const struct bt_msg *m)
       c->peer_interested = false;
       return update_choke (c);
     case BT_MSG_HAVE:
-      bit_set (c->peer_has, m->index);
+      avail_have (c, m->index);
       return 0;
     case BT_MSG_HAVE_ALL:
-      memset (c->peer_has, 0, (count + 7) / 8);
-      for (uint32_t i = 0; i < count; i++)
-        bit_set (c->peer_has, i);
+      avail_replace (c, set_all, NULL);
       return 0;
     case BT_MSG_HAVE_NONE:
-      memset (c->peer_has, 0, (count + 7) / 8);
+      avail_replace (c, set_none, NULL);
       return 0;
     case BT_MSG_BITFIELD:
-      memcpy (c->peer_has, m->data, m->data_len);
+      avail_replace (c, set_bitfield, m);
       return 0;
     case BT_MSG_REQUEST:
       return on_request (c, m);
@@ -817,7 +905,7 @@ static void
 conn_finish (struct bt_conn *c, int result)
 {
   struct bt_session *s = c->s;
-  seeding_stop_waiting (s, &c->slot_waiting);
+  seeding_stop_waiting (s, &c->seat);
   if (c->has_slot)
     seeding_release_slot (s);
   pthread_mutex_lock (&s->lock);
@@ -825,6 +913,8 @@ conn_finish (struct bt_conn *c, int result)
     log_debug ("bt: %s: peer %s: %s", s->name, c->addr, error_message ());
   while (c->nas > 0)
     drop_assembly_locked (c, c->nas - 1);
+  if (c->in_avail)
+    session_avail_add_locked (s, c->peer_has, -1);
   for (struct bt_conn **pp = &s->conns; *pp != NULL; pp = &(*pp)->next)
     if (*pp == c)
       {
@@ -930,6 +1020,7 @@ conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index)
   c->peer_has = calloc (bytes, 1);
   c->refused = calloc (bytes, 1);
   c->wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+  c->pick_random = ((uint64_t) s->key << 32) ^ (uintptr_t) c;
   pthread_attr_t attr;
   pthread_attr_init (&attr);
   pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);

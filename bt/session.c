@@ -33,19 +33,56 @@ session_verify (struct bt_session *s, uint32_t index, const uint8_t *buf)
   return bt_piece_verify (s->mi, index, buf);
 }
 
-/* Read piece index from the store if it holds a good copy.  Returns 0,
- * or -ENOENT when the store lacks it (or its copy is bad). */
+/* Copy piece index from a finished want, if one holds it (lock held):
+ * a piece just verified is in memory there before the store has it. */
+static bool
+piece_from_wants_locked (struct bt_session *s, uint32_t index, uint8_t *buf)
+{
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    if (w->index == index && w->done)
+      {
+        memcpy (buf, w->buf, bt_metainfo_piece_size (s->mi, index));
+        return true;
+      }
+  return false;
+}
+
+/* The store lost a piece it had (evicted, or never kept): it is absent
+ * again, so a reader fetches it and no peer is served it (lock held). */
+static void
+piece_lost_locked (struct bt_session *s, uint32_t index)
+{
+  if (s->piece_state[index] == PIECE_VERIFIED)
+    s->verified_count--;
+  s->piece_state[index] = PIECE_ABSENT;
+}
+
+/* Read piece index from a finished want or the store, if either holds a
+ * good copy.  Returns 0, or -ENOENT when neither has it (or the store's
+ * copy is bad); a piece the store no longer gives is absent from then
+ * on. */
 int
 session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
 {
   pthread_mutex_lock (&s->lock);
   enum piece_state st = s->piece_state[index];
+  bool in_memory = piece_from_wants_locked (s, index, buf);
   pthread_mutex_unlock (&s->lock);
+  if (in_memory)
+    return 0;
   if (st == PIECE_ABSENT || s->store.read_piece == NULL)
     return -ENOENT;
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
   if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
     {
+      /* A want may have finished meanwhile; else the store lost it. */
+      pthread_mutex_lock (&s->lock);
+      in_memory = piece_from_wants_locked (s, index, buf);
+      if (!in_memory)
+        piece_lost_locked (s, index);
+      pthread_mutex_unlock (&s->lock);
+      if (in_memory)
+        return 0;
       memset (buf, 0, size);
       return -ENOENT;
     }
@@ -84,12 +121,9 @@ session_piece_verified (struct bt_session *s, uint32_t index,
   s->stats.pieces_fetched++;
   if (stored && s->piece_state[index] != PIECE_VERIFIED)
     {
-      /* A claimed piece was announced already: one HAVE per piece, so
-       * have_log never outgrows piece_count. */
-      if (s->piece_state[index] == PIECE_ABSENT)
-        session_log_have_locked (s, index);
       s->piece_state[index] = PIECE_VERIFIED;
       s->verified_count++;
+      session_announce_locked (s, index);
     }
   for (struct want *w = s->wants; w != NULL; w = w->next)
     if (w->index == index && !w->done)
@@ -106,16 +140,27 @@ session_piece_verified (struct bt_session *s, uint32_t index,
   pthread_mutex_unlock (&s->lock);
 }
 
-/* Queue a HAVE of index for every connection, once per piece: a piece
- * lost by the store and verified again is not logged twice, so have_log
- * never outgrows piece_count (lock held). */
+/* Queue a HAVE for piece index to every connection, once per piece
+ * (lock held). */
 void
-session_log_have_locked (struct bt_session *s, uint32_t index)
+session_announce_locked (struct bt_session *s, uint32_t index)
 {
-  if (s->have_logged[index])
+  if (s->announced[index])
     return;
-  s->have_logged[index] = 1;
+  s->announced[index] = 1;
   s->have_log[s->have_log_len++] = index;
+  session_wake_conns_locked (s);
+}
+
+/* Add delta (+1 or -1) to the availability of every piece set in map,
+ * a peer's bitfield (lock held). */
+void
+session_avail_add_locked (struct bt_session *s, const uint8_t *map,
+                          int delta)
+{
+  for (uint32_t i = 0; i < s->mi->piece_count; i++)
+    if (map[i / 8] & (0x80 >> (i % 8)))
+      s->avail[i] += delta;
 }
 
 /* Format ip:port for messages. */
@@ -266,16 +311,19 @@ bt_session_open (const struct bt_metainfo *mi,
   /* Azureus-style peer id: client "DS", version 0.1, then random. */
   memcpy (s->peer_id, "-DS0010-", 8);
   if (getrandom (s->peer_id + 8, 12, 0) != 12
-      || getrandom (&s->key, sizeof s->key, 0) != sizeof s->key)
+      || getrandom (&s->key, sizeof s->key, 0) != sizeof s->key
+      || getrandom (&s->choke_random, sizeof s->choke_random, 0)
+         != sizeof s->choke_random)
     {
       bt_session_close (s);
       return error_set (EIO, "bt: getrandom failed");
     }
   s->piece_state = calloc (mi->piece_count, 1);
   s->have_log = calloc (mi->piece_count, sizeof *s->have_log);
-  s->have_logged = calloc (mi->piece_count, 1);
+  s->announced = calloc (mi->piece_count, 1);
+  s->avail = calloc (mi->piece_count, sizeof *s->avail);
   if (s->name == NULL || s->piece_state == NULL || s->have_log == NULL
-      || s->have_logged == NULL)
+      || s->announced == NULL || s->avail == NULL)
     {
       bt_session_close (s);
       return error_set (ENOMEM, "bt: out of memory");
@@ -283,7 +331,10 @@ bt_session_open (const struct bt_metainfo *mi,
   if (s->store.has_piece != NULL)
     for (uint32_t i = 0; i < mi->piece_count; i++)
       if (s->store.has_piece (s->store_ctx, i))
-        s->piece_state[i] = PIECE_CLAIMED;
+        {
+          s->piece_state[i] = PIECE_CLAIMED;
+          s->announced[i] = 1;          /* in every greeting's bitfield */
+        }
   int r = 0;
   for (const char *const *p = s->set.extra_peers; p && *p && r == 0; p++)
     {
@@ -439,16 +490,6 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
       w->prefetch = false;      /* its reader came: drop it when done */
       s->prefetches--;
     }
-  if (!w->done && s->piece_state[index] == PIECE_VERIFIED)
-    {
-      /* Verified once, but neither the store nor a fetched copy has it
-       * now: the store dropped it (the daemon's engine may drop a piece
-       * from memory before the disk cache takes it).  Fetch it again;
-       * as "verified" no connection would, and the reader would get EIO
-       * after the timeout. */
-      s->piece_state[index] = PIECE_ABSENT;
-      s->verified_count--;
-    }
   w->waiters++;
   session_maybe_connect_locked (s);
   session_wake_conns_locked (s);
@@ -527,7 +568,8 @@ bt_session_close (struct bt_session *s)
   free (s->peers);
   free (s->piece_state);
   free (s->have_log);
-  free (s->have_logged);
+  free (s->announced);
+  free (s->avail);
   free (s->name);
   pthread_cond_destroy (&s->cond);
   pthread_mutex_destroy (&s->lock);

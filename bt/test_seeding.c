@@ -1,6 +1,7 @@
 /* Unit tests of a session's seeding side with no peers: pieces the store
  * gains later are counted (store_changed, store_added, once each), the
- * piece check, the upload slots (seeding.c), and the listening port
+ * piece check, the upload slots and the optimistic unchoke (seeding.c,
+ * the clock passed in), and the listening port
  * range (a taken port makes the session take another). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,39 +17,12 @@
 #include "../tests/unit/check.h"
 #include "bt.h"
 #include "error.h"
+#include "test_fixture.h"
 #include "internal.h"
 
-#define PLEN 32768
-#define TOTAL (3 * PLEN + 100)
-
-static uint8_t content[TOTAL];
-
-/* Build a trackerless single-file torrent of content in memory. */
-static struct bt_metainfo *
-make_torrent (void)
-{
-  static char buf[4096];
-  unsigned count = (TOTAL + PLEN - 1) / PLEN;
-  int n = snprintf (buf, sizeof buf, "d4:infod6:lengthi%de4:name1:x12:piece "
-                    "lengthi%de6:pieces%u:", TOTAL, PLEN, count * 20);
-  for (unsigned i = 0; i < count; i++)
-    {
-      size_t len = i + 1 < count ? PLEN : TOTAL - (size_t) i * PLEN;
-      gnutls_hash_fast (GNUTLS_DIG_SHA1, content + (size_t) i * PLEN, len,
-                        buf + n);
-      n += 20;
-    }
-  n += snprintf (buf + n, sizeof buf - n, "ee");
-  struct bt_metainfo *mi;
-  if (bt_metainfo_parse ((uint8_t *) buf, n, &mi) < 0)
-    {
-      fprintf (stderr, "%s\n", error_message ());
-      exit (1);
-    }
-  return mi;
-}
 
 static bool store_has[4];
+static bool store_lost[4];      /* has_piece says yes, read_piece fails */
 
 /* has_piece: what the test put in the store. */
 static bool
@@ -63,6 +37,8 @@ static int
 read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
 {
   (void) ctx;
+  if (store_lost[index])
+    return -ENOENT;
   memcpy (buf, content + (size_t) index * PLEN, len);
   return 0;
 }
@@ -92,8 +68,6 @@ hold_port (int *fd)
 int
 main (void)
 {
-  for (size_t i = 0; i < TOTAL; i++)
-    content[i] = (uint8_t) (i * 7 + i / 251);
   struct bt_metainfo *mi = make_torrent ();
   CHECK (mi->piece_count == 4);
 
@@ -130,14 +104,60 @@ main (void)
   CHECK (bt_read_piece (s, 3, buf) == 0);
   CHECK (memcmp (buf, content + 3 * PLEN, 100) == 0);
 
+  /* a piece the store lost (evicted, never kept) is absent again: no
+   * peer is served it, a reader fetches it; it is not logged twice */
+  store_lost[3] = true;
+  CHECK (session_piece_from_store (s, 3, buf) == -ENOENT);
+  CHECK (have (s) == 1 && s->piece_state[3] == PIECE_ABSENT);
+  store_lost[3] = false;
+  bt_session_store_added (s, 3);
+  CHECK (have (s) == 2 && s->have_log_len == 2);
+
   /* two upload slots: the third peer waits until one is given back */
-  bool w[3] = { false, false, false };
+  struct seeding_peer w[5];
+  memset (w, 0, sizeof w);
   CHECK (seeding_take_slot (s, &w[0]) && seeding_take_slot (s, &w[1]));
-  CHECK (!seeding_take_slot (s, &w[2]) && w[2] && s->choked_waiting == 1);
+  CHECK (!seeding_take_slot (s, &w[2]) && w[2].waiting
+         && s->choked_waiting == 1);
   CHECK (seeding_should_rotate (s, -1e9));
   CHECK (!seeding_should_rotate (s, 1e18));
+
+  /* the optimistic unchoke: the only waiting peer at once, kept until
+   * 30 s have passed (the clock is the caller's argument) */
+  CHECK (seeding_optimistic_step (s, 1000) == &w[2]);
+  CHECK (seeding_is_optimistic (s, &w[2]) && !seeding_is_optimistic (s, &w[0]));
+  CHECK (!seeding_take_slot (s, &w[3]) && !seeding_take_slot (s, &w[4]));
+  CHECK (s->choked_waiting == 3);
+  CHECK (seeding_optimistic_step (s, 1029) == &w[2]);
+  /* every 30 s another one, at random among the waiting: never the same
+   * twice in a row, and each of them in time */
+  unsigned chosen[5] = { 0 };
+  struct seeding_peer *prev = &w[2];
+  for (int round = 1; round <= 60; round++)
+    {
+      struct seeding_peer *p = seeding_optimistic_step (s, 1000 + 30.0 * round);
+      CHECK (p != NULL && p != prev && (p == &w[2] || p == &w[3] || p == &w[4]));
+      if (p != NULL && p >= w && p < w + 5)
+        chosen[p - w]++;
+      prev = p;
+    }
+  CHECK (chosen[2] > 0 && chosen[3] > 0 && chosen[4] > 0);
+  CHECK (chosen[0] == 0 && chosen[1] == 0);   /* they hold regular slots */
+  /* the optimistic peer that loses interest frees its place at once */
+  struct seeding_peer *opt = prev;
+  seeding_stop_waiting (s, opt);
+  CHECK (!opt->waiting && s->choked_waiting == 2 && s->optimistic == NULL);
+  struct seeding_peer *next = seeding_optimistic_step (s, 1000 + 30.0 * 60 + 1);
+  CHECK (next != NULL && next != opt && next->waiting);
+  /* one that takes a regular slot is no longer optimistic nor waiting */
   seeding_release_slot (s);
-  CHECK (seeding_take_slot (s, &w[2]) && !w[2] && s->choked_waiting == 0);
+  CHECK (seeding_take_slot (s, next) && !next->waiting
+         && s->optimistic == NULL && s->choked_waiting == 1);
+  /* the last waiting peer leaves: no one to choose */
+  for (int i = 2; i < 5; i++)
+    seeding_stop_waiting (s, &w[i]);
+  CHECK (s->choked_waiting == 0 && s->waiting == NULL);
+  CHECK (seeding_optimistic_step (s, 1e6) == NULL);
   CHECK (!seeding_should_rotate (s, -1e9));
   seeding_release_slot (s);
   seeding_release_slot (s);

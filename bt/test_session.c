@@ -11,11 +11,8 @@
 #include "../tests/unit/check.h"
 #include "bt.h"
 #include "error.h"
+#include "test_fixture.h"
 
-#define PLEN 32768
-#define TOTAL (3 * PLEN + 100)
-
-static uint8_t content[TOTAL];
 static int corrupt_piece = -1;
 static int reads;
 
@@ -37,36 +34,9 @@ read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
   return 0;
 }
 
-/* Build a trackerless single-file torrent of content in memory. */
-static struct bt_metainfo *
-make_torrent (void)
-{
-  static char buf[4096];
-  unsigned count = (TOTAL + PLEN - 1) / PLEN;
-  int n = snprintf (buf, sizeof buf, "d4:infod6:lengthi%de4:name1:x12:piece "
-                    "lengthi%de6:pieces%u:", TOTAL, PLEN, count * 20);
-  for (unsigned i = 0; i < count; i++)
-    {
-      size_t len = i + 1 < count ? PLEN : TOTAL - (size_t) i * PLEN;
-      gnutls_hash_fast (GNUTLS_DIG_SHA1, content + (size_t) i * PLEN, len,
-                        buf + n);
-      n += 20;
-    }
-  n += snprintf (buf + n, sizeof buf - n, "ee");
-  struct bt_metainfo *mi;
-  if (bt_metainfo_parse ((uint8_t *) buf, n, &mi) < 0)
-    {
-      fprintf (stderr, "%s\n", error_message ());
-      exit (1);
-    }
-  return mi;
-}
-
 int
 main (void)
 {
-  for (size_t i = 0; i < TOTAL; i++)
-    content[i] = (uint8_t) (i * 7 + i / 251);
   struct bt_metainfo *mi = make_torrent ();
   CHECK (mi->piece_count == 4 && mi->tier_count == 0);
 

@@ -39,12 +39,26 @@ void block_cache_free (struct block_cache *cache);
  * Memory: entries are allocated (mmap, so freeing returns the memory) at
  * their full size when created and counted against max_bytes.  A block
  * that decodes to zeroes gives its memory back at once and is kept as a
- * hole, counted as a few hundred bytes.  Entries
- * that a reader is copying from or a job is filling are never evicted,
- * so the total may exceed max_bytes by at most (readers + workers)
- * blocks while they are busy; read-ahead is refused when it would push
- * the total past max_bytes.
+ * hole, counted as a few hundred bytes.  Entries that a reader is
+ * copying from or a job is filling are never evicted.  A miss that
+ * finds no room waits for it (see below), so the total stays within
+ * max_bytes except after such a wait timed out; read-ahead is refused
+ * when it would push the total past max_bytes.
+ *
+ * Held blocks: a sequential reader holds the block it is in (hold = true
+ * in block_cache_read) until it reads the block's last byte or stops
+ * reading it for BLOCK_CACHE_HOLD_SECONDS.  A held block is not evicted
+ * for anybody else's miss or read-ahead.  When the blocks that readers
+ * are in (or that are being decoded or copied from) fill the cache, as
+ * with more sequential readers than blocks fit, a miss waits for room
+ * instead of evicting a block under its reader, in arrival order, so
+ * the readers take turns and every block is decoded once; read-ahead
+ * stops while anybody waits.  A miss that has waited
+ * BLOCK_CACHE_ROOM_WAIT_SECONDS evicts held blocks and goes over the
+ * bound if it must, so no read waits without bound.
  */
+#define BLOCK_CACHE_HOLD_SECONDS 1.0
+#define BLOCK_CACHE_ROOM_WAIT_SECONDS 10.0
 
 struct block_cache_client;
 
@@ -78,12 +92,13 @@ int block_cache_client_new (struct block_cache *cache, const char *name,
 void block_cache_client_free (struct block_cache_client *client);
 
 /* Copy count bytes at offset inside block index (block_size bytes in
- * all) into buf, decoding the block if needed.  Returns 0,
- * BLOCK_CACHE_ZERO when the block is a hole (buf filled with zeroes), or
- * a negative errno with a message recorded. */
+ * all) into buf, decoding the block if needed.  hold: the caller reads
+ * sequentially and will read on in this block (see "Held blocks").
+ * Returns 0, BLOCK_CACHE_ZERO when the block is a hole (buf filled with
+ * zeroes), or a negative errno with a message recorded. */
 int block_cache_read (struct block_cache_client *client, uint64_t index,
                       size_t block_size, size_t offset, void *buf,
-                      size_t count);
+                      size_t count, bool hold);
 
 /* Queue a decode of block index in the background, unless it is cached,
  * already queued, or would push memory past the bound.  Returns true
@@ -95,6 +110,17 @@ bool block_cache_prefetch (struct block_cache_client *client, uint64_t index,
  * queued (a read would not start a new decode). */
 bool block_cache_has (struct block_cache_client *client, uint64_t index);
 
+/* One bound for all in-memory caches: --memory-cache-size bounds the
+ * decoded blocks and the remote engine's chunk buffers together.  The
+ * engine claims its budget here (process-wide, the last call wins);
+ * every block cache's bound becomes max_bytes less that claim (less at
+ * most half of max_bytes).  A cache over its new bound evicts at its
+ * next read, miss or read-ahead.  Safe from any thread. */
+void block_cache_reserve (uint64_t bytes);
+
+/* The bound now: max_bytes less the reservation. */
+uint64_t block_cache_bound (struct block_cache *cache);
+
 /* Number of decode threads of the pool (at least 1). */
 unsigned block_cache_workers (struct block_cache *cache);
 
@@ -104,6 +130,8 @@ struct block_cache_stats
   uint64_t hits, misses, decoded_blocks, decoded_bytes, evictions, failures;
   uint64_t zero_blocks;         /* decoded blocks that are kept as holes */
   uint64_t shared_clients;      /* clients that joined another's blocks */
+  uint64_t room_waits;          /* misses that waited for room */
+  uint64_t hold_breaks;         /* held blocks evicted after the wait bound */
   uint64_t used_bytes, max_bytes, entries;
 };
 void block_cache_get_stats (struct block_cache *cache,

@@ -107,4 +107,21 @@ void disk_cache_remember_entry (struct disk_cache *cache, const char *key,
 int disk_cache_recall_entry (struct disk_cache *cache, const char *key,
                              struct disk_cache_entry_facts *out);
 
+/* Small blobs remembered whole (a magnet's info dictionary, keyed by
+ * its info-hash): CACHE_DIR/<sha256 of kind+key>.dsb, written to a
+ * temporary file and renamed.  Not charged against the bound (each is
+ * at most a few MiB, one per source).  Errors are ignored: the blob is
+ * a copy of something fetched again when missing.  kind and key must
+ * not hold a newline. */
+void disk_cache_remember_blob (struct disk_cache *cache, const char *kind,
+                               const char *key, const void *data,
+                               size_t len);
+
+/* Recall a blob of at most max bytes: 0 and a malloc'd *data (the
+ * caller frees it; it must check the content, e.g. by a hash), or
+ * -ENOENT when none, too big or damaged. */
+int disk_cache_recall_blob (struct disk_cache *cache, const char *kind,
+                            const char *key, size_t max, uint8_t **data,
+                            size_t *len);
+
 #endif

@@ -469,6 +469,47 @@ ds_read (const char *path, char *buf, size_t size, off_t offset,
   return (int) size;
 }
 
+/* read_buf: like read, but when the stack already holds the bytes in a
+ * buffer it can give away (a read-ahead slot, layer_take), reply from
+ * that buffer instead of copying it into one of ours.  libfuse frees the
+ * memory buffer of the answer with free () after replying. */
+static int
+ds_read_buf (const char *path, struct fuse_bufvec **bufp, size_t size,
+             off_t offset, struct fuse_file_info *fi)
+{
+  struct open_file *of = file_of (fi);
+  struct fuse_bufvec *bv = malloc (sizeof *bv);
+  void *mem = NULL;
+  int r;
+
+  if (bv == NULL)
+    return -ENOMEM;
+  if (of->entry && offset >= 0
+      && !misaligned (of, size, offset, of->entry->stack->size)
+      && layer_take (of->entry->stack, size, (uint64_t) offset, &mem) > 0)
+    r = (int) size;
+  else
+    {
+      mem = malloc (size ? size : 1);
+      if (mem == NULL)
+        {
+          free (bv);
+          return -ENOMEM;
+        }
+      r = ds_read (path, mem, size, offset, fi);
+      if (r < 0)
+        {
+          free (mem);
+          free (bv);
+          return r;
+        }
+    }
+  *bv = (struct fuse_bufvec) FUSE_BUFVEC_INIT ((size_t) r);
+  bv->buf[0].mem = mem;
+  *bufp = bv;
+  return 0;
+}
+
 /* write: in place only; the image never grows. */
 static int
 ds_write (const char *path, const char *buf, size_t size, off_t offset,
@@ -694,6 +735,7 @@ static const struct fuse_operations operations = {
   .unlink = ds_unlink,
   .rename = ds_rename,
   .read = ds_read,
+  .read_buf = ds_read_buf,
   .write = ds_write,
   .fsync = ds_fsync,
   .fallocate = ds_fallocate,

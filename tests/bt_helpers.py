@@ -1,6 +1,7 @@
 """BitTorrent test helpers: a tiny bencoder (to build hostile torrents and
 read info-hashes), and real loopback peers stopped by PID: opentracker
-(HTTP + UDP tracker, whitelist mode), an aria2c seeder, a python3-libtorrent
+(HTTP + UDP tracker, whitelist mode), an aria2c seeder, a transmission-daemon
+seeder (a second, independent implementation), a python3-libtorrent
 leecher (an independent implementation downloading from us), and bt-get,
 our own library's test driver.
 
@@ -8,7 +9,9 @@ Every peer binds 127.0.0.1 only with DHT, LSD, PEX, UPnP and NAT-PMP off
 (see /work/shared/reference/bittorrent-loopback-swarm.md).
 """
 
+import base64
 import hashlib
+import json
 import os
 import re
 import pathlib
@@ -16,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -93,6 +97,10 @@ def make_torrent(target, out, announce=None, piece_log=15, extra=()):
     run(argv)
     return pathlib.Path(out)
 
+
+needs_transmission = pytest.mark.skipif(shutil.which("transmission-daemon") is None,
+                                        reason="needs transmission-daemon "
+                                               "(scripts/install-deps.sh)")
 
 needs_swarm = pytest.mark.skipif(shutil.which("opentracker") is None
                                  or shutil.which("aria2c") is None,
@@ -181,22 +189,166 @@ class Tracker:
 
 
 class Aria2Seeder:
-    """aria2c seeding torrents from data_dir on 127.0.0.1:port."""
+    """aria2c seeding torrents from data_dir on 127.0.0.1:port.  With
+    rpc=True its JSON-RPC listens on 127.0.0.1 (rpc_port), for its own
+    upload counter (uploaded)."""
 
-    def __init__(self, workdir, data_dir, torrents, uplimit=None):
+    def __init__(self, workdir, data_dir, torrents, uplimit=None, rpc=False):
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.rpc_port = free_port() if rpc else None
         argv = ["aria2c", *ARIA2_SAFE, "--seed-ratio=0.0", "--check-integrity=true", "-Z",
                 f"--dir={data_dir}", f"--listen-port={self.port}",
                 f"--log={self.dir / 'aria2.log'}", "--log-level=info"]
         if uplimit:
             argv.append(f"--max-overall-upload-limit={uplimit}")
+        if rpc:
+            argv += ["--enable-rpc=true", "--rpc-listen-all=false",
+                     f"--rpc-listen-port={self.rpc_port}"]
         self.argv = argv + [str(t) for t in torrents]
         self.proc = None
 
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def rpc(self, method, *params):
+        body = json.dumps({"jsonrpc": "2.0", "id": "t", "method": method,
+                           "params": list(params)}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.rpc_port}/jsonrpc", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())["result"]
+
+    def uploaded(self, hexhash):
+        """Bytes aria2 uploaded for hexhash (its own uploadLength)."""
+        for d in self.rpc("aria2.tellActive", ["infoHash", "uploadLength"]):
+            if d.get("infoHash") == hexhash:
+                return int(d["uploadLength"])
+        raise KeyError(f"aria2 does not seed {hexhash}")
+
     def start(self):
         self.proc = start_process(self.argv, self.dir / "aria2.out")
+        if self.rpc_port:
+            def up():
+                assert self.proc.poll() is None, (self.dir / "aria2.out").read_text()
+                try:
+                    return self.rpc("aria2.getVersion")
+                except OSError:
+                    return None
+            wait_for(up, 30, "aria2's RPC")
+        return self
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+class TransmissionSeeder:
+    """transmission-daemon seeding torrents from data_dir: its own config
+    dir, peer and RPC ports free on 127.0.0.1, DHT, LPD, PEX, uTP and
+    port forwarding off, bound to 127.0.0.1 (see
+    bittorrent-loopback-swarm.md); stopped by PID.  Torrents are added over
+    its JSON-RPC, which also gives its own upload counter (uploadedEver).
+    Transmission 3.00 does not connect out to 127.0.0.0/8, so it is only a
+    seeder here: peers come to it."""
+
+    SEEDING = 6           # tr_torrent_activity TR_STATUS_SEED
+
+    def __init__(self, workdir, data_dir, torrents, uplimit_kib=None):
+        self.dir = pathlib.Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = pathlib.Path(data_dir)
+        self.torrents = [pathlib.Path(t) for t in torrents]
+        self.port = free_tcp_udp_port()
+        self.rpc_port = free_port()
+        self.session_id = ""
+        self.proc = None
+        settings = {
+            "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+            "utp-enabled": False, "port-forwarding-enabled": False,
+            "blocklist-enabled": False,
+            "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
+            "peer-port": self.port, "peer-port-random-on-start": False,
+            "rpc-enabled": True, "rpc-bind-address": "127.0.0.1",
+            "rpc-port": self.rpc_port, "rpc-authentication-required": False,
+            "rpc-whitelist-enabled": True, "rpc-whitelist": "127.0.0.1",
+            "rpc-host-whitelist-enabled": False,
+            "watch-dir-enabled": False, "download-dir": str(self.data_dir),
+            "incomplete-dir-enabled": False, "ratio-limit-enabled": False,
+            "idle-seeding-limit-enabled": False, "speed-limit-down-enabled": False,
+            "speed-limit-up-enabled": uplimit_kib is not None,
+            "speed-limit-up": uplimit_kib or 0, "alt-speed-enabled": False,
+            "start-added-torrents": True, "trash-original-torrent-files": False,
+            "cache-size-mb": 4, "message-level": 2,
+        }
+        (self.dir / "settings.json").write_text(json.dumps(settings, indent=1))
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def log(self):
+        path = self.dir / "transmission.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def rpc(self, method, **arguments):
+        """One JSON-RPC call; returns its "arguments" (the session id
+        handshake, HTTP 409, is done here)."""
+        body = json.dumps({"method": method, "arguments": arguments}).encode()
+        for _ in range(3):
+            req = urllib.request.Request(f"http://127.0.0.1:{self.rpc_port}/transmission/rpc",
+                                         data=body, method="POST",
+                                         headers={"X-Transmission-Session-Id": self.session_id})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    reply = json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                if e.code == 409:
+                    self.session_id = e.headers.get("X-Transmission-Session-Id", "")
+                    continue
+                raise
+            assert reply.get("result") == "success", reply
+            return reply.get("arguments", {})
+        raise RuntimeError("transmission RPC: no session id")
+
+    def _rpc_up(self):
+        try:
+            self.rpc("session-get")
+            return True
+        except OSError:
+            return False
+
+    def torrents_status(self):
+        """{hex info-hash: torrent-get fields} for every torrent."""
+        got = self.rpc("torrent-get", fields=["hashString", "status", "percentDone",
+                                              "uploadedEver", "peersConnected", "error",
+                                              "errorString"])
+        return {t["hashString"]: t for t in got["torrents"]}
+
+    def uploaded(self, hexhash):
+        """Bytes this transmission uploaded for hexhash (its own counter)."""
+        return self.torrents_status()[hexhash]["uploadedEver"]
+
+    def start(self):
+        self.proc = start_process(["transmission-daemon", "-f", "-g", self.dir,
+                                   "-e", self.dir / "transmission.log"],
+                                  self.dir / "transmission.out")
+        wait_for(lambda: self.proc.poll() is not None or self._rpc_up(), 30,
+                 "transmission's RPC")
+        assert self.proc.poll() is None, (self.dir / "transmission.out").read_text()
+        for t in self.torrents:
+            self.rpc("torrent-add", metainfo=base64.b64encode(t.read_bytes()).decode(),
+                     **{"download-dir": str(self.data_dir)})
+        hashes = [info_hash(t) for t in self.torrents]
+
+        def seeding():
+            st = self.torrents_status()
+            bad = [t["errorString"] for t in st.values() if t["error"]]
+            assert not bad, bad
+            return all(st[h]["status"] == self.SEEDING and st[h]["percentDone"] == 1
+                       if h in st else False for h in hashes)
+        wait_for(seeding, 60, "transmission to check its data and seed")
         return self
 
     def stop(self):

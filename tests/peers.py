@@ -114,6 +114,36 @@ def sha256(path, chunk=4 << 20):
             h.update(b)
 
 
+def vm_hwm_kib(pid):
+    """Peak resident set size of a process, in KiB (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def sha256_all_at_once(paths, pid, timeout=300):
+    """Read every path at once, one `sha256sum` each, while process pid
+    (the daemon) serves them.  Returns (digests in the order of paths,
+    pid's peak RSS in bytes before the readers started, and after they
+    finished).  Every reader is killed and reaped even when one fails
+    or the wait times out."""
+    before = vm_hwm_kib(pid) * 1024
+    readers = []
+    try:
+        for p in paths:
+            readers.append(subprocess.Popen(["sha256sum", str(p)], stdout=subprocess.PIPE,
+                                            text=True))
+        sums = [r.communicate(timeout=scaled(timeout))[0].split()[0] for r in readers]
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+    return sums, before, vm_hwm_kib(pid) * 1024
+
+
 def check_random_reads(path, data, count=100, sizes=(4096, 65536, 1500000), seed=3):
     """pread `count` random ranges of `path` and compare them with `data`."""
     import random

@@ -10,9 +10,8 @@ import subprocess
 import pytest
 
 from http_helpers import http_server, place_image  # noqa: F401
-from peers import scaled, sha256, write_entry
+from peers import scaled, sha256, sha256_all_at_once, write_entry
 from tar_helpers import tar_create, tar_member_sha256, write_random
-from xz_helpers import vm_hwm_kib
 
 MIB = 1 << 20
 CACHE = 64 * MIB
@@ -43,19 +42,8 @@ def test_ten_entries_read_at_once_stay_within_the_memory_bound(
     if cache_dir == "none":
         args.append("--cache-dir=none")
     m = mount(catalog, *args)
-    before = vm_hwm_kib(m.pid)
-    readers = [subprocess.Popen(["sha256sum", str(m.path / f"d{i}.img")],
-                                stdout=subprocess.PIPE, text=True)
-               for i in range(10)]
-    try:
-        sums = [r.communicate(timeout=scaled(300))[0].split()[0] for r in readers]
-    finally:
-        for r in readers:
-            if r.poll() is None:
-                r.kill()
-                r.wait()
-    peak = vm_hwm_kib(m.pid) * 1024
-    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / 1024:.1f} MiB), "
+    sums, before, peak = sha256_all_at_once([m.path / f"d{i}.img" for i in range(10)], m.pid)
+    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / MIB:.1f} MiB), "
           f"bound {CACHE // MIB} MiB + {OVERHEAD // MIB} MiB")
     assert sums == [sha256(p) for p in images]
     assert peak <= CACHE + OVERHEAD, peak / MIB

@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-from bt_helpers import Aria2Seeder, Tracker, info_hash, make_torrent
+from bt_helpers import Aria2Seeder, Tracker, bdecode, info_hash, make_torrent
 from peers import make_random_file, sha256, wait_for, write_entry
 
 pytestmark = pytest.mark.skipif(shutil.which("opentracker") is None
@@ -171,3 +171,44 @@ def test_hostile_metadata_peer_is_refused(mount, catalog, kind):
         assert not (m.path / "bad.img").exists()
     finally:
         peer.stop()
+
+
+def test_magnet_metadata_is_cached_and_a_restart_needs_no_peer(mount, catalog, tmp_path,
+                                                               tracker, swarm):
+    """The verified info dictionary goes into --cache-dir (keyed by the
+    info-hash): a damaged copy is refused by its SHA-1 and fetched again;
+    a good one lets a restarted daemon open the magnet and read the whole
+    image from cached pieces with the seeder and the tracker gone."""
+    data, torrent, seeder = swarm
+    cache = tmp_path / "mcache"
+    write_entry(catalog, "disk.img",
+                f"source = {magnet(info_hash(torrent), tracker.http)}\ntimeout = 5\n"
+                "seed = no\n")
+    m = mount(catalog, f"--cache-dir={cache}", name="first")
+    assert sha256(m.path / "disk.img") == sha256(data)
+    assert "fetching the metadata from peers" in m.log()
+    assert m.unmount() == 0
+    blobs = list(cache.glob("*.dsb"))
+    assert len(blobs) == 1, sorted(p.name for p in cache.iterdir())
+    good = blobs[0].read_bytes()
+    assert good.endswith(bdecode(torrent.read_bytes())[b"__info_raw__"])
+
+    # One flipped byte in the cached info dict: refused, fetched again.
+    blobs[0].write_bytes(good[:-10] + bytes([good[-10] ^ 1]) + good[-9:])
+    m = mount(catalog, f"--cache-dir={cache}", name="damaged")
+    assert sha256(m.path / "disk.img") == sha256(data)
+    log = m.log()
+    assert "the disk cache's metadata is refused (metadata fails its SHA-1)" in log, log
+    assert "fetching the metadata from peers" in log
+    assert m.unmount() == 0
+    assert blobs[0].read_bytes() == good
+
+    # No seeder, no tracker: the metadata and the pieces come from the cache.
+    seeder.stop()
+    tracker.stop()
+    m = mount(catalog, f"--cache-dir={cache}", name="restarted")
+    assert (m.path / "disk.img").stat().st_size == 3 * MIB + 777
+    assert sha256(m.path / "disk.img") == sha256(data)
+    log = m.log()
+    assert "metadata from the disk cache" in log, log
+    assert "fetching the metadata" not in log

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from peers import write_entry
-from xz_helpers import (many_records_xz, many_streams_xz, set_dictionary, vm_hwm_kib, xz,
+from peers import vm_hwm_kib, write_entry
+from xz_helpers import (many_records_xz, many_streams_xz, set_dictionary, xz,
                         zero_padded_object)
 
 MIB = 1 << 20

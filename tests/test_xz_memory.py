@@ -6,8 +6,8 @@ import os
 import random
 import subprocess
 
-from peers import scaled, write_entry
-from xz_helpers import vm_hwm_kib, xz
+from peers import scaled, vm_hwm_kib, write_entry
+from xz_helpers import xz
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -3,30 +3,29 @@ ten entries, each its own URL on a real nginx, read concurrently from
 start to end, keep the daemon's peak RSS (VmHWM) under
 --memory-cache-size plus a fixed overhead (issue 14).  The decoded
 blocks of all entries share one cache and the fetched chunks of all
-entries one engine budget (a quarter of --memory-cache-size); what is
-left is the daemon's baseline, the decoders' dictionaries and input
-buffers, and each entry's block index."""
+entries one engine budget (a quarter of --memory-cache-size, taken out
+of the blocks' share, so both stay within the option); what is left is
+the daemon's baseline, the decoders' dictionaries and input buffers,
+and each entry's block index."""
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from peers import scaled, sha256, write_entry
-from xz_helpers import make_image, vm_hwm_kib, xz
+from peers import sha256, sha256_all_at_once, write_entry
+from xz_helpers import make_image, xz
 
 MIB = 1 << 20
 CACHE = 64 * MIB
 ENTRIES = 10
 ASAN = "asan" in os.environ.get("DISKSHELF_BIN", "")
-# Issue 14's target is --memory-cache-size + 64 MiB.  Measured here:
-# peaks of 108 to 128 MiB with a 64 MiB cache (30-40 MiB of it before
-# any read), one run of four a little over 128, so the target holds with
-# almost no margin; the test allows 96 MiB so that it is not flaky and
-# still fails on a real leak or an unbounded cache.  Sanitizer builds
-# carry shadow memory on top.
-OVERHEAD = (160 if ASAN else 96) * MIB
+# Issue 14's target is --memory-cache-size + 64 MiB, asserted as is.
+# The engine's chunk budget is taken out of the decoded-block cache's
+# bound and malloc keeps two arenas: peaks of 85 to 95 MiB over five
+# runs (main before: 112 to 123).  Sanitizer builds carry shadow memory
+# on top.
+OVERHEAD = (160 if ASAN else 64) * MIB
 
 
 @pytest.mark.parametrize("cache_dir", ["none", "disk"])
@@ -52,21 +51,14 @@ def test_ten_xz_entries_over_http_read_at_once_stay_within_the_bound(
     else:
         args.append(f"--cache-dir={tmp_path / 'diskcache'}")
     m = mount(catalog, *args)
-    before = vm_hwm_kib(m.pid)
-    readers = [subprocess.Popen(["sha256sum", str(m.path / f"d{i}.img")],
-                                stdout=subprocess.PIPE, text=True)
-               for i in range(ENTRIES)]
-    try:
-        sums = [r.communicate(timeout=scaled(300))[0].split()[0] for r in readers]
-    finally:
-        for r in readers:
-            if r.poll() is None:
-                r.kill()
-                r.wait()
-    peak = vm_hwm_kib(m.pid) * 1024
-    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / 1024:.1f} MiB), "
+    sums, before, peak = sha256_all_at_once(
+        [m.path / f"d{i}.img" for i in range(ENTRIES)], m.pid)
+    print(f"peak RSS {peak / MIB:.1f} MiB (before reading {before / MIB:.1f} MiB), "
           f"bound {CACHE // MIB} MiB + {OVERHEAD // MIB} MiB")
     assert sums == [sha256(original)] * ENTRIES
     line = [x for x in m.status().splitlines() if x.startswith("memory-cache:")][0]
-    assert int(line.split()[1]) <= CACHE
+    used, bound = int(line.split()[1]), int(line.split()[3])
+    # The blocks get what the engine's quarter leaves.
+    assert bound == CACHE - CACHE // 4, line
+    assert used <= bound
     assert peak <= CACHE + OVERHEAD, peak / MIB

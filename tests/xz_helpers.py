@@ -63,13 +63,6 @@ def pread(path, offset, count):
         os.close(fd)
 
 
-def vm_hwm_kib(pid):
-    """Peak resident set size of a process, in KiB (VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
 
 
 

@@ -1,5 +1,8 @@
 /* diskshelf: the process-wide budget of the engine's chunk buffers.
  *
+ * The budget is a share of --memory-cache-size that the decoded-block
+ * cache gives up (block_cache_reserve): one bound for both.
+ *
  * Every buffer of every remote object counts: chunks being fetched,
  * chunks waiting for the storer, chunks kept in memory because the disk
  * cache did not take them, and spare buffers kept for reuse (fresh
@@ -18,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockcache.h"
+
 /* Spare buffers kept for reuse at most (they count against the budget). */
 #define SPARE_MAX 32
 #define DEFAULT_BUDGET (64ull << 20)
@@ -29,7 +34,8 @@ static char *spares;                        /* protected by mem_lock */
 static unsigned nspares;                    /* protected by mem_lock */
 
 /* Set the bound (a few chunks at least, so one sequential reader can
- * keep its fetches going). */
+ * keep its fetches going) and claim it from the decoded-block cache's
+ * bound, so that both stay within --memory-cache-size together. */
 void
 remote_memory_budget (uint64_t bytes)
 {
@@ -38,6 +44,7 @@ remote_memory_budget (uint64_t bytes)
   pthread_mutex_lock (&mem_lock);
   budget = bytes;
   pthread_mutex_unlock (&mem_lock);
+  block_cache_reserve (bytes);
 }
 
 /* Bytes of chunk buffers allocated now (spares included). */

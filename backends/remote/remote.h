@@ -175,7 +175,8 @@ bool remote_changed (struct remote_reader *r);
 void remote_status (struct remote_reader *r, FILE *out);
 
 /* The process-wide bound on chunk buffers, in bytes (the last call
- * wins; at least a few chunks).  Each object may still hold one buffer
+ * wins; at least a few chunks), taken out of the decoded-block cache's
+ * bound (block_cache_reserve).  Each object may still hold one buffer
  * beyond it, so that every object makes progress. */
 void remote_memory_budget (uint64_t bytes);
 

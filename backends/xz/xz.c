@@ -126,8 +126,12 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
                              in_block, n, p);
       else
         {
+          /* A sequential reader, or one that starts at the image's
+           * first byte (most likely to read on), holds its block while
+           * it reads on in it: other readers' misses do not evict the
+           * block under it. */
           r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
-                                p, n);
+                                p, n, sequential || offset == 0);
           /* Decoded by another entry over the same source: learn. */
           if (r == BLOCK_CACHE_ZERO)
             atomic_store (&x->kind[b], KIND_ZERO);
@@ -167,7 +171,7 @@ xz_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
     {
       unsigned char one;
       int r = block_cache_read (x->client, b, (size_t) blk->usize, 0, &one,
-                                1);
+                                1, false);
       if (r < 0)
         return r;
       kind = r == BLOCK_CACHE_ZERO ? KIND_ZERO : KIND_DATA;
@@ -217,6 +221,10 @@ xz_status (struct layer *l, FILE *out)
                " evictions (all entries)\n",
                st.used_bytes, st.max_bytes, st.decoded_blocks,
                st.zero_blocks, st.hits, st.misses, st.evictions);
+      fprintf (out, "memory-cache-waits: %" PRIu64 " reads waited for "
+               "room (readers took turns), %" PRIu64 " held blocks evicted "
+               "after the wait bound (all entries)\n", st.room_waits,
+               st.hold_breaks);
     }
 }
 

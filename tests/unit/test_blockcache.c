@@ -1,7 +1,7 @@
 /* Unit tests of the decoded-block cache (cache/blockcache.c): single
  * flight, the byte bound, failures, read-ahead, freeing a client while
- * its read-ahead is queued, zero blocks kept as holes, and clients of
- * one source sharing blocks. */
+ * its read-ahead is queued, zero blocks kept as holes, clients of
+ * one source sharing blocks, and blocks held by sequential readers. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -69,7 +69,7 @@ reader (void *p)
   unsigned char buf[4096];
 
   a->result = block_cache_read (a->client, a->index, BLOCK, 1000, buf,
-                                sizeof buf);
+                                sizeof buf, false);
   if (a->result == 0 && !check_bytes (buf, a->index, 1000, sizeof buf))
     a->result = -EBADMSG;
   return NULL;
@@ -123,13 +123,14 @@ test_bound (struct block_cache *cache)
     }
   for (i = 0; i < 40; i++)
     {
-      CHECK (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf) == 0);
+      CHECK (block_cache_read (client, i, BLOCK, 5, buf, sizeof buf, false)
+             == 0);
       CHECK (check_bytes (buf, i, 5, sizeof buf));
       block_cache_get_stats (cache, &st);
       CHECK (st.used_bytes <= st.max_bytes);
     }
   atomic_store (&decodes, 0);
-  CHECK (block_cache_read (client, 39, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 39, BLOCK, 0, buf, sizeof buf, false) == 0);
   CHECK (atomic_load (&decodes) == 0);          /* a hit */
   block_cache_get_stats (cache, &st);
   CHECK (st.evictions > 0);
@@ -154,11 +155,13 @@ test_failure (struct block_cache *cache)
       return;
     }
   fail_index = 3;
-  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false)
+         == -EIO);
   CHECK (strstr (error_message (), "block 3 is bad") != NULL);
-  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf) == -EIO);
+  CHECK (block_cache_read (client, 3, BLOCK, 0, buf, sizeof buf, false)
+         == -EIO);
   CHECK (atomic_load (&fail_index_calls) == 2);  /* tried again */
-  CHECK (block_cache_read (client, 4, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 4, BLOCK, 0, buf, sizeof buf, false) == 0);
   fail_index = UINT64_MAX;
   block_cache_client_free (client);
   printf ("failure: ok\n");
@@ -190,7 +193,7 @@ test_prefetch (struct block_cache *cache)
       usleep (10000);
     }
   block_cache_get_stats (cache, &before);
-  CHECK (block_cache_read (client, 2, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 2, BLOCK, 0, buf, sizeof buf, false) == 0);
   block_cache_get_stats (cache, &after);
   CHECK (after.hits == before.hits + 1);
   /* Queue more read-ahead than can run, then free the client at once. */
@@ -227,10 +230,10 @@ test_zero (struct block_cache *cache)
       return;
     }
   memset (buf, 0xff, sizeof buf);
-  CHECK (block_cache_read (client, 2, BLOCK, 7, buf, sizeof buf)
+  CHECK (block_cache_read (client, 2, BLOCK, 7, buf, sizeof buf, false)
          == BLOCK_CACHE_ZERO);
   CHECK (memcmp (buf, zeros, sizeof buf) == 0);
-  CHECK (block_cache_read (client, 3, BLOCK, 7, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (client, 3, BLOCK, 7, buf, sizeof buf, false) == 0);
   CHECK (check_bytes (buf, 3, 7, sizeof buf));
   block_cache_get_stats (cache, &st);
   CHECK (st.zero_blocks >= 1);
@@ -253,20 +256,143 @@ test_shared (struct block_cache *cache)
   CHECK (block_cache_client_new (cache, "o", "src 2", fake_decode, NULL,
                                  &other) == 0);
   atomic_store (&decodes, 0);
-  CHECK (block_cache_read (a, 5, BLOCK, 0, buf, sizeof buf) == 0);
-  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (a, 5, BLOCK, 0, buf, sizeof buf, false) == 0);
+  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf, false) == 0);
   CHECK (check_bytes (buf, 5, 0, sizeof buf));
   CHECK (atomic_load (&decodes) == 1);
-  CHECK (block_cache_read (other, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (other, 5, BLOCK, 0, buf, sizeof buf, false) == 0);
   CHECK (atomic_load (&decodes) == 2);
   /* The first client goes: the blocks stay for the second. */
   block_cache_client_free (a);
-  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf) == 0);
+  CHECK (block_cache_read (b, 5, BLOCK, 0, buf, sizeof buf, false) == 0);
   CHECK (atomic_load (&decodes) == 2);
   CHECK (block_cache_prefetch (b, 6, BLOCK));
   block_cache_client_free (b);
   block_cache_client_free (other);
   printf ("shared: ok\n");
+}
+
+/* A sequential reader of blocks first..first+nblocks-1 of its client,
+ * in eighths with a pause between reads, holding the block it is in. */
+struct stream_arg
+{
+  struct block_cache_client *client;
+  uint64_t first, nblocks;
+  int result;
+};
+
+static void *
+stream_reader (void *p)
+{
+  struct stream_arg *a = p;
+  unsigned char buf[BLOCK / 8];
+  uint64_t b;
+  size_t off;
+
+  a->result = 0;
+  for (b = a->first; b < a->first + a->nblocks && a->result == 0; b++)
+    for (off = 0; off < BLOCK && a->result == 0; off += sizeof buf)
+      {
+        a->result = block_cache_read (a->client, b, BLOCK, off, buf,
+                                      sizeof buf, true);
+        if (a->result == 0 && !check_bytes (buf, b, off, sizeof buf))
+          a->result = -EBADMSG;
+        usleep (2000);          /* the reader's own work between reads */
+      }
+  return NULL;
+}
+
+/* More sequential readers than blocks fit: they take turns instead of
+ * evicting each other's block between two reads, so every block is
+ * decoded once (before holds: about one decode per read), and the
+ * cache stays within its bound. */
+static void
+test_readers_take_turns (void)
+{
+  enum { READERS = 6, BLOCKS = 4 };
+  struct block_cache *cache;
+  struct block_cache_client *client[READERS];
+  struct stream_arg a[READERS];
+  struct block_cache_stats st;
+  pthread_t t[READERS];
+  int i;
+
+  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
+  for (i = 0; i < READERS; i++)
+    CHECK (block_cache_client_new (cache, "turns", NULL, fake_decode, NULL,
+                                   &client[i]) == 0);
+  atomic_store (&decodes, 0);
+  for (i = 0; i < READERS; i++)
+    {
+      a[i] = (struct stream_arg) { client[i], 0, BLOCKS, -1 };
+      pthread_create (&t[i], NULL, stream_reader, &a[i]);
+    }
+  for (i = 0; i < READERS; i++)
+    {
+      pthread_join (t[i], NULL);
+      CHECK (a[i].result == 0);
+    }
+  block_cache_get_stats (cache, &st);
+  printf ("take turns: %u decodes for %d blocks, %llu waits, "
+          "%llu evictions\n", atomic_load (&decodes), READERS * BLOCKS,
+          (unsigned long long) st.room_waits,
+          (unsigned long long) st.evictions);
+  CHECK (atomic_load (&decodes) == READERS * BLOCKS);
+  CHECK (st.room_waits > 0);
+  CHECK (st.hold_breaks == 0);
+  CHECK (st.used_bytes <= st.max_bytes);
+  for (i = 0; i < READERS; i++)
+    block_cache_client_free (client[i]);
+  block_cache_free (cache);
+}
+
+/* A block a sequential reader is in survives another reader's misses
+ * and read-ahead; read-ahead is refused while held blocks fill the
+ * cache; a hold lapses when its reader stops reading. */
+static void
+test_held_block_survives (void)
+{
+  struct block_cache *cache;
+  struct block_cache_client *seq, *other;
+  struct block_cache_stats st;
+  unsigned char buf[64];
+  uint64_t i;
+
+  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
+  CHECK (block_cache_client_new (cache, "seq", NULL, fake_decode, NULL,
+                                 &seq) == 0);
+  CHECK (block_cache_client_new (cache, "other", NULL, fake_decode, NULL,
+                                 &other) == 0);
+  atomic_store (&decodes, 0);
+  CHECK (block_cache_read (seq, 0, BLOCK, 0, buf, sizeof buf, true) == 0);
+  for (i = 0; i < 6; i++)
+    {
+      /* Another reader's miss, then the sequential reader reads on in
+       * block 0: a hit every time. */
+      CHECK (block_cache_read (other, 100 + i, BLOCK, 0, buf, sizeof buf,
+                               false) == 0);
+      CHECK (block_cache_read (seq, 0, BLOCK, 64 * (i + 1), buf, sizeof buf,
+                               true) == 0);
+      CHECK (check_bytes (buf, 0, 64 * (i + 1), sizeof buf));
+      CHECK (atomic_load (&decodes) == i + 2);
+    }
+
+  /* Three more held blocks fill the cache: no room for read-ahead. */
+  for (i = 1; i < 4; i++)
+    CHECK (block_cache_read (seq, i, BLOCK, 0, buf, sizeof buf, true) == 0);
+  CHECK (!block_cache_prefetch (other, 200, BLOCK));
+
+  /* Nobody reads on: a miss waits until the holds lapse, then goes. */
+  CHECK (block_cache_read (other, 300, BLOCK, 0, buf, sizeof buf, false)
+         == 0);
+  block_cache_get_stats (cache, &st);
+  CHECK (st.room_waits == 1);
+  CHECK (st.hold_breaks == 0);
+  CHECK (st.used_bytes <= st.max_bytes);
+  block_cache_client_free (seq);
+  block_cache_client_free (other);
+  block_cache_free (cache);
+  printf ("held block: ok\n");
 }
 
 int
@@ -288,6 +414,8 @@ main (void)
   test_zero (cache);
   test_shared (cache);
   block_cache_free (cache);
+  test_readers_take_turns ();
+  test_held_block_survives ();
   if (check_failures)
     fprintf (stderr, "%d check(s) failed\n", check_failures);
   return check_failures ? 1 : 0;

@@ -13,7 +13,9 @@
  * cache: pieces land in --cache-dir (validated by the info-hash) and a
  * restarted daemon reads them with no peer traffic.  With no peer able
  * to deliver a piece within the entry's `timeout` (default 60 s), the
- * read fails with EIO; closing aborts every wait at once.
+ * read fails with EIO, and for a second after that the kernel's retries
+ * of it fail at once instead of waiting the timeout again (the engine's
+ * fail_hold); closing aborts every wait at once.
  *
  * Seeding: the session's piece store is the engine object itself
  * (remote_holds / remote_peek: the disk cache and the chunks in
@@ -67,6 +69,10 @@
 /* Fetching threads of the engine: each waits for the pieces of one unit
  * while the swarm fetches read-ahead pieces in parallel behind them. */
 #define TORRENT_CONNECTIONS 8
+/* Seconds a piece whose read failed (no peer delivered it within the
+ * timeout) answers at once with EIO: the kernel's immediate retries of
+ * the failed read would each wait the whole timeout again. */
+#define TORRENT_FAIL_HOLD 1.0
 /* download = full: bytes prefetched and waited for at a time. */
 #define FILL_WINDOW (16u << 20)
 #define FILL_POLL_MS 100
@@ -257,6 +263,7 @@ static const struct bt_store_ops engine_store = {
 
 static const struct remote_fetcher_ops torrent_fetcher = {
   .name = "torrent",
+  .fail_hold = TORRENT_FAIL_HOLD,
   .fetch = fetcher_fetch,
   .hint = fetcher_hint,
   .stop = fetcher_stop,
@@ -266,6 +273,7 @@ static const struct remote_fetcher_ops torrent_fetcher = {
 /* The same with web seeds: a curl handle per fetching thread. */
 static const struct remote_fetcher_ops torrent_webseed_fetcher = {
   .name = "torrent",
+  .fail_hold = TORRENT_FAIL_HOLD,
   .context_new = fetcher_context_new,
   .context_free = fetcher_context_free,
   .fetch = fetcher_fetch,

@@ -159,7 +159,12 @@ int bt_session_open (const struct bt_metainfo *mi,
 /* Fill buf (bt_metainfo_piece_size bytes) with verified piece index:
  * from the store if it holds it, else from the swarm.  Many threads may
  * wait for pieces at once.  Returns 0, -EINVAL for a bad index, or -EIO
- * when no peer delivered a good copy within the timeout. */
+ * when no peer delivered a good copy within the timeout.  After a read
+ * timed out with no peer connected, later reads fail with -EIO at once
+ * for one timeout, unless a peer connects meanwhile (an empty swarm
+ * costs one timeout, not one per piece asked).  A verified piece the
+ * store no longer gives back (a store may drop pieces) is fetched
+ * again. */
 int bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf);
 
 /* Start fetching piece index in the background, so that a later

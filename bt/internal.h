@@ -96,6 +96,11 @@ struct bt_session
   unsigned live_conns;           /* lock; threads not yet finished */
   unsigned outgoing_conns;       /* lock */
   struct bt_stats stats;         /* lock */
+  double starved_at;             /* lock; when a read last timed out with
+                                    no peer connected (monotonic s), 0:
+                                    never; reads fail at once for a
+                                    timeout after it while still no peer
+                                    is connected (bt_read_piece) */
 
   pthread_t tracker_thread;
   bool tracker_started;

@@ -454,6 +454,24 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
       deadline.tv_nsec -= 1000000000;
     }
   pthread_mutex_lock (&s->lock);
+  if (s->starved_at > 0 && s->stats.peers_connected == 0
+      && clock_seconds () - s->starved_at < s->set.timeout)
+    {
+      /* The swarm is empty: a read timed out moments ago and no peer
+       * has connected since.  Fail at once: the kernel retries a failed
+       * read page by page, and a reader behind a queue of pieces would
+       * otherwise wait one timeout per retry. */
+      session_maybe_connect_locked (s);
+      unsigned known = s->peer_count;
+      double ago = clock_seconds () - s->starved_at;
+      pthread_mutex_unlock (&s->lock);
+      return error_set (EIO, "bt: %s: piece %u: no peer delivered a verified "
+                        "copy within %g s (a read timed out %.0f s ago and "
+                        "no peer has connected since; %u peers known); "
+                        "check the trackers and the swarm, or raise the "
+                        "timeout", s->name, index, s->set.timeout, ago,
+                        known);
+    }
   struct want *w = find_want (s, index);
   if (w == NULL)
     {
@@ -482,6 +500,8 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
   if (done)
     memcpy (buf, w->buf, size);
   unsigned known = s->peer_count, connected = s->stats.peers_connected;
+  if (!done && !s->stopping && connected == 0)
+    s->starved_at = clock_seconds ();
   if (--w->waiters == 0)
     drop_want_locked (s, w);
   pthread_mutex_unlock (&s->lock);

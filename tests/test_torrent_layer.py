@@ -6,11 +6,13 @@ after the entry's timeout."""
 
 import errno
 import os
+import time
 
 import pytest
 
 from bt_helpers import Aria2Seeder, info_hash, make_torrent, needs_swarm
-from peers import check_random_reads, make_random_file, sha256, wait_for, write_entry
+from peers import (check_random_reads, make_random_file, scaled, sha256, wait_for,
+                   write_entry)
 
 pytestmark = needs_swarm
 
@@ -91,6 +93,26 @@ def test_no_peers_gives_eio_after_the_entry_timeout(mount, catalog, tmp_path, tr
     finally:
         os.close(fd)
     m.wait_log("no peer delivered a verified copy within 3 s", timeout=10)
+
+
+def test_no_peers_a_large_read_fails_once_not_per_kernel_retry(mount, catalog, tmp_path,
+                                                               tracker, data):
+    """The kernel retries a failed read at once, page by page, and a read
+    that came back short is followed by one at the failing offset: each
+    used to wait the entry's timeout again (EIO after 2-4 x timeout).  A
+    piece that just failed now fails those retries at once, so a 1 MiB
+    read gets EIO after one timeout (well before a second one)."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http)
+    tracker.allow(info_hash(torrent))
+    write_entry(catalog, "disk.img", f"source = {torrent}\ntimeout = 4\n")
+    m = mount(catalog)
+    with open(m.path / "disk.img", "rb", buffering=0) as f:
+        start = time.monotonic()
+        with pytest.raises(OSError) as e:
+            f.read(MIB)
+        took = time.monotonic() - start
+    assert e.value.errno == errno.EIO
+    assert took < 4 + min(scaled(2), 3.5), took
 
 
 def test_torrent_found_by_content_and_lookalike_stays_a_file(mount, catalog, tmp_path, tracker,

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 #include "thread.h"
 
@@ -32,6 +33,24 @@ lookup (struct remote_object *o, uint64_t i)
     if (c->index == i)
       return c;
   return NULL;
+}
+
+static void table_remove (struct remote_object *o, struct chunk *c);
+
+/* lookup, but a failed chunk whose hold ran out counts as absent (it is
+ * dropped, so the next want fetches it again) (lock held). */
+static struct chunk *
+lookup_live (struct remote_object *o, uint64_t i)
+{
+  struct chunk *c = lookup (o, i);
+
+  if (c && c->state == CHUNK_FAILED
+      && clock_seconds () - c->failed_at >= o->ops->fail_hold)
+    {
+      table_remove (o, c);
+      c = NULL;
+    }
+  return c;
 }
 
 /* True when the chunk is in the memory LRU (lock held). */
@@ -311,7 +330,7 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
     {
       if (o->inflight >= o->ra_max)
         break;
-      if (lookup (o, j) == NULL && !stored (o, j)
+      if (lookup_live (o, j) == NULL && !stored (o, j)
           && start_fetch (o, j, FETCH_READAHEAD) == NULL)
         break;
     }
@@ -634,10 +653,19 @@ worker_main (void *arg)
         }
       else
         {
+          /* Held in the table for the fetcher's fail_hold, without
+           * its buffer, or gone at once. */
           c->state = CHUNK_FAILED;
           c->err = r;
           c->message = message;
-          table_remove (o, c);
+          c->failed_at = clock_seconds ();
+          if (o->ops->fail_hold > 0)
+            {
+              remote_buf_put (o, c->buf);
+              c->buf = NULL;
+            }
+          else
+            table_remove (o, c);
         }
       pthread_cond_broadcast (&o->chunk_cond);
       chunk_unref (o, c);
@@ -670,7 +698,7 @@ static int
 want_chunk (struct remote_object *o, uint64_t i, bool check_cache,
             struct chunk **out)
 {
-  struct chunk *c = lookup (o, i);
+  struct chunk *c = lookup_live (o, i);
 
   if (c == NULL && check_cache && stored (o, i))
     {
@@ -872,7 +900,7 @@ remote_chunks_prefetch (struct remote_reader *rd, uint64_t offset,
   last = (offset + length - 1) / o->chunk;
   pthread_mutex_lock (&o->lock);
   for (uint64_t j = first; j <= last && o->inflight < 4 * o->ra_max; j++)
-    if (lookup (o, j) == NULL && !stored (o, j))
+    if (lookup_live (o, j) == NULL && !stored (o, j))
       start_fetch (o, j, FETCH_READAHEAD);
   pthread_mutex_unlock (&o->lock);
   return 0;

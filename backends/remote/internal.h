@@ -52,6 +52,9 @@ struct chunk
   size_t len;
   int err;                     /* negative errno when FAILED */
   char *message;               /* the error message when FAILED */
+  double failed_at;            /* clock_seconds () when it FAILED; it
+                                  stays in the table, without a buffer,
+                                  for the fetcher's fail_hold */
   struct chunk *hnext;         /* hash chain; protected by lock */
   struct chunk *qnext;         /* job queue; protected by lock */
   struct chunk *lprev, *lnext; /* memory LRU; protected by lock */

@@ -63,6 +63,14 @@ struct remote_fetcher_ops
    * cache.  False for units that only come whole (pieces). */
   bool partial;
 
+  /* Seconds a unit whose fetch failed keeps answering every read with
+   * its error before the next read fetches it again (0: none, every
+   * read fetches again).  For a source whose fetch fails only after a
+   * long wait (a swarm with no peer: the entry's timeout): the kernel
+   * retries a failed read at once, page by page, and each retry would
+   * wait that long again. */
+  double fail_hold;
+
   /* Optional: state for one fetching thread (a curl handle, i.e. one
    * kept-alive connection); NULL on failure with a message.  Contexts
    * are kept and reused by the engine, freed with context_free. */

@@ -72,13 +72,12 @@ BASE=${BASE_BIN:+$(realpath "$BASE_BIN")}
 BTGET=$(dirname "$BIN")/bt/bt-get
 READS="/usr/bin/python3 $ROOT/bench/torrent_reads.py"
 
-if [ "$(id -u)" -eq 0 ] && [ -z "${BENCH_IN_NETNS:-}" ]; then
-  exec unshare -n env BENCH_IN_NETNS=1 DISKSHELF_BIN="$BIN" ${BASE:+BASE_BIN="$BASE"} \
-    bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
-fi
+. "$ROOT/bench/lib.sh"
+export DISKSHELF_BIN="$BIN" ${BASE:+BASE_BIN="$BASE"}
+bench_netns_enter "$0" "$@"
 COMPARE=
 if [ -n "${BENCH_IN_NETNS:-}" ]; then
-  if [ "$(ip -o link show | awk -F': ' '{print $2}')" != "lo" ]; then
+  if ! bench_netns_only_lo; then
     echo "bench: refusing to run the competing tools: interfaces other than lo exist" >&2
     exit 1
   fi
@@ -98,21 +97,18 @@ cleanup () {
 }
 trap cleanup EXIT
 
-port () { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now () { date +%s.%N; }
-since () { awk -v s="$1" -v e="$(now)" 'BEGIN{printf "%.2f", e-s}'; }
 hwm_kb () { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 log () { echo "bench: $*" >&2; }
 
 SEED_IP=127.0.0.1
 [ -n "$COMPARE" ] && SEED_IP=127.0.0.2
-SEED_PORT=$(port)
+SEED_PORT=$(bench_free_port)
 
 mkdir -p "$WORK/data" "$WORK/tracker"
 head -c $((SIZE_MB << 20)) /dev/urandom > "$WORK/data/big.bin"
 SRC=$WORK/data/big.bin
 want=$(sha256sum < "$SRC" | cut -d' ' -f1)
-TP=$(port)
+TP=$(bench_free_port)
 mktorrent -l "$PIECE_LOG" -a "http://127.0.0.1:$TP/announce" -o "$WORK/big.torrent" \
   "$SRC" >/dev/null
 hash=$(aria2c -S "$WORK/big.torrent" | awk '/^Info Hash:/{print $3}')
@@ -150,10 +146,10 @@ echo "torrent: $SIZE_MB MiB, pieces of $((1 << PIECE_LOG >> 10)) KiB, one aria2c
 if [ -z "${ONLY:-}" ]; then
   for threads in 4 16; do
     rm -f "$WORK/out.bin"
-    t=$(now)
+    t=$(bench_now)
     timeout 300 "$BTGET" --out "$WORK/out.bin" --threads "$threads" --timeout 60 \
       "$WORK/big.torrent" >/dev/null
-    s=$(since "$t")
+    s=$(bench_since "$t")
     got=$(sha256sum < "$WORK/out.bin" | cut -d' ' -f1)
     [ "$got" = "$want" ] || { echo "bt-get: WRONG DATA"; exit 1; }
     printf '%-44s %7s s  %6.1f MB/s\n' "bt-get, all pieces, $threads readers" "$s" \
@@ -264,12 +260,12 @@ for tool in "${TOOLS[@]}"; do
   if has_row first; then
     log "$tool: first 4 KiB"
     d=$WORK/$tool-first
-    t0=$(now)
+    t0=$(bench_now)
     "start_$tool" "$d"
     if wait_file 30; then
-      VISIBLE[$tool]=$(since "$t0")
+      VISIBLE[$tool]=$(bench_since "$t0")
       got=$(timeout 120 dd if="$FILE" bs=4096 skip="$off" count=1 status=none | sha256sum || true)
-      if [ "$got" = "$first_want" ]; then FIRST[$tool]=$(since "$t0"); else FIRST[$tool]=failed; fi
+      if [ "$got" = "$first_want" ]; then FIRST[$tool]=$(bench_since "$t0"); else FIRST[$tool]=failed; fi
       sleep 5
       FETCHED[$tool]=$(downloaded_mb "$tool" "$d")
     else
@@ -281,13 +277,13 @@ for tool in "${TOOLS[@]}"; do
   if has_row cat; then
     log "$tool: sequential cat"
     d=$WORK/$tool-cat
-    t0=$(now)
+    t0=$(bench_now)
     "start_$tool" "$d"
     if wait_file 30; then
-      t=$(now)
+      t=$(bench_now)
       got=$(timeout 600 cat "$FILE" | sha256sum | cut -d' ' -f1 || true)
       if [ "$got" = "$want" ]; then
-        CAT[$tool]=$(since "$t"); CATALL[$tool]=$(since "$t0")
+        CAT[$tool]=$(bench_since "$t"); CATALL[$tool]=$(bench_since "$t0")
         MBS[$tool]=$(awk -v s="${CAT[$tool]}" -v m="$SIZE_MB" 'BEGIN{printf "%.0f", m*1.048576/s}')
       else
         CAT[$tool]=failed; CATALL[$tool]=failed
@@ -343,9 +339,9 @@ if has_row kill; then
       done
       kill -9 "$SEED_PID" 2>/dev/null || true
       wait "$SEED_PID" 2>/dev/null || true
-      tk=$(now)
+      tk=$(bench_now)
       for _ in $(seq 1 $((HANG_S * 20))); do kill -0 "$RPID" 2>/dev/null || break; sleep 0.05; done
-      s=$(since "$tk")
+      s=$(bench_since "$tk")
       if kill -0 "$RPID" 2>/dev/null; then
         kill -9 "$RPID" 2>/dev/null || true
         KILL[$tool]="hung >${HANG_S}s"

@@ -187,14 +187,7 @@ seeding_throttle (struct bt_session *s, uint32_t len)
   if (wait > 0)
     {
       struct timespec deadline;
-      clock_gettime (CLOCK_MONOTONIC, &deadline);
-      deadline.tv_sec += (time_t) wait;
-      deadline.tv_nsec += (long) ((wait - (time_t) wait) * 1e9);
-      if (deadline.tv_nsec >= 1000000000)
-        {
-          deadline.tv_sec++;
-          deadline.tv_nsec -= 1000000000;
-        }
+      clock_deadline_after (&deadline, wait);
       while (!s->stopping
              && pthread_cond_timedwait (&s->cond, &s->lock, &deadline)
                 != ETIMEDOUT)

@@ -444,15 +444,7 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
     return 0;
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
   struct timespec deadline;
-  clock_gettime (CLOCK_MONOTONIC, &deadline);
-  deadline.tv_sec += (time_t) s->set.timeout;
-  deadline.tv_nsec += (long) ((s->set.timeout - (time_t) s->set.timeout)
-                              * 1e9);
-  if (deadline.tv_nsec >= 1000000000)
-    {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000;
-    }
+  clock_deadline_after (&deadline, s->set.timeout);
   pthread_mutex_lock (&s->lock);
   if (s->starved_at > 0 && s->stats.peers_connected == 0
       && clock_seconds () - s->starved_at < s->set.timeout)

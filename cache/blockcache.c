@@ -37,7 +37,7 @@
 #define BUCKETS 4096
 #define MAX_SPARES 4
 #define HUGE_PAGE_MIN (4u << 20)
-#define ROOM_POLL_NS (50 * 1000 * 1000)   /* waiters look at lapsed holds */
+#define ROOM_POLL_SECONDS 0.05   /* waiters look at lapsed holds */
 
 enum entry_state { ENTRY_QUEUED, ENTRY_RUNNING, ENTRY_READY, ENTRY_FAILED };
 
@@ -439,20 +439,14 @@ room_leave (struct block_cache *c, struct room_waiter *w)
   room_changed (c);             /* the next one may be first now */
 }
 
-/* Wait on room_cond for at most ROOM_POLL_NS (a hold may lapse without
+/* Wait on room_cond for at most ROOM_POLL_SECONDS (a hold may lapse without
  * anybody signalling); lock held. */
 static void
 room_wait (struct block_cache *c)
 {
   struct timespec ts;
 
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  ts.tv_nsec += ROOM_POLL_NS;
-  if (ts.tv_nsec >= 1000000000)
-    {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+  clock_deadline_after (&ts, ROOM_POLL_SECONDS);
   pthread_cond_timedwait (&c->room_cond, &c->lock, &ts);
 }
 

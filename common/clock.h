@@ -9,4 +9,10 @@
  * mean anything). */
 double clock_seconds (void);
 
+struct timespec;
+
+/* *ts = CLOCK_MONOTONIC now plus `seconds`: a deadline for
+ * pthread_cond_timedwait on a condition set to that clock. */
+void clock_deadline_after (struct timespec *ts, double seconds);
+
 #endif

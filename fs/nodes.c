@@ -204,6 +204,8 @@ nodes_dir_ino (const char *path)
   struct node *x;
   uint64_t ino;
 
+  if (strcmp (path, "/") == 0)
+    return NODES_ROOT_INO;
   pthread_mutex_lock (&lock);
   x = find_path (path);
   if (x == NULL)
@@ -211,7 +213,7 @@ nodes_dir_ino (const char *path)
       x = calloc (1, sizeof *x);
       if (x == NULL || (x->path = strdup (path)) == NULL)
         goto fail;
-      x->ino = strcmp (path, "/") == 0 ? NODES_ROOT_INO : nodes_new_ino ();
+      x->ino = nodes_new_ino ();
       if (insert (x) < 0)
         goto fail;
     }
@@ -233,6 +235,8 @@ nodes_dir_ino_known (const char *path)
   struct node *x;
   uint64_t ino;
 
+  if (strcmp (path, "/") == 0)
+    return NODES_ROOT_INO;
   pthread_mutex_lock (&lock);
   x = find_path (path);
   ino = x ? x->ino : 0;

@@ -199,9 +199,13 @@ inode_stat (struct daemon *d, fuse_ino_t ino, struct fuse_file_info *fi,
   e = nodes_file_entry (ino);
   if (e)
     {
-      ops_entry_stat (d, e, st);
+      /* A broken entry is left out of the mount (but an open file on
+       * it, above, still answers). */
+      bool listed = fs_entry_listed (e);
+      if (listed)
+        ops_entry_stat (d, e, st);
       fs_entry_unref (e);
-      return 0;
+      return listed ? 0 : -ENOENT;
     }
   dir = nodes_dir_path (ino);
   if (dir == NULL)

@@ -62,7 +62,8 @@ ops_status_text (struct daemon *d, size_t *len)
 static pthread_mutex_t serving_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fuse_session *serving_session;
 
-/* Drop the kernel's cached attributes and pages of an entry's inode. */
+/* Drop the kernel's cached attributes and pages of an entry's inode,
+ * and its name (an entry that broke leaves the mount). */
 void
 fs_entry_attributes_changed (struct fs_entry *e)
 {
@@ -71,6 +72,7 @@ fs_entry_attributes_changed (struct fs_entry *e)
   if (serving_session)
     fuse_lowlevel_notify_inval_inode (serving_session, e->ino, 0, 0);
   pthread_mutex_unlock (&serving_lock);
+  fs_forget_name (e->config->name);
 }
 
 /* Make the kernel look a name up again ("a/b.img", relative to the

@@ -50,6 +50,9 @@ ops_status_text (struct daemon *d, size_t *len)
            (unsigned long long) d->options.cache_size,
            (unsigned long long) d->options.memory_cache_size,
            d->options.readonly ? "yes" : "no");
+  /* How many entry inodes the kernel holds (lookups not yet forgotten). */
+  fprintf (mem, "kernel-inodes: %llu\n",
+           (unsigned long long) nodes_file_count ());
   fs_tree_status (t, mem);
   fs_tree_unref (t);
   fclose (mem);

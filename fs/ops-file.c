@@ -248,7 +248,19 @@ ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
         size = 0;
       else if (size > of->status_len - (size_t) offset)
         size = of->status_len - (size_t) offset;
-      fuse_reply_buf (req, size ? of->status_text + offset : NULL, size);
+      /* From a copy: once the kernel has the reply the reader may close
+       * the file, and a RELEASE on another thread free the text while
+       * this writev still returns (ASan checks the iovec after it). */
+      mem = size ? malloc (size) : NULL;
+      if (size && mem == NULL)
+        {
+          fuse_reply_err (req, ENOMEM);
+          return;
+        }
+      if (size)
+        memcpy (mem, of->status_text + offset, size);
+      fuse_reply_buf (req, mem, size);
+      free (mem);
       return;
     }
   l = of->entry->stack;

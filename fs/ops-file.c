@@ -51,7 +51,10 @@ ops_free_open_file (struct open_file *of)
   free (of->status_text);
   free (of->dir_path);
   for (size_t i = 0; i < of->nrows; i++)
-    free (of->rows[i].name);
+    {
+      free (of->rows[i].name);
+      fs_entry_unref (of->rows[i].entry);
+    }
   free (of->rows);
   free (of);
 }

@@ -7,6 +7,7 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,7 +267,10 @@ static void
 free_rows (struct open_file *of)
 {
   for (size_t i = 0; i < of->nrows; i++)
-    free (of->rows[i].name);
+    {
+      free (of->rows[i].name);
+      fs_entry_unref (of->rows[i].entry);
+    }
   free (of->rows);
   of->rows = NULL;
   of->nrows = 0;
@@ -301,7 +305,11 @@ list_dir (struct daemon *d, struct open_file *of, fuse_ino_t ino)
       row->name = strdup (c ? c->name : i == 0 ? "." : "..");
       row->type = c && c->entry ? S_IFREG : S_IFDIR;
       if (c && c->entry)
-        row->ino = c->entry->ino;
+        {
+          row->ino = c->entry->ino;
+          row->entry = c->entry;
+          fs_entry_ref (c->entry);
+        }
       else if (c)
         {
           path = join (of->dir_path, c->name);
@@ -313,6 +321,8 @@ list_dir (struct daemon *d, struct open_file *of, fuse_ino_t ino)
       if (row->name == NULL || row->ino == 0)
         {
           free (row->name);
+          fs_entry_unref (row->entry);
+          row->entry = NULL;
           r = -ENOMEM;
         }
       else
@@ -385,6 +395,81 @@ ops_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
       used += need;
     }
   fuse_reply_buf (req, buf, used);
+  free (buf);
+}
+
+/* readdirplus: readdir with each row's attributes, which the kernel
+ * takes as a lookup of every row but "." and ".." (counted here, and
+ * uncounted again for rows that did not fit or a reply that did not
+ * reach the kernel).  A file row whose entry broke since the listing
+ * goes without attributes (inode 0), so the kernel looks it up. */
+void
+ops_readdirplus (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 struct fuse_file_info *fi)
+{
+  struct daemon *d = ops_daemon (req);
+  struct open_file *of = ops_file (fi);
+  size_t first = off < 0 ? SIZE_MAX : (size_t) off, i;
+  char *buf;
+  size_t used = 0;
+  int r;
+
+  if (off == 0 && (r = list_dir (d, of, ino)) < 0)
+    {
+      fuse_reply_err (req, -r);
+      return;
+    }
+  buf = malloc (size ? size : 1);
+  if (buf == NULL)
+    {
+      fuse_reply_err (req, ENOMEM);
+      return;
+    }
+  for (i = first; i < of->nrows; i++)
+    {
+      struct dir_row *row = &of->rows[i];
+      struct fuse_entry_param ep = {
+        .generation = NODES_GENERATION,
+        .attr_timeout = OPS_TIMEOUT_S,
+        .entry_timeout = OPS_TIMEOUT_S,
+      };
+      size_t need;
+
+      row->counted = false;
+      if (row->entry)
+        {
+          if (fs_entry_listed (row->entry)
+              && nodes_file_looked_up (row->entry) == 0)
+            {
+              row->counted = true;
+              ep.ino = row->ino;
+              ops_entry_stat (d, row->entry, &ep.attr);
+            }
+          else
+            {
+              ep.attr.st_ino = (ino_t) row->ino;
+              ep.attr.st_mode = S_IFREG;
+            }
+        }
+      else
+        {
+          ep.ino = row->ino;
+          ops_dir_stat (d, row->ino, &ep.attr);
+        }
+      need = fuse_add_direntry_plus (req, buf + used, size - used, row->name,
+                                     &ep, (off_t) (i + 1));
+      if (need > size - used)
+        {
+          if (row->counted)
+            nodes_forget (row->ino, 1);
+          break;
+        }
+      used += need;
+    }
+  if (fuse_reply_buf (req, buf, used) != 0)
+    for (size_t j = first; j < i; j++)
+      if (of->rows[j].counted)
+        nodes_forget (of->rows[j].ino, 1);
   free (buf);
 }
 

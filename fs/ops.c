@@ -142,6 +142,7 @@ static const struct fuse_lowlevel_ops operations = {
   .setattr = ops_setattr,
   .opendir = ops_opendir,
   .readdir = ops_readdir,
+  .readdirplus = ops_readdirplus,
   .releasedir = ops_releasedir,
   .open = ops_open,
   .release = ops_release,

@@ -31,6 +31,9 @@ struct dir_row
   char *name;
   uint64_t ino;
   mode_t type;            /* S_IFDIR or S_IFREG */
+  struct fs_entry *entry; /* files: one reference (readdirplus) */
+  bool counted;           /* readdirplus: a lookup counted for the
+                             reply being built */
 };
 
 /* What an open file handle points at. */
@@ -86,6 +89,8 @@ void ops_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 void ops_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ops_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                   struct fuse_file_info *fi);
+void ops_readdirplus (fuse_req_t req, fuse_ino_t ino, size_t size,
+                      off_t off, struct fuse_file_info *fi);
 void ops_releasedir (fuse_req_t req, fuse_ino_t ino,
                      struct fuse_file_info *fi);
 void ops_statfs (fuse_req_t req, fuse_ino_t ino);

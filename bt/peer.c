@@ -826,7 +826,33 @@ handle (struct bt_conn *c, const struct bt_msg *m)
     }
 }
 
-/* Read what the socket has and handle every whole message. */
+/* How many of the messages after a request on_readable looks through
+ * for its cancel. */
+#define CANCEL_LOOKAHEAD 256
+
+/* True when a CANCEL of request m is among the next whole messages of
+ * buf (the peer took it back before we served it: BEP 3). */
+static bool
+cancelled_later (const uint8_t *buf, size_t len,
+                 const struct bt_wire_limits *lim, const struct bt_msg *m)
+{
+  size_t off = 0;
+  for (unsigned i = 0; i < CANCEL_LOOKAHEAD; i++)
+    {
+      struct bt_msg next;
+      size_t used = 0;
+      if (bt_wire_parse (buf + off, len - off, lim, &next, &used) <= 0)
+        return false;
+      if (next.id == BT_MSG_CANCEL && next.index == m->index
+          && next.begin == m->begin && next.length == m->length)
+        return true;
+      off += used;
+    }
+  return false;
+}
+
+/* Read what the socket has and handle every whole message; a request
+ * cancelled further on in what was read is not served. */
 static int
 on_readable (struct bt_conn *c)
 {
@@ -870,8 +896,15 @@ on_readable (struct bt_conn *c)
             }
           break;
         }
-      r = handle (c, &m);
-      if (r < 0)
+      if (m.id == BT_MSG_REQUEST
+          && cancelled_later (c->rbuf + off + used, c->rlen - off - used,
+                              &lim, &m))
+        {
+          pthread_mutex_lock (&c->s->lock);
+          c->s->stats.requests_cancelled++;
+          pthread_mutex_unlock (&c->s->lock);
+        }
+      else if ((r = handle (c, &m)) < 0)
         return r;
       off += used;
     }

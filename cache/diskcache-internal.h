@@ -180,4 +180,11 @@ dc_state (struct disk_cache_object *obj, uint64_t index)
   return pg ? atomic_load (&pg->state[index % DC_PAGE_CHUNKS]) : 0;
 }
 
+/* A small file (entry facts, a blob) was written whole at path: count
+ * it, in place of what was counted for that path before, as a dormant
+ * file, so that the bound covers it and eviction may drop it.  Takes
+ * the cache lock. */
+void dc_note_small_file (struct disk_cache *cache, const char *path,
+                         uint64_t bytes);
+
 #endif

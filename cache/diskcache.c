@@ -101,10 +101,31 @@ scan_dir (struct disk_cache *cache)
         continue;
       if (asprintf (&path, "%s/%s", cache->dir, de->d_name) < 0)
         break;
+      if (strstr (de->d_name, ".dsc.tmp") || strstr (de->d_name, ".dse.tmp")
+          || strstr (de->d_name, ".dsb.tmp"))
+        {
+          /* A write cut short (the lock says no other daemon uses the
+           * dir, so nobody is writing it now). */
+          unlink (path);
+          free (path);
+          continue;
+        }
+      if (n > 4 && (strcmp (de->d_name + n - 4, ".dse") == 0
+                    || strcmp (de->d_name + n - 4, ".dsb") == 0))
+        {
+          /* Entry facts and blobs count against the bound, and are
+           * evicted like any dormant file. */
+          if (lstat (path, &st) == 0 && S_ISREG (st.st_mode)
+              && add_dormant (cache, path, (uint64_t) st.st_size,
+                              (int64_t) st.st_mtim.tv_sec * 1000
+                              + st.st_mtim.tv_nsec / 1000000) == 0)
+            atomic_fetch_add (&cache->used, (uint64_t) st.st_size);
+          else
+            free (path);
+          continue;
+        }
       if (n < 4 || strcmp (de->d_name + n - 4, ".dsc") != 0)
         {
-          if (strstr (de->d_name, ".dsc.tmp"))
-            unlink (path);
           free (path);
           continue;
         }
@@ -379,6 +400,23 @@ take_dormant (struct disk_cache *cache, const char *path)
         return bytes;
       }
   return 0;
+}
+
+void
+dc_note_small_file (struct disk_cache *cache, const char *path,
+                    uint64_t bytes)
+{
+  char *copy = strdup (path);
+  uint64_t before;
+
+  pthread_mutex_lock (&cache->lock);
+  before = take_dormant (cache, path);
+  if (copy != NULL && add_dormant (cache, copy, bytes, dc_now_ms ()) == 0)
+    atomic_fetch_add (&cache->used, bytes);
+  else
+    free (copy);
+  pthread_mutex_unlock (&cache->lock);
+  atomic_fetch_sub (&cache->used, before);
 }
 
 /* Open the object's file, keeping its data when the validators match,

@@ -90,7 +90,8 @@ void disk_cache_object_status (struct disk_cache_object *obj, FILE *out);
  * list the entry before (and without) opening it: a warm mount makes
  * no request.  Keyed by any text naming the stack (the entry's .conf
  * text); stored as CACHE_DIR/<sha256 of it>.dse, a few bytes, written
- * whole (temporary file and rename).  Not charged against the bound. */
+ * whole (temporary file and rename).  Charged against the bound and
+ * evicted least recently written first, like a closed object. */
 struct disk_cache_entry_facts
 {
   uint64_t size;             /* the stack's size in bytes */
@@ -109,8 +110,10 @@ int disk_cache_recall_entry (struct disk_cache *cache, const char *key,
 
 /* Small blobs remembered whole (a magnet's info dictionary, keyed by
  * its info-hash): CACHE_DIR/<sha256 of kind+key>.dsb, written to a
- * temporary file and renamed.  Not charged against the bound (each is
- * at most a few MiB, one per source).  Errors are ignored: the blob is
+ * temporary file and renamed.  Charged against the bound and evicted
+ * like entry facts (each is at most a few MiB, one per source);
+ * temporary files a crash left are removed when the cache opens.
+ * Errors are ignored: the blob is
  * a copy of something fetched again when missing.  kind and key must
  * not hold a newline. */
 void disk_cache_remember_blob (struct disk_cache *cache, const char *kind,

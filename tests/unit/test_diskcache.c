@@ -507,6 +507,79 @@ test_unusable (void)
   disk_cache_free (c);
 }
 
+/* Count the files of dir whose name contains part. */
+static int
+count_named (const char *dir, const char *part)
+{
+  char cmd[4200];
+  FILE *f;
+  int n = -1;
+
+  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -F -e '%s'", dir, part);
+  f = popen (cmd, "r");
+  if (f)
+    {
+      if (fscanf (f, "%d", &n) != 1)
+        n = -1;
+      pclose (f);
+    }
+  return n;
+}
+
+/* Blobs and entry facts count against the bound and are evicted least
+ * recently used first, like chunks; temporary files a crash left behind
+ * are removed when the cache opens. */
+static void
+test_blobs_bounded (const char *dir)
+{
+  uint64_t size = 12 * CHUNK;
+  struct disk_cache_validators v = { "http", "http://x/after-blob", size,
+                                     NULL, NULL };
+  struct disk_cache_entry_facts facts = { .size = 1, .stack = "file", .writable = false };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  char *blob = malloc (2 * CHUNK), path[4300];
+  uint8_t *back;
+  size_t len;
+  int fd;
+
+  CHECK (blob != NULL);
+  fill (blob, 2 * CHUNK, 0, 9);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  disk_cache_remember_blob (c, "torrent-info", "abc", blob, 2 * CHUNK);
+  disk_cache_remember_entry (c, "entry-key", &facts);
+  CHECK (disk_cache_used (c) >= 2 * CHUNK);
+  CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
+                                 &len) == 0 && len == 2 * CHUNK
+         && memcmp (back, blob, len) == 0);
+  free (back);
+  disk_cache_free (c);
+
+  /* Counted again after a restart, and leftovers of cut writes go. */
+  snprintf (path, sizeof path, "%s/0123.dsb.tmp4242", dir);
+  fd = open (path, O_WRONLY | O_CREAT, 0600);
+  CHECK (fd >= 0);
+  close (fd);
+  snprintf (path, sizeof path, "%s/0123.dse.tmp4242", dir);
+  fd = open (path, O_WRONLY | O_CREAT, 0600);
+  CHECK (fd >= 0);
+  close (fd);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (count_named (dir, ".tmp") == 0);
+  CHECK (disk_cache_used (c) >= 2 * CHUNK);
+  /* Newer chunks push the older blob and facts out. */
+  sleep (1);   /* the dormant files' times are in milliseconds; be sure */
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, size, 0, 12, 5);
+  CHECK (disk_cache_used (c) <= 8 * CHUNK);
+  CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
+                                 &len) == -ENOENT);
+  CHECK (count_named (dir, ".dsb") == 0 && count_named (dir, ".dse") == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  free (blob);
+}
+
 int
 main (void)
 {
@@ -524,6 +597,8 @@ main (void)
   test_huge (sub);
   test_planted_symlinks (sub);
   test_private_dir (sub);
+  rm_rf (sub);
+  test_blobs_bounded (sub);
   test_unusable ();
   rm_rf (dir);
   if (check_failures)

@@ -2,7 +2,7 @@
  * fs/passthrough.c, for tests/test_passthrough.py and
  * bench/bench_passthrough.sh.
  *
- *   pt_serve [-s] BACKING MOUNTPOINT [MARKER]
+ *   pt_serve [-s] [-c before|after] BACKING MOUNTPOINT [MARKER]
  *
  * Mounts MOUNTPOINT (foreground, until unmounted or signalled) with:
  *   pt      BACKING's bytes, opened with passthrough when the kernel
@@ -20,7 +20,9 @@
  *           received per file), "opens NAME PT CACHED" (opens answered
  *           each way) and "backing N" (registered backing files).
  * -s runs the single-threaded loop; the default is the daemon's
- * multithreaded loop (64 threads, no clone_fd).
+ * multithreaded loop (64 threads, no clone_fd).  -c drops CAP_SYS_ADMIN
+ * after mounting, before or after the INIT exchange: the two ways a
+ * daemon without it must fall back to READs.
  *
  * A test tool, not installed.  Thread model: requests run on libfuse's
  * threads; counters are atomics; the passthrough records lock
@@ -36,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -271,6 +275,20 @@ t_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   free (buf);
 }
 
+/* Drop CAP_SYS_ADMIN from this thread's effective set (threads started
+ * later inherit it).  0 or -1. */
+static int
+drop_sys_admin (void)
+{
+  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct data[2];
+
+  if (syscall (SYS_capget, &hdr, data) != 0)
+    return -1;
+  data[CAP_SYS_ADMIN / 32].effective &= ~(1u << (CAP_SYS_ADMIN % 32));
+  return (int) syscall (SYS_capset, &hdr, data);
+}
+
 static const struct fuse_lowlevel_ops ops = {
   .lookup = t_lookup,
   .getattr = t_getattr,
@@ -287,18 +305,29 @@ main (int argc, char **argv)
   struct fuse_loop_config *cfg;
   struct fuse_session *se;
   bool single = false;
+  const char *drop = "";
   struct stat st;
   int i, r = 1;
 
-  if (argc > 1 && strcmp (argv[1], "-s") == 0)
+  while (argc > 1 && argv[1][0] == '-')
     {
-      single = true;
+      if (strcmp (argv[1], "-s") == 0)
+        single = true;
+      else if (strcmp (argv[1], "-c") == 0 && argc > 2)
+        {
+          drop = argv[2];
+          argv++;
+          argc--;
+        }
+      else
+        break;
       argv++;
       argc--;
     }
   if (argc < 3 || argc > 4)
     {
-      fprintf (stderr, "usage: pt_serve [-s] BACKING MOUNTPOINT [MARKER]\n");
+      fprintf (stderr, "usage: pt_serve [-s] [-c before|after] BACKING"
+               " MOUNTPOINT [MARKER]\n");
       return 2;
     }
   marker = argc == 4 ? argv[3] : "/nonexistent";
@@ -323,11 +352,15 @@ main (int argc, char **argv)
     goto out_destroy;
   if (fuse_session_mount (se, argv[2]) != 0)
     goto out_signals;
+  if (strcmp (drop, "before") == 0 && drop_sys_admin () != 0)
+    goto out_unmount;
   if (passthrough_negotiate (se) < 0)
     {
       fprintf (stderr, "pt_serve: %s\n", error_message ());
       goto out_unmount;
     }
+  if (strcmp (drop, "after") == 0 && drop_sys_admin () != 0)
+    goto out_unmount;
   printf ("ready passthrough=%d\n", passthrough_enabled ());
   fflush (stdout);
   if (single)

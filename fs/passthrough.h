@@ -88,8 +88,13 @@ void passthrough_backing_put (uint32_t backing_id);
 unsigned passthrough_backing_count (void);
 
 /* Reply to an OPEN with passthrough to backing_id.  open_flags are the
- * FOPEN_* flags (FOPEN_PASSTHROUGH is added).  Returns what
- * fuse_reply_buf returns. */
+ * FOPEN_* flags (FOPEN_PASSTHROUGH is added).  The kernel (6.18, found
+ * by tests/test_passthrough.py) takes only FOPEN_DIRECT_IO,
+ * FOPEN_PARALLEL_DIRECT_WRITES and FOPEN_NOFLUSH besides: with
+ * FOPEN_KEEP_CACHE the caller's open() fails with EIO; with
+ * FOPEN_DIRECT_IO, read and write come to the daemon as READ/WRITE and
+ * only mmap passes through.  So a read-only passthrough open wants 0.
+ * Returns what fuse_reply_buf returns. */
 int passthrough_reply_open (fuse_req_t req, uint64_t fh, uint32_t open_flags,
                             uint32_t backing_id);
 

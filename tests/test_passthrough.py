@@ -2,7 +2,8 @@
 tiny low-level server tests/tools/pt_serve: the kernel reads the backing
 file itself, so the server receives no READ for a passthrough file; the
 kernel's one-mode-per-inode rule is kept; a server without CAP_SYS_ADMIN
-falls back to READs."""
+falls back to READs; and the kernel's rules on open flags with
+passthrough (keep_cache fails the open, direct_io takes read() back)."""
 
 import mmap
 import os
@@ -233,3 +234,54 @@ def test_without_sys_admin_reads_are_served(pt_serve, when):
     assert stats["reads pt"] > 0 and stats["opens pt"][0] == 0, stats
     if when == "after" and kernel_has_passthrough():
         assert s.log().count("registering a backing file") == 1, s.log()
+
+
+@pytest.fixture
+def server_with(pt_serve):
+    """Factory: a pt_serve with -o FLAG (FOPEN_KEEP_CACHE or FOPEN_DIRECT_IO
+    on every open reply), passthrough on."""
+    if not kernel_has_passthrough():
+        pytest.skip("FUSE passthrough needs Linux 6.9+")
+
+    def make(flag):
+        s = pt_serve("-o", flag)
+        assert s.stats()["passthrough"] == 1
+        return s
+    return make
+
+
+def test_keep_cache_fails_a_passthrough_open(server_with):
+    """FOPEN_KEEP_CACHE is not among the flags the kernel takes with
+    FOPEN_PASSTHROUGH: the open fails with EIO (so a passthrough reply
+    must not carry it)."""
+    s = server_with("keep_cache")
+    with pytest.raises(OSError) as e:
+        open(s.mnt / "pt", "rb").close()
+    assert e.value.errno == 5
+    assert (s.mnt / "normal").read_bytes() == s.data
+
+
+def test_direct_io_takes_reads_back_from_passthrough(server_with):
+    """FOPEN_DIRECT_IO with FOPEN_PASSTHROUGH: read() comes to the server
+    as READs again, mmap still passes through.  Opens with direct_io do
+    not count for the kernel's rule against a later passthrough open,
+    but a direct_io open fails while a passthrough open exists."""
+    s = server_with("direct_io")
+    assert (s.mnt / "pt").read_bytes() == s.data
+    reads = s.stats()["reads pt"]
+    assert reads > 0
+    with open(s.mnt / "pt", "rb") as f, \
+            mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        assert m[:] == s.data
+    assert s.stats()["reads pt"] == reads
+
+    unruly = s.mnt / "unruly"
+    with open(unruly, "rb") as direct:
+        assert direct.read(4096) == s.data[:4096]
+        s.marker.touch()
+        with open(unruly, "rb") as passthrough:
+            assert passthrough.read(4096) == s.data[:4096]
+            s.marker.unlink()
+            with pytest.raises(OSError) as e:
+                open(unruly, "rb").close()
+            assert e.value.errno == 5

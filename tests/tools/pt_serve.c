@@ -2,7 +2,8 @@
  * fs/passthrough.c, for tests/test_passthrough.py and
  * bench/bench_passthrough.sh.
  *
- *   pt_serve [-s] [-c before|after] BACKING MOUNTPOINT [MARKER]
+ *   pt_serve [-s] [-c before|after] [-o keep_cache|direct_io] BACKING
+ *            MOUNTPOINT [MARKER]
  *
  * Mounts MOUNTPOINT (foreground, until unmounted or signalled) with:
  *   pt      BACKING's bytes, opened with passthrough when the kernel
@@ -22,7 +23,10 @@
  * -s runs the single-threaded loop; the default is the daemon's
  * multithreaded loop (64 threads, no clone_fd).  -c drops CAP_SYS_ADMIN
  * after mounting, before or after the INIT exchange: the two ways a
- * daemon without it must fall back to READs.
+ * daemon without it must fall back to READs.  -o adds FOPEN_KEEP_CACHE
+ * or FOPEN_DIRECT_IO to every open reply of pt, late and unruly
+ * (passthrough or not; without it, opens served with READs keep the
+ * cache and passthrough opens have no other flag).
  *
  * A test tool, not installed.  Thread model: requests run on libfuse's
  * threads; counters are atomics; the passthrough records lock
@@ -57,6 +61,7 @@ static const char *const names[INO_END] = {
 static int backing_fd = -1;
 static off_t backing_size;
 static const char *marker;
+static uint32_t extra_flags;    /* -o: FOPEN_KEEP_CACHE (2), _DIRECT_IO (1) */
 static struct passthrough_inode pinodes[INO_END];
 static atomic_ulong reads[INO_END];
 static atomic_ulong opens_pt[INO_END], opens_cached[INO_END];
@@ -189,20 +194,22 @@ t_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
           && passthrough_backing_get (backing_fd, &backing_id) == 0)
         {
           atomic_fetch_add (&opens_pt[ino], 1);
-          passthrough_reply_open (req, 0, 0, backing_id);
+          passthrough_reply_open (req, 0, extra_flags, backing_id);
           return;
         }
     }
   else if (ino != INO_NORMAL
-           && passthrough_inode_open (&pinodes[ino], fd, false, &backing_id))
+           && passthrough_inode_open (&pinodes[ino], fd, extra_flags & 1,
+                                      &backing_id))
     {
       atomic_fetch_add (&opens_pt[ino], 1);
-      passthrough_reply_open (req, FH_PASSTHROUGH, 0, backing_id);
+      passthrough_reply_open (req, FH_PASSTHROUGH, extra_flags, backing_id);
       return;
     }
   atomic_fetch_add (&opens_cached[ino], 1);
   fi->fh = 0;
-  fi->keep_cache = 1;
+  fi->keep_cache = ino == INO_NORMAL || !(extra_flags & 1);
+  fi->direct_io = ino != INO_NORMAL && (extra_flags & 1);
   fuse_reply_open (req, fi);
 }
 
@@ -211,7 +218,7 @@ t_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   if (ino == INO_PT || ino == INO_LATE)
     passthrough_inode_release (&pinodes[ino], fi->fh & FH_PASSTHROUGH,
-                               false);
+                               extra_flags & 1);
   fuse_reply_err (req, 0);
 }
 
@@ -313,6 +320,17 @@ main (int argc, char **argv)
     {
       if (strcmp (argv[1], "-s") == 0)
         single = true;
+      else if (strcmp (argv[1], "-o") == 0 && argc > 2)
+        {
+          if (strcmp (argv[2], "keep_cache") == 0)
+            extra_flags = 2;
+          else if (strcmp (argv[2], "direct_io") == 0)
+            extra_flags = 1;
+          else
+            break;
+          argv++;
+          argc--;
+        }
       else if (strcmp (argv[1], "-c") == 0 && argc > 2)
         {
           drop = argv[2];
@@ -326,8 +344,8 @@ main (int argc, char **argv)
     }
   if (argc < 3 || argc > 4)
     {
-      fprintf (stderr, "usage: pt_serve [-s] [-c before|after] BACKING"
-               " MOUNTPOINT [MARKER]\n");
+      fprintf (stderr, "usage: pt_serve [-s] [-c before|after]"
+               " [-o keep_cache|direct_io] BACKING MOUNTPOINT [MARKER]\n");
       return 2;
     }
   marker = argc == 4 ? argv[3] : "/nonexistent";

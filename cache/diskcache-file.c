@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #define DC_MAGIC "DSHLFDC1"
-#define DC_VERSION 2u   /* 2: data in its own file (.dsd) */
 #define DC_FIXED_LEN 48     /* magic, version, header_len, 4 x u64 */
 #define DC_MAX_HEADER (1024 * 1024)
 #define DC_ALIGN 4096
@@ -216,7 +215,7 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
   if (buf == NULL)
     return -ENOMEM;
   memcpy (buf, DC_MAGIC, 8);
-  put_le (buf + 8, DC_VERSION, 4);
+  put_le (buf + 8, DC_FORMAT_VERSION, 4);
   put_le (buf + 12, header_len, 4);
   put_le (buf + 16, v->size, 8);
   put_le (buf + 24, DISK_CACHE_CHUNK, 8);
@@ -376,7 +375,7 @@ dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
     return r;
   if (memcmp (fixed, DC_MAGIC, 8) != 0)
     return -EINVAL;
-  if (get_le (fixed + 8, 4) != DC_VERSION)
+  if (get_le (fixed + 8, 4) != DC_FORMAT_VERSION)
     return -EPROTO;
   header_len = get_le (fixed + 12, 4);
   if (header_len < DC_FIXED_LEN + 8 + 16 || header_len > DC_MAX_HEADER

@@ -48,6 +48,9 @@
 
 #include "diskcache.h"
 
+/* The .dsc format; 2: the data in its own file (.dsd). */
+#define DC_FORMAT_VERSION 2u
+
 #define DC_PRESENT 1u
 #define DC_WRITING 2u
 #define DC_VERSION_STEP 4u

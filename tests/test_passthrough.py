@@ -67,12 +67,19 @@ class PtServe:
         out = {}
         for line in (self.mnt / "stats").read_text().splitlines():
             words = line.split()
-            if words[0] in ("reads", "opens"):
+            if words[0] in ("reads", "opens", "open-now"):
                 values = tuple(int(w) for w in words[2:])
                 out[f"{words[0]} {words[1]}"] = values[0] if len(values) == 1 else values
             else:
                 out[words[0]] = int(words[1])
         return out
+
+    def wait_released(self, name):
+        """Wait until the server has seen every open of name released:
+        RELEASE reaches it after close() returned, and an open that
+        arrives before it is decided on the opens still counted."""
+        wait_for(lambda: self.stats()[f"open-now {name}"] == (0, 0), 10,
+                 f"the opens of {name} to be released")
 
     def wait_backing(self, count):
         """Wait until count backing files are registered (RELEASE, which
@@ -181,7 +188,7 @@ def test_inode_keeps_one_io_mode(server):
     reads_before = stats["reads late"]
     assert reads_before > 0
 
-    server.wait_backing(0)
+    server.wait_released("late")
     with open(late, "rb") as third:
         server.marker.unlink()          # no longer complete
         with open(late, "rb") as fourth:
@@ -191,6 +198,7 @@ def test_inode_keeps_one_io_mode(server):
     stats = server.stats()
     assert stats["opens late"] == (2, 2), stats
     assert stats["reads late"] == reads_before, stats
+    server.wait_released("late")
     server.wait_backing(0)
 
 

@@ -19,7 +19,9 @@
  *           can be seen failing opens;
  *   stats   text: "passthrough 0|1", then "reads NAME N" (READ requests
  *           received per file), "opens NAME PT CACHED" (opens answered
- *           each way) and "backing N" (registered backing files).
+ *           each way), "open-now NAME PT CACHED" (those not released yet,
+ *           as struct passthrough_inode counts them) and "backing N"
+ *           (registered backing files).
  * -s runs the single-threaded loop; the default is the daemon's
  * multithreaded loop (64 threads, no clone_fd).  -c drops CAP_SYS_ADMIN
  * after mounting, before or after the INIT exchange: the two ways a
@@ -232,10 +234,20 @@ stats_text (char *buf, size_t size)
   n = (size_t) snprintf (buf, size, "passthrough %d\n",
                          passthrough_enabled ());
   for (i = INO_PT; i < INO_STATS && n < size; i++)
-    n += (size_t) snprintf (buf + n, size - n, "reads %s %lu\nopens %s %lu"
-                            " %lu\n", names[i], atomic_load (&reads[i]),
-                            names[i], atomic_load (&opens_pt[i]),
-                            atomic_load (&opens_cached[i]));
+    {
+      unsigned pt_now, cached_now;
+
+      pthread_mutex_lock (&pinodes[i].lock);
+      pt_now = pinodes[i].passthrough_opens;
+      cached_now = pinodes[i].cached_opens;
+      pthread_mutex_unlock (&pinodes[i].lock);
+      n += (size_t) snprintf (buf + n, size - n, "reads %s %lu\nopens %s %lu"
+                              " %lu\nopen-now %s %u %u\n", names[i],
+                              atomic_load (&reads[i]), names[i],
+                              atomic_load (&opens_pt[i]),
+                              atomic_load (&opens_cached[i]), names[i],
+                              pt_now, cached_now);
+    }
   if (n < size)
     n += (size_t) snprintf (buf + n, size - n, "backing %u\n",
                             passthrough_backing_count ());

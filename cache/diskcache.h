@@ -77,8 +77,10 @@ bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
  * neither closes nor writes it).  -ENODATA when a chunk is missing or
  * the object is not stored.  Each successful call needs one unpin.
  * Not covered by the pin: disk_cache_invalidate (the remote object
- * changed) still drops every chunk; a caller lending the file must stop
- * using it first. */
+ * changed) and a failed fdatasync of written chunks still drop chunks;
+ * a caller lending the file must stop lending it (no new passthrough
+ * open) before it invalidates, and opens already lent keep reading the
+ * file as it is. */
 int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
 void disk_cache_unpin_whole (struct disk_cache_object *obj);
 

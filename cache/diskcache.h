@@ -78,9 +78,10 @@ bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
  * the object is not stored.  Each successful call needs one unpin.
  * Not covered by the pin: disk_cache_invalidate (the remote object
  * changed) and a failed fdatasync of written chunks still drop chunks;
- * a caller lending the file must stop lending it (no new passthrough
- * open) before it invalidates, and opens already lent keep reading the
- * file as it is. */
+ * an open already lent would then read zeros there, so a caller must
+ * not invalidate an object it lends (a complete object makes no fetch
+ * that could find the remote changed; revalidation happens at open,
+ * before lending). */
 int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
 void disk_cache_unpin_whole (struct disk_cache_object *obj);
 

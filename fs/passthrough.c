@@ -403,6 +403,8 @@ passthrough_inode_init (struct passthrough_inode *pi)
   pi->passthrough_opens = 0;
   pi->cached_opens = 0;
   pi->backing_id = 0;
+  pi->lend.release = NULL;
+  pi->lend.arg = NULL;
 }
 
 void
@@ -411,12 +413,21 @@ passthrough_inode_destroy (struct passthrough_inode *pi)
   pthread_mutex_destroy (&pi->lock);
 }
 
+/* Release what lent a backing file, if anything. */
+static void
+lend_release (const struct passthrough_lend *lend)
+{
+  if (lend != NULL && lend->release != NULL)
+    lend->release (lend->arg);
+}
+
 bool
 passthrough_inode_open (struct passthrough_inode *pi, int backing_fd,
+                        const struct passthrough_lend *lend,
                         bool direct_io, uint32_t *backing_id)
 {
   static bool warned;           /* a benign race: at worst two lines */
-  bool passthrough = false;
+  bool passthrough = false, lend_used = false;
 
   pthread_mutex_lock (&pi->lock);
   if (pi->passthrough_opens > 0)
@@ -432,7 +443,9 @@ passthrough_inode_open (struct passthrough_inode *pi, int backing_fd,
         {
           pi->passthrough_opens = 1;
           *backing_id = pi->backing_id;
-          passthrough = true;
+          passthrough = lend_used = true;
+          pi->lend.release = lend ? lend->release : NULL;
+          pi->lend.arg = lend ? lend->arg : NULL;
         }
       else if (!warned)
         {
@@ -444,6 +457,8 @@ passthrough_inode_open (struct passthrough_inode *pi, int backing_fd,
   if (!passthrough && !direct_io)
     pi->cached_opens++;
   pthread_mutex_unlock (&pi->lock);
+  if (!lend_used)
+    lend_release (lend);
   return passthrough;
 }
 
@@ -451,6 +466,7 @@ void
 passthrough_inode_release (struct passthrough_inode *pi,
                            bool was_passthrough, bool direct_io)
 {
+  struct passthrough_lend lend = { NULL, NULL };
   uint32_t put_id = 0;
   bool put = false;
 
@@ -461,11 +477,17 @@ passthrough_inode_release (struct passthrough_inode *pi,
         {
           put = true;
           put_id = pi->backing_id;
+          lend = pi->lend;
+          pi->lend.release = NULL;
+          pi->lend.arg = NULL;
         }
     }
   else if (!direct_io && pi->cached_opens > 0)
     pi->cached_opens--;
   pthread_mutex_unlock (&pi->lock);
   if (put)
-    passthrough_backing_put (put_id);
+    {
+      passthrough_backing_put (put_id);
+      lend_release (&lend);
+    }
 }

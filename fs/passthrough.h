@@ -98,6 +98,15 @@ unsigned passthrough_backing_count (void);
 int passthrough_reply_open (fuse_req_t req, uint64_t fh, uint32_t open_flags,
                             uint32_t backing_id);
 
+/* What lends a backing file, released when the kernel no longer reads
+ * it: a disk-cache object pinned whole (disk_cache_pin_whole) is
+ * unpinned by release(arg).  NULL release: nothing to release. */
+struct passthrough_lend
+{
+  void (*release) (void *arg);
+  void *arg;
+};
+
 /* The kernel's io-mode rule for one inode (see above).  Initialise with
  * passthrough_inode_init; all fields are protected by lock. */
 struct passthrough_inode
@@ -106,6 +115,7 @@ struct passthrough_inode
   unsigned passthrough_opens;   /* opens answered with passthrough */
   unsigned cached_opens;        /* opens answered with READs, cached */
   uint32_t backing_id;          /* valid while passthrough_opens > 0 */
+  struct passthrough_lend lend; /* of backing_id's file, likewise */
 };
 
 void passthrough_inode_init (struct passthrough_inode *pi);
@@ -114,12 +124,19 @@ void passthrough_inode_destroy (struct passthrough_inode *pi);
 /* Decide how one open of pi's inode goes.  backing_fd is a file holding
  * the inode's bytes at the same offsets, or -1 when the caller has none
  * (then the open is passthrough only if the inode already has
- * passthrough opens).  direct_io: the caller would answer this open
- * with FOPEN_DIRECT_IO if it is not passthrough.
+ * passthrough opens).  lend (may be NULL) is what keeps backing_fd's
+ * bytes in place; the record takes it over whatever the answer: it
+ * releases it at once when backing_fd is not used (no passthrough, or
+ * the inode's opens already read an earlier registration of the same
+ * bytes), else when the last passthrough open of the inode is released,
+ * so the bytes stay for as long as the kernel reads them.
+ * direct_io: the caller would answer this open with FOPEN_DIRECT_IO if
+ * it is not passthrough.
  * Returns true and *backing_id when the open must be answered with
  * passthrough_reply_open, false when it is served with READs.  Never
  * fails: an unusable backing file falls back to READs (logged once). */
 bool passthrough_inode_open (struct passthrough_inode *pi, int backing_fd,
+                             const struct passthrough_lend *lend,
                              bool direct_io, uint32_t *backing_id);
 
 /* The release of an open decided by passthrough_inode_open, with the

@@ -165,8 +165,10 @@ def test_one_registration_per_backing_file(server):
     with open(server.mnt / "pt", "rb") as a, open(server.mnt / "late", "rb") as b:
         assert a.read(4096) == b.read(4096) == server.data[:4096]
         assert server.stats()["backing"] == 1
+        assert server.stats()["lent"] == 1
     server.wait_backing(0)
     assert server.stats()["reads late"] == 0
+    wait_for(lambda: server.stats()["lent"] == 0, 10, "the lend to be released")
 
 
 def test_inode_keeps_one_io_mode(server):
@@ -185,21 +187,27 @@ def test_inode_keeps_one_io_mode(server):
             assert second.read() == server.data[-65536:]
     stats = server.stats()
     assert stats["opens late"] == (0, 2), stats
+    # The second open's lend was not used: released at once.
+    assert stats["lent"] == 0, stats
     reads_before = stats["reads late"]
     assert reads_before > 0
 
     server.wait_released("late")
     with open(late, "rb") as third:
+        assert server.stats()["lent"] == 1
         server.marker.unlink()          # no longer complete
         with open(late, "rb") as fourth:
             fourth.seek(SIZE // 3)
             assert fourth.read(1 << 20) == server.data[SIZE // 3:SIZE // 3 + (1 << 20)]
         assert third.read() == server.data
+        # The fourth open lent nothing; the third's lend holds for both.
+        assert server.stats()["lent"] == 1
     stats = server.stats()
     assert stats["opens late"] == (2, 2), stats
     assert stats["reads late"] == reads_before, stats
     server.wait_released("late")
     server.wait_backing(0)
+    wait_for(lambda: server.stats()["lent"] == 0, 10, "the lend to be released")
 
 
 def test_kernel_fails_mixed_opens(server):

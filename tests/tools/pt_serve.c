@@ -20,8 +20,9 @@
  *   stats   text: "passthrough 0|1", then "reads NAME N" (READ requests
  *           received per file), "opens NAME PT CACHED" (opens answered
  *           each way), "open-now NAME PT CACHED" (those not released yet,
- *           as struct passthrough_inode counts them) and "backing N"
- *           (registered backing files).
+ *           as struct passthrough_inode counts them), "backing N"
+ *           (registered backing files) and "lent N" (late's lends, the
+ *           stand-in for a disk-cache pin, not yet released).
  * -s runs the single-threaded loop; the default is the daemon's
  * multithreaded loop (64 threads, no clone_fd).  -c drops CAP_SYS_ADMIN
  * after mounting, before or after the INIT exchange: the two ways a
@@ -67,6 +68,14 @@ static uint32_t extra_flags;    /* -o: FOPEN_KEEP_CACHE (2), _DIRECT_IO (1) */
 static struct passthrough_inode pinodes[INO_END];
 static atomic_ulong reads[INO_END];
 static atomic_ulong opens_pt[INO_END], opens_cached[INO_END];
+static atomic_int lent;         /* late's lends not released yet */
+
+/* The lend of late's backing file (a disk-cache pin, in the daemon). */
+static void
+late_lend_release (void *arg)
+{
+  atomic_fetch_sub (&lent, 1);
+}
 
 /* fh bit 0: the open is passthrough (so release knows). */
 #define FH_PASSTHROUGH 1u
@@ -166,6 +175,9 @@ t_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void
 t_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+  static const struct passthrough_lend late_lend = { late_lend_release,
+                                                     NULL };
+  const struct passthrough_lend *lend = NULL;
   uint32_t backing_id;
   int fd = -1;
 
@@ -187,6 +199,11 @@ t_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
   if (ino == INO_PT || (ino == INO_LATE && access (marker, F_OK) == 0))
     fd = backing_fd;
+  if (ino == INO_LATE && fd >= 0)
+    {
+      atomic_fetch_add (&lent, 1);
+      lend = &late_lend;
+    }
   if (ino == INO_UNRULY)
     {
       /* No bookkeeping: the registration is kept until unmount (the
@@ -201,8 +218,8 @@ t_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
     }
   else if (ino != INO_NORMAL
-           && passthrough_inode_open (&pinodes[ino], fd, extra_flags & 1,
-                                      &backing_id))
+           && passthrough_inode_open (&pinodes[ino], fd, lend,
+                                      extra_flags & 1, &backing_id))
     {
       atomic_fetch_add (&opens_pt[ino], 1);
       passthrough_reply_open (req, FH_PASSTHROUGH, extra_flags, backing_id);
@@ -249,8 +266,9 @@ stats_text (char *buf, size_t size)
                               pt_now, cached_now);
     }
   if (n < size)
-    n += (size_t) snprintf (buf + n, size - n, "backing %u\n",
-                            passthrough_backing_count ());
+    n += (size_t) snprintf (buf + n, size - n, "backing %u\nlent %d\n",
+                            passthrough_backing_count (),
+                            atomic_load (&lent));
   return n < size ? n : size;
 }
 

@@ -3,8 +3,9 @@
  * One cache per daemon, shared by every entry.  It stores bytes fetched
  * from remote objects (HTTP ranges, torrent pieces) and bytes decoded
  * from single-block xz files, keyed by an identity plus validators.
- * Each object is a sparse data file, a bitmap of present chunks and a
- * small header with the validators; it survives restarts.  An object
+ * Each object is a sparse data file holding the object's bytes at their
+ * own offsets, and a metadata file with a bitmap of present chunks and
+ * a small header with the validators; it survives restarts.  An object
  * whose validators no longer match is dropped and starts empty.
  *
  * Data is stored in chunks of DISK_CACHE_CHUNK bytes (the last chunk of
@@ -67,6 +68,22 @@ int disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
 /* True when every chunk overlapping the range is present. */
 bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
                      uint64_t count);
+
+/* Lend the kernel a complete object (FUSE passthrough): when every chunk
+ * is present, pin the whole object, so that eviction drops none of its
+ * chunks until disk_cache_unpin_whole, and return 0 with *fd set to its
+ * data file: exactly the object's size, each byte at its own offset.
+ * The fd is owned by the object (valid until it is closed; the caller
+ * neither closes nor writes it).  -ENODATA when a chunk is missing or
+ * the object is not stored.  Each successful call needs one unpin.
+ * Not covered by the pin: disk_cache_invalidate (the remote object
+ * changed) and a failed fdatasync of written chunks still drop chunks;
+ * an open already lent would then read zeros there, so a caller must
+ * not invalidate an object it lends (a complete object makes no fetch
+ * that could find the remote changed; revalidation happens at open,
+ * before lending). */
+int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
+void disk_cache_unpin_whole (struct disk_cache_object *obj);
 
 /* Store whole chunks starting at a chunk boundary (the object's last
  * chunk may be short).  Returns 0 even when the data could not be kept

@@ -14,6 +14,8 @@
 #include "stack.h"
 #include "tree.h"
 
+struct fuse_session;
+
 #define STATUS_FILE_NAME ".diskshelf-status"
 
 struct daemon
@@ -26,11 +28,18 @@ struct daemon
   struct timespec started;          /* directory times */
   uid_t uid;
   gid_t gid;
+  struct fuse_session *session;     /* set before the loop starts */
 };
 
-/* The FUSE operations (fs/ops.c). */
-struct fuse_operations;
-const struct fuse_operations *fs_operations (void);
+/* The FUSE operations (fs/ops.c), for fuse_session_new; userdata is
+ * the daemon. */
+struct fuse_lowlevel_ops;
+const struct fuse_lowlevel_ops *fs_operations (void);
+
+/* Make the kernel look a name ("a/b.img") up again, so that it meets
+ * the inode the name means now (after a reload replaced its entry).
+ * Call outside any FUSE request.  0, or a negative errno. */
+int fs_forget_name (const char *name);
 
 /* Free the file handles still open after the FUSE loop ended. */
 void fs_release_all (void);

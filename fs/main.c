@@ -6,7 +6,7 @@
  * reason for failing); then the shared services start, the stacks open,
  * FUSE mounts, and the parent is told. */
 #define FUSE_USE_VERSION 312
-#include <fuse.h>
+#include <fuse_lowlevel.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +27,7 @@
 #include "daemon.h"
 #include "diskcache.h"
 #include "error.h"
+#include "hooks.h"
 #include "log-setup.h"
 #include "mountinfo.h"
 #include "notify.h"
@@ -266,22 +267,22 @@ static int
 check_fuse_options (struct daemon *d)
 {
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
-  struct fuse *fuse;
+  struct fuse_session *se;
   int r;
 
   r = fuse_arguments (d, &args);
   if (r < 0)
     return r;
-  fuse = fuse_new (&args, fs_operations (), sizeof (struct fuse_operations),
-                   NULL);
+  se = fuse_session_new (&args, fs_operations (),
+                         sizeof (struct fuse_lowlevel_ops), NULL);
   fuse_opt_free_args (&args);
-  if (fuse == NULL)
+  if (se == NULL)
     return error_set (EINVAL, "-o %s: an option above is neither a"
                       " diskshelf nor a FUSE option; see --help and"
                       " mount.fuse3(8)",
                       d->options.fuse_options ? d->options.fuse_options
                       : "(none)");
-  fuse_destroy (fuse);
+  fuse_session_destroy (se);
   return 0;
 }
 
@@ -291,7 +292,7 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
 {
   struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
   struct fuse_loop_config *loop_config;
-  struct fuse *fuse;
+  struct fuse_session *se;
   struct catalog *c;
   sigset_t blocked, termination;
   struct announce announce = { 0 };
@@ -335,19 +336,20 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
       tell_parent (parent_fd, false, error_message ());
       return 1;
     }
-  fuse = fuse_new (&args, fs_operations (), sizeof (struct fuse_operations),
-                   d);
-  if (fuse == NULL)
+  se = fuse_session_new (&args, fs_operations (),
+                         sizeof (struct fuse_lowlevel_ops), d);
+  if (se == NULL)
     {
       tell_parent (parent_fd, false, "cannot set up FUSE (bad -o option?)");
       goto out_args;
     }
-  if (fuse_mount (fuse, d->options.mountpoint) != 0)
+  d->session = se;
+  if (fuse_session_mount (se, d->options.mountpoint) != 0)
     {
       tell_parent (parent_fd, false, "cannot mount (see the message above)");
       goto out_destroy;
     }
-  if (fuse_set_signal_handlers (fuse_get_session (fuse)) != 0)
+  if (fuse_set_signal_handlers (se) != 0)
     {
       tell_parent (parent_fd, false, "cannot set signal handlers");
       goto out_unmount;
@@ -367,16 +369,17 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
             d->options.mountpoint, d->tree->entry_count,
             d->tree->broken_count);
+  fs_before_loop (se);
   pthread_sigmask (SIG_UNBLOCK, &termination, NULL);
   if (d->options.single_thread)
-    r = fuse_loop (fuse);
+    r = fuse_session_loop (se);
   else
     {
       loop_config = fuse_loop_cfg_create ();
       fuse_loop_cfg_set_clone_fd (loop_config, 0);
       fuse_loop_cfg_set_max_threads (loop_config, 64);
       fuse_loop_cfg_set_idle_threads (loop_config, 16);
-      r = fuse_loop_mt (fuse, loop_config);
+      r = fuse_session_loop_mt (se, loop_config);
       fuse_loop_cfg_destroy (loop_config);
     }
   /* A positive result is the signal that ended the loop: a clean exit. */
@@ -387,12 +390,11 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   pthread_sigmask (SIG_BLOCK, &termination, NULL);
   daemon_stop_watching ();
   prefetch_stop_all ();
-  fs_release_all ();
  out_signals:
-  fuse_remove_signal_handlers (fuse_get_session (fuse));
+  fuse_remove_signal_handlers (se);
  out_unmount:
   announce.loop_ended = 1;
-  fuse_unmount (fuse);
+  fuse_session_unmount (se);
   /* Only now: the announcer may still wait in stat() for an answer that
    * the ended loop will never give; unmounting aborts that request.
    * Joining it before the unmount hung the daemon after an early
@@ -400,7 +402,11 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   if (announcer_started)
     pthread_join (announcer, NULL);
  out_destroy:
-  fuse_destroy (fuse);
+  /* Runs destroy if INIT was done; then nothing sends notifications and
+   * the open files and inodes can go. */
+  fuse_session_destroy (se);
+  d->session = NULL;
+  fs_release_all ();
  out_args:
   fuse_opt_free_args (&args);
   log_info ("unmounted %s", d->options.mountpoint);

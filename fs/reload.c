@@ -66,8 +66,9 @@ daemon_reload (struct daemon *d)
       log_error ("reload: %s", error_message ());
       return r;
     }
-  /* Names whose entry changed keep resolving to the old entry until
-   * retire_run gave them a new inode (see retire.h). */
+  /* Names whose entry changed are dropped from the kernel's cache once
+   * the new tree is in, so their next lookup meets the new inode (see
+   * retire.h). */
   pthread_rwlock_wrlock (&d->tree_lock);
   old = d->tree;
   retire_prepare (old, fresh);

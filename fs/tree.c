@@ -11,6 +11,7 @@
 #include "entry.h"
 #include "entry_checks.h"
 #include "error.h"
+#include "nodes.h"
 #include "opener.h"
 #include "text.h"
 
@@ -338,6 +339,7 @@ new_entry (const struct stack_context *base, struct entry_config *config,
   if (e == NULL)
     return NULL;
   e->refs = 1;
+  e->ino = nodes_new_ino ();
   e->config = config;
   e->conf_text = text;
   e->mtime = mtime;

@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -52,6 +53,8 @@ enum fs_entry_state
 struct fs_entry
 {
   unsigned refs;                  /* atomic */
+  uint64_t ino;                   /* the inode the mount shows for this
+                                     version (nodes.h); set at creation */
   struct entry_config *config;    /* owned */
   char *conf_text;                /* the .conf file's bytes, to spot edits */
   struct layer *stack;            /* owned; NULL until open: read it with

@@ -61,7 +61,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       buf = malloc (b->usize);
       if (buf == NULL)
         continue;
-      if (xz_block_decode (lower, "fuzz.xz", b, n, buf) == 0)
+      if (xz_block_decode (lower, "fuzz.xz", b, n, buf, NULL) == 0)
         {
           xz_digests_record (&dg, b, n, buf);
           /* Re-read the end of the block by partial decoding. */

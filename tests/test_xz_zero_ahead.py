@@ -64,7 +64,7 @@ def test_zero_blocks_alike_are_decoded_once(mount, catalog, tmp_path):
 
 
 def test_read_ahead_reaches_past_a_zero_run(mount, catalog, tmp_path):
-    # The image's first MiB read: read-ahead starts there, steps
+    # The image's first 2 MiB read: read-ahead starts there, steps
     # over the 39 zero blocks as they are found zero (they cost nothing),
     # and decodes the two data blocks behind them, 40 MiB ahead of the
     # reader; then stops (the window is two blocks that cost a decode).
@@ -73,7 +73,9 @@ def test_read_ahead_reaches_past_a_zero_run(mount, catalog, tmp_path):
     m = mount(catalog, "--memory-cache-size=16M", "--cache-dir=none", "--workers=2")
     fd = os.open(m.path / "vm.img", os.O_RDONLY)
     try:
-        assert os.pread(fd, MIB, 0) == raw.read_bytes()[:MIB]
+        first = raw.read_bytes()[:2 * MIB]
+        assert os.pread(fd, MIB, 0) == first[:MIB]
+        assert os.pread(fd, MIB, MIB) == first[MIB:]    # sequential
         deadline = time.monotonic() + scaled(30)
         while status_fields(m)["decoded"] < 42 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -77,7 +77,9 @@ xz_decode_block (void *opaque, uint64_t index, void *buf, size_t size)
        * sequential reader reaches one block further now.  Queue that
        * block here rather than at the reader's next read, which may be
        * a while off when it waits for a block still decoding: the
-       * worker would sit idle until then. */
+       * worker would sit idle until then.  This block still counts at
+       * its full size until we return, so near the cache's bound the
+       * prefetch is refused and the reader's next read does it. */
       if (from != SIZE_MAX && index > from && index <= from + XZ_AHEAD_SCAN)
         read_ahead (x, from);
       return BLOCK_CACHE_ZERO;

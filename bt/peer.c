@@ -44,10 +44,26 @@
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
-/* End game: a second connection joins a piece a reader is blocked on
- * once the first has had it this long (seconds): sooner, both copies
- * usually arrive and one is thrown away. */
+#define RECV_BUFFER (256 * 1024)  /* first receive buffer, bytes */
+#define RECV_MIN_ROOM (64 * 1024) /* grown below this much room */
+/* End game: another connection joins a piece a reader is blocked on
+ * each time this long (seconds) has passed since the piece was first
+ * taken (the second after 1 s, the third after 2 s, ...), up to
+ * ENDGAME_COPIES connections: sooner, the copies usually all arrive and
+ * all but one are thrown away; with only two, two peers that stall
+ * (they claim the piece, then send nothing) held the reader until the
+ * entry's timeout although a seed had it. */
 #define ENDGAME_AFTER 1.0
+#define ENDGAME_COPIES 4
+/* A peer that has sent no block for STALL_AFTER seconds while requests
+ * are in flight is stalled: the pieces it has not started go back to
+ * the pool (cancelled), and it is asked for nothing new for
+ * STALL_PAUSE seconds or until a block does arrive.  Before, it kept
+ * up to a pipeline's worth of pieces (read-ahead included) until the
+ * connection's own timeout, and every reader that reached one waited
+ * for the end game. */
+#define STALL_AFTER 5.0
+#define STALL_PAUSE 30.0
 
 enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
 
@@ -75,6 +91,9 @@ struct bt_conn
   int fd;
   int wake_fd;
   ssize_t peer_index;           /* -1: incoming */
+  uint64_t serial;              /* unique in the session (fixed) */
+  bool ban_by_reader;           /* session lock; a reader found a piece
+                                   it sent bad (conn_ban_locked) */
   char addr[80];
   bool fast, ext;
   bool counted;                 /* in stats.peers_connected */
@@ -105,6 +124,7 @@ struct bt_conn
   double rotated_at;            /* when it last gave its slot up for
                                    others: it waits a little then */
   double last_recv, last_send, last_block;
+  double stalled_at;            /* 0, or when it was found stalled */
 };
 
 /* How many pieces one connection assembles at once: as many as fill
@@ -152,6 +172,24 @@ conn_wake (struct bt_conn *c)
     {
       /* the counter is full: the thread is awake anyway */
     }
+}
+
+/* Ban the connection with this serial, and any other to the same peer
+ * entry (peer_index >= 0): a reader found a piece it sent bad.  False
+ * when none is there any more (session lock held). */
+bool
+conn_ban_locked (struct bt_session *s, uint64_t serial, ssize_t peer_index)
+{
+  bool found = false;
+  for (struct bt_conn *c = s->conns; c != NULL; c = c->next)
+    if (c->serial == serial || (peer_index >= 0
+                                && c->peer_index == peer_index))
+      {
+        c->ban_by_reader = true;
+        conn_shutdown (c);
+        found = true;
+      }
+  return found;
 }
 
 /* Make the connection's blocking calls return (session closing). */
@@ -406,9 +444,9 @@ pick_next_random (struct bt_conn *c)
  * it can give, the rest comes from the other peers); ties at random, so
  * peers reading the same window do not all ask for the same piece.  A
  * seed is not asked for read-ahead another unchoking peer has.  A
- * second connection (a seed too: the peer that has it may be slow)
- * takes a piece only for a blocked reader, after ENDGAME_AFTER (the end
- * game). */
+ * further connection (a seed too: the peer that has it may be slow)
+ * takes a piece only for a blocked reader, one more each ENDGAME_AFTER
+ * (the end game). */
 static bool
 pick_piece_locked (struct bt_conn *c)
 {
@@ -420,17 +458,19 @@ pick_piece_locked (struct bt_conn *c)
   unsigned ties = 0;
   for (struct want *w = s->wants; w != NULL; w = w->next)
     {
-      if (w->done || !bit_get (c->peer_has, w->index)
+      if (w->done || w->raw != NULL || w->verifying
+          || !bit_get (c->peer_has, w->index)
           || bit_get (c->refused, w->index)
           || s->piece_state[w->index] == PIECE_VERIFIED)
         continue;
       bool mine = false;
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
-      if (mine || w->assigned >= 2
+      if (mine || w->assigned >= ENDGAME_COPIES
           || (seed && s->avail[w->index] > 0 && w->waiters == 0)
           || (w->assigned > 0
-              && (w->waiters == 0 || now - w->assigned_at < ENDGAME_AFTER)))
+              && (w->waiters == 0
+                  || now - w->assigned_at < ENDGAME_AFTER * w->assigned)))
         continue;
       /* lower is better */
       uint64_t rank = ((uint64_t) w->assigned << 32)
@@ -480,7 +520,8 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
       {
         bool wanted = false;
         for (struct want *w = s->wants; w != NULL && !wanted; w = w->next)
-          wanted = w->index == c->as[k].index && !w->done;
+          wanted = w->index == c->as[k].index && !w->done
+                   && w->raw == NULL && !w->verifying;
         /* Keep a piece nobody waits for any more only if it is well
          * under way: it will be stored and served. */
         if (!wanted && c->as[k].received == 0)
@@ -499,6 +540,20 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
   unsigned n = 0;
   if (c->peer_choking)
     return 0;
+  double now = clock_seconds ();
+  if (c->outstanding > 0 && now - c->last_block > STALL_AFTER
+      && c->stalled_at == 0)
+    {
+      c->stalled_at = now;
+      for (unsigned k = 0; k < c->nas;)
+        if (c->as[k].received == 0)
+          drop_assembly_locked (c, k);
+        else
+          k++;
+    }
+  if (c->stalled_at != 0 && now - c->stalled_at < STALL_PAUSE)
+    return 0;
+  c->stalled_at = 0;
   while (c->outstanding < s->set.pipeline && n < max)
     {
       struct assembly *a = NULL;
@@ -543,26 +598,45 @@ update (struct bt_conn *c)
     haves[nhaves++] = s->have_log[c->have_sent++];
   unsigned nreq = plan_locked (c, reqs, 64, &interested);
   pthread_mutex_unlock (&s->lock);
+  /* Every message of this round goes out in one send (at most 64
+   * cancels, then the choke from update_choke, then 256 haves, the
+   * interest and 64 requests): one syscall here and one wakeup at the
+   * peer instead of one per 17-byte message. */
+  uint8_t out[(64 + 256 + 1 + 64) * 17];
+  size_t len = 0;
   int r = 0;
-  for (unsigned i = 0; i < c->ncancels && r == 0 && !c->peer_choking; i++)
-    r = send_simple (c, BT_MSG_CANCEL, c->cancels[i].index,
-                     c->cancels[i].begin, c->cancels[i].length);
+  for (unsigned i = 0; i < c->ncancels && !c->peer_choking; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_CANCEL,
+                                 .index = c->cancels[i].index,
+                                 .begin = c->cancels[i].begin,
+                                 .length = c->cancels[i].length });
   c->ncancels = 0;
+  if (len > 0)
+    r = send_all (c, out, len);
+  len = 0;
   if (r == 0)
     r = update_choke (c);
-  for (unsigned i = 0; i < nhaves && r == 0 && s->set.listen; i++)
-    r = send_simple (c, BT_MSG_HAVE, haves[i], 0, 0);
-  if (r == 0 && interested != c->am_interested)
+  for (unsigned i = 0; i < nhaves && s->set.listen; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_HAVE, .index = haves[i] });
+  if (interested != c->am_interested)
     {
       c->am_interested = interested;
-      r = send_simple (c, interested ? BT_MSG_INTERESTED
-                       : BT_MSG_NOT_INTERESTED, 0, 0, 0);
+      len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                   .id = interested ? BT_MSG_INTERESTED
+                                   : BT_MSG_NOT_INTERESTED });
     }
   if (nreq > 0 && c->outstanding == nreq)
     c->last_block = clock_seconds ();   /* the clock starts now */
-  for (unsigned i = 0; i < nreq && r == 0; i++)
-    r = send_simple (c, BT_MSG_REQUEST, reqs[i].index, reqs[i].begin,
-                     reqs[i].length);
+  for (unsigned i = 0; i < nreq; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_REQUEST,
+                                 .index = reqs[i].index,
+                                 .begin = reqs[i].begin,
+                                 .length = reqs[i].length });
+  if (r == 0 && len > 0)
+    r = send_all (c, out, len);
   return r;
 }
 
@@ -596,11 +670,23 @@ on_piece (struct bt_conn *c, const struct bt_msg *m)
   a->block[b] = BLOCK_GOT;
   a->received++;
   c->last_block = clock_seconds ();
+  c->stalled_at = 0;
   pthread_mutex_lock (&s->lock);
   s->stats.bytes_down += m->data_len;
   pthread_mutex_unlock (&s->lock);
   if (a->received < a->nblocks)
     return 0;
+  /* A reader waits for it: it checks the SHA-1 on its own thread. */
+  if (session_piece_assembled (s, a->index, a->buf, c->serial,
+                               c->peer_index))
+    {
+      a->buf = NULL;
+      c->got_piece = true;
+      pthread_mutex_lock (&s->lock);
+      drop_assembly_locked (c, k);
+      pthread_mutex_unlock (&s->lock);
+      return 0;
+    }
   bool good = session_verify (s, a->index, a->buf);
   uint32_t index = a->index;
   if (good)
@@ -795,13 +881,42 @@ handle (struct bt_conn *c, const struct bt_msg *m)
     }
 }
 
-/* Read what the socket has and handle every whole message. */
+/* How many of the messages after a request on_readable looks through
+ * for its cancel. */
+#define CANCEL_LOOKAHEAD 256
+
+/* True when a CANCEL of request m is among the next whole messages of
+ * buf (the peer took it back before we served it: BEP 3). */
+static bool
+cancelled_later (const uint8_t *buf, size_t len,
+                 const struct bt_wire_limits *lim, const struct bt_msg *m)
+{
+  size_t off = 0;
+  for (unsigned i = 0; i < CANCEL_LOOKAHEAD; i++)
+    {
+      struct bt_msg next;
+      size_t used = 0;
+      if (bt_wire_parse (buf + off, len - off, lim, &next, &used) <= 0)
+        return false;
+      if (next.id == BT_MSG_CANCEL && next.index == m->index
+          && next.begin == m->begin && next.length == m->length)
+        return true;
+      off += used;
+    }
+  return false;
+}
+
+/* Read what the socket has and handle every whole message; a request
+ * cancelled further on in what was read is not served. */
 static int
 on_readable (struct bt_conn *c)
 {
-  if (c->rcap - c->rlen < 16384)
+  /* Room for many blocks per recv: a fast peer fills 64 KiB between two
+   * polls, and every round trip through poll, recv and update costs a
+   * few syscalls and the session lock. */
+  if (c->rcap - c->rlen < RECV_MIN_ROOM)
     {
-      size_t cap = c->rcap ? c->rcap * 2 : 65536;
+      size_t cap = c->rcap ? c->rcap * 2 : RECV_BUFFER;
       uint8_t *p = realloc (c->rbuf, cap);
       if (p == NULL)
         return error_set (ENOMEM, "out of memory");
@@ -839,8 +954,15 @@ on_readable (struct bt_conn *c)
             }
           break;
         }
-      r = handle (c, &m);
-      if (r < 0)
+      if (m.id == BT_MSG_REQUEST
+          && cancelled_later (c->rbuf + off + used, c->rlen - off - used,
+                              &lim, &m))
+        {
+          pthread_mutex_lock (&c->s->lock);
+          c->s->stats.requests_cancelled++;
+          pthread_mutex_unlock (&c->s->lock);
+        }
+      else if ((r = handle (c, &m)) < 0)
         return r;
       off += used;
     }
@@ -927,7 +1049,7 @@ conn_finish (struct bt_conn *c, int result)
     {
       struct peer_entry *e = &s->peers[c->peer_index];
       s->outgoing_conns--;
-      if (c->ban)
+      if (c->ban || c->ban_by_reader)
         {
           e->state = PEER_BANNED;
           s->stats.peers_banned++;
@@ -1015,6 +1137,7 @@ conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index)
   c->s = s;
   c->fd = fd;
   c->peer_index = peer_index;
+  c->serial = ++s->conn_serial;
   c->peer_choking = c->am_choking = true;
   c->serve_index = -1;
   c->peer_has = calloc (bytes, 1);

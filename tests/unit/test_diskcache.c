@@ -40,15 +40,16 @@ rm_rf (const char *dir)
     fprintf (stderr, "cleanup of %s failed\n", dir);
 }
 
-/* Count the files ending in .dsc in dir. */
+/* Count the files of dir (hidden ones too) whose name matches the
+ * grep regex pattern. */
 static int
-count_objects (const char *dir)
+count_matching (const char *dir, const char *pattern)
 {
   char cmd[4200];
   FILE *f;
   int n = -1;
 
-  snprintf (cmd, sizeof cmd, "ls '%s' | grep -c '\\.dsc$'", dir);
+  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -e '%s'", dir, pattern);
   f = popen (cmd, "r");
   if (f)
     {
@@ -57,6 +58,13 @@ count_objects (const char *dir)
       pclose (f);
     }
   return n;
+}
+
+/* Count the files ending in .dsc in dir. */
+static int
+count_objects (const char *dir)
+{
+  return count_matching (dir, "\\.dsc$");
 }
 
 /* Write chunks [first, last) of an object with the pattern. */
@@ -509,25 +517,6 @@ test_unusable (void)
   disk_cache_free (c);
 }
 
-/* Count the files of dir whose name contains part. */
-static int
-count_named (const char *dir, const char *part)
-{
-  char cmd[4200];
-  FILE *f;
-  int n = -1;
-
-  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -F -e '%s'", dir, part);
-  f = popen (cmd, "r");
-  if (f)
-    {
-      if (fscanf (f, "%d", &n) != 1)
-        n = -1;
-      pclose (f);
-    }
-  return n;
-}
-
 /* Blobs and entry facts count against the bound and are evicted least
  * recently used first, like chunks; temporary files a crash left behind
  * are removed when the cache opens. */
@@ -567,7 +556,7 @@ test_blobs_bounded (const char *dir)
   CHECK (fd >= 0);
   close (fd);
   CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
-  CHECK (count_named (dir, ".tmp") == 0);
+  CHECK (count_matching (dir, "\\.tmp") == 0);
   CHECK (disk_cache_used (c) >= 2 * CHUNK);
   /* Newer chunks push the older blob and facts out. */
   sleep (1);   /* the dormant files' times are in milliseconds; be sure */
@@ -576,7 +565,8 @@ test_blobs_bounded (const char *dir)
   CHECK (disk_cache_used (c) <= 8 * CHUNK);
   CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
                                  &len) == -ENOENT);
-  CHECK (count_named (dir, ".dsb") == 0 && count_named (dir, ".dse") == 0);
+  CHECK (count_matching (dir, "\\.dsb$") == 0
+         && count_matching (dir, "\\.dse$") == 0);
   disk_cache_close_object (o);
   disk_cache_free (c);
   free (blob);

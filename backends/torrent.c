@@ -324,8 +324,9 @@ torrent_status (struct layer *l, FILE *out)
            st.announces_ok, st.announces_failed);
   if (bt_session_port (ts->session) != 0)
     fprintf (out, "torrent-seeding: port %u, %u peers unchoked, %" PRIu64
-             " bytes up\n", bt_session_port (ts->session),
-             st.peers_unchoked, st.bytes_up);
+             " bytes up, %" PRIu64 " requests cancelled\n",
+             bt_session_port (ts->session), st.peers_unchoked, st.bytes_up,
+             st.requests_cancelled);
   else
     fprintf (out, "torrent-seeding: no\n");
   if (ts->ws)

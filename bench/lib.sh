@@ -8,9 +8,9 @@
 #   bench_nginx_stop             stop it (safe to call twice)
 #   bench_cache_data DIR SIZE    print "PATH OFFSET" of the disk-cache data
 #                                file under DIR holding an object of SIZE
-#                                bytes (the file is a header and a bitmap,
-#                                then the object at OFFSET, so its length
-#                                is OFFSET + SIZE); nothing when none
+#                                bytes (NAME.dsd, the object's bytes at
+#                                their own offsets, so OFFSET is 0 and its
+#                                length is SIZE); nothing when none
 #   bench_dd_cache_data DIR SIZE MB/s of dd bs=1M of that object's bytes
 #                                straight from the file (0 when none),
 #                                run under $BENCH_NICE (a command prefix)
@@ -93,20 +93,15 @@ bench_nginx_stop () {
 
 bench_cache_data () {   # DIR SIZE
   /usr/bin/python3 - "$1" "$2" <<'PY'
-import os, struct, sys
+import os, sys
 top, size = sys.argv[1], int(sys.argv[2])
 for d, _, files in os.walk(top):
     for f in files:
         p = os.path.join(d, f)
-        try:
-            n = os.path.getsize(p)
-            with open(p, "rb") as fh:
-                head = fh.read(48)
-        except OSError:
-            continue
-        # data_off is the little-endian u64 at byte 40 of the header.
-        if len(head) == 48 and struct.unpack_from("<Q", head, 40)[0] == n - size:
-            print(p, n - size)
+        # The data file, beside its metadata file NAME.dsc.
+        if f.endswith(".dsd") and os.path.exists(p[:-1] + "c") \
+                and os.path.getsize(p) == size:
+            print(p, 0)
             sys.exit(0)
 PY
 }

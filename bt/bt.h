@@ -143,6 +143,8 @@ struct bt_stats
                                 longer asked for, or of pieces dropped
                                 before they were whole */
   uint64_t bytes_up;         /* piece payload bytes sent */
+  uint64_t requests_cancelled;  /* requests the peer cancelled before
+                                   they were served */
   unsigned peers_unchoked;   /* peers holding an upload slot now */
   uint32_t pieces_have;      /* pieces held (verified or claimed) */
   uint64_t announces_ok;

@@ -44,10 +44,24 @@
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
-/* End game: a second connection joins a piece a reader is blocked on
- * once the first has had it this long (seconds): sooner, both copies
- * usually arrive and one is thrown away. */
+/* End game: another connection joins a piece a reader is blocked on
+ * each time this long (seconds) has passed since the piece was first
+ * taken (the second after 1 s, the third after 2 s, ...), up to
+ * ENDGAME_COPIES connections: sooner, the copies usually all arrive and
+ * all but one are thrown away; with only two, two peers that stall
+ * (they claim the piece, then send nothing) held the reader until the
+ * entry's timeout although a seed had it. */
 #define ENDGAME_AFTER 1.0
+#define ENDGAME_COPIES 4
+/* A peer that has sent no block for STALL_AFTER seconds while requests
+ * are in flight is stalled: the pieces it has not started go back to
+ * the pool (cancelled), and it is asked for nothing new for
+ * STALL_PAUSE seconds or until a block does arrive.  Before, it kept
+ * up to a pipeline's worth of pieces (read-ahead included) until the
+ * connection's own timeout, and every reader that reached one waited
+ * for the end game. */
+#define STALL_AFTER 5.0
+#define STALL_PAUSE 30.0
 
 enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
 
@@ -105,6 +119,7 @@ struct bt_conn
   double rotated_at;            /* when it last gave its slot up for
                                    others: it waits a little then */
   double last_recv, last_send, last_block;
+  double stalled_at;            /* 0, or when it was found stalled */
 };
 
 /* How many pieces one connection assembles at once: as many as fill
@@ -406,9 +421,9 @@ pick_next_random (struct bt_conn *c)
  * it can give, the rest comes from the other peers); ties at random, so
  * peers reading the same window do not all ask for the same piece.  A
  * seed is not asked for read-ahead another unchoking peer has.  A
- * second connection (a seed too: the peer that has it may be slow)
- * takes a piece only for a blocked reader, after ENDGAME_AFTER (the end
- * game). */
+ * further connection (a seed too: the peer that has it may be slow)
+ * takes a piece only for a blocked reader, one more each ENDGAME_AFTER
+ * (the end game). */
 static bool
 pick_piece_locked (struct bt_conn *c)
 {
@@ -427,10 +442,11 @@ pick_piece_locked (struct bt_conn *c)
       bool mine = false;
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
-      if (mine || w->assigned >= 2
+      if (mine || w->assigned >= ENDGAME_COPIES
           || (seed && s->avail[w->index] > 0 && w->waiters == 0)
           || (w->assigned > 0
-              && (w->waiters == 0 || now - w->assigned_at < ENDGAME_AFTER)))
+              && (w->waiters == 0
+                  || now - w->assigned_at < ENDGAME_AFTER * w->assigned)))
         continue;
       /* lower is better */
       uint64_t rank = ((uint64_t) w->assigned << 32)
@@ -499,6 +515,20 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
   unsigned n = 0;
   if (c->peer_choking)
     return 0;
+  double now = clock_seconds ();
+  if (c->outstanding > 0 && now - c->last_block > STALL_AFTER
+      && c->stalled_at == 0)
+    {
+      c->stalled_at = now;
+      for (unsigned k = 0; k < c->nas;)
+        if (c->as[k].received == 0)
+          drop_assembly_locked (c, k);
+        else
+          k++;
+    }
+  if (c->stalled_at != 0 && now - c->stalled_at < STALL_PAUSE)
+    return 0;
+  c->stalled_at = 0;
   while (c->outstanding < s->set.pipeline && n < max)
     {
       struct assembly *a = NULL;
@@ -596,6 +626,7 @@ on_piece (struct bt_conn *c, const struct bt_msg *m)
   a->block[b] = BLOCK_GOT;
   a->received++;
   c->last_block = clock_seconds ();
+  c->stalled_at = 0;
   pthread_mutex_lock (&s->lock);
   s->stats.bytes_down += m->data_len;
   pthread_mutex_unlock (&s->lock);
@@ -795,7 +826,33 @@ handle (struct bt_conn *c, const struct bt_msg *m)
     }
 }
 
-/* Read what the socket has and handle every whole message. */
+/* How many of the messages after a request on_readable looks through
+ * for its cancel. */
+#define CANCEL_LOOKAHEAD 256
+
+/* True when a CANCEL of request m is among the next whole messages of
+ * buf (the peer took it back before we served it: BEP 3). */
+static bool
+cancelled_later (const uint8_t *buf, size_t len,
+                 const struct bt_wire_limits *lim, const struct bt_msg *m)
+{
+  size_t off = 0;
+  for (unsigned i = 0; i < CANCEL_LOOKAHEAD; i++)
+    {
+      struct bt_msg next;
+      size_t used = 0;
+      if (bt_wire_parse (buf + off, len - off, lim, &next, &used) <= 0)
+        return false;
+      if (next.id == BT_MSG_CANCEL && next.index == m->index
+          && next.begin == m->begin && next.length == m->length)
+        return true;
+      off += used;
+    }
+  return false;
+}
+
+/* Read what the socket has and handle every whole message; a request
+ * cancelled further on in what was read is not served. */
 static int
 on_readable (struct bt_conn *c)
 {
@@ -839,8 +896,15 @@ on_readable (struct bt_conn *c)
             }
           break;
         }
-      r = handle (c, &m);
-      if (r < 0)
+      if (m.id == BT_MSG_REQUEST
+          && cancelled_later (c->rbuf + off + used, c->rlen - off - used,
+                              &lim, &m))
+        {
+          pthread_mutex_lock (&c->s->lock);
+          c->s->stats.requests_cancelled++;
+          pthread_mutex_unlock (&c->s->lock);
+        }
+      else if ((r = handle (c, &m)) < 0)
         return r;
       off += used;
     }

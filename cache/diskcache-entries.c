@@ -58,8 +58,8 @@ entry_path (struct disk_cache *cache, const char *key)
  * (so a reader sees the old file or the whole new one).  Errors are
  * ignored: what is written here is a hint or a copy. */
 static void
-write_whole (const char *path, const char *head, size_t head_len,
-             const void *data, size_t len)
+write_whole (struct disk_cache *cache, const char *path, const char *head,
+             size_t head_len, const void *data, size_t len)
 {
   char *tmp = NULL;
   int fd;
@@ -75,6 +75,8 @@ write_whole (const char *path, const char *head, size_t head_len,
                 && (len == 0 || fd_pwrite_all (fd, data, len, head_len) == 0);
       if (close (fd) < 0 || !ok || rename (tmp, path) < 0)
         unlink (tmp);
+      else
+        dc_note_small_file (cache, path, head_len + len);
     }
   free (tmp);
 }
@@ -102,7 +104,7 @@ disk_cache_remember_entry (struct disk_cache *cache, const char *key,
                   (int) strcspn (f->stack, "\n"), f->stack,
                   f->keep_open ? "keep-open 1\n" : "");
   if (len >= 0)
-    write_whole (path, text, (size_t) len, NULL, 0);
+    write_whole (cache, path, text, (size_t) len, NULL, 0);
   free (text);
   free (path);
 }
@@ -180,7 +182,7 @@ disk_cache_remember_blob (struct disk_cache *cache, const char *kind,
   path = small_path (cache, kind, key, "dsb");
   head = blob_head (kind, key, len, &head_len);
   if (path != NULL && head != NULL)
-    write_whole (path, head, (size_t) head_len, data, len);
+    write_whole (cache, path, head, (size_t) head_len, data, len);
   free (head);
   free (path);
 }

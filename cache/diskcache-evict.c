@@ -64,7 +64,7 @@ write_pages (struct disk_cache_object *obj, uint64_t *page, size_t n)
       if ((i > 0 && page[i] == page[i - 1]) || pg == NULL)
         continue;
       do
-        r = pwrite (obj->fd, pg->disk_bits, len,
+        r = pwrite (obj->meta_fd, pg->disk_bits, len,
                     (off_t) (obj->bitmap_off + first));
       while (r < 0 && errno == EINTR);
     }
@@ -124,7 +124,7 @@ dc_drop_chunks (struct disk_cache_object *obj, const uint64_t *index,
     write_pages (obj, dirty, ndirty);
   pthread_mutex_unlock (&obj->sync_lock);
   if (ndirty)
-    fdatasync (obj->fd);
+    fdatasync (obj->meta_fd);
   free (dirty);
   for (size_t i = 0; i < ngone; i++)
     {
@@ -154,7 +154,7 @@ drop_dormant (struct disk_cache *cache, const char *path)
     if (strcmp (cache->dormant[i].path, path) == 0)
       {
         bytes = cache->dormant[i].bytes;
-        unlink (path);
+        dc_file_unlink (path);
         free (cache->dormant[i].path);
         cache->dormant[i] = cache->dormant[--cache->ndormant];
         break;
@@ -162,6 +162,19 @@ drop_dormant (struct disk_cache *cache, const char *path)
   pthread_mutex_unlock (&cache->lock);
   atomic_fetch_sub (&cache->used, bytes);
   return bytes;
+}
+
+/* True when the object is pinned whole now (eviction checks again
+ * before dropping: this only keeps its chunks out of the count). */
+static bool
+pinned_whole (struct disk_cache_object *obj)
+{
+  bool pinned;
+
+  pthread_mutex_lock (&obj->pin_lock);
+  pinned = obj->whole_pins > 0;
+  pthread_mutex_unlock (&obj->pin_lock);
+  return pinned;
 }
 
 /* Evict least recently used data until the cache uses at most target
@@ -221,7 +234,7 @@ dc_evict_to (struct disk_cache *cache, uint64_t target)
     cand[ncand++] = (struct candidate) { .ms = dorm[i].last_used_ms,
                                          .dormant = i };
   for (size_t k = 0; k < nobjs; k++)
-    for (uint64_t g = 0; g < objs[k]->npages; g++)
+    for (uint64_t g = 0; g < objs[k]->npages && !pinned_whole (objs[k]); g++)
       {
         struct dc_page *pg = atomic_load (&objs[k]->pages[g]);
         for (size_t slot = 0; pg && slot < DC_PAGE_CHUNKS; slot++)
@@ -266,7 +279,14 @@ dc_evict_to (struct disk_cache *cache, uint64_t target)
     for (size_t k = 0; idx && exp && n && k < nobjs; k++)
       {
         if (n[k] > 0)
-          dc_drop_chunks (objs[k], idx[k], exp[k], n[k]);
+          {
+            /* An object pinned whole is being read by the kernel from
+             * its data file: none of its chunks may go. */
+            pthread_mutex_lock (&objs[k]->pin_lock);
+            if (objs[k]->whole_pins == 0)
+              dc_drop_chunks (objs[k], idx[k], exp[k], n[k]);
+            pthread_mutex_unlock (&objs[k]->pin_lock);
+          }
         free (idx[k]);
         free (exp[k]);
       }

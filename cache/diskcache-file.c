@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #define DC_MAGIC "DSHLFDC1"
-#define DC_VERSION 1u
 #define DC_FIXED_LEN 48     /* magic, version, header_len, 4 x u64 */
 #define DC_MAX_HEADER (1024 * 1024)
 #define DC_ALIGN 4096
@@ -56,15 +55,73 @@ align_up (uint64_t v)
   return (v + DC_ALIGN - 1) / DC_ALIGN * DC_ALIGN;
 }
 
-/* Where the bitmap and the data start for an object of this size. */
+/* Where the bitmap starts and the metadata file ends for an object of
+ * this size. */
 void
 dc_geometry (uint64_t size, size_t header_len, uint64_t *bitmap_off,
-             uint64_t *data_off)
+             uint64_t *meta_len)
 {
   uint64_t nchunks = (size + DISK_CACHE_CHUNK - 1) / DISK_CACHE_CHUNK;
 
   *bitmap_off = align_up (header_len);
-  *data_off = *bitmap_off + align_up ((nchunks + 7) / 8);
+  *meta_len = *bitmap_off + align_up ((nchunks + 7) / 8);
+}
+
+/* The data file's path for the metadata file at path (NAME.dsc ->
+ * NAME.dsd), malloc'd; NULL when out of memory. */
+char *
+dc_data_path (const char *path)
+{
+  size_t n = strlen (path);
+  char *d = strdup (path);
+
+  if (d != NULL && n > 0)
+    d[n - 1] = 'd';
+  return d;
+}
+
+/* Remove a cache file; for an object's metadata (.dsc) its data file
+ * too, the metadata first, so that a crash in between leaves an orphan
+ * data file (removed by the next scan), never set bits over missing
+ * data.  Other files (.dse, .dsb) are alone. */
+void
+dc_file_unlink (const char *path)
+{
+  size_t n = strlen (path);
+  char *data;
+
+  unlink (path);
+  if (n < 4 || strcmp (path + n - 4, ".dsc") != 0)
+    return;
+  data = dc_data_path (path);
+  if (data != NULL)
+    unlink (data);
+  free (data);
+}
+
+/* Create (or empty) the data file of the object at path, size bytes of
+ * hole, durably.  0 or a negative errno. */
+static int
+create_data_file (const char *path, uint64_t size)
+{
+  char *data = dc_data_path (path);
+  int fd, r = 0;
+
+  if (data == NULL)
+    return -ENOMEM;
+  /* O_TRUNC first: stale chunks must not survive under a new bitmap. */
+  fd = open (data, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+             0600);
+  if (fd < 0)
+    r = -errno;
+  else
+    {
+      if (ftruncate (fd, (off_t) size) < 0 || fsync (fd) < 0)
+        r = -errno;
+      close (fd);
+    }
+  free (data);
+  return r;
 }
 
 /* Length of chunk index of an object of this size. */
@@ -147,7 +204,10 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
     return -ENAMETOOLONG;
   memset (h, 0, sizeof *h);
   h->size = v->size;
-  dc_geometry (v->size, header_len, &h->bitmap_off, &h->data_off);
+  dc_geometry (v->size, header_len, &h->bitmap_off, &h->meta_len);
+  r = create_data_file (path, v->size);
+  if (r < 0)
+    return r;
 
   /* Only the header is written: the bitmap is left a hole (zeros) that
    * takes no disk until bits are set in it. */
@@ -155,12 +215,12 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
   if (buf == NULL)
     return -ENOMEM;
   memcpy (buf, DC_MAGIC, 8);
-  put_le (buf + 8, DC_VERSION, 4);
+  put_le (buf + 8, DC_FORMAT_VERSION, 4);
   put_le (buf + 12, header_len, 4);
   put_le (buf + 16, v->size, 8);
   put_le (buf + 24, DISK_CACHE_CHUNK, 8);
   put_le (buf + 32, h->bitmap_off, 8);
-  put_le (buf + 40, h->data_off, 8);
+  put_le (buf + 40, h->meta_len, 8);
   p = buf + DC_FIXED_LEN;
   for (int i = 0; i < 4; i++)
     {
@@ -189,7 +249,7 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
       goto out;
     }
   r = pwrite_all (fd, buf, header_len, 0);
-  if (r == 0 && ftruncate (fd, (off_t) (h->data_off + v->size)) < 0)
+  if (r == 0 && ftruncate (fd, (off_t) h->meta_len) < 0)
     r = -errno;
   if (r == 0 && fsync (fd) < 0)
     r = -errno;
@@ -209,9 +269,9 @@ dc_file_create (const char *path, const struct disk_cache_validators *v,
  * a hole until bits are set there; at most one 4 KiB block per stored
  * chunk, which is not charged). */
 uint64_t
-dc_overhead (uint64_t bitmap_off, uint64_t data_off)
+dc_overhead (uint64_t bitmap_off, uint64_t meta_len)
 {
-  return data_off - bitmap_off > DC_ALIGN ? bitmap_off + DC_ALIGN : data_off;
+  return meta_len - bitmap_off > DC_ALIGN ? bitmap_off + DC_ALIGN : meta_len;
 }
 
 /* Collect the indexes of the set bits of the bitmap, reading only the
@@ -313,8 +373,10 @@ dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
   r = pread_all (fd, fixed, sizeof fixed, 0);
   if (r < 0)
     return r;
-  if (memcmp (fixed, DC_MAGIC, 8) != 0 || get_le (fixed + 8, 4) != DC_VERSION)
+  if (memcmp (fixed, DC_MAGIC, 8) != 0)
     return -EINVAL;
+  if (get_le (fixed + 8, 4) != DC_FORMAT_VERSION)
+    return -EPROTO;
   header_len = get_le (fixed + 12, 4);
   if (header_len < DC_FIXED_LEN + 8 + 16 || header_len > DC_MAX_HEADER
       || get_le (fixed + 24, 8) != DISK_CACHE_CHUNK)
@@ -324,12 +386,12 @@ dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
     return -EINVAL;
   dc_geometry (h->size, header_len, &bmo, &dao);
   h->bitmap_off = get_le (fixed + 32, 8);
-  h->data_off = get_le (fixed + 40, 8);
-  if (h->bitmap_off != bmo || h->data_off != dao)
+  h->meta_len = get_le (fixed + 40, 8);
+  if (h->bitmap_off != bmo || h->meta_len != dao)
     return -EINVAL;
   if (fstat (fd, &st) < 0)
     return -errno;
-  if ((uint64_t) st.st_size != h->data_off + h->size)
+  if ((uint64_t) st.st_size != h->meta_len)
     return -EINVAL;
 
   buf = malloc (header_len);

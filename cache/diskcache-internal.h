@@ -1,20 +1,29 @@
 /* diskshelf: private parts of the disk cache, shared by its files.
  *
  * On disk: CACHE_DIR/lock (flock'd by the daemon that uses the dir) and
- * one file per object, CACHE_DIR/<sha256 of kind+key, 32 hex>.dsc:
+ * two files per object, named by the sha256 of kind+key (32 hex).
+ * NAME.dsc, the metadata:
  *
  *   [0, bitmap_off)        header: magic, version, geometry, validators,
  *                          FNV-1a checksum over the header bytes
- *   [bitmap_off, data_off) bitmap, bit i set = chunk i holds valid data
- *   [data_off, +size)      sparse data, chunk i at data_off + i * CHUNK
+ *   [bitmap_off, meta_len) bitmap, bit i set = chunk i holds valid data
  *
- * Crash safety: the header is written to a temporary file, fsync'd and
- * renamed into place, so it is whole or absent.  A bitmap bit is set on
- * disk only after an fdatasync that made the chunk's data durable (the
- * flusher thread batches that); a bit is cleared, and fdatasync'd,
- * before the chunk's data is punched out.  So after a crash every set
- * bit covers good data; a torn or foreign file fails validation and is
- * dropped.  The file's mtime is its last use (for LRU between runs).
+ * NAME.dsd, the data: exactly the object's size, sparse, each byte at
+ * its own offset in the object (chunk i at i * CHUNK).  That makes a
+ * complete object's data file the object itself, which the kernel can
+ * read in our place (FUSE passthrough, disk_cache_pin_whole).  Format
+ * version 1 kept the data after the bitmap in the .dsc; such files are
+ * dropped.
+ *
+ * Crash safety: the data file is created (emptied) first; the header is
+ * written to a temporary file, fsync'd and renamed into place, so it is
+ * whole or absent.  A bitmap bit is set on disk only after an fdatasync
+ * of the data file made the chunk durable (the flusher thread batches
+ * that); a bit is cleared, and the metadata fdatasync'd, before the
+ * chunk's data is punched out.  So after a crash every set bit covers
+ * good data; a torn or foreign file fails validation and is dropped, and
+ * a data file without its metadata is removed.  The .dsc file's mtime is
+ * its last use (for LRU between runs).
  *
  * In memory, each chunk has an atomic state word: PRESENT and WRITING
  * flags plus a version that grows on every eviction.  Readers check it
@@ -38,6 +47,9 @@
 #include <stdint.h>
 
 #include "diskcache.h"
+
+/* The .dsc format; 2: the data in its own file (.dsd). */
+#define DC_FORMAT_VERSION 2u
 
 #define DC_PRESENT 1u
 #define DC_WRITING 2u
@@ -79,8 +91,9 @@ struct dc_page
 struct disk_cache_object
 {
   struct disk_cache *cache;
-  char *path;              /* NULL when the object is not stored */
-  int fd;                  /* -1 when the object is not stored */
+  char *path;              /* the .dsc; NULL when the object is not stored */
+  int fd;                  /* the data file (.dsd); -1 when not stored */
+  int meta_fd;             /* the .dsc: header and bitmap; -1 likewise */
   unsigned refs;           /* protected by cache->lock */
   bool ready;              /* file attached; protected by cache->lock */
   struct disk_cache_object *next;  /* open list; protected by cache->lock */
@@ -88,12 +101,19 @@ struct disk_cache_object
   char *version;           /* "etag\nlast-modified" it was opened with */
   uint64_t size;
   uint64_t nchunks;
-  uint64_t bitmap_off;
-  uint64_t data_off;
+  uint64_t bitmap_off;     /* in the .dsc */
+  uint64_t meta_len;       /* the .dsc's length */
+  uint64_t data_off;       /* of byte 0 in the data file: always 0 */
 
   _Atomic (struct dc_page *) *pages;  /* npages; NULL until used */
   uint64_t npages;
   _Atomic uint64_t present;    /* bytes of data present */
+
+  /* Whole-object pins (disk_cache_pin_whole): eviction drops no chunk
+   * of the object while whole_pins > 0, checked under pin_lock, which
+   * eviction holds while it drops the object's chunks. */
+  pthread_mutex_t pin_lock;
+  unsigned whole_pins;         /* protected by pin_lock */
 
   pthread_mutex_t sync_lock;
   struct dc_pending *pending;  /* protected by sync_lock */
@@ -133,19 +153,21 @@ struct dc_header
 {
   char *kind, *key, *etag, *last_modified;
   uint64_t size;
-  uint64_t bitmap_off, data_off;
+  uint64_t bitmap_off, meta_len;
 };
 
 int dc_file_create (const char *path, const struct disk_cache_validators *v,
                     struct dc_header *h);
 int dc_file_load (int fd, struct dc_header *h, uint64_t max_present,
                   uint64_t **present, size_t *npresent);
-uint64_t dc_overhead (uint64_t bitmap_off, uint64_t data_off);
+uint64_t dc_overhead (uint64_t bitmap_off, uint64_t meta_len);
+char *dc_data_path (const char *path);
+void dc_file_unlink (const char *path);
 void dc_header_free (struct dc_header *h);
 bool dc_header_matches (const struct dc_header *h,
                         const struct disk_cache_validators *v);
 void dc_geometry (uint64_t size, size_t header_len, uint64_t *bitmap_off,
-                  uint64_t *data_off);
+                  uint64_t *meta_len);
 uint64_t dc_chunk_len (uint64_t size, uint64_t index);
 
 /* diskcache-evict.c: eviction and the flusher. */
@@ -179,5 +201,12 @@ dc_state (struct disk_cache_object *obj, uint64_t index)
 
   return pg ? atomic_load (&pg->state[index % DC_PAGE_CHUNKS]) : 0;
 }
+
+/* A small file (entry facts, a blob) was written whole at path: count
+ * it, in place of what was counted for that path before, as a dormant
+ * file, so that the bound covers it and eviction may drop it.  Takes
+ * the cache lock. */
+void dc_note_small_file (struct disk_cache *cache, const char *path,
+                         uint64_t bytes);
 
 #endif

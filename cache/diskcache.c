@@ -77,6 +77,21 @@ dc_page_make (struct disk_cache_object *obj, uint64_t index)
   return expected;
 }
 
+/* True when the data file of the object at path exists with size bytes
+ * (one that does not cannot back the bits of its metadata). */
+static bool
+data_file_fits (const char *path, uint64_t size)
+{
+  char *data = dc_data_path (path);
+  struct stat st;
+  bool fits;
+
+  fits = data != NULL && lstat (data, &st) == 0 && S_ISREG (st.st_mode)
+    && (uint64_t) st.st_size == size;
+  free (data);
+  return fits;
+}
+
 /* Look at every file of the cache dir: keep valid objects as dormant,
  * delete torn ones and leftover temporary files. */
 static void
@@ -95,16 +110,49 @@ scan_dir (struct disk_cache *cache)
       uint64_t *present;
       size_t npresent;
       char *path;
-      int fd;
+      int fd, r;
 
       if (de->d_name[0] == '.' || strcmp (de->d_name, "lock") == 0)
         continue;
       if (asprintf (&path, "%s/%s", cache->dir, de->d_name) < 0)
         break;
+      if (strstr (de->d_name, ".dsc.tmp") || strstr (de->d_name, ".dse.tmp")
+          || strstr (de->d_name, ".dsb.tmp"))
+        {
+          /* A write cut short (the lock says no other daemon uses the
+           * dir, so nobody is writing it now). */
+          unlink (path);
+          free (path);
+          continue;
+        }
+      if (n > 4 && (strcmp (de->d_name + n - 4, ".dse") == 0
+                    || strcmp (de->d_name + n - 4, ".dsb") == 0))
+        {
+          /* Entry facts and blobs count against the bound, and are
+           * evicted like any dormant file. */
+          if (lstat (path, &st) == 0 && S_ISREG (st.st_mode)
+              && add_dormant (cache, path, (uint64_t) st.st_size,
+                              (int64_t) st.st_mtim.tv_sec * 1000
+                              + st.st_mtim.tv_nsec / 1000000) == 0)
+            atomic_fetch_add (&cache->used, (uint64_t) st.st_size);
+          else
+            free (path);
+          continue;
+        }
+      if (n >= 4 && strcmp (de->d_name + n - 4, ".dsd") == 0)
+        {
+          /* A data file whose metadata is gone: a crash while dropping. */
+          path[strlen (path) - 1] = 'c';
+          if (access (path, F_OK) < 0 && errno == ENOENT)
+            {
+              path[strlen (path) - 1] = 'd';
+              unlink (path);
+            }
+          free (path);
+          continue;
+        }
       if (n < 4 || strcmp (de->d_name + n - 4, ".dsc") != 0)
         {
-          if (strstr (de->d_name, ".dsc.tmp"))
-            unlink (path);
           free (path);
           continue;
         }
@@ -116,18 +164,28 @@ scan_dir (struct disk_cache *cache)
           free (path);
           continue;
         }
-      if (dc_file_load (fd, &h, cache->max_bytes, &present, &npresent) < 0)
+      r = dc_file_load (fd, &h, cache->max_bytes, &present, &npresent);
+      if (r == 0 && !data_file_fits (path, h.size))
         {
-          log_warning ("cache: %s: invalid cache file (torn or foreign), "
-                       "dropped", path);
-          unlink (path);
+          free (present);
+          dc_header_free (&h);
+          r = -EINVAL;
+        }
+      if (r < 0)
+        {
+          if (r == -EPROTO)
+            log_info ("cache: %s: an older cache format, dropped", path);
+          else
+            log_warning ("cache: %s: invalid cache file (torn or foreign), "
+                         "dropped", path);
+          dc_file_unlink (path);
           close (fd);
           free (path);
           continue;
         }
       close (fd);
       {
-        uint64_t bytes = dc_overhead (h.bitmap_off, h.data_off)
+        uint64_t bytes = dc_overhead (h.bitmap_off, h.meta_len)
           + listed_bytes (present, npresent, h.size);
         int64_t ms = (int64_t) st.st_mtim.tv_sec * 1000
           + st.st_mtim.tv_nsec / 1000000;
@@ -314,6 +372,7 @@ object_alloc (struct disk_cache *cache, uint64_t size)
     return NULL;
   obj->cache = cache;
   obj->fd = -1;
+  obj->meta_fd = -1;
   obj->refs = 1;
   obj->size = size;
   obj->nchunks = n;
@@ -325,6 +384,7 @@ object_alloc (struct disk_cache *cache, uint64_t size)
       return NULL;
     }
   pthread_mutex_init (&obj->sync_lock, NULL);
+  pthread_mutex_init (&obj->pin_lock, NULL);
   return obj;
 }
 
@@ -345,6 +405,7 @@ static void
 object_free (struct disk_cache_object *obj)
 {
   pthread_mutex_destroy (&obj->sync_lock);
+  pthread_mutex_destroy (&obj->pin_lock);
   free (obj->version);
   for (uint64_t k = 0; k < obj->npages; k++)
     free (atomic_load (&obj->pages[k]));
@@ -381,8 +442,47 @@ take_dormant (struct disk_cache *cache, const char *path)
   return 0;
 }
 
-/* Open the object's file, keeping its data when the validators match,
- * otherwise starting it afresh.  Returns 0 or a negative errno; on
+void
+dc_note_small_file (struct disk_cache *cache, const char *path,
+                    uint64_t bytes)
+{
+  char *copy = strdup (path);
+  uint64_t before;
+
+  pthread_mutex_lock (&cache->lock);
+  before = take_dormant (cache, path);
+  if (copy != NULL && add_dormant (cache, copy, bytes, dc_now_ms ()) == 0)
+    atomic_fetch_add (&cache->used, bytes);
+  else
+    free (copy);
+  pthread_mutex_unlock (&cache->lock);
+  atomic_fetch_sub (&cache->used, before);
+}
+
+/* Open the data file of the object at path, checking it has the
+ * object's size: the fd, or -1. */
+static int
+open_data_file (const char *path, uint64_t size)
+{
+  char *data = dc_data_path (path);
+  struct stat st;
+  int fd;
+
+  if (data == NULL)
+    return -1;
+  fd = open (data, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  free (data);
+  if (fd >= 0 && (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode)
+                  || (uint64_t) st.st_size != size))
+    {
+      close (fd);
+      fd = -1;
+    }
+  return fd;
+}
+
+/* Open the object's files, keeping its data when the validators match,
+ * otherwise starting them afresh.  Returns 0 or a negative errno; on
  * failure obj stays unstored. */
 static int
 attach_file (struct disk_cache_object *obj,
@@ -392,20 +492,28 @@ attach_file (struct disk_cache_object *obj,
   struct dc_header h;
   uint64_t *present_list = NULL;
   size_t npresent = 0;
-  int fd, r;
+  int fd, data_fd = -1, r;
 
   fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0)
     {
       r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);
       if (r == 0 && dc_header_matches (&h, v))
-        goto loaded;
+        {
+          data_fd = open_data_file (obj->path, h.size);
+          if (data_fd >= 0)
+            goto loaded;
+        }
       if (r == 0)
         {
           char shown[512];
           text_redact_url (v->key, shown, sizeof shown);
-          log_info ("cache: %s: the remote object changed; dropping its "
-                    "cached data", shown);
+          if (dc_header_matches (&h, v))
+            log_warning ("cache: %s: the data file is missing or damaged;"
+                         " dropping its cached data", shown);
+          else
+            log_info ("cache: %s: the remote object changed; dropping its "
+                      "cached data", shown);
           dc_header_free (&h);
         }
       free (present_list);
@@ -414,32 +522,47 @@ attach_file (struct disk_cache_object *obj,
     }
   atomic_fetch_sub (&cache->used, charged);
   charged = 0;
-  unlink (obj->path);
+  dc_file_unlink (obj->path);
   {
-    uint64_t bo, dof;
-    dc_geometry (v->size, 0, &bo, &dof);
-    if (!dc_reserve (cache, dc_overhead (bo, dof) + 8192))
+    uint64_t bo, ml;
+    dc_geometry (v->size, 0, &bo, &ml);
+    if (!dc_reserve (cache, dc_overhead (bo, ml) + 8192))
       return -ENOSPC;
-    atomic_fetch_sub (&cache->used, dc_overhead (bo, dof) + 8192);
+    atomic_fetch_sub (&cache->used, dc_overhead (bo, ml) + 8192);
   }
   r = dc_file_create (obj->path, v, &h);
   if (r < 0)
-    return r;
+    {
+      dc_file_unlink (obj->path);
+      return r;
+    }
   fd = open (obj->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return -errno;
   r = dc_file_load (fd, &h, cache->max_bytes, &present_list, &npresent);
+  if (r == 0)
+    {
+      data_fd = open_data_file (obj->path, h.size);
+      if (data_fd < 0)
+        {
+          dc_header_free (&h);
+          free (present_list);
+          r = -EIO;
+        }
+    }
   if (r < 0)
     {
       close (fd);
-      unlink (obj->path);
+      dc_file_unlink (obj->path);
       return r;
     }
 
  loaded:
-  obj->fd = fd;
+  obj->fd = data_fd;
+  obj->meta_fd = fd;
   obj->bitmap_off = h.bitmap_off;
-  obj->data_off = h.data_off;
+  obj->meta_len = h.meta_len;
+  obj->data_off = 0;
   {
     struct stat st;
     int64_t ms = dc_now_ms ();
@@ -463,7 +586,7 @@ attach_file (struct disk_cache_object *obj,
     atomic_store (&obj->present, present);
     /* Replace the old charge by what the file holds now. */
     atomic_fetch_add (&cache->used,
-                      dc_overhead (h.bitmap_off, h.data_off) + present);
+                      dc_overhead (h.bitmap_off, h.meta_len) + present);
     atomic_fetch_sub (&cache->used, charged);
   }
   free (present_list);
@@ -587,15 +710,15 @@ dc_object_unref (struct disk_cache_object *obj)
       }
   if (obj->fd >= 0)
     {
-      uint64_t bytes = dc_overhead (obj->bitmap_off, obj->data_off)
+      uint64_t bytes = dc_overhead (obj->bitmap_off, obj->meta_len)
         + atomic_load (&obj->present);
       dormant_path = strdup (obj->path);
       if (dormant_path == NULL
           || add_dormant (cache, dormant_path, bytes, dc_now_ms ()) < 0)
         {
-          /* Cannot remember it: forget the file and its charge. */
+          /* Cannot remember it: forget the files and their charge. */
           free (dormant_path);
-          unlink (obj->path);
+          dc_file_unlink (obj->path);
           atomic_fetch_sub (&cache->used, bytes);
         }
     }
@@ -604,7 +727,8 @@ dc_object_unref (struct disk_cache_object *obj)
   if (obj->fd >= 0)
     {
       dc_flush_object (obj);
-      futimens (obj->fd, NULL);
+      futimens (obj->meta_fd, NULL);
+      close (obj->meta_fd);
       close (obj->fd);
     }
   object_free (obj);
@@ -677,6 +801,50 @@ disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
       count -= n;
     }
   return 0;
+}
+
+/* Pin a complete object whole and lend its data file (see the header). */
+int
+disk_cache_pin_whole (struct disk_cache_object *obj, int *fd)
+{
+  int64_t now = dc_now_ms ();
+  int r = 0;
+
+  if (obj->fd < 0 || atomic_load (&obj->present) != obj->size)
+    return -ENODATA;
+  pthread_mutex_lock (&obj->pin_lock);
+  /* Under pin_lock no eviction drops a chunk of this object, so what is
+   * present now stays present while the pin is held. */
+  for (uint64_t i = 0; i < obj->nchunks; i++)
+    {
+      struct dc_page *pg = dc_page_of (obj, i);
+      uint32_t s = pg ? atomic_load (&pg->state[i % DC_PAGE_CHUNKS]) : 0;
+
+      if (!(s & DC_PRESENT) || (s & DC_WRITING))
+        {
+          r = -ENODATA;
+          break;
+        }
+      atomic_store_explicit (&pg->stamp[i % DC_PAGE_CHUNKS], now,
+                             memory_order_relaxed);
+    }
+  if (r == 0)
+    {
+      obj->whole_pins++;
+      *fd = obj->fd;
+    }
+  pthread_mutex_unlock (&obj->pin_lock);
+  return r;
+}
+
+/* Drop a pin taken by disk_cache_pin_whole. */
+void
+disk_cache_unpin_whole (struct disk_cache_object *obj)
+{
+  pthread_mutex_lock (&obj->pin_lock);
+  if (obj->whole_pins > 0)
+    obj->whole_pins--;
+  pthread_mutex_unlock (&obj->pin_lock);
 }
 
 /* True when every chunk overlapping the range is present. */

@@ -3,8 +3,9 @@
  * One cache per daemon, shared by every entry.  It stores bytes fetched
  * from remote objects (HTTP ranges, torrent pieces) and bytes decoded
  * from single-block xz files, keyed by an identity plus validators.
- * Each object is a sparse data file, a bitmap of present chunks and a
- * small header with the validators; it survives restarts.  An object
+ * Each object is a sparse data file holding the object's bytes at their
+ * own offsets, and a metadata file with a bitmap of present chunks and
+ * a small header with the validators; it survives restarts.  An object
  * whose validators no longer match is dropped and starts empty.
  *
  * Data is stored in chunks of DISK_CACHE_CHUNK bytes (the last chunk of
@@ -68,6 +69,22 @@ int disk_cache_read (struct disk_cache_object *obj, void *buf, size_t count,
 bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
                      uint64_t count);
 
+/* Lend the kernel a complete object (FUSE passthrough): when every chunk
+ * is present, pin the whole object, so that eviction drops none of its
+ * chunks until disk_cache_unpin_whole, and return 0 with *fd set to its
+ * data file: exactly the object's size, each byte at its own offset.
+ * The fd is owned by the object (valid until it is closed; the caller
+ * neither closes nor writes it).  -ENODATA when a chunk is missing or
+ * the object is not stored.  Each successful call needs one unpin.
+ * Not covered by the pin: disk_cache_invalidate (the remote object
+ * changed) and a failed fdatasync of written chunks still drop chunks;
+ * an open already lent would then read zeros there, so a caller must
+ * not invalidate an object it lends (a complete object makes no fetch
+ * that could find the remote changed; revalidation happens at open,
+ * before lending). */
+int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
+void disk_cache_unpin_whole (struct disk_cache_object *obj);
+
 /* Store whole chunks starting at a chunk boundary (the object's last
  * chunk may be short).  Returns 0 even when the data could not be kept
  * (full disk): the cache is an optimisation, never a source of errors. */
@@ -90,7 +107,8 @@ void disk_cache_object_status (struct disk_cache_object *obj, FILE *out);
  * list the entry before (and without) opening it: a warm mount makes
  * no request.  Keyed by any text naming the stack (the entry's .conf
  * text); stored as CACHE_DIR/<sha256 of it>.dse, a few bytes, written
- * whole (temporary file and rename).  Not charged against the bound. */
+ * whole (temporary file and rename).  Charged against the bound and
+ * evicted least recently written first, like a closed object. */
 struct disk_cache_entry_facts
 {
   uint64_t size;             /* the stack's size in bytes */
@@ -109,8 +127,10 @@ int disk_cache_recall_entry (struct disk_cache *cache, const char *key,
 
 /* Small blobs remembered whole (a magnet's info dictionary, keyed by
  * its info-hash): CACHE_DIR/<sha256 of kind+key>.dsb, written to a
- * temporary file and renamed.  Not charged against the bound (each is
- * at most a few MiB, one per source).  Errors are ignored: the blob is
+ * temporary file and renamed.  Charged against the bound and evicted
+ * like entry facts (each is at most a few MiB, one per source);
+ * temporary files a crash left are removed when the cache opens.
+ * Errors are ignored: the blob is
  * a copy of something fetched again when missing.  kind and key must
  * not hold a newline. */
 void disk_cache_remember_blob (struct disk_cache *cache, const char *kind,

@@ -4,8 +4,8 @@
  *
  * Input: 1 flag byte, then the file's bytes.  With flag bit 0 the
  * harness first repairs what a random file almost never gets right (the
- * header checksum and the file length the geometry implies) so that the
- * bitmap loader is reached too. */
+ * format version, the header checksum and the file length the geometry
+ * implies) so that the bitmap loader is reached too. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +33,9 @@ put_le (uint8_t *p, uint64_t v, int n)
     p[i] = (uint8_t) (v >> (8 * i));
 }
 
-/* Make the header checksum and the file length consistent. */
+/* Make the format version, the header checksum and the file length
+ * consistent (the .dsc holds the header and the bitmap; the data lives
+ * in the .dsd, which the loader does not read). */
 static uint64_t
 repair (uint8_t *buf, size_t size)
 {
@@ -41,6 +43,7 @@ repair (uint8_t *buf, size_t size)
 
   if (size < 48)
     return size;
+  put_le (buf + 8, DC_FORMAT_VERSION, 4);
   header_len = get_le (buf + 12, 4);
   fsize = get_le (buf + 16, 8) % (DISK_CACHE_MAX_SIZE + 1);
   put_le (buf + 16, fsize, 8);
@@ -56,7 +59,7 @@ repair (uint8_t *buf, size_t size)
         }
       put_le (buf + header_len - 8, h, 8);
     }
-  return dao + fsize;
+  return dao;
 }
 
 int

@@ -318,6 +318,18 @@ watch (struct nbd_conn *conn)
           nbd_run_probe (conn);
           pthread_mutex_lock (&conn->lock);
         }
+      else if (check_now)
+        {
+          /* Busy when told: its replies may all be good ones (requests
+           * the server took before it began to stop), and then it would
+           * sit idle, holding the server, until its own probe.  Keep the
+           * check pending (and the next poll awake) and look again
+           * shortly. */
+          __atomic_store_n (&conn->check_now, true, __ATOMIC_RELEASE);
+          nbd_conn_wake (conn);
+          nbd_deadline_after (&until, 0.05);
+          pthread_cond_timedwait (&conn->reader_cond, &conn->lock, &until);
+        }
       return;
     }
   if (r < 0 || !hangup)

@@ -5,6 +5,9 @@ way:
 
     garbage     answers every request with random bytes (wrong SHA-1)
     silent      never answers a request
+    stall       answers its first request with a piece message cut off
+                half way, then sends nothing more (the connection stays
+                open)
     oversize    sends a message whose length prefix is 64 MiB
     badindex    sends "have" for a piece past the end
     reject      rejects every request (BEP 6 reject-request)
@@ -108,7 +111,10 @@ class HostilePeer:
                 if body[0] == 6 and length == 13:
                     self.requests += 1
                     index, begin, size = struct.unpack(">III", body[1:])
-                    if self.mode == "garbage":
+                    if self.mode == "stall" and self.requests == 1:
+                        conn.sendall(struct.pack(">IBII", 9 + size, 7, index, begin)
+                                     + b"\0" * (size // 2))
+                    elif self.mode == "garbage":
                         conn.sendall(struct.pack(">IBII", 9 + size, 7, index, begin)
                                      + os.urandom(size))
                     elif self.mode == "reject" and fast:

@@ -10,9 +10,13 @@ nginx).  Fixture API:
     background           env + checker for daemons started in the background
 
 Helpers: assert_clean_output(text) fails on sanitizer or crash lines.
+As root, the suite runs in a network namespace of its own whose only
+interface is lo (see pytest_configure): nothing a test starts can send
+traffic off the machine.
 pytest's per-test timeout (pytest.ini) is scaled like every other wait.
 """
 
+import ctypes
 import os
 import pathlib
 import re
@@ -22,6 +26,24 @@ import subprocess
 import pytest
 
 from peers import SLOW, Nginx, TestCA, scaled, stop_process, wait_for
+
+CLONE_NEWNET = 0x40000000
+
+
+def pytest_configure(config):
+    """Enter a network namespace with only lo up, before any peer starts:
+    the torrent clients (DHT, LSD, multicast), nginx and the NBD servers
+    then cannot reach anything but loopback, whatever their flags.  Needs
+    root; DISKSHELF_TEST_HOST_NET=1 keeps the host's network."""
+    if os.geteuid() != 0 or os.environ.get("DISKSHELF_TEST_HOST_NET"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise pytest.UsageError(f"unshare(CLONE_NEWNET): {os.strerror(err)}"
+                                " (DISKSHELF_TEST_HOST_NET=1 runs on the"
+                                " host's network)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

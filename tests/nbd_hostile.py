@@ -32,6 +32,16 @@ replies, base:allocation, GO) and then misbehaves in one way:
   stopping      first connection: every read answered NBD_ESHUTDOWN (an
                 error chunk); second: GO refused with NBD_REP_ERR_SHUTDOWN;
                 then behaves
+  stopping-busy
+                a slow server (every read answered after 1 s) of
+                BUSY_SIZE bytes with multi-conn that starts stopping
+                once, as nbdkit does on SIGTERM, when it first reads a
+                request at offset STOP_AT or beyond: that request and every later one on the
+                connections open then get NBD_ESHUTDOWN, while the reads
+                it took before are still answered, normally; new
+                connections are refused (NBD_REP_ERR_SHUTDOWN) until
+                every old one has gone, which it logs with the time since
+                the stop ("all gone after S s"); then it behaves again
   trickle       answers GO with NBD_INFO_NAME replies, one byte every 0.2 s
   endless-info  answers GO with NBD_INFO_NAME replies forever
   long-option-error
@@ -60,9 +70,13 @@ SIMPLE = 0x67446698
 STRUCT = 0x668E33EF
 
 
+_PERIOD = bytes(range(251))
+
+
 def pattern(offset, length):
     """The bytes of the export: each byte is its offset modulo 251."""
-    return bytes((offset + i) % 251 for i in range(length))
+    start = offset % 251
+    return (_PERIOD * ((start + length) // 251 + 1))[start:start + length]
 
 
 def recv_exact(conn, n):
@@ -98,6 +112,14 @@ def start_tls(conn, certdir):
 
 CLIENTS = [0]
 CLIENTS_LOCK = threading.Lock()
+# stopping-busy: a larger export (so that read-ahead near offset 0 does
+# not reach STOP_AT), when the stop began (None: serving), whether it has
+# happened (it happens once), and the connections open then, which the
+# stop waits for.
+BUSY_SIZE = 64 << 20
+STOP_AT = 60 << 20
+STOP = {"since": None, "done": False, "old": set(), "open": set()}
+SEND_LOCKS = {}
 
 
 def negotiate(conn, scenario, certdir):
@@ -149,6 +171,12 @@ def negotiate(conn, scenario, certdir):
             return conn, nth
         elif opt == 7 and scenario == "stopping" and nth == 2:
             opt_reply(conn, opt, 0x80000007, b"shutting down")
+        elif opt == 7 and scenario == "stopping-busy" and STOP["since"] is not None:
+            opt_reply(conn, opt, 0x80000007, b"shutting down")
+        elif opt == 7 and scenario == "stopping-busy":
+            opt_reply(conn, opt, 3, struct.pack(">HQH", 0, BUSY_SIZE, 1 | 2 | 0x100))
+            opt_reply(conn, opt, 1)
+            return conn, nth
         elif opt == 7 and scenario == "trickle":
             reply = struct.pack(">QIII", REPMAGIC, opt, 3, 6) + struct.pack(">H", 1) + b"name"
             while True:
@@ -175,12 +203,57 @@ def negotiate(conn, scenario, certdir):
             opt_reply(conn, opt, 0x80000001)
 
 
+def serve_stopping_busy(conn, cookie, offset, data):
+    """One read of the stopping-busy scenario (see the module's text):
+    decided when it is read, answered by a thread of its own, so the
+    reads of one connection are in flight together."""
+    with CLIENTS_LOCK:
+        if not STOP["done"] and offset >= STOP_AT:
+            STOP["done"] = True
+            STOP["since"] = time.monotonic()
+            STOP["old"] = set(STOP["open"])
+            print(f"stopping: {len(STOP['old'])} connections open", flush=True)
+        stopping = STOP["since"] is not None and id(conn) in STOP["old"]
+        send_lock = SEND_LOCKS.setdefault(id(conn), threading.Lock())
+    if stopping:
+        reply = chunk(cookie, 0x8001, struct.pack(">IH", 108, 0))
+        delay = 0
+    else:
+        reply = chunk(cookie, 1, struct.pack(">Q", offset) + data)
+        delay = 1
+
+    def answer():
+        time.sleep(delay)
+        try:
+            with send_lock:
+                conn.sendall(reply)
+        except OSError:
+            pass
+    threading.Thread(target=answer, daemon=True).start()
+
+
+def stopping_busy_left(conn):
+    """A connection of the stopping-busy scenario went away."""
+    with CLIENTS_LOCK:
+        STOP["open"].discard(id(conn))
+        if STOP["since"] is None or id(conn) not in STOP["old"]:
+            return
+        STOP["old"].discard(id(conn))
+        if not STOP["old"]:
+            print(f"all gone after {time.monotonic() - STOP['since']:.2f} s",
+                  flush=True)
+            STOP["since"] = None
+
+
 def serve(raw, scenario, certdir):
     conn = raw
     try:
         conn, nth = negotiate(raw, scenario, certdir)
         if conn is None:
             return
+        if scenario == "stopping-busy":
+            with CLIENTS_LOCK:
+                STOP["open"].add(id(conn))
         while True:
             magic, flags, ctype, cookie, offset, length = struct.unpack(
                 ">IHHQQI", recv_exact(conn, 28))
@@ -195,6 +268,9 @@ def serve(raw, scenario, certdir):
                 conn.sendall(struct.pack(">IIQ", SIMPLE, 22, cookie))
                 continue
             data = pattern(offset, length)
+            if scenario == "stopping-busy":
+                serve_stopping_busy(conn, cookie, offset, data)
+                continue
             if scenario == "stopping" and nth == 1:
                 # A server stopping gracefully: ESHUTDOWN for everything.
                 conn.sendall(chunk(cookie, 0x8001, struct.pack(">IH", 108, 0)))
@@ -238,6 +314,8 @@ def serve(raw, scenario, certdir):
     except (EOFError, OSError, ssl.SSLError):
         pass
     finally:
+        if scenario == "stopping-busy" and conn is not None:
+            stopping_busy_left(conn)
         if conn is not None and conn is not raw:
             conn.close()
         raw.close()

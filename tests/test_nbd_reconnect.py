@@ -135,6 +135,52 @@ def test_eshutdown_reply_and_refusal_mean_reconnect(mount, catalog, hostile):
     assert m.unmount() == 0
 
 
+def test_eshutdown_reaches_connections_busy_with_good_replies(mount, catalog, hostile,
+                                                            tmp_path):
+    """A server that starts stopping while other connections have reads in
+    flight answers those reads normally (it took them before the stop).
+    Those connections must still check at once when they go idle, not
+    after their own idle probe (10 s): the server waits for every one of
+    them before it can exit.  (CI saw nbdkit held this way once.)"""
+    sock = hostile("stopping-busy")
+    write_entry(catalog, "disk.img",
+                f"source = nbd+unix:///?socket={sock}\ncompression = none\n"
+                "timeout = 10\nretry-time = 60\n")
+    m = mount(catalog, "--cache-dir=none")
+    path = m.path / "disk.img"
+    conns = re.search(r"^nbd-connections: (\d+)$", m.status(), re.M)
+    assert conns and int(conns.group(1)) >= 2, m.status()
+    expect = lambda off, n: bytes((off + i) % 251 for i in range(n))
+    results = {}
+
+    def read(off, n):
+        results[off] = _try_read(path, off, n)
+
+    # Slow reads on every connection, then (while they are in flight) the
+    # read that makes the server stop.
+    busy = [threading.Thread(target=read, args=(off, 4096), daemon=True)
+            for off in range(0, 32 * MiB, 4 * MiB)]
+    for t in busy:
+        t.start()
+    time.sleep(0.3)
+    stop_at = 60 * MiB   # nbd_hostile.STOP_AT
+    last = threading.Thread(target=read, args=(stop_at, 4096), daemon=True)
+    last.start()
+    log = tmp_path / "hostile-stopping-busy.log"
+    wait_for(lambda: "all gone after" in log.read_text(), scaled(60),
+             "the daemon to leave the stopping server")
+    gone = float(re.search(r"all gone after ([\d.]+) s", log.read_text()).group(1))
+    # Well under the 10 s idle probe (not scaled: that interval is the
+    # daemon's constant); the busy reads are answered 1 s after they came.
+    assert gone < 5, log.read_text()
+    for t in busy + [last]:
+        t.join(timeout=scaled(60))
+        assert not t.is_alive(), "a read did not finish after the restart"
+    for off, got in results.items():
+        assert got == expect(off, 4096), f"read at {off}"
+    assert m.unmount() == 0
+
+
 def _eshutdown_sent(nbdkit_log):
     """True when nbdkit's -v log shows an error reply of ESHUTDOWN."""
     return any("error reply" in line and "shutdown" in line.lower()
@@ -171,17 +217,26 @@ def test_sigterm_lets_nbdkit_go_at_once(mount, catalog, tmp_path):
         reader = threading.Thread(target=lambda: result.update(
             got=_try_read(path, 60 * MiB, 65536)), daemon=True)
         reader.start()
-        # The daemon is meant to let nbdkit go within a second or two once
-        # one connection hears NBD_ESHUTDOWN (0.0-0.72 s measured).  In CI
-        # it once took more than 8 s under ASan although nbdkit's -v log
-        # showed the ESHUTDOWN replies: an open defect (see the closing
-        # note), so this test checks only that nbdkit does go and that the
-        # read succeeds after the restart, and prints how long it took.
+        # Well inside the 10 s after which the idle probes alone would have
+        # let nbdkit go (deliberately not scaled: that interval is the
+        # daemon's constant, not the machine's speed).
         started = time.monotonic()
-        proc.wait(timeout=scaled(60))
-        log = (tmp_path / "srv" / "nbdkit.log").read_text(errors="replace")
-        print(f"nbdkit exited {time.monotonic() - started:.2f} s after SIGTERM"
-              f" (ESHUTDOWN sent: {_eshutdown_sent(log)})")
+        try:
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            # nbdkit answers NBD_ESHUTDOWN only to a request it reads after
+            # the signal; when its connection threads see the stop first
+            # they read nothing more and answer nothing (seen once in CI),
+            # and no client can tell it is stopping until its request times
+            # out.  Only a stop the daemon was told of must be quick.  (A
+            # connection busy with good replies when told once missed it:
+            # test_eshutdown_reaches_connections_busy_with_good_replies.)
+            log = (tmp_path / "srv" / "nbdkit.log").read_text(errors="replace")
+            if _eshutdown_sent(log):
+                pytest.fail("nbdkit answered NBD_ESHUTDOWN, yet still waits for the"
+                            " daemon's connections 8 s after SIGTERM")
+            proc.wait(timeout=scaled(60))
+        print(f"nbdkit exited {time.monotonic() - started:.2f} s after SIGTERM")
         assert proc.returncode == 0, "nbdkit did not exit on its own"
         srv.proc = None
         srv.start()

@@ -81,6 +81,45 @@ def test_multi_file_torrent_entry_picks_the_file(mount, catalog, tmp_path, track
         seeder.stop()
 
 
+def test_stalled_peers_do_not_hold_reads(mount, catalog, tmp_path, tracker, data):
+    """Two peers that claim every piece and then stall (one never answers,
+    one stops in the middle of a piece, both keep their connections open)
+    sit beside a real seeder: every read still completes from the seeder
+    with the right bytes, none waits for the entry's timeout to fail."""
+    from bt_hostile import HostilePeer
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=16)
+    pieces = (6 * MIB + 1234 + 65535) // 65536
+    silent = HostilePeer(info_hash(torrent), pieces, "silent").start()
+    stall = HostilePeer(info_hash(torrent), pieces, "stall").start()
+    seeder = seed(tmp_path, tracker, data, torrent)
+    try:
+        write_entry(catalog, "disk.img", f"source = {torrent}\ntimeout = 20\n"
+                    f"peers = {silent.addr},{stall.addr}\n")
+        m = mount(catalog)
+        path = m.path / "disk.img"
+        expected = (data / "disk.img").read_bytes()
+        with open(path, "rb") as held:   # the entry stays open meanwhile
+            wait_for(lambda: _peers_connected(m) >= 3, scaled(30),
+                     "the seeder and both stalled peers")
+            check_random_reads(path, expected, count=20)
+            assert sha256(path) == sha256(data / "disk.img")
+            held.read(1)
+        print(f"requests: silent {silent.requests}, stall {stall.requests}")
+        assert silent.requests > 0 and stall.requests > 0, \
+            "the stalled peers were never asked"
+        assert "no peer delivered" not in m.log()
+    finally:
+        seeder.stop()
+        silent.stop()
+        stall.stop()
+
+
+def _peers_connected(m):
+    found = re.search(r"torrent-peers: \d+ known, (\d+) connected", m.status())
+    return int(found.group(1)) if found else 0
+
+
 def test_no_peers_gives_eio_after_the_entry_timeout(mount, catalog, tmp_path, tracker, data):
     torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http)
     tracker.allow(info_hash(torrent))

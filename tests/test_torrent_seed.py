@@ -5,12 +5,16 @@ independent leecher (python3-libtorrent) finds the daemon through the
 tracker and gets the whole file from it alone."""
 
 import json
+import os
+import re
+import socket
+import struct
 import subprocess
 
 import pytest
 
 from bt_helpers import Aria2Seeder, info_hash, lt_leech, make_torrent, needs_swarm
-from peers import make_random_file, sha256, wait_for, write_entry
+from peers import make_random_file, scaled, sha256, wait_for, write_entry
 
 pytestmark = needs_swarm
 
@@ -171,3 +175,59 @@ def test_fleet_second_daemon_reads_from_the_first_alone(mount, catalog, tmp_path
     up = int(status_a.split("torrent-seeding:")[1].split("unchoked,")[1].split()[0])
     assert up >= 5 * MIB, status_a
     assert "torrent-fetched: 81 pieces" in b.status(), b.status()
+
+
+def _recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the daemon closed the connection")
+        buf += chunk
+    return buf
+
+
+def _next_message(sock):
+    """(id, payload) of the next message; keep-alives are skipped."""
+    while True:
+        (length,) = struct.unpack(">I", _recv_exact(sock, 4))
+        if length:
+            body = _recv_exact(sock, length)
+            return body[0], body[1:]
+
+
+def test_a_cancelled_request_is_not_served(mount, catalog, tmp_path, tracker, data):
+    """BEP 3 cancel: a leecher that takes a request back before the daemon
+    has served it does not get that block.  A raw peer sends REQUEST A,
+    CANCEL A and REQUEST B in one packet: B arrives, A never does."""
+    torrent = make_torrent(data / "disk.img", tmp_path / "disk.torrent", tracker.http,
+                           piece_log=16)
+    write_entry(catalog, "disk.img", f"source = {torrent}\n")
+    m = mount(catalog)
+    with open(m.path / "disk.img", "rb") as held:   # keeps the entry (and its port) open
+        port = seeding_port(m)
+        read_from_aria2_then_stop_it(tmp_path, tracker, data, torrent, m, "disk.img")
+        ih = bytes.fromhex(info_hash(torrent))
+        with socket.create_connection(("127.0.0.1", port), timeout=scaled(20)) as sock:
+            sock.sendall(b"\x13BitTorrent protocol" + bytes(8) + ih
+                         + b"-PY0001-" + os.urandom(12))
+            assert _recv_exact(sock, 68)[28:48] == ih
+            sock.sendall(struct.pack(">IB", 1, 2))            # interested
+            while _next_message(sock)[0] != 1:                # until unchoked
+                pass
+            request = lambda i: struct.pack(">IBIII", 13, 6, i, 0, 16384)
+            cancel = lambda i: struct.pack(">IBIII", 13, 8, i, 0, 16384)
+            sock.sendall(request(3) + cancel(3) + request(5))
+            blocks = []
+            while 5 not in blocks:
+                mid, payload = _next_message(sock)
+                if mid == 7:
+                    index, begin = struct.unpack(">II", payload[:8])
+                    assert payload[8:] == (data / "disk.img").read_bytes()[
+                        index * 65536 + begin:index * 65536 + begin + 16384]
+                    blocks.append(index)
+            assert blocks == [5], blocks
+        status = m.status()
+        cancelled = re.search(r"(\d+) requests cancelled", status)
+        assert cancelled and int(cancelled.group(1)) == 1, status
+        held.read(1)

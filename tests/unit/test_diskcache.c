@@ -1,6 +1,7 @@
 /* Unit test of the disk cache (cache/diskcache.h): store and read back,
  * persistence across a reopen, validator changes, the size bound, torn
- * files, concurrent readers racing eviction, and an unusable dir. */
+ * files, concurrent readers racing eviction, an unusable dir, and the
+ * data file lent whole (layout, pin against eviction, orphans). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -507,6 +508,163 @@ test_unusable (void)
   disk_cache_free (c);
 }
 
+/* Count the files of dir whose name contains part. */
+static int
+count_named (const char *dir, const char *part)
+{
+  char cmd[4200];
+  FILE *f;
+  int n = -1;
+
+  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -F -e '%s'", dir, part);
+  f = popen (cmd, "r");
+  if (f)
+    {
+      if (fscanf (f, "%d", &n) != 1)
+        n = -1;
+      pclose (f);
+    }
+  return n;
+}
+
+/* Blobs and entry facts count against the bound and are evicted least
+ * recently used first, like chunks; temporary files a crash left behind
+ * are removed when the cache opens. */
+static void
+test_blobs_bounded (const char *dir)
+{
+  uint64_t size = 12 * CHUNK;
+  struct disk_cache_validators v = { "http", "http://x/after-blob", size,
+                                     NULL, NULL };
+  struct disk_cache_entry_facts facts = { .size = 1, .stack = "file", .writable = false };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  char *blob = malloc (2 * CHUNK), path[4300];
+  uint8_t *back;
+  size_t len;
+  int fd;
+
+  CHECK (blob != NULL);
+  fill (blob, 2 * CHUNK, 0, 9);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  disk_cache_remember_blob (c, "torrent-info", "abc", blob, 2 * CHUNK);
+  disk_cache_remember_entry (c, "entry-key", &facts);
+  CHECK (disk_cache_used (c) >= 2 * CHUNK);
+  CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
+                                 &len) == 0 && len == 2 * CHUNK
+         && memcmp (back, blob, len) == 0);
+  free (back);
+  disk_cache_free (c);
+
+  /* Counted again after a restart, and leftovers of cut writes go. */
+  snprintf (path, sizeof path, "%s/0123.dsb.tmp4242", dir);
+  fd = open (path, O_WRONLY | O_CREAT, 0600);
+  CHECK (fd >= 0);
+  close (fd);
+  snprintf (path, sizeof path, "%s/0123.dse.tmp4242", dir);
+  fd = open (path, O_WRONLY | O_CREAT, 0600);
+  CHECK (fd >= 0);
+  close (fd);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (count_named (dir, ".tmp") == 0);
+  CHECK (disk_cache_used (c) >= 2 * CHUNK);
+  /* Newer chunks push the older blob and facts out. */
+  sleep (1);   /* the dormant files' times are in milliseconds; be sure */
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  store (o, size, 0, 12, 5);
+  CHECK (disk_cache_used (c) <= 8 * CHUNK);
+  CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
+                                 &len) == -ENOENT);
+  CHECK (count_named (dir, ".dsb") == 0 && count_named (dir, ".dse") == 0);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  free (blob);
+}
+
+/* True when fd holds [0, size) of the pattern, with no hole. */
+static bool
+data_file_holds (int fd, uint64_t size, unsigned seed)
+{
+  char *got = malloc (CHUNK), *want = malloc (CHUNK);
+  bool ok = got && want && lseek (fd, 0, SEEK_HOLE) == (off_t) size;
+
+  for (uint64_t off = 0; ok && off < size; off += CHUNK)
+    {
+      size_t n = size - off < CHUNK ? size - off : CHUNK;
+      fill (want, n, off, seed);
+      ok = pread (fd, got, n, (off_t) off) == (ssize_t) n
+        && memcmp (got, want, n) == 0;
+    }
+  free (got);
+  free (want);
+  return ok;
+}
+
+/* A complete object lends its data file: the object's bytes at their own
+ * offsets and nothing after them; pinned whole, eviction leaves every
+ * chunk of it; unpinned, it is evictable again. */
+static void
+test_pin_whole (const char *dir)
+{
+  uint64_t size = 3 * CHUNK + 100;
+  struct disk_cache_validators a = { "http", "http://x/pin-a", size, NULL,
+                                     NULL };
+  struct disk_cache_validators b = { "http", "http://x/pin-b", 12 * CHUNK,
+                                     NULL, NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *oa, *ob;
+  struct stat st;
+  int fd = -1;
+
+  rm_rf (dir);
+  CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &a, &oa) == 0);
+  store (oa, size, 0, 3, 7);
+  CHECK (disk_cache_pin_whole (oa, &fd) == -ENODATA);
+  store (oa, size, 3, 4, 7);
+  CHECK (disk_cache_pin_whole (oa, &fd) == 0);
+  CHECK (fd >= 0 && fstat (fd, &st) == 0 && (uint64_t) st.st_size == size);
+  CHECK (data_file_holds (fd, size, 7));
+
+  /* Another object fills the cache three times over: none of the pinned
+   * object's chunks goes, although they are the oldest. */
+  CHECK (disk_cache_open_object (c, &b, &ob) == 0);
+  store (ob, 12 * CHUNK, 0, 12, 8);
+  CHECK (disk_cache_used (c) <= 8 * CHUNK);
+  CHECK (disk_cache_object_present (oa) == size);
+  CHECK (read_check (oa, 0, size, 7) == 0);
+  CHECK (data_file_holds (fd, size, 7));
+  CHECK (read_check (ob, 11 * CHUNK, CHUNK, 8) == 0);
+
+  /* Unpinned, the object is evictable again. */
+  disk_cache_unpin_whole (oa);
+  disk_cache_invalidate (ob);
+  store (ob, 12 * CHUNK, 0, 8, 9);
+  CHECK (disk_cache_object_present (oa) < size);
+  CHECK (disk_cache_pin_whole (oa, &fd) == -ENODATA);
+  disk_cache_close_object (ob);
+  disk_cache_close_object (oa);
+  disk_cache_free (c);
+
+  /* A data file without its metadata (a crash while dropping) is
+   * removed by the next scan; so is a version 1 object (data inside the
+   * .dsc), with its metadata. */
+  {
+    char cmd[4200];
+    snprintf (cmd, sizeof cmd, "cd '%s' && touch 0123.dsd && "
+              "for f in *.dsc; do printf '\\001' | dd of=\"$f\" bs=1 "
+              "seek=8 conv=notrunc status=none; done", dir);
+    CHECK (system (cmd) == 0);
+    CHECK (count_objects (dir) == 2);
+    CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
+    CHECK (count_objects (dir) == 0);
+    snprintf (cmd, sizeof cmd, "ls '%s' | grep -q '\\.dsd$'", dir);
+    CHECK (system (cmd) != 0);
+    CHECK (disk_cache_used (c) == 0);
+    disk_cache_free (c);
+  }
+}
+
 int
 main (void)
 {
@@ -524,7 +682,10 @@ main (void)
   test_huge (sub);
   test_planted_symlinks (sub);
   test_private_dir (sub);
+  rm_rf (sub);
+  test_blobs_bounded (sub);
   test_unusable ();
+  test_pin_whole (sub);
   rm_rf (dir);
   if (check_failures)
     fprintf (stderr, "%d checks failed\n", check_failures);

@@ -11,7 +11,7 @@ fs_before_loop (struct fuse_session *se, bool want_passthrough)
 {
   if (!want_passthrough)
     {
-      log_info ("passthrough: off (--passthrough=off)");
+      log_info ("FUSE passthrough off: --passthrough=off");
       return;
     }
   if (passthrough_negotiate (se) < 0)

@@ -11,14 +11,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "layer.h"
+#include "mountinfo.h"
 #include "thread.h"
 
-#define FUSE_SUPER_MAGIC 0x65735546
 #define FIND_MOUNT_TRIES 100        /* x 100 ms */
 #define POLL_MS 1000                /* also re-read now and then */
 
@@ -75,13 +74,14 @@ find_our_device (void)
 {
   for (int i = 0;; i++)
     {
-      struct statfs sfs;
-      struct stat st;
       struct pollfd p = { stop_pipe[0], POLLIN, 0 };
+      dev_t dev;
 
-      if (statfs (watched, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC
-          && stat (watched, &st) == 0)
-        return st.st_dev;
+      /* From the mount table, not a stat of the mountpoint: a stat in
+       * flight when `diskshelf CAT MNT && fusermount3 -u MNT` unmounts
+       * made the unmount fail with EBUSY. */
+      if (mountinfo_device (watched, "fuse.diskshelf", &dev))
+        return dev;
       if (i == FIND_MOUNT_TRIES)
         log_warning ("the mount %s is not visible after %d s; still waiting"
                      " to watch it for a lazy unmount", watched,

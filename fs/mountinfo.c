@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 
 #include "error.h"
@@ -29,10 +30,11 @@ unescape (char *s)
   *out = '\0';
 }
 
-/* The last (topmost) mountinfo line whose mount point is path. */
-bool
-mountinfo_find (const char *path, char *fstype, size_t fstype_size,
-                char *source, size_t source_size)
+/* The last (topmost) mountinfo line whose mount point is path: its
+ * type, source and device (any pointer but path may be NULL). */
+static bool
+find_top (const char *path, char *fstype, size_t fstype_size,
+          char *source, size_t source_size, dev_t *dev)
 {
   char line[8192];
   bool found = false;
@@ -44,21 +46,43 @@ mountinfo_find (const char *path, char *fstype, size_t fstype_size,
     {
       char target[4096], type[256], src[4096];
       const char *dash = strstr (line, " - ");
+      unsigned maj, min;
 
       if (dash == NULL
-          || sscanf (line, "%*s %*s %*s %*s %4095s", target) != 1
+          || sscanf (line, "%*s %*s %u:%u %*s %4095s", &maj, &min,
+                     target) != 3
           || sscanf (dash + 3, "%255s %4095s", type, src) != 2)
         continue;
       unescape (target);
       if (strcmp (target, path) != 0)
         continue;
       unescape (src);
-      snprintf (fstype, fstype_size, "%s", type);
-      snprintf (source, source_size, "%s", src);
+      if (fstype)
+        snprintf (fstype, fstype_size, "%s", type);
+      if (source)
+        snprintf (source, source_size, "%s", src);
+      if (dev)
+        *dev = makedev (maj, min);
       found = true;
     }
   fclose (fp);
   return found;
+}
+
+bool
+mountinfo_find (const char *path, char *fstype, size_t fstype_size,
+                char *source, size_t source_size)
+{
+  return find_top (path, fstype, fstype_size, source, source_size, NULL);
+}
+
+bool
+mountinfo_device (const char *path, const char *fstype, dev_t *dev)
+{
+  char type[256];
+
+  return find_top (path, type, sizeof type, NULL, 0, dev)
+         && strcmp (type, fstype) == 0;
 }
 
 /* EBUSY when a diskshelf mount is on path already. */

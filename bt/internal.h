@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "bt.h"
 #include "thread.h"
@@ -26,7 +27,12 @@ enum piece_state
   PIECE_VERIFIED,      /* in the store and its SHA-1 matched */
 };
 
-/* A piece some reader is waiting for. */
+/* A piece some reader is waiting for.  A connection that assembled it
+ * hands the bytes over unverified (`raw`), and a reader waiting in
+ * bt_read_piece checks the SHA-1 on its own thread: the connection
+ * thread, one per peer and the serial part of a download, goes back to
+ * the socket at once, and the hashing is spread over the readers.  No
+ * byte of `raw` leaves the session before it passed. */
 struct want
 {
   struct want *next;
@@ -36,7 +42,13 @@ struct want
   double assigned_at;  /* when the first one started (monotonic s) */
   bool done;
   bool prefetch;       /* asked by bt_prefetch_piece, not yet read */
+  bool verifying;      /* a reader is checking `raw` (taken out) */
   uint8_t *buf;        /* the verified bytes once done */
+  uint8_t *raw;        /* assembled, not yet verified, or NULL */
+  uint64_t raw_conn;   /* the connection that sent raw (bt_conn.serial) */
+  ssize_t raw_peer;    /* its peers[] index, -1: incoming */
+  pthread_cond_t cond; /* done, raw arrived, or stopping (its readers
+                          only: no herd of every reader per piece) */
 };
 
 enum peer_state { PEER_IDLE, PEER_CONNECTED, PEER_BANNED, PEER_SELF };
@@ -72,7 +84,10 @@ struct bt_session
   uint32_t key;
 
   pthread_mutex_t lock;
-  pthread_cond_t cond;           /* want done, conns gone, stopping */
+  pthread_cond_t cond;           /* conns gone, stopping (readers wait
+                                    on their want's own cond) */
+  pthread_condattr_t cond_attr;  /* CLOCK_MONOTONIC, for wants' conds */
+  uint64_t conn_serial;          /* lock; the last bt_conn.serial */
   bool stopping;                 /* lock */
   atomic_bool cancel;            /* = stopping, read without the lock by
                                     a running announce */
@@ -128,6 +143,9 @@ int session_piece_from_store (struct bt_session *s, uint32_t index,
                               uint8_t *buf);
 void session_piece_verified (struct bt_session *s, uint32_t index,
                              const uint8_t *buf);
+bool session_piece_assembled (struct bt_session *s, uint32_t index,
+                              uint8_t *buf, uint64_t conn_serial,
+                              ssize_t peer_index);
 void session_announce_locked (struct bt_session *s, uint32_t index);
 void session_avail_add_locked (struct bt_session *s, const uint8_t *map,
                                int delta);
@@ -145,6 +163,8 @@ void session_peer_addr_text (const struct bt_peer_addr *a, char *buf,
 int conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index);
 void conn_wake (struct bt_conn *c);
 void conn_shutdown (struct bt_conn *c);
+bool conn_ban_locked (struct bt_session *s, uint64_t serial,
+                      ssize_t peer_index);
 struct bt_conn *conn_next (struct bt_conn *c);
 
 /* seeding.c */

@@ -44,6 +44,8 @@
 #define DEAD_AFTER 150.0        /* nothing received at all, seconds */
 #define KEEPALIVE_AFTER 90.0
 #define IO_TIMEOUT 30.0
+#define RECV_BUFFER (256 * 1024)  /* first receive buffer, bytes */
+#define RECV_MIN_ROOM (64 * 1024) /* grown below this much room */
 /* End game: another connection joins a piece a reader is blocked on
  * each time this long (seconds) has passed since the piece was first
  * taken (the second after 1 s, the third after 2 s, ...), up to
@@ -89,6 +91,9 @@ struct bt_conn
   int fd;
   int wake_fd;
   ssize_t peer_index;           /* -1: incoming */
+  uint64_t serial;              /* unique in the session (fixed) */
+  bool ban_by_reader;           /* session lock; a reader found a piece
+                                   it sent bad (conn_ban_locked) */
   char addr[80];
   bool fast, ext;
   bool counted;                 /* in stats.peers_connected */
@@ -167,6 +172,24 @@ conn_wake (struct bt_conn *c)
     {
       /* the counter is full: the thread is awake anyway */
     }
+}
+
+/* Ban the connection with this serial, and any other to the same peer
+ * entry (peer_index >= 0): a reader found a piece it sent bad.  False
+ * when none is there any more (session lock held). */
+bool
+conn_ban_locked (struct bt_session *s, uint64_t serial, ssize_t peer_index)
+{
+  bool found = false;
+  for (struct bt_conn *c = s->conns; c != NULL; c = c->next)
+    if (c->serial == serial || (peer_index >= 0
+                                && c->peer_index == peer_index))
+      {
+        c->ban_by_reader = true;
+        conn_shutdown (c);
+        found = true;
+      }
+  return found;
 }
 
 /* Make the connection's blocking calls return (session closing). */
@@ -435,7 +458,8 @@ pick_piece_locked (struct bt_conn *c)
   unsigned ties = 0;
   for (struct want *w = s->wants; w != NULL; w = w->next)
     {
-      if (w->done || !bit_get (c->peer_has, w->index)
+      if (w->done || w->raw != NULL || w->verifying
+          || !bit_get (c->peer_has, w->index)
           || bit_get (c->refused, w->index)
           || s->piece_state[w->index] == PIECE_VERIFIED)
         continue;
@@ -496,7 +520,8 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
       {
         bool wanted = false;
         for (struct want *w = s->wants; w != NULL && !wanted; w = w->next)
-          wanted = w->index == c->as[k].index && !w->done;
+          wanted = w->index == c->as[k].index && !w->done
+                   && w->raw == NULL && !w->verifying;
         /* Keep a piece nobody waits for any more only if it is well
          * under way: it will be stored and served. */
         if (!wanted && c->as[k].received == 0)
@@ -573,26 +598,45 @@ update (struct bt_conn *c)
     haves[nhaves++] = s->have_log[c->have_sent++];
   unsigned nreq = plan_locked (c, reqs, 64, &interested);
   pthread_mutex_unlock (&s->lock);
+  /* Every message of this round goes out in one send (at most 64
+   * cancels, then the choke from update_choke, then 256 haves, the
+   * interest and 64 requests): one syscall here and one wakeup at the
+   * peer instead of one per 17-byte message. */
+  uint8_t out[(64 + 256 + 1 + 64) * 17];
+  size_t len = 0;
   int r = 0;
-  for (unsigned i = 0; i < c->ncancels && r == 0 && !c->peer_choking; i++)
-    r = send_simple (c, BT_MSG_CANCEL, c->cancels[i].index,
-                     c->cancels[i].begin, c->cancels[i].length);
+  for (unsigned i = 0; i < c->ncancels && !c->peer_choking; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_CANCEL,
+                                 .index = c->cancels[i].index,
+                                 .begin = c->cancels[i].begin,
+                                 .length = c->cancels[i].length });
   c->ncancels = 0;
+  if (len > 0)
+    r = send_all (c, out, len);
+  len = 0;
   if (r == 0)
     r = update_choke (c);
-  for (unsigned i = 0; i < nhaves && r == 0 && s->set.listen; i++)
-    r = send_simple (c, BT_MSG_HAVE, haves[i], 0, 0);
-  if (r == 0 && interested != c->am_interested)
+  for (unsigned i = 0; i < nhaves && s->set.listen; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_HAVE, .index = haves[i] });
+  if (interested != c->am_interested)
     {
       c->am_interested = interested;
-      r = send_simple (c, interested ? BT_MSG_INTERESTED
-                       : BT_MSG_NOT_INTERESTED, 0, 0, 0);
+      len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                   .id = interested ? BT_MSG_INTERESTED
+                                   : BT_MSG_NOT_INTERESTED });
     }
   if (nreq > 0 && c->outstanding == nreq)
     c->last_block = clock_seconds ();   /* the clock starts now */
-  for (unsigned i = 0; i < nreq && r == 0; i++)
-    r = send_simple (c, BT_MSG_REQUEST, reqs[i].index, reqs[i].begin,
-                     reqs[i].length);
+  for (unsigned i = 0; i < nreq; i++)
+    len += bt_wire_put_simple (out + len, &(struct bt_msg) {
+                                 .id = BT_MSG_REQUEST,
+                                 .index = reqs[i].index,
+                                 .begin = reqs[i].begin,
+                                 .length = reqs[i].length });
+  if (r == 0 && len > 0)
+    r = send_all (c, out, len);
   return r;
 }
 
@@ -632,6 +676,17 @@ on_piece (struct bt_conn *c, const struct bt_msg *m)
   pthread_mutex_unlock (&s->lock);
   if (a->received < a->nblocks)
     return 0;
+  /* A reader waits for it: it checks the SHA-1 on its own thread. */
+  if (session_piece_assembled (s, a->index, a->buf, c->serial,
+                               c->peer_index))
+    {
+      a->buf = NULL;
+      c->got_piece = true;
+      pthread_mutex_lock (&s->lock);
+      drop_assembly_locked (c, k);
+      pthread_mutex_unlock (&s->lock);
+      return 0;
+    }
   bool good = session_verify (s, a->index, a->buf);
   uint32_t index = a->index;
   if (good)
@@ -856,9 +911,12 @@ cancelled_later (const uint8_t *buf, size_t len,
 static int
 on_readable (struct bt_conn *c)
 {
-  if (c->rcap - c->rlen < 16384)
+  /* Room for many blocks per recv: a fast peer fills 64 KiB between two
+   * polls, and every round trip through poll, recv and update costs a
+   * few syscalls and the session lock. */
+  if (c->rcap - c->rlen < RECV_MIN_ROOM)
     {
-      size_t cap = c->rcap ? c->rcap * 2 : 65536;
+      size_t cap = c->rcap ? c->rcap * 2 : RECV_BUFFER;
       uint8_t *p = realloc (c->rbuf, cap);
       if (p == NULL)
         return error_set (ENOMEM, "out of memory");
@@ -991,7 +1049,7 @@ conn_finish (struct bt_conn *c, int result)
     {
       struct peer_entry *e = &s->peers[c->peer_index];
       s->outgoing_conns--;
-      if (c->ban)
+      if (c->ban || c->ban_by_reader)
         {
           e->state = PEER_BANNED;
           s->stats.peers_banned++;
@@ -1079,6 +1137,7 @@ conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index)
   c->s = s;
   c->fd = fd;
   c->peer_index = peer_index;
+  c->serial = ++s->conn_serial;
   c->peer_choking = c->am_choking = true;
   c->serve_index = -1;
   c->peer_has = calloc (bytes, 1);

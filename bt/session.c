@@ -108,16 +108,21 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
   return good ? 0 : -ENOENT;
 }
 
-/* Record a piece a connection fetched and verified: store it, hand it to
- * its readers, and queue HAVE messages for every connection. */
-void
-session_piece_verified (struct bt_session *s, uint32_t index,
-                        const uint8_t *buf)
+/* Offer a verified piece to the store; true when it kept it (lock not
+ * held). */
+static bool
+piece_to_store (struct bt_session *s, uint32_t index, const uint8_t *buf)
 {
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
-  bool stored = s->store.write_piece != NULL && s->store.read_piece != NULL
-                && s->store.write_piece (s->store_ctx, index, buf, size) == 0;
-  pthread_mutex_lock (&s->lock);
+  return s->store.write_piece != NULL && s->store.read_piece != NULL
+         && s->store.write_piece (s->store_ctx, index, buf, size) == 0;
+}
+
+/* A fetched piece passed its SHA-1: count it, and once the store has it
+ * offer it to peers (lock held). */
+static void
+piece_good_locked (struct bt_session *s, uint32_t index, bool stored)
+{
   s->stats.pieces_fetched++;
   if (stored && s->piece_state[index] != PIECE_VERIFIED)
     {
@@ -125,6 +130,20 @@ session_piece_verified (struct bt_session *s, uint32_t index,
       s->verified_count++;
       session_announce_locked (s, index);
     }
+  session_wake_conns_locked (s);
+}
+
+/* Record a piece a connection fetched and verified itself (no reader
+ * took it unverified): store it, hand it to any reader that came
+ * meanwhile, and queue HAVE messages for every connection. */
+void
+session_piece_verified (struct bt_session *s, uint32_t index,
+                        const uint8_t *buf)
+{
+  uint32_t size = bt_metainfo_piece_size (s->mi, index);
+  bool stored = piece_to_store (s, index, buf);
+  pthread_mutex_lock (&s->lock);
+  piece_good_locked (s, index, stored);
   for (struct want *w = s->wants; w != NULL; w = w->next)
     if (w->index == index && !w->done)
       {
@@ -133,11 +152,76 @@ session_piece_verified (struct bt_session *s, uint32_t index,
           {
             memcpy (w->buf, buf, size);
             w->done = true;
+            pthread_cond_broadcast (&w->cond);
           }
       }
-  pthread_cond_broadcast (&s->cond);
-  session_wake_conns_locked (s);
   pthread_mutex_unlock (&s->lock);
+}
+
+/* A connection assembled piece index: hand its bytes (buf, malloc'd,
+ * taken on success) unverified to the piece's want, whose reader checks
+ * them (see struct want).  False when no want takes them (none, done,
+ * or holding a copy already): the caller then verifies on its own. */
+bool
+session_piece_assembled (struct bt_session *s, uint32_t index, uint8_t *buf,
+                         uint64_t conn_serial, ssize_t peer_index)
+{
+  bool taken = false;
+  pthread_mutex_lock (&s->lock);
+  for (struct want *w = s->wants; w != NULL && !taken; w = w->next)
+    if (w->index == index && !w->done && w->raw == NULL && !w->verifying
+        && s->piece_state[index] != PIECE_VERIFIED)
+      {
+        w->raw = buf;
+        w->raw_conn = conn_serial;
+        w->raw_peer = peer_index;
+        pthread_cond_signal (&w->cond);
+        taken = true;
+      }
+  pthread_mutex_unlock (&s->lock);
+  return taken;
+}
+
+/* A reader checks the unverified copy its want holds (lock held; it is
+ * dropped while hashing): good, the want is done; bad, the sender is
+ * banned and the piece is fetched again from another peer. */
+static void
+verify_raw_locked (struct bt_session *s, struct want *w)
+{
+  uint8_t *raw = w->raw;
+  uint64_t from = w->raw_conn;
+  ssize_t peer = w->raw_peer;
+  uint32_t index = w->index;
+
+  w->raw = NULL;
+  w->verifying = true;
+  pthread_mutex_unlock (&s->lock);
+  bool good = session_verify (s, index, raw);
+  bool stored = good && piece_to_store (s, index, raw);
+  pthread_mutex_lock (&s->lock);
+  w->verifying = false;
+  if (good)
+    {
+      w->buf = raw;
+      w->done = true;
+      piece_good_locked (s, index, stored);
+      pthread_cond_broadcast (&w->cond);
+      return;
+    }
+  free (raw);
+  s->stats.hash_failures++;
+  if (!conn_ban_locked (s, from, peer) && peer >= 0
+      && s->peers[peer].state != PEER_BANNED)
+    {
+      s->peers[peer].state = PEER_BANNED;      /* it left already */
+      s->stats.peers_banned++;
+    }
+  char addr[80] = "(incoming)";
+  if (peer >= 0)
+    session_peer_addr_text (&s->peers[peer].addr, addr, sizeof addr);
+  log_warning ("bt: %s: peer %s sent piece %u that fails its SHA-1; "
+               "banning it", s->name, addr, index);
+  session_wake_conns_locked (s);               /* ask another peer */
 }
 
 /* Queue a HAVE for piece index to every connection, once per piece
@@ -303,11 +387,9 @@ bt_session_open (const struct bt_metainfo *mi,
   s->store_ctx = store_ctx;
   s->listen_fd = -1;
   pthread_mutex_init (&s->lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init (&ca);
-  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
-  pthread_cond_init (&s->cond, &ca);
-  pthread_condattr_destroy (&ca);
+  pthread_condattr_init (&s->cond_attr);
+  pthread_condattr_setclock (&s->cond_attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&s->cond, &s->cond_attr);
   /* Azureus-style peer id: client "DS", version 0.1, then random. */
   memcpy (s->peer_id, "-DS0010-", 8);
   if (getrandom (s->peer_id + 8, 12, 0) != 12
@@ -357,6 +439,29 @@ bt_session_open (const struct bt_metainfo *mi,
   return 0;
 }
 
+/* A new want for piece index, first in the list, or NULL (lock held). */
+static struct want *
+want_new_locked (struct bt_session *s, uint32_t index)
+{
+  struct want *w = calloc (1, sizeof *w);
+  if (w == NULL)
+    return NULL;
+  w->index = index;
+  w->raw_peer = -1;
+  pthread_cond_init (&w->cond, &s->cond_attr);
+  w->next = s->wants;
+  s->wants = w;
+  return w;
+}
+
+/* Wake every reader (stopping) (lock held). */
+static void
+wake_all_readers_locked (struct bt_session *s)
+{
+  for (struct want *w = s->wants; w != NULL; w = w->next)
+    pthread_cond_broadcast (&w->cond);
+}
+
 /* Find the want for index (lock held). */
 static struct want *
 find_want (struct bt_session *s, uint32_t index)
@@ -378,6 +483,8 @@ drop_want_locked (struct bt_session *s, struct want *w)
         if (w->prefetch)
           s->prefetches--;
         free (w->buf);
+        free (w->raw);
+        pthread_cond_destroy (&w->cond);
         free (w);
         return;
       }
@@ -410,7 +517,8 @@ bt_prefetch_piece (struct bt_session *s, uint32_t index)
        * first); if all are still in flight, skip this one. */
       struct want *oldest = NULL;
       for (struct want *w = s->wants; w != NULL; w = w->next)
-        if (w->prefetch && w->waiters == 0 && w->done)
+        if (w->prefetch && w->waiters == 0 && (w->done || w->raw != NULL)
+            && !w->verifying)
           oldest = w;
       if (oldest == NULL)
         {
@@ -419,13 +527,10 @@ bt_prefetch_piece (struct bt_session *s, uint32_t index)
         }
       drop_want_locked (s, oldest);
     }
-  struct want *w = calloc (1, sizeof *w);
+  struct want *w = want_new_locked (s, index);
   if (w != NULL)
     {
-      w->index = index;
       w->prefetch = true;
-      w->next = s->wants;
-      s->wants = w;
       s->prefetches++;
       session_maybe_connect_locked (s);
       session_wake_conns_locked (s);
@@ -465,17 +570,10 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
                         known);
     }
   struct want *w = find_want (s, index);
-  if (w == NULL)
+  if (w == NULL && (w = want_new_locked (s, index)) == NULL)
     {
-      w = calloc (1, sizeof *w);
-      if (w == NULL)
-        {
-          pthread_mutex_unlock (&s->lock);
-          return error_set (ENOMEM, "bt: %s: out of memory", s->name);
-        }
-      w->index = index;
-      w->next = s->wants;
-      s->wants = w;
+      pthread_mutex_unlock (&s->lock);
+      return error_set (ENOMEM, "bt: %s: out of memory", s->name);
     }
   if (w->prefetch)
     {
@@ -487,7 +585,10 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
   session_wake_conns_locked (s);
   int r = 0;
   while (!w->done && !s->stopping && r == 0)
-    r = pthread_cond_timedwait (&s->cond, &s->lock, &deadline);
+    if (w->raw != NULL && !w->verifying)
+      verify_raw_locked (s, w);
+    else
+      r = pthread_cond_timedwait (&w->cond, &s->lock, &deadline);
   bool done = w->done;
   if (done)
     memcpy (buf, w->buf, size);
@@ -512,6 +613,7 @@ bt_session_abort_reads (struct bt_session *s)
   pthread_mutex_lock (&s->lock);
   s->stopping = true;
   pthread_cond_broadcast (&s->cond);
+  wake_all_readers_locked (s);
   pthread_mutex_unlock (&s->lock);
 }
 
@@ -546,6 +648,7 @@ bt_session_close (struct bt_session *s)
   s->stopping = true;
   atomic_store (&s->cancel, true);
   pthread_cond_broadcast (&s->cond);
+  wake_all_readers_locked (s);
   for (struct bt_conn *c = s->conns; c != NULL; c = conn_next (c))
     conn_shutdown (c);
   pthread_mutex_unlock (&s->lock);
@@ -564,6 +667,7 @@ bt_session_close (struct bt_session *s)
   free (s->avail);
   free (s->name);
   pthread_cond_destroy (&s->cond);
+  pthread_condattr_destroy (&s->cond_attr);
   pthread_mutex_destroy (&s->lock);
   free (s);
 }

@@ -1,16 +1,22 @@
 /* Unit tests for a session with no network (no trackers, no peers): a
  * store's pieces are verified before they are returned, a corrupt one is
- * never handed out (EIO after the timeout), and bad indexes are refused. */
+ * never handed out (EIO after the timeout), and bad indexes are refused;
+ * a piece a connection hands over unverified is checked by the reader
+ * waiting for it: a bad copy is counted and waited past, a good one is
+ * returned. */
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../tests/unit/check.h"
 #include "bt.h"
 #include "error.h"
+#include "internal.h"
+#include "thread.h"
 #include "test_fixture.h"
 
 static int corrupt_piece = -1;
@@ -32,6 +38,76 @@ read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
   if ((int) index == corrupt_piece)
     buf[len / 2] ^= 1;
   return 0;
+}
+
+/* A reader of piece 1 on its own thread. */
+struct reader
+{
+  struct bt_session *s;
+  uint8_t buf[PLEN];
+  int r;
+};
+
+static void *
+reader_main (void *arg)
+{
+  struct reader *rd = arg;
+  rd->r = bt_read_piece (rd->s, 1, rd->buf);
+  return NULL;
+}
+
+/* Wait (up to 5 s) until a reader waits for piece 1, or the session has
+ * counted `failures` hash failures. */
+static bool
+wait_for (struct bt_session *s, bool want, uint64_t failures)
+{
+  for (int i = 0; i < 500; i++)
+    {
+      bool ok;
+      pthread_mutex_lock (&s->lock);
+      ok = want ? s->wants != NULL && s->wants->waiters > 0
+                : s->stats.hash_failures >= failures;
+      pthread_mutex_unlock (&s->lock);
+      if (ok)
+        return true;
+      nanosleep (&(struct timespec) { 0, 10000000 }, NULL);
+    }
+  return false;
+}
+
+/* A connection's unverified piece goes to the reader waiting for it,
+ * which checks it: the bad copy is never returned. */
+static void
+test_reader_verifies (struct bt_metainfo *mi)
+{
+  struct bt_settings set = { .timeout = 10, .name = "unit" };
+  struct bt_session *s;
+  struct reader rd = { .r = 1 };
+  pthread_t t;
+
+  CHECK (bt_session_open (mi, &set, NULL, NULL, &s) == 0);
+  rd.s = s;
+  CHECK (thread_create (&t, NULL, reader_main, &rd) == 0);
+  CHECK (wait_for (s, true, 0));
+  uint8_t *bad = malloc (PLEN), *good = malloc (PLEN);
+  memcpy (bad, content + PLEN, PLEN);
+  bad[7] ^= 0x40;
+  memcpy (good, content + PLEN, PLEN);
+  CHECK (session_piece_assembled (s, 1, bad, 99, -1));
+  CHECK (wait_for (s, false, 1));
+  CHECK (rd.r == 1);                    /* still waiting */
+  CHECK (session_piece_assembled (s, 1, good, 100, -1));
+  pthread_join (t, NULL);
+  CHECK (rd.r == 0);
+  CHECK (memcmp (rd.buf, content + PLEN, PLEN) == 0);
+  struct bt_stats st;
+  bt_session_stats (s, &st);
+  CHECK (st.hash_failures == 1 && st.pieces_fetched == 1);
+  /* Nobody wants piece 2: a connection verifies it itself. */
+  uint8_t *other = malloc (PLEN);
+  CHECK (!session_piece_assembled (s, 2, other, 101, -1));
+  free (other);
+  bt_session_close (s);
 }
 
 int
@@ -73,6 +149,7 @@ main (void)
 
   bt_session_close (s);
   free (buf);
+  test_reader_verifies (mi);
   bt_metainfo_free (mi);
   if (check_failures == 0)
     printf ("session: all checks passed\n");

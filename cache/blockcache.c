@@ -84,6 +84,7 @@ struct block_cache_client
   block_cache_decode_fn decode;
   void *opaque;
   unsigned running;             /* jobs decoding with this client */
+  bool leaving;                 /* in block_cache_client_free: no new jobs */
   struct block_cache_client *next;      /* obj->clients */
 };
 
@@ -748,6 +749,7 @@ block_cache_client_free (struct block_cache_client *client)
   c = client->cache;
   obj = client->obj;
   pthread_mutex_lock (&c->lock);
+  client->leaving = true;
   for (pp = &obj->clients; *pp; pp = &(*pp)->next)
     if (*pp == client)
       {
@@ -930,7 +932,11 @@ block_cache_prefetch (struct block_cache_client *client, uint64_t index,
 
   pthread_mutex_lock (&c->lock);
   e = lookup (c, client->obj, index);
-  if (e == NULL)
+  if (client->leaving)
+    /* Called from a decode callback of a client being freed (which
+     * waits for that callback): its jobs are being dropped. */
+    ok = false;
+  else if (e == NULL)
     {
       /* Read-ahead stops while the cache is under pressure: a miss
        * waits for room, or what readers hold or will read fills it. */

@@ -102,7 +102,9 @@ int block_cache_read (struct block_cache_client *client, uint64_t index,
 
 /* Queue a decode of block index in the background, unless it is cached,
  * already queued, or would push memory past the bound.  Returns true
- * when the block is cached or on its way. */
+ * when the block is cached or on its way.  May be called from a decode
+ * callback (with any client of the cache); refused once
+ * block_cache_client_free of the client has begun. */
 bool block_cache_prefetch (struct block_cache_client *client, uint64_t index,
                            size_t block_size);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -866,16 +867,49 @@ disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
   return true;
 }
 
-/* Write one chunk's data; false on failure (the chunk stays absent). */
+/* Write all of parts[0..nparts) (len bytes in all) at off, resuming
+ * after short writes; 0 or an errno (ENOSPC for a write of nothing). */
+static int
+pwritev_all (int fd, const struct iovec *parts, int nparts, uint64_t len,
+             off_t off)
+{
+  struct iovec iov[DISK_CACHE_MAX_PARTS];
+  int n = nparts, k = 0;
+  uint64_t done = 0;
+
+  memcpy (iov, parts, (size_t) nparts * sizeof *iov);
+  while (done < len)
+    {
+      ssize_t r = pwritev (fd, iov + k, n - k, off + (off_t) done);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        return r < 0 ? errno : ENOSPC;
+      done += (uint64_t) r;
+      /* Skip what was written. */
+      while (k < n && (size_t) r >= iov[k].iov_len)
+        r -= (ssize_t) iov[k++].iov_len;
+      if (k < n)
+        {
+          iov[k].iov_base = (char *) iov[k].iov_base + r;
+          iov[k].iov_len -= (size_t) r;
+        }
+    }
+  return 0;
+}
+
+/* Write one chunk's data, given in parts (len bytes in all); false on
+ * failure (the chunk stays absent). */
 static bool
-write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
-             uint64_t len)
+write_chunk (struct disk_cache_object *obj, uint64_t i,
+             const struct iovec *parts, int nparts, uint64_t len)
 {
   struct disk_cache *cache = obj->cache;
   struct dc_page *pg = dc_page_make (obj, i);
   size_t slot = i % DC_PAGE_CHUNKS;
-  uint64_t off = i * DISK_CACHE_CHUNK, done = 0;
+  uint64_t off = i * DISK_CACHE_CHUNK;
   uint32_t s;
+  int err;
 
   if (pg == NULL)
     return false;
@@ -889,24 +923,17 @@ write_chunk (struct disk_cache_object *obj, uint64_t i, const char *p,
       atomic_store (&pg->state[slot], s);
       return false;
     }
-  while (done < len)
+  err = pwritev_all (obj->fd, parts, nparts, len,
+                     (off_t) (obj->data_off + off));
+  if (err != 0)
     {
-      ssize_t r = pwrite (obj->fd, p + done, len - done,
-                          (off_t) (obj->data_off + off + done));
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r <= 0)
-        {
-          int err = r < 0 ? errno : ENOSPC;
-          fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                     (off_t) (obj->data_off + off), (off_t) len);
-          atomic_store (&pg->state[slot], s);
-          atomic_fetch_sub (&cache->used, len);
-          warn_unstored (cache, "cannot write", err);
-          atomic_store (&cache->write_pause_until_ms, dc_now_ms () + 5000);
-          return false;
-        }
-      done += (uint64_t) r;
+      fallocate (obj->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 (off_t) (obj->data_off + off), (off_t) len);
+      atomic_store (&pg->state[slot], s);
+      atomic_fetch_sub (&cache->used, len);
+      warn_unstored (cache, "cannot write", err);
+      atomic_store (&cache->write_pause_until_ms, dc_now_ms () + 5000);
+      return false;
     }
   atomic_store (&pg->stamp[slot], dc_now_ms ());
   atomic_fetch_add (&obj->present, len);
@@ -954,12 +981,35 @@ disk_cache_write (struct disk_cache_object *obj, const void *buf,
       uint64_t i = offset / DISK_CACHE_CHUNK;
       uint64_t len = dc_chunk_len (obj->size, i);
 
-      if (!write_chunk (obj, i, p, len))
+      struct iovec part = { (void *) p, len };
+      if (!write_chunk (obj, i, &part, 1, len))
         break;
       p += len;
       offset += len;
       count -= len;
     }
+  return 0;
+}
+
+/* Store one whole chunk given in parts (see diskcache.h). */
+int
+disk_cache_write_parts (struct disk_cache_object *obj,
+                        const struct iovec *parts, int nparts,
+                        uint64_t offset)
+{
+  uint64_t i = offset / DISK_CACHE_CHUNK, len = 0;
+
+  for (int k = 0; k < nparts; k++)
+    len += parts[k].iov_len;
+  if (offset % DISK_CACHE_CHUNK != 0 || offset >= obj->size
+      || nparts < 1 || nparts > DISK_CACHE_MAX_PARTS
+      || len != dc_chunk_len (obj->size, i))
+    return error_set (EINVAL, "cache: write of %llu bytes in %d parts at "
+                      "%llu is not one whole chunk", (unsigned long long) len,
+                      nparts, (unsigned long long) offset);
+  if (obj->fd < 0 || dc_now_ms () < atomic_load (&obj->cache->write_pause_until_ms))
+    return 0;
+  write_chunk (obj, i, parts, nparts, len);
   return 0;
 }
 

@@ -91,6 +91,17 @@ void disk_cache_unpin_whole (struct disk_cache_object *obj);
 int disk_cache_write (struct disk_cache_object *obj, const void *buf,
                       size_t count, uint64_t offset);
 
+/* The same for one whole chunk at offset given in nparts pieces (at most
+ * DISK_CACHE_MAX_PARTS, together the chunk's length), written with one
+ * pwritev: a caller holding a chunk as several buffers (torrent pieces
+ * of 16-512 KiB) need not copy them into one.  -EINVAL when they are
+ * not exactly one chunk. */
+#define DISK_CACHE_MAX_PARTS 64
+struct iovec;
+int disk_cache_write_parts (struct disk_cache_object *obj,
+                            const struct iovec *parts, int nparts,
+                            uint64_t offset);
+
 /* Drop every chunk of the object: its remote copy changed.  Chunks
  * written afterwards are kept again (the caller stops writing when the
  * object is no longer the one the validators describe). */

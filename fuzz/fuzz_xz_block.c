@@ -2,7 +2,8 @@
  * where a valid index (index.c) points: the block header, the filter
  * chain and its memory limit, sizes against the index, the check; then
  * the partial decoder, segment by segment, against the digests of the
- * verified decode. */
+ * verified decode; and the zero-block signatures (zerosig.c): a block
+ * verified as zeroes must be recognised as zeroes again. */
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct layer *lower = memory_layer_new (data, size);
   struct xz_index idx;
   struct xz_digests dg;
+  struct xz_zero_sigs zs;
   size_t n;
 
   if (lower == NULL)
@@ -45,6 +47,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       xz_index_free (&idx);
       goto out;
     }
+  xz_zero_sigs_init (&zs);
   for (n = 0; n < idx.nblocks && n < MAX_BLOCKS; n++)
     {
       const struct xz_block *b = &idx.blocks[n];
@@ -61,15 +64,24 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       buf = malloc (b->usize);
       if (buf == NULL)
         continue;
-      if (xz_block_decode (lower, "fuzz.xz", b, n, buf) == 0)
+      switch (xz_block_decode (lower, "fuzz.xz", b, n, buf, &zs))
         {
+        case 0:
           xz_digests_record (&dg, b, n, buf);
           /* Re-read the end of the block by partial decoding. */
           (void) xz_partial_read (lower, "fuzz.xz", &dg, b, n,
                                   (size_t) (b->usize - 1), 1, buf);
+          break;
+        case XZ_BLOCK_ZERO:
+          /* Again: recognised by its bytes, or decoded; zeroes both ways. */
+          if (xz_block_decode (lower, "fuzz.xz", b, n, buf, &zs)
+              != XZ_BLOCK_ZERO)
+            abort ();
+          break;
         }
       free (buf);
     }
+  xz_zero_sigs_free (&zs);
   xz_digests_free (&dg);
   xz_index_free (&idx);
  out:

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "clock.h"
@@ -339,8 +340,8 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
 
 /* Write units [g0, gn) of o, all in memory, as one disk-cache chunk;
  * true when the cache kept it.  Units smaller than a disk-cache chunk
- * (torrent pieces of 16-512 KiB) can only be stored together (lock not
- * held). */
+ * (torrent pieces of 16-512 KiB) can only be stored together: one
+ * pwritev of their buffers, no copy into one (lock not held). */
 static bool
 store_group (struct remote_object *o, struct chunk *c)
 {
@@ -348,9 +349,9 @@ store_group (struct remote_object *o, struct chunk *c)
   uint64_t g0 = c->index / per * per;
   uint64_t gn = g0 + per < o->nchunks ? g0 + per : o->nchunks;
   struct chunk *units[DISK_CACHE_CHUNK / REMOTE_MIN_UNIT];
+  struct iovec parts[DISK_CACHE_CHUNK / REMOTE_MIN_UNIT];
   size_t total = 0;
   bool ok = true, kept = false;
-  char *buf;
 
   pthread_mutex_lock (&o->lock);
   for (uint64_t j = g0; j < gn && ok; j++)
@@ -360,23 +361,16 @@ store_group (struct remote_object *o, struct chunk *c)
       if (ok)
         {
           u->refs++;
+          parts[n] = (struct iovec) { u->buf, u->len };
           units[n++] = u;
+          total += u->len;
         }
     }
   pthread_mutex_unlock (&o->lock);
-  /* A transient buffer of the storer, outside the budget: one per
-   * object at most. */
-  buf = ok ? malloc (DISK_CACHE_CHUNK) : NULL;
-  if (buf)
+  if (ok)
     {
-      for (unsigned k = 0; k < n; k++)
-        {
-          memcpy (buf + total, units[k]->buf, units[k]->len);
-          total += units[k]->len;
-        }
-      disk_cache_write (o->dc, buf, total, g0 * o->chunk);
+      disk_cache_write_parts (o->dc, parts, (int) n, g0 * o->chunk);
       kept = disk_cache_has (o->dc, g0 * o->chunk, total);
-      free (buf);
     }
   pthread_mutex_lock (&o->lock);
   for (unsigned k = 0; k < n; k++)

@@ -12,7 +12,9 @@
  * hot in the CPU cache when it is checked, instead of the block's
  * buffer: a zero block then touches none of its buffer's pages and is
  * reported as XZ_BLOCK_ZERO.  At the first non-zero byte the zero prefix
- * is written out and decoding goes on straight into the buffer.
+ * is written out and decoding goes on straight into the buffer.  A small
+ * zero block is remembered by its bytes on disk (zerosig.c), and the
+ * blocks with the same bytes are then zeroes without decoding.
  *
  * Thread model: any number of threads at once.  Each thread keeps one
  * lzma_stream, one input buffer and one scratch piece, reused from block
@@ -185,35 +187,46 @@ xz_memlimit_error (const char *src, uint64_t need, const struct xz_block *b,
                     needs, XZ_DECODER_MEMLIMIT >> 20);
 }
 
-/* Read the first piece of block b's compressed data into in (at least
- * INPUT_CHUNK bytes), decode its header into blk and start strm on the
- * rest of the piece.  liblzma keeps a pointer to blk while decoding, so
- * it belongs to the caller.  On success *cpos is the file offset after
- * the piece and the caller frees filters' options once decoding ends. */
+/* Read the first piece of block b's compressed data into in (the whole
+ * block when it is at most INPUT_CHUNK bytes, padded), hinting the rest
+ * to the transport.  Sets *got to its length and *cpos to the file
+ * offset after it. */
 static int
-block_begin (struct layer *lower, const char *src, const struct xz_block *b,
-             size_t n, lzma_stream *strm, unsigned char *in, lzma_block *blk,
-             lzma_filter *filters, uint64_t *cpos)
+block_read_first (struct layer *lower, const char *src,
+                  const struct xz_block *b, size_t n, unsigned char *in,
+                  size_t *got, uint64_t *cpos)
 {
   uint64_t total = (b->unpadded + 3) & ~(uint64_t) 3;
-  uint64_t cend = b->coffset + total, need;
-  size_t got;
-  lzma_ret ret;
+  uint64_t cend = b->coffset + total;
   int r;
 
   if (cend > lower->size || cend < b->coffset)
     return error_set (EIO, "xz: %s: block %zu lies past the end of the "
                       "file", src, n);
-  got = total < INPUT_CHUNK ? (size_t) total : INPUT_CHUNK;
-  if (total > got)
+  *got = total < INPUT_CHUNK ? (size_t) total : INPUT_CHUNK;
+  if (total > *got)
     /* A transport that fetches (HTTP) brings the rest in the background
      * while the first piece decodes. */
-    layer_prefetch (lower, b->coffset + got, total - got);
-  r = layer_pread (lower, in, got, b->coffset);
+    layer_prefetch (lower, b->coffset + *got, total - *got);
+  r = layer_pread (lower, in, *got, b->coffset);
   if (r < 0)
     return error_prefix (-r, "xz: %s: block %zu: reading compressed data",
                          src, n);
-  *cpos = b->coffset + got;
+  *cpos = b->coffset + *got;
+  return 0;
+}
+
+/* Decode the header of block b from the first piece in (got bytes)
+ * into blk and start strm on the rest of the piece.  liblzma keeps a
+ * pointer to blk while decoding, so it belongs to the caller, who frees
+ * filters' options once decoding ends. */
+static int
+block_start (const char *src, const struct xz_block *b, size_t n,
+             lzma_stream *strm, unsigned char *in, size_t got,
+             lzma_block *blk, lzma_filter *filters)
+{
+  uint64_t need;
+  lzma_ret ret;
 
   if (in[0] == 0)
     return error_set (EIO, "xz: %s: block %zu: no block header where the "
@@ -258,6 +271,19 @@ block_begin (struct layer *lower, const char *src, const struct xz_block *b,
   return 0;
 }
 
+/* Read the first piece of block b and start strm on it (the two steps
+ * above); on success *cpos is the file offset after the piece. */
+static int
+block_begin (struct layer *lower, const char *src, const struct xz_block *b,
+             size_t n, lzma_stream *strm, unsigned char *in, lzma_block *blk,
+             lzma_filter *filters, uint64_t *cpos)
+{
+  size_t got;
+  int r = block_read_first (lower, src, b, n, in, &got, cpos);
+
+  return r < 0 ? r : block_start (src, b, n, strm, in, got, blk, filters);
+}
+
 /* Refill in from lower when strm has used it up (up to cend).  Returns
  * 0 or a negative errno with a message. */
 static int
@@ -289,10 +315,12 @@ is_zero (const unsigned char *p, size_t n)
   return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
 }
 
-/* Decode block b into buf (b->usize bytes), checking everything. */
+/* Decode block b into buf (b->usize bytes), checking everything; or
+ * recognise it by its bytes as a zero block seen before (zerosig.c). */
 int
 xz_block_decode (struct layer *lower, const char *src,
-                 const struct xz_block *b, size_t n, void *buf)
+                 const struct xz_block *b, size_t n, void *buf,
+                 struct xz_zero_sigs *zs)
 {
   lzma_filter filters[LZMA_FILTERS_MAX + 1];
   lzma_block blk;
@@ -300,14 +328,20 @@ xz_block_decode (struct layer *lower, const char *src,
   uint64_t cpos, cend = b->coffset + ((b->unpadded + 3) & ~(uint64_t) 3);
   unsigned char *out = buf;
   size_t pos = 0;       /* bytes of the block decoded so far */
+  size_t first;         /* bytes of the first piece read, in d->in */
   bool zero = true;     /* all of them zero, and none written to buf */
   lzma_ret ret;
   int r;
 
   if (d == NULL)
     return error_set (ENOMEM, "xz: %s: out of memory", src);
-  r = block_begin (lower, src, b, n, &d->strm, d->in, &blk, filters,
-                   &cpos);
+  r = block_read_first (lower, src, b, n, d->in, &first, &cpos);
+  if (r < 0)
+    return r;
+  /* The whole block is in d->in when the first piece reached its end. */
+  if (zs && cpos == cend && xz_zero_sigs_match (zs, b, d->in))
+    return XZ_BLOCK_ZERO;
+  r = block_start (src, b, n, &d->strm, d->in, first, &blk, filters);
   if (r < 0)
     return r;
   for (;;)
@@ -354,6 +388,10 @@ xz_block_decode (struct layer *lower, const char *src,
   if (pos != b->usize || d->strm.avail_in != 0 || cpos != cend)
     return error_set (EIO, "xz: %s: block %zu: sizes do not match the "
                       "index", src, n);
+  /* Verified zeroes; d->in still holds the whole block when it was read
+   * in one piece. */
+  if (zero && zs && first == cend - b->coffset)
+    xz_zero_sigs_record (zs, b, d->in);
   return zero ? XZ_BLOCK_ZERO : 0;
 }
 

@@ -2,6 +2,8 @@
  *
  *   index.c   reads the index of every stream from the end of the file
  *   block.c   decodes one block (multi-block files, through the block cache)
+ *   zerosig.c recognises zero blocks by their compressed bytes, undecoded
+ *   ahead.c   picks the blocks to decode ahead of a sequential reader
  *   partial.c digests of verified blocks, so a random reader can have a
  *             block decoded only up to what it wants
  *   single.c  decodes the whole file once, sequentially (blocks too big to
@@ -13,6 +15,7 @@
 #ifndef DISKSHELF_XZ_INTERNAL_H
 #define DISKSHELF_XZ_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,13 +82,58 @@ size_t xz_index_find (const struct xz_index *idx, uint64_t offset);
 /* The name of a check type, "CRC64". */
 const char *xz_check_name (uint32_t check);
 
+/* What a block decodes to, as far as known (one byte per block). */
+enum xz_block_kind { XZ_KIND_UNKNOWN = 0, XZ_KIND_DATA, XZ_KIND_ZERO };
+
+/* Zero blocks recognised by their bytes on disk (zerosig.c): the
+ * signatures of small blocks that decoded to zeroes, their check
+ * verified. */
+#define XZ_ZERO_SIGS 4
+#define XZ_ZERO_SIG_MAX (64u * 1024)
+struct xz_zero_sig
+{
+  uint64_t usize, unpadded;     /* from the index */
+  uint32_t check;               /* the check type of its stream */
+  unsigned char *bytes;         /* its padded bytes in the file, owned */
+};
+struct xz_zero_sigs
+{
+  pthread_mutex_t lock;
+  struct xz_zero_sig sig[XZ_ZERO_SIGS];  /* protected by lock */
+  unsigned n;                            /* protected by lock */
+  _Atomic uint64_t matched;     /* blocks recognised, not decoded */
+};
+void xz_zero_sigs_init (struct xz_zero_sigs *zs);
+void xz_zero_sigs_free (struct xz_zero_sigs *zs);
+/* True when block b, whose padded bytes in the file are `bytes`, has
+ * the bytes, sizes and check type of a block verified as zeroes. */
+bool xz_zero_sigs_match (struct xz_zero_sigs *zs, const struct xz_block *b,
+                         const unsigned char *bytes);
+/* Remember block b, just verified as zeroes, made of `bytes`, when it
+ * is at most XZ_ZERO_SIG_MAX bytes and the table has room. */
+void xz_zero_sigs_record (struct xz_zero_sigs *zs, const struct xz_block *b,
+                          const unsigned char *bytes);
+
 /* Decode block b (number n, for messages) into buf (b->usize bytes),
  * verifying its sizes and its check.  Returns 0, or XZ_BLOCK_ZERO when
  * the block decoded to zeroes only (buf then left untouched), or a
- * negative errno with a message.  Thread-safe; reads lower. */
+ * negative errno with a message.  zs (may be NULL): a block with the
+ * bytes of a zero block seen before is XZ_BLOCK_ZERO at once, and a
+ * small zero block is recorded there.  Thread-safe; reads lower. */
 #define XZ_BLOCK_ZERO 1
 int xz_block_decode (struct layer *lower, const char *src,
-                     const struct xz_block *b, size_t n, void *buf);
+                     const struct xz_block *b, size_t n, void *buf,
+                     struct xz_zero_sigs *zs);
+
+/* Read-ahead (ahead.c): into out (room for `ahead`), the next blocks
+ * after `from` that a sequential reader there should have decoded
+ * ahead, nearest first: `ahead` of them that are not known to be zero
+ * (XZ_KIND_ZERO blocks cost nothing and are stepped over), within
+ * XZ_AHEAD_SCAN blocks of `from`.  Returns how many. */
+#define XZ_AHEAD_SCAN 64
+#define XZ_AHEAD_MAX 64         /* the most blocks ahead (a --workers bound) */
+size_t xz_ahead_pick (const _Atomic unsigned char *kind, size_t nblocks,
+                      size_t from, unsigned ahead, size_t *out);
 
 /* Record the message for block b (number n) whose decoder would need
  * need bytes (UINT64_MAX: unknown), more than XZ_DECODER_MEMLIMIT;

@@ -205,6 +205,78 @@ test_prefetch (struct block_cache *cache)
   printf ("prefetch: ok\n");
 }
 
+/* A client whose decoder queues the next block itself, as the xz layer
+ * extends its read-ahead when a block turns out zero. */
+struct chain
+{
+  struct block_cache_client *client;
+  uint64_t last;                /* no prefetch past it */
+  atomic_uint calls;
+};
+
+/* Decode block index as zeroes after a little work, and queue index + 1. */
+static int
+chain_decode (void *opaque, uint64_t index, void *buf, size_t size)
+{
+  struct chain *ch = opaque;
+
+  (void) buf;
+  (void) size;
+  atomic_fetch_add (&ch->calls, 1);
+  usleep (2000);
+  if (index < ch->last)
+    block_cache_prefetch (ch->client, index + 1, BLOCK);
+  return BLOCK_CACHE_ZERO;
+}
+
+/* Prefetch from a decode callback: the chain runs to its end; and a
+ * client freed while its callback keeps queueing goes cleanly (the
+ * callback's prefetch is refused, nothing is left behind). */
+static void
+test_prefetch_from_decode (struct block_cache *cache)
+{
+  struct chain ch = { .last = 40 };
+  struct block_cache_stats st;
+  unsigned char buf[8];
+  int i;
+
+  if (block_cache_client_new (cache, "chain", NULL, chain_decode, &ch,
+                              &ch.client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
+  CHECK (block_cache_read (ch.client, 0, BLOCK, 0, buf, sizeof buf, false)
+         == BLOCK_CACHE_ZERO);
+  for (i = 0; i < 500 && !block_cache_has (ch.client, 40); i++)
+    usleep (10000);
+  for (i = 0; i < 500 && atomic_load (&ch.calls) < 41; i++)
+    usleep (10000);
+  CHECK (atomic_load (&ch.calls) == 41);
+  CHECK (block_cache_read (ch.client, 40, BLOCK, 0, buf, sizeof buf, false)
+         == BLOCK_CACHE_ZERO);
+  CHECK (atomic_load (&ch.calls) == 41);        /* a hit */
+  block_cache_client_free (ch.client);
+
+  /* An endless chain, freed while it runs. */
+  ch.last = UINT64_MAX;
+  atomic_store (&ch.calls, 0);
+  if (block_cache_client_new (cache, "endless", NULL, chain_decode, &ch,
+                              &ch.client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
+  CHECK (block_cache_prefetch (ch.client, 1000, BLOCK));
+  for (i = 0; i < 500 && atomic_load (&ch.calls) < 5; i++)
+    usleep (10000);
+  CHECK (atomic_load (&ch.calls) >= 5);
+  block_cache_client_free (ch.client);
+  block_cache_get_stats (cache, &st);
+  CHECK (st.used_bytes == 0 && st.entries == 0);
+  printf ("prefetch from a decode callback: ok\n");
+}
+
 /* A decoder whose even blocks are all zero. */
 static int
 zero_decode (void *opaque, uint64_t index, void *buf, size_t size)
@@ -411,6 +483,7 @@ main (void)
   test_bound (cache);
   test_failure (cache);
   test_prefetch (cache);
+  test_prefetch_from_decode (cache);
   test_zero (cache);
   test_shared (cache);
   block_cache_free (cache);

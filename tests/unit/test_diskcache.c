@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <gnutls/crypto.h>
@@ -39,15 +40,16 @@ rm_rf (const char *dir)
     fprintf (stderr, "cleanup of %s failed\n", dir);
 }
 
-/* Count the files ending in .dsc in dir. */
+/* Count the files of dir (hidden ones too) whose name matches the
+ * grep regex pattern. */
 static int
-count_objects (const char *dir)
+count_matching (const char *dir, const char *pattern)
 {
   char cmd[4200];
   FILE *f;
   int n = -1;
 
-  snprintf (cmd, sizeof cmd, "ls '%s' | grep -c '\\.dsc$'", dir);
+  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -e '%s'", dir, pattern);
   f = popen (cmd, "r");
   if (f)
     {
@@ -56,6 +58,13 @@ count_objects (const char *dir)
       pclose (f);
     }
   return n;
+}
+
+/* Count the files ending in .dsc in dir. */
+static int
+count_objects (const char *dir)
+{
+  return count_matching (dir, "\\.dsc$");
 }
 
 /* Write chunks [first, last) of an object with the pattern. */
@@ -508,25 +517,6 @@ test_unusable (void)
   disk_cache_free (c);
 }
 
-/* Count the files of dir whose name contains part. */
-static int
-count_named (const char *dir, const char *part)
-{
-  char cmd[4200];
-  FILE *f;
-  int n = -1;
-
-  snprintf (cmd, sizeof cmd, "ls -a '%s' | grep -c -F -e '%s'", dir, part);
-  f = popen (cmd, "r");
-  if (f)
-    {
-      if (fscanf (f, "%d", &n) != 1)
-        n = -1;
-      pclose (f);
-    }
-  return n;
-}
-
 /* Blobs and entry facts count against the bound and are evicted least
  * recently used first, like chunks; temporary files a crash left behind
  * are removed when the cache opens. */
@@ -566,7 +556,7 @@ test_blobs_bounded (const char *dir)
   CHECK (fd >= 0);
   close (fd);
   CHECK (disk_cache_new (dir, 8 * CHUNK, &c) == 0);
-  CHECK (count_named (dir, ".tmp") == 0);
+  CHECK (count_matching (dir, "\\.tmp") == 0);
   CHECK (disk_cache_used (c) >= 2 * CHUNK);
   /* Newer chunks push the older blob and facts out. */
   sleep (1);   /* the dormant files' times are in milliseconds; be sure */
@@ -575,7 +565,8 @@ test_blobs_bounded (const char *dir)
   CHECK (disk_cache_used (c) <= 8 * CHUNK);
   CHECK (disk_cache_recall_blob (c, "torrent-info", "abc", 4 * CHUNK, &back,
                                  &len) == -ENOENT);
-  CHECK (count_named (dir, ".dsb") == 0 && count_named (dir, ".dse") == 0);
+  CHECK (count_matching (dir, "\\.dsb$") == 0
+         && count_matching (dir, "\\.dse$") == 0);
   disk_cache_close_object (o);
   disk_cache_free (c);
   free (blob);
@@ -665,6 +656,55 @@ test_pin_whole (const char *dir)
   }
 }
 
+/* One chunk given as several buffers (torrent pieces): stored as if
+ * written whole, the short last chunk too; parts that do not make up
+ * exactly one chunk are refused. */
+static void
+test_write_parts (const char *dir)
+{
+  uint64_t size = 2 * CHUNK + 3 * 16384 + 100;
+  struct disk_cache_validators v = { "torrent", "abc", size, NULL, NULL };
+  struct disk_cache *c;
+  struct disk_cache_object *o;
+  char *buf = malloc (CHUNK);
+  struct iovec parts[DISK_CACHE_MAX_PARTS + 1];
+
+  CHECK (disk_cache_new (dir, 64 * CHUNK, &c) == 0);
+  CHECK (disk_cache_open_object (c, &v, &o) == 0);
+  /* Chunk 1 as four pieces of 256 KiB, from separate buffers. */
+  fill (buf, CHUNK, CHUNK, 3);
+  for (int k = 0; k < 4; k++)
+    {
+      parts[3 - k].iov_base = malloc (CHUNK / 4);
+      memcpy (parts[3 - k].iov_base, buf + (3 - k) * (CHUNK / 4), CHUNK / 4);
+      parts[3 - k].iov_len = CHUNK / 4;
+    }
+  CHECK (disk_cache_write_parts (o, parts, 4, CHUNK) == 0);
+  CHECK (read_check (o, CHUNK, CHUNK, 3) == 0);
+  CHECK (!disk_cache_has (o, 0, 1));
+  /* Three parts short: not one chunk. */
+  CHECK (disk_cache_write_parts (o, parts, 3, 0) == -EINVAL);
+  CHECK (disk_cache_write_parts (o, parts, 4, 100) == -EINVAL);
+  CHECK (!disk_cache_has (o, 0, 1));
+  for (int k = 0; k < 4; k++)
+    free (parts[k].iov_base);
+  /* The short last chunk in 16 KiB parts and a 100-byte tail. */
+  fill (buf, 3 * 16384 + 100, 2 * CHUNK, 3);
+  for (int k = 0; k < 4; k++)
+    parts[k] = (struct iovec) { buf + k * 16384, k < 3 ? 16384 : 100 };
+  CHECK (disk_cache_write_parts (o, parts, 4, 2 * CHUNK) == 0);
+  CHECK (read_check (o, 2 * CHUNK, 3 * 16384 + 100, 3) == 0);
+  /* More parts than allowed. */
+  for (int k = 0; k <= DISK_CACHE_MAX_PARTS; k++)
+    parts[k] = (struct iovec) { buf, k == 0 ? CHUNK - DISK_CACHE_MAX_PARTS
+                                            : 1 };
+  CHECK (disk_cache_write_parts (o, parts, DISK_CACHE_MAX_PARTS + 1, 0)
+         == -EINVAL);
+  disk_cache_close_object (o);
+  disk_cache_free (c);
+  free (buf);
+}
+
 int
 main (void)
 {
@@ -675,6 +715,8 @@ main (void)
     return 2;
   snprintf (sub, sizeof sub, "%s/cache", dir);
   test_basic_and_reopen (sub);
+  rm_rf (sub);
+  test_write_parts (sub);
   rm_rf (sub);
   test_bound (sub);
   test_torn (sub);

@@ -71,9 +71,10 @@ def test_writable_local_entry_is_not_passed_through(mount, catalog, image):
     assert opens == 0 and reads > 0
 
 
-def test_passthrough_off_option(mount, catalog, image):
+@pytest.mark.parametrize("option", [["--passthrough=off"], ["-o", "passthrough=off"]])
+def test_passthrough_off_option(mount, catalog, image, option):
     write_entry(catalog, "ro.img", f"source = {image}\nreadonly = yes\n")
-    m = mount(catalog, "--passthrough=off")
+    m = mount(catalog, *option)
     assert not passthrough_on(m)
     assert sha256(m.path / "ro.img") == sha256(image)
     opens, reads = counters(m, "ro.img")

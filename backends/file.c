@@ -159,6 +159,22 @@ file_close (struct layer *l)
   free (f);
 }
 
+/* A read-only regular file lends itself (a block device does not: the
+ * kernel reads only regular files as backing files).  Checked against
+ * the size: a file that changed size since open is not lent. */
+static int
+file_lend_file (struct layer *l, struct layer_lend *out)
+{
+  struct file_layer *f = (struct file_layer *) l;
+  struct stat st;
+
+  if (f->is_block_device || l->writable || fstat (f->fd, &st) < 0
+      || !S_ISREG (st.st_mode) || (uint64_t) st.st_size != l->size)
+    return 0;
+  out->fd = f->fd;
+  return 1;
+}
+
 static const struct layer_ops file_ops = {
   .name = "file",
   .pread = file_pread,
@@ -168,6 +184,7 @@ static const struct layer_ops file_ops = {
   .zero = file_zero,
   .extent = file_extent,
   .identity = file_identity,
+  .lend_file = file_lend_file,
   .close = file_close,
 };
 

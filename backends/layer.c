@@ -50,6 +50,24 @@ layer_take (struct layer *l, size_t count, uint64_t offset, void **out)
   return l->ops->take (l, count, offset, out) > 0 && *out ? 1 : 0;
 }
 
+/* The file holding the stack's bytes, or 0 (see layer.h).  A writable
+ * stack never lends: its bytes change under the borrower. */
+int
+layer_lend_file (struct layer *l, struct layer_lend *out)
+{
+  out->fd = -1;
+  out->release = NULL;
+  out->arg = NULL;
+  if (l == NULL || l->writable || l->ops->lend_file == NULL)
+    return 0;
+  if (l->ops->lend_file (l, out) <= 0 || out->fd < 0)
+    {
+      out->fd = -1;
+      return 0;
+    }
+  return 1;
+}
+
 /* Write with a range check, refusing read-only layers. */
 int
 layer_pwrite (struct layer *l, const void *buf, size_t count,

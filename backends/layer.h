@@ -32,6 +32,18 @@
 
 struct layer;
 
+/* A file lent by a layer whose bytes are exactly that file's bytes at
+ * the same offsets (layer_lend_file).  fd is the layer's: valid while
+ * the layer is open; the borrower neither closes nor writes it.  The
+ * bytes stay in place until release (arg) is called (NULL release:
+ * nothing to give back, e.g. a local file). */
+struct layer_lend
+{
+  int fd;
+  void (*release) (void *arg);
+  void *arg;
+};
+
 /* One run of bytes with the same allocation state, as extents returns. */
 struct layer_extent
 {
@@ -79,6 +91,14 @@ struct layer_ops
    * pread).  Saves copying the bytes into the caller's buffer.  NULL:
    * always 0. */
   int (*take) (struct layer *l, size_t count, uint64_t offset, void **out);
+  /* Optional: when the layer's bytes are, right now, exactly the bytes
+   * of a file at the same offsets (no transform, nothing missing), lend
+   * that file: fill *out and return 1; the bytes stay until
+   * out->release.  0 when it has no such file (yet).  Only layers
+   * without a lower layer answer: a transform never does.  NULL:
+   * always 0. */
+  int (*lend_file) (struct layer *l, struct layer_lend *out);
+
   /* Optional: a hint that [offset, offset+length) will be read soon. */
   int (*prefetch) (struct layer *l, uint64_t offset, uint64_t length);
 
@@ -133,6 +153,11 @@ int layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset);
  * 1 and *out (the caller frees it with free ()), or 0 when the layer has
  * none (read with layer_pread then).  Never fails otherwise. */
 int layer_take (struct layer *l, size_t count, uint64_t offset, void **out);
+
+/* Lend the file holding the stack's bytes (see lend_file): 1 and *out,
+ * or 0 when the stack is writable or its top layer has no such file.
+ * The kernel may then read that file itself instead of asking us. */
+int layer_lend_file (struct layer *l, struct layer_lend *out);
 
 /* Write through, refusing with EROFS when the layer is not writable. */
 int layer_pwrite (struct layer *l, const void *buf, size_t count,

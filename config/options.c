@@ -71,6 +71,10 @@ print_help (void)
     "  --workers=N                decode threads (default: one per core)\n"
     "  --readahead=SIZE           kernel read-ahead on the mount (default 1M;\n"
     "                             0 keeps the kernel's 128K; needs root)\n"
+    "  --passthrough=on|off       let the kernel read a read-only local file\n"
+    "                             or a complete disk-cache copy itself (FUSE\n"
+    "                             passthrough; default on where the kernel and\n"
+    "                             CAP_SYS_ADMIN allow it)\n"
     "  --owner=USER, --group=GROUP, --mode=MODE\n"
     "                             owner, group and octal mode of entries that\n"
     "                             set none (default: the daemon's user and\n"
@@ -137,7 +141,7 @@ size_option (const char *name, const char *value, uint64_t *out)
 static const char *const options_with_value[] = {
   "cache-dir", "cache-size", "memory-cache-size", "max-block-size",
   "readahead", "workers", "log-file", "open-wait", "owner", "group", "mode",
-  "overlay", "torrent-listen",
+  "overlay", "torrent-listen", "passthrough",
 };
 
 /* True when --name needs a value. */
@@ -233,6 +237,14 @@ apply_option (struct daemon_options *o, const char *name, const char *value)
     return overlay_option (o, value);
   if (strcmp (name, "torrent-listen") == 0)
     return torrent_listen_option (o, value);
+  if (strcmp (name, "passthrough") == 0)
+    {
+      if (value != NULL && strcmp (value, "on") == 0)
+        return o->passthrough_off = false, 0;
+      if (value != NULL && strcmp (value, "off") == 0)
+        return o->passthrough_off = true, 0;
+      return error_set (EINVAL, "--passthrough: give on or off");
+    }
   if (strcmp (name, "workers") == 0)
     {
       if (value == NULL || text_parse_uint (value, &n) < 0 || n > 256)

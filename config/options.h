@@ -22,6 +22,7 @@ struct daemon_options
   bool debug;               /* -d / -o debug: verbose log, foreground */
   bool single_thread;       /* -s */
   bool readonly;            /* -o ro: every entry read-only */
+  bool passthrough_off;     /* --passthrough=off: every read is a READ */
   char *fuse_options;       /* options passed through to FUSE (allow_other, ...) */
 
   char *cache_dir;          /* NULL when --cache-dir=none */

@@ -1,18 +1,70 @@
-/* diskshelf: passthrough hooks, not handled yet (see hooks.h). */
+/* diskshelf: FUSE passthrough for entries that lend a file (see hooks.h). */
 #include "hooks.h"
 
+#include "error.h"
+#include "ops.h"
+#include "passthrough.h"
+#include "tree.h"
+
 void
-fs_before_loop (struct fuse_session *se)
+fs_before_loop (struct fuse_session *se, bool want_passthrough)
 {
-  (void) se;
+  if (!want_passthrough)
+    {
+      log_info ("FUSE passthrough off: --passthrough=off");
+      return;
+    }
+  if (passthrough_negotiate (se) < 0)
+    {
+      log_error ("%s", error_message ());
+      error_clear ();
+    }
+}
+
+void
+fs_after_loop (void)
+{
+  passthrough_session_ended ();
 }
 
 int
 fs_open_backing (fuse_req_t req, struct fs_entry *e,
                  struct fuse_file_info *fi)
 {
-  (void) req;
-  (void) e;
-  (void) fi;
-  return 0;
+  struct open_file *of = ops_file (fi);
+  struct passthrough_lend pl = { NULL, NULL };
+  struct layer_lend lend;
+  uint32_t id;
+  int fd = -1;
+
+  if (!passthrough_enabled ())
+    return 0;
+  /* An O_DIRECT open is served by us (it checks alignment); it joins an
+   * inode already passed through, as the kernel requires. */
+  if (!of->direct && layer_lend_file (e->stack, &lend) > 0)
+    {
+      fd = lend.fd;
+      pl.release = lend.release;
+      pl.arg = lend.arg;
+    }
+  of->io_mode_counted = true;
+  of->passthrough = passthrough_inode_open (&e->passthrough, fd, &pl,
+                                            false, &id);
+  if (!of->passthrough)
+    return 0;
+  __atomic_add_fetch (&e->passthrough_opens, 1, __ATOMIC_RELAXED);
+  /* No FOPEN_KEEP_CACHE: the kernel fails passthrough opens with it.  A
+   * reply the kernel did not take gets no release. */
+  if (passthrough_reply_open (req, fi->fh, 0, id) != 0)
+    ops_free_open_file (of);
+  return 1;
+}
+
+void
+fs_release_backing (struct open_file *of)
+{
+  if (of->entry && of->io_mode_counted)
+    passthrough_inode_release (&of->entry->passthrough, of->passthrough,
+                               false);
+  of->io_mode_counted = false;
 }

@@ -369,7 +369,7 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   log_info ("mounted %s on %s: %zu entries, %zu broken", d->options.catalog,
             d->options.mountpoint, d->tree->entry_count,
             d->tree->broken_count);
-  fs_before_loop (se);
+  fs_before_loop (se, !d->options.passthrough_off);
   pthread_sigmask (SIG_UNBLOCK, &termination, NULL);
   if (d->options.single_thread)
     r = fuse_session_loop (se);
@@ -406,6 +406,7 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
    * the open files and inodes can go. */
   fuse_session_destroy (se);
   d->session = NULL;
+  fs_after_loop ();
   fs_release_all ();
  out_args:
   fuse_opt_free_args (&args);

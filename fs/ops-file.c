@@ -45,6 +45,7 @@ ops_free_open_file (struct open_file *of)
   if (of->next)
     of->next->prev = of->prev;
   pthread_mutex_unlock (&open_files_lock);
+  fs_release_backing (of);
   if (of->entry)
     layer_handle_released (of->entry->stack);
   fs_entry_unref (of->entry);
@@ -267,6 +268,7 @@ ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
       return;
     }
   l = of->entry->stack;
+  __atomic_add_fetch (&of->entry->reads, 1, __ATOMIC_RELAXED);
   if (offset < 0 || misaligned (of, size, offset, l->size))
     {
       fuse_reply_err (req, EINVAL);

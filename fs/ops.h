@@ -47,6 +47,8 @@ struct open_file
   struct dir_row *rows;     /* its listing, taken at offset 0; owned */
   size_t nrows;
   bool direct;              /* opened with O_DIRECT: I/O must be aligned */
+  bool io_mode_counted;     /* counted in entry->passthrough (hooks.h) */
+  bool passthrough;         /* the kernel reads a backing file itself */
   struct open_file *prev, *next;   /* protected by open_files_lock */
 };
 

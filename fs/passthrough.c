@@ -363,12 +363,23 @@ passthrough_backing_put (uint32_t backing_id)
     {
       *p = b->next;
       registry_count--;
-      /* Opens already using it hold the kernel's own reference. */
-      if (ioctl (dev_fd, PT_DEV_IOC_BACKING_CLOSE, &backing_id) != 0)
+      /* Opens already using it hold the kernel's own reference.  After
+       * the session ended its fd number may be another file's. */
+      if (dev_fd >= 0
+          && ioctl (dev_fd, PT_DEV_IOC_BACKING_CLOSE, &backing_id) != 0)
         log_warning ("passthrough: unregistering backing file %u: %s",
                      backing_id, strerror (errno));
       free (b);
     }
+  pthread_mutex_unlock (&registry_lock);
+}
+
+void
+passthrough_session_ended (void)
+{
+  pthread_mutex_lock (&registry_lock);
+  enabled = false;
+  dev_fd = -1;
   pthread_mutex_unlock (&registry_lock);
 }
 

@@ -84,6 +84,11 @@ int passthrough_backing_get (int fd, uint32_t *backing_id);
  * unregisters the backing file (opens already using it keep working). */
 void passthrough_backing_put (uint32_t backing_id);
 
+/* The session's loop ended and its /dev/fuse fd is closed: releases
+ * still to come (open files freed at exit) only drop their records and
+ * what lent their files.  Call on the main thread after the loop. */
+void passthrough_session_ended (void);
+
 /* Number of registered backing files (for tests and status). */
 unsigned passthrough_backing_count (void);
 

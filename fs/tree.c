@@ -66,6 +66,7 @@ fs_entry_unref (struct fs_entry *e)
   free (e->last_error);
   pthread_mutex_destroy (&e->lock);
   pthread_cond_destroy (&e->settled);
+  passthrough_inode_destroy (&e->passthrough);
   free (e);
 }
 
@@ -347,6 +348,7 @@ new_entry (const struct stack_context *base, struct entry_config *config,
   e->state = FS_ENTRY_OPENING;
   pthread_mutex_init (&e->lock, NULL);
   pthread_cond_init (&e->settled, NULL);
+  passthrough_inode_init (&e->passthrough);
   if (text && disk_cache_recall_entry (base->services->disk_cache, text,
                                        &f) == 0)
     {
@@ -635,6 +637,15 @@ node_status (struct fs_node *n, FILE *out)
           fprintf (out, "open-attempts: %u\n", e->attempts);
         }
       fprintf (out, "errors: %llu\n", e->errors);
+      /* passthrough: the kernel reads this inode's backing file itself
+       * in the opens now open; reads: READs that reached the stack. */
+      pthread_mutex_lock (&e->passthrough.lock);
+      fprintf (out, "passthrough: %s\n",
+               e->passthrough.passthrough_opens ? "yes" : "no");
+      pthread_mutex_unlock (&e->passthrough.lock);
+      fprintf (out, "passthrough-opens: %llu\n",
+               (unsigned long long) e->passthrough_opens);
+      fprintf (out, "reads: %llu\n", (unsigned long long) e->reads);
       if (e->last_error)
         {
           char stamp[32];

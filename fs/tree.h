@@ -38,6 +38,7 @@
 
 #include "catalog.h"
 #include "layer.h"
+#include "passthrough.h"
 #include "stack.h"
 
 struct catalog;
@@ -81,6 +82,12 @@ struct fs_entry
   char *last_error;               /* protected by lock; owned, whole */
   time_t last_error_time;         /* protected by lock; wall clock */
   unsigned long long errors;      /* protected by lock */
+  /* FUSE passthrough (fs/hooks.c): this inode's io mode, its opens
+   * answered with a backing file, and the READs that reached the
+   * stack (for status and tests). */
+  struct passthrough_inode passthrough;
+  _Atomic uint64_t passthrough_opens;
+  _Atomic uint64_t reads;
 };
 
 struct fs_node

@@ -412,6 +412,31 @@ http_identity (struct layer *l, FILE *out)
     fprintf (out, "last-modified: %s\n", s->rc.last_modified);
 }
 
+static void
+http_unpin (void *arg)
+{
+  remote_unpin_whole (arg);
+}
+
+/* A complete disk-cache copy is the object's bytes at their offsets:
+ * lend its data file, pinned whole until the borrower releases it. */
+static int
+http_lend_file (struct layer *l, struct layer_lend *out)
+{
+  struct http_layer *h = (struct http_layer *) l;
+  int fd;
+
+  if (remote_pin_whole (h->rd, &fd) < 0)
+    {
+      error_clear ();
+      return 0;
+    }
+  out->fd = fd;
+  out->release = http_unpin;
+  out->arg = remote_object_of (h->rd);
+  return 1;
+}
+
 /* "http-...: ..." lines for `diskshelf status`; no secrets. */
 static void
 http_status (struct layer *l, FILE *out)
@@ -541,6 +566,7 @@ static const struct layer_ops http_ops = {
   .revalidate = http_revalidate,
   .status = http_status,
   .identity = http_identity,
+  .lend_file = http_lend_file,
   .close = http_close,
 };
 

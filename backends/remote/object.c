@@ -225,6 +225,22 @@ remote_object_of (struct remote_reader *rd)
   return rd->o;
 }
 
+/* Pin the complete disk-cache copy (see remote.h). */
+int
+remote_pin_whole (struct remote_reader *rd, int *fd)
+{
+  if (rd->o->dc == NULL || remote_changed (rd))
+    return -ENODATA;
+  return disk_cache_pin_whole (rd->o->dc, fd);
+}
+
+void
+remote_unpin_whole (struct remote_object *o)
+{
+  if (o->dc)
+    disk_cache_unpin_whole (o->dc);
+}
+
 /* Read what the object holds, never fetching. */
 int
 remote_peek (struct remote_object *o, void *buf, size_t count,

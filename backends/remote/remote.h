@@ -154,6 +154,15 @@ int remote_prefetch (struct remote_reader *r, uint64_t offset,
  * is freed, which happens after every engine thread stopped. */
 struct remote_object *remote_object_of (struct remote_reader *r);
 
+/* When the object's disk-cache copy is complete, pin it whole (no
+ * eviction punches it) and set *fd to its data file: each byte of the
+ * object at its own offset; the fd is the cache's (valid while the
+ * object is open; never closed or written by the caller).  0, or
+ * -ENODATA when there is no complete copy (or the object changed).
+ * Each success needs one remote_unpin_whole (o = remote_object_of). */
+int remote_pin_whole (struct remote_reader *r, int *fd);
+void remote_unpin_whole (struct remote_object *o);
+
 /* Copy [offset, offset+count) from what the object holds already (disk
  * cache, or chunks in memory), never fetching: 0, -ENOENT when any part
  * is missing, -EINVAL out of range.  Any thread, also while the object

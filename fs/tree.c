@@ -644,8 +644,11 @@ node_status (struct fs_node *n, FILE *out)
                e->passthrough.passthrough_opens ? "yes" : "no");
       pthread_mutex_unlock (&e->passthrough.lock);
       fprintf (out, "passthrough-opens: %llu\n",
-               (unsigned long long) e->passthrough_opens);
-      fprintf (out, "reads: %llu\n", (unsigned long long) e->reads);
+               (unsigned long long) __atomic_load_n (&e->passthrough_opens,
+                                                    __ATOMIC_RELAXED));
+      fprintf (out, "reads: %llu\n",
+               (unsigned long long) __atomic_load_n (&e->reads,
+                                                    __ATOMIC_RELAXED));
       if (e->last_error)
         {
           char stamp[32];

@@ -86,8 +86,8 @@ struct fs_entry
    * answered with a backing file, and the READs that reached the
    * stack (for status and tests). */
   struct passthrough_inode passthrough;
-  _Atomic uint64_t passthrough_opens;
-  _Atomic uint64_t reads;
+  uint64_t passthrough_opens;
+  uint64_t reads;
 };
 
 struct fs_node

@@ -20,7 +20,11 @@ if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined \
     -Db_lundef=false -Dbuildtype=debugoptimized >/dev/null
 fi
-ninja -C build-fuzz >/dev/null
+if ! ninja -C build-fuzz > build-fuzz/ninja.log 2>&1; then
+  cat build-fuzz/ninja.log >&2
+  echo "fuzz: the build failed (above)" >&2
+  exit 1
+fi
 
 if [ "$name" = all ]; then
   names=$(sed -n "s/^  '\([a-z0-9_]*\)' : .*/\1/p" fuzz/meson.build)

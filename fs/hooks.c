@@ -14,11 +14,13 @@ fs_before_loop (struct fuse_session *se, bool want_passthrough)
       log_info ("FUSE passthrough off: --passthrough=off");
       return;
     }
+  ops_hold_notifications (true);
   if (passthrough_negotiate (se) < 0)
     {
       log_error ("%s", error_message ());
       error_clear ();
     }
+  ops_hold_notifications (false);
 }
 
 void

@@ -61,9 +61,31 @@ ops_status_text (struct daemon *d, size_t *len)
 
 /* The session, for notifications sent from other threads; set between
  * init and destroy, protected by serving_lock (held across a
- * notification, so destroy waits for one in progress). */
+ * notification, so destroy waits for one in progress).  While INIT is
+ * answered through the passthrough negotiation, the session's fd is a
+ * stand-in socket whose next message must be libfuse's INIT answer: a
+ * notification written then went to the kernel as that answer (seen in
+ * CI: the INIT answer stayed unread, and every access to the mount hung).
+ * So init only parks the session (held_session) until
+ * ops_hold_notifications (false); the kernel caches nothing before INIT
+ * is answered, so nothing is lost. */
 static pthread_mutex_t serving_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fuse_session *serving_session;
+static struct fuse_session *held_session;
+static bool holding;
+
+void
+ops_hold_notifications (bool hold)
+{
+  pthread_mutex_lock (&serving_lock);
+  holding = hold;
+  if (!hold && held_session)
+    {
+      serving_session = held_session;
+      held_session = NULL;
+    }
+  pthread_mutex_unlock (&serving_lock);
+}
 
 /* Drop the kernel's cached attributes and pages of an entry's inode,
  * and its name (an entry that broke leaves the mount). */
@@ -116,7 +138,10 @@ ops_init (void *userdata, struct fuse_conn_info *conn)
   if (conn->capable & FUSE_CAP_ASYNC_READ)
     conn->want |= FUSE_CAP_ASYNC_READ;
   pthread_mutex_lock (&serving_lock);
-  serving_session = d->session;
+  if (holding)
+    held_session = d->session;
+  else
+    serving_session = d->session;
   pthread_mutex_unlock (&serving_lock);
   if (mount_watch_start (d->options.mountpoint) < 0)
     log_warning ("%s", error_message ());
@@ -128,6 +153,7 @@ ops_destroy (void *userdata)
 {
   pthread_mutex_lock (&serving_lock);
   serving_session = NULL;
+  held_session = NULL;
   pthread_mutex_unlock (&serving_lock);
   mount_watch_stop ();
 }

@@ -55,6 +55,11 @@ struct open_file
 /* The daemon a request is for. */
 struct daemon *ops_daemon (fuse_req_t req);
 
+/* While hold is true, notifications to the kernel (name and attribute
+ * invalidations) are not sent: INIT is being answered through a
+ * stand-in fd (fs/passthrough.c).  Releasing starts them if init ran. */
+void ops_hold_notifications (bool hold);
+
 /* The current tree, with a reference the caller drops. */
 struct fs_tree *ops_current_tree (struct daemon *d);
 

@@ -110,7 +110,13 @@ start_services (struct daemon *d)
    * same CPU time for a single sequential reader.  A fixed
    * M_MMAP_THRESHOLD cut 20 MiB more but cost 17% CPU in page faults,
    * so it is not set. */
+#ifndef __SANITIZE_ADDRESS__
+  /* Not under ASan: its allocator serves the program, glibc's arenas
+   * only glibc's own allocations, and with the limit set while threads
+   * already ran, glibc aborted at a thread's exit about 1 run in 6
+   * ("__malloc_arena_thread_freeres: a->attached_threads > 0"). */
   mallopt (M_ARENA_MAX, 2);
+#endif
   if (block_cache_new (o->memory_cache_size, o->workers,
                        &d->services.block_cache) < 0)
     log_warning ("decoded-block cache: %s", error_message ());

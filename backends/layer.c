@@ -50,6 +50,29 @@ layer_take (struct layer *l, size_t count, uint64_t offset, void **out)
   return l->ops->take (l, count, offset, out) > 0 && *out ? 1 : 0;
 }
 
+/* Bytes in place, or 0 (see layer.h). */
+int
+layer_borrow (struct layer *l, size_t count, uint64_t offset,
+              struct layer_borrow *out)
+{
+  int r;
+
+  out->data = NULL;
+  out->release = NULL;
+  out->arg = NULL;
+  if (l->ops->borrow == NULL || count == 0 || offset > l->size
+      || count > l->size - offset)
+    return 0;
+  r = l->ops->borrow (l, count, offset, out);
+  if (r > 0 && out->data == NULL)
+    {
+      if (out->release)
+        out->release (out->arg);
+      return 0;
+    }
+  return r < 0 ? r : r > 0;
+}
+
 /* The file holding the stack's bytes, or 0 (see layer.h).  A writable
  * stack never lends: its bytes change under the borrower. */
 int

@@ -44,6 +44,16 @@ struct layer_lend
   void *arg;
 };
 
+/* Bytes lent in place by a layer (layer_borrow): count bytes at data,
+ * read-only, valid until release (arg) is called, which must be exactly
+ * once, from any thread. */
+struct layer_borrow
+{
+  const void *data;
+  void (*release) (void *arg);
+  void *arg;
+};
+
 /* One run of bytes with the same allocation state, as extents returns. */
 struct layer_extent
 {
@@ -91,6 +101,14 @@ struct layer_ops
    * pread).  Saves copying the bytes into the caller's buffer.  NULL:
    * always 0. */
   int (*take) (struct layer *l, size_t count, uint64_t offset, void **out);
+  /* Optional: when the layer holds the bytes of [offset, offset+count)
+   * contiguous in memory it keeps (a decoded block in the block cache,
+   * zeroes), lend them in place: fill *out and return 1; the bytes stay
+   * until out->release.  0 when it cannot (the caller reads with pread).
+   * Saves the copy into the caller's buffer without giving memory
+   * away as take does.  NULL: always 0. */
+  int (*borrow) (struct layer *l, size_t count, uint64_t offset,
+                 struct layer_borrow *out);
   /* Optional: when the layer's bytes are, right now, exactly the bytes
    * of a file at the same offsets (no transform, nothing missing), lend
    * that file: fill *out and return 1; the bytes stay until
@@ -153,6 +171,13 @@ int layer_pread (struct layer *l, void *buf, size_t count, uint64_t offset);
  * 1 and *out (the caller frees it with free ()), or 0 when the layer has
  * none (read with layer_pread then).  Never fails otherwise. */
 int layer_take (struct layer *l, size_t count, uint64_t offset, void **out);
+
+/* The bytes of [offset, offset+count) lent in place (see borrow): 1 and
+ * *out (call out->release once done with out->data), or 0 when the
+ * layer cannot (read with layer_pread then), or a negative errno with a
+ * recorded message when reading them failed. */
+int layer_borrow (struct layer *l, size_t count, uint64_t offset,
+                  struct layer_borrow *out);
 
 /* Lend the file holding the stack's bytes (see lend_file): 1 and *out,
  * or 0 when the stack is writable or its top layer has no such file.

@@ -832,33 +832,26 @@ reader_entry (struct block_cache *c, struct block_cache_client *client,
   return r;
 }
 
-/* Copy a range of a block out, decoding the block on a miss. */
-int
-block_cache_read (struct block_cache_client *client, uint64_t index,
-                  size_t block_size, size_t offset, void *buf, size_t count,
-                  bool hold)
+static void unpin (struct block_cache *c, struct entry *e, size_t offset,
+                   size_t count, bool hold);
+
+/* Pin block index of the client READY, decoding it on a miss (c->lock
+ * held on entry and on return).  0 and *out pinned (give it back with
+ * unpin), or a negative errno with a message and nothing pinned. */
+static int
+pin_ready (struct block_cache *c, struct block_cache_client *client,
+           uint64_t index, size_t block_size, struct entry **out)
 {
-  struct block_cache *c = client->cache;
   struct entry *e;
   bool created;
-  int r = 0;
+  int r;
 
-  if (offset > block_size || count > block_size - offset)
-    return error_set (EINVAL, "block cache: %s: range %zu+%zu outside block %llu",
-                      client->obj->name, offset, count, (unsigned long long) index);
-  pthread_mutex_lock (&c->lock);
   r = reader_entry (c, client, index, block_size, &e, &created);
   if (r < 0)
-    {
-      pthread_mutex_unlock (&c->lock);
-      return r;
-    }
+    return r;
   if (e->size != block_size)
-    {
-      pthread_mutex_unlock (&c->lock);
-      return error_set (EINVAL, "block cache: %s: block %llu asked with two sizes",
-                        client->obj->name, (unsigned long long) index);
-    }
+    return error_set (EINVAL, "block cache: %s: block %llu asked with two sizes",
+                      client->obj->name, (unsigned long long) index);
   if (created)
     c->stats.misses++;
   else if (e->state == ENTRY_READY)
@@ -879,23 +872,25 @@ block_cache_read (struct block_cache_client *client, uint64_t index,
   lru_touch (c, e);
   while (e->state == ENTRY_QUEUED || e->state == ENTRY_RUNNING)
     pthread_cond_wait (&c->done_cond, &c->lock);
-  if (e->state == ENTRY_READY)
+  if (e->state != ENTRY_READY)
     {
-      pthread_mutex_unlock (&c->lock);
-      if (e->zero)
-        {
-          memset (buf, 0, count);
-          r = BLOCK_CACHE_ZERO;
-        }
-      else
-        memcpy (buf, e->buf + offset, count);
-      pthread_mutex_lock (&c->lock);
+      r = error_set (e->err ? e->err : EIO, "%s",
+                     e->errmsg ? e->errmsg : "block cache: decode failed");
+      unpin (c, e, 0, 0, false);
+      return r;
     }
-  else
-    r = error_set (e->err ? e->err : EIO, "%s",
-                   e->errmsg ? e->errmsg : "block cache: decode failed");
+  *out = e;
+  return 0;
+}
+
+/* Give back a pin of pin_ready (c->lock held) after reading count bytes
+ * at offset of the block; hold: see block_cache_read. */
+static void
+unpin (struct block_cache *c, struct entry *e, size_t offset, size_t count,
+       bool hold)
+{
   e->pins--;
-  if (hold && r >= 0)
+  if (hold)
     {
       /* A sequential reader holds its block until it reads the last
        * byte; a read that comes late (the kernel sends several at
@@ -917,8 +912,110 @@ block_cache_read (struct block_cache_client *client, uint64_t index,
   else if (c->used > bound (c))
     make_room (c, 0, false);
   room_changed (c);
+}
+
+static int
+check_range (struct block_cache_client *client, uint64_t index,
+             size_t block_size, size_t offset, size_t count)
+{
+  if (offset > block_size || count > block_size - offset)
+    return error_set (EINVAL, "block cache: %s: range %zu+%zu outside block %llu",
+                      client->obj->name, offset, count, (unsigned long long) index);
+  return 0;
+}
+
+/* Copy a range of a block out, decoding the block on a miss. */
+int
+block_cache_read (struct block_cache_client *client, uint64_t index,
+                  size_t block_size, size_t offset, void *buf, size_t count,
+                  bool hold)
+{
+  struct block_cache *c = client->cache;
+  struct entry *e;
+  int r;
+
+  r = check_range (client, index, block_size, offset, count);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock (&c->lock);
+  r = pin_ready (c, client, index, block_size, &e);
+  if (r < 0)
+    {
+      pthread_mutex_unlock (&c->lock);
+      return r;
+    }
+  pthread_mutex_unlock (&c->lock);
+  if (e->zero)
+    {
+      memset (buf, 0, count);
+      r = BLOCK_CACHE_ZERO;
+    }
+  else
+    memcpy (buf, e->buf + offset, count);
+  pthread_mutex_lock (&c->lock);
+  unpin (c, e, offset, count, hold);
   pthread_mutex_unlock (&c->lock);
   return r;
+}
+
+/* A range of a block lent in place: the pin stays until the loan comes
+ * back. */
+struct block_cache_loan
+{
+  struct block_cache *cache;
+  struct entry *e;
+  size_t offset, count;
+  bool hold;
+};
+
+int
+block_cache_borrow (struct block_cache_client *client, uint64_t index,
+                    size_t block_size, size_t offset, size_t count, bool hold,
+                    const void **data, struct block_cache_loan **loan)
+{
+  struct block_cache *c = client->cache;
+  struct block_cache_loan *l;
+  struct entry *e;
+  int r;
+
+  *data = NULL;
+  *loan = NULL;
+  r = check_range (client, index, block_size, offset, count);
+  if (r < 0)
+    return r;
+  l = malloc (sizeof *l);
+  if (l == NULL)
+    return error_set (ENOMEM, "block cache: %s: out of memory",
+                      client->obj->name);
+  pthread_mutex_lock (&c->lock);
+  r = pin_ready (c, client, index, block_size, &e);
+  if (r == 0 && e->zero)
+    {
+      unpin (c, e, offset, count, hold);
+      r = BLOCK_CACHE_ZERO;
+    }
+  pthread_mutex_unlock (&c->lock);
+  if (r != 0)
+    {
+      free (l);
+      return r;
+    }
+  *l = (struct block_cache_loan) { c, e, offset, count, hold };
+  *data = e->buf + offset;
+  *loan = l;
+  return 0;
+}
+
+void
+block_cache_loan_return (void *loan)
+{
+  struct block_cache_loan *l = loan;
+  struct block_cache *c = l->cache;
+
+  pthread_mutex_lock (&c->lock);
+  unpin (c, l->e, l->offset, l->count, l->hold);
+  pthread_mutex_unlock (&c->lock);
+  free (l);
 }
 
 /* Queue a background decode of a block when memory allows. */

@@ -100,6 +100,19 @@ int block_cache_read (struct block_cache_client *client, uint64_t index,
                       size_t block_size, size_t offset, void *buf,
                       size_t count, bool hold);
 
+/* As block_cache_read, without the copy: pin the block and point *data
+ * at count bytes at offset inside it, in place, read-only.  Returns 0
+ * with *loan set (give it back once with block_cache_loan_return, from
+ * any thread; the block is not evicted before), BLOCK_CACHE_ZERO when
+ * the block is a hole (nothing lent, *data NULL: the bytes are zeroes),
+ * or a negative errno with a message recorded. */
+struct block_cache_loan;
+int block_cache_borrow (struct block_cache_client *client, uint64_t index,
+                        size_t block_size, size_t offset, size_t count,
+                        bool hold, const void **data,
+                        struct block_cache_loan **loan);
+void block_cache_loan_return (void *loan);
+
 /* Queue a decode of block index in the background, unless it is cached,
  * already queued, or would push memory past the bound.  Returns true
  * when the block is cached or on its way.  May be called from a decode

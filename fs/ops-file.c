@@ -236,7 +236,8 @@ misaligned (const struct open_file *of, size_t size, off_t offset,
 /* read: clamp to the size and read through the stack.  When the stack
  * already holds the bytes in a buffer it can give away (a read-ahead
  * slot, layer_take), the reply is sent from that buffer instead of
- * being copied into one of ours. */
+ * being copied into one of ours; when it holds them in memory it keeps
+ * (a decoded block, zeroes: layer_borrow), from there. */
 void
 ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
           struct fuse_file_info *fi)
@@ -283,6 +284,22 @@ ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
     size = (size_t) (l->size - (uint64_t) offset);
   if (layer_take (l, size, (uint64_t) offset, &mem) <= 0)
     {
+      struct layer_borrow lent;
+
+      r = layer_borrow (l, size, (uint64_t) offset, &lent);
+      if (r < 0)
+        {
+          fuse_reply_err (req, -ops_entry_failed (of->entry, r, "read"));
+          return;
+        }
+      if (r > 0)
+        {
+          /* The bytes stay in place until the kernel has them. */
+          fuse_reply_buf (req, lent.data, size);
+          if (lent.release)
+            lent.release (lent.arg);
+          return;
+        }
       mem = malloc (size ? size : 1);
       if (mem == NULL)
         {

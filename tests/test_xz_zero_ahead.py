@@ -90,3 +90,35 @@ def test_read_ahead_reaches_past_a_zero_run(mount, catalog, tmp_path):
     finally:
         os.close(fd)
     assert sha256(m.path / "vm.img") == sha256(raw)
+
+
+def test_reads_are_answered_in_place(mount, catalog, tmp_path):
+    # Reads inside one block are answered from the cached block, or from
+    # zeroes for a hole, not from a copy (xz_borrow, block_cache_borrow);
+    # reads across a block edge are copied.  Both give the right bytes.
+    raw, packed = sparse_xz(tmp_path)
+    write_entry(catalog, "vm.img", f"source = {packed}\n")
+    m = mount(catalog, "--memory-cache-size=16M", "--cache-dir=none", "--workers=2")
+
+    def in_place():
+        line = [x for x in m.status().splitlines()
+                if x.startswith("xz-reads-in-place:")][0]
+        return int(line.split()[1])
+    assert in_place() == 0
+    assert sha256(m.path / "vm.img") == sha256(raw)
+    whole = in_place()
+    assert whole > 0
+    data = raw.read_bytes()
+    fd = os.open(m.path / "vm.img", os.O_RDONLY | os.O_DIRECT)
+    try:
+        # Across an edge between data blocks, and between a data block
+        # and a zero block: copied, right.
+        for off in (41 * MIB - 4096, MIB - 8192):
+            assert os.pread(fd, 16384, off) == data[off:off + 16384], off
+        assert in_place() == whole
+        # Inside a data block and inside a zero block: in place, right.
+        for off in (40 * MIB + 8192, 7 * MIB):
+            assert os.pread(fd, 65536, off) == data[off:off + 65536], off
+        assert in_place() == whole + 2
+    finally:
+        os.close(fd)

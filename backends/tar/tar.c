@@ -43,6 +43,19 @@ tar_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Lend the member's bytes in place: those of the layer below, shifted. */
+static int
+tar_borrow (struct layer *l, size_t count, uint64_t offset,
+            struct layer_borrow *out)
+{
+  struct tar_layer *t = (struct tar_layer *) l;
+  int r = layer_borrow (l->lower, count, t->where.data_offset + offset, out);
+
+  if (r < 0)
+    return error_prefix (r, "tar: %s: %s", t->source, t->member);
+  return r;
+}
+
 /* The allocation state of the member is that of the bytes below it. */
 static int
 tar_extent (struct layer *l, uint64_t offset, struct layer_extent *out)
@@ -99,6 +112,7 @@ tar_close (struct layer *l)
 static const struct layer_ops tar_ops = {
   .name = "tar",
   .pread = tar_pread,
+  .borrow = tar_borrow,
   .extent = tar_extent,
   .prefetch = tar_prefetch,
   .status = tar_status,

@@ -314,6 +314,50 @@ test_zero (struct block_cache *cache)
   printf ("zero: ok\n");
 }
 
+/* A lent block gives its bytes in place, survives reads of many other
+ * blocks while lent (they would evict it otherwise), and is evictable
+ * once given back; a zero block lends nothing and says so. */
+static void
+test_borrow (struct block_cache *cache)
+{
+  struct block_cache_client *client;
+  struct block_cache_loan *loan;
+  struct block_cache_stats st;
+  const void *data;
+  unsigned char buf[100];
+  uint64_t i;
+
+  if (block_cache_client_new (cache, "borrow", NULL, zero_decode, NULL,
+                              &client) != 0)
+    {
+      CHECK (!"block_cache_client_new");
+      return;
+    }
+  CHECK (block_cache_borrow (client, 1, BLOCK, 300, 5000, false, &data,
+                             &loan) == 0);
+  CHECK (data && loan && check_bytes (data, 1, 300, 5000));
+  for (i = 3; i < 40; i += 2)
+    CHECK (block_cache_read (client, i, BLOCK, 0, buf, sizeof buf, false)
+           == 0);
+  block_cache_get_stats (cache, &st);
+  CHECK (st.evictions > 0 && st.used_bytes <= st.max_bytes);
+  CHECK (check_bytes (data, 1, 300, 5000));     /* still in place */
+  atomic_store (&decodes, 0);
+  CHECK (block_cache_read (client, 1, BLOCK, 0, buf, sizeof buf, false)
+         == 0);
+  CHECK (atomic_load (&decodes) == 0);          /* never evicted */
+  block_cache_loan_return (loan);
+  CHECK (block_cache_borrow (client, 2, BLOCK, 0, 100, false, &data, &loan)
+         == BLOCK_CACHE_ZERO);
+  CHECK (data == NULL && loan == NULL);
+  CHECK (block_cache_borrow (client, 1, BLOCK, BLOCK - 10, 11, false, &data,
+                             &loan) == -EINVAL);
+  block_cache_client_free (client);
+  block_cache_get_stats (cache, &st);
+  CHECK (st.used_bytes == 0 && st.entries == 0);
+  printf ("borrow: ok\n");
+}
+
 /* Two clients with one key share blocks; another key does not. */
 static void
 test_shared (struct block_cache *cache)
@@ -485,6 +529,7 @@ main (void)
   test_prefetch (cache);
   test_prefetch_from_decode (cache);
   test_zero (cache);
+  test_borrow (cache);
   test_shared (cache);
   block_cache_free (cache);
   test_readers_take_turns ();

@@ -114,6 +114,8 @@ struct disk_cache_object
    * eviction holds while it drops the object's chunks. */
   pthread_mutex_t pin_lock;
   unsigned whole_pins;         /* protected by pin_lock */
+  bool drop_at_unpin;          /* invalidated while pinned: drop every
+                                  chunk at the last unpin (pin_lock) */
 
   pthread_mutex_t sync_lock;
   struct dc_pending *pending;  /* protected by sync_lock */

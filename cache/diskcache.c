@@ -838,13 +838,21 @@ disk_cache_pin_whole (struct disk_cache_object *obj, int *fd)
   return r;
 }
 
-/* Drop a pin taken by disk_cache_pin_whole. */
+static void drop_every_chunk (struct disk_cache_object *obj);
+
+/* Drop a pin taken by disk_cache_pin_whole; the last one carries out an
+ * invalidation that came while the object was lent. */
 void
 disk_cache_unpin_whole (struct disk_cache_object *obj)
 {
   pthread_mutex_lock (&obj->pin_lock);
   if (obj->whole_pins > 0)
     obj->whole_pins--;
+  if (obj->whole_pins == 0 && obj->drop_at_unpin)
+    {
+      obj->drop_at_unpin = false;
+      drop_every_chunk (obj);
+    }
   pthread_mutex_unlock (&obj->pin_lock);
 }
 
@@ -1013,16 +1021,14 @@ disk_cache_write_parts (struct disk_cache_object *obj,
   return 0;
 }
 
-/* Drop every chunk of the object (its remote copy changed). */
-void
-disk_cache_invalidate (struct disk_cache_object *obj)
+/* Drop every chunk of the object; pin_lock held. */
+static void
+drop_every_chunk (struct disk_cache_object *obj)
 {
   uint64_t *idx;
   uint32_t *exp;
   size_t n = 0, cap = 0;
 
-  if (obj->fd < 0)
-    return;
   for (uint64_t k = 0; k < obj->npages; k++)
     if (atomic_load (&obj->pages[k]))
       cap += DC_PAGE_CHUNKS;
@@ -1047,6 +1053,24 @@ disk_cache_invalidate (struct disk_cache_object *obj)
     }
   free (idx);
   free (exp);
+}
+
+/* Drop every chunk of the object (its remote copy changed).  An object
+ * lent whole keeps its chunks until the last borrower is done: the
+ * kernel reads that data file itself, and dropping chunks under it
+ * would turn the old bytes into zeros instead of keeping them (the
+ * daemon's own reads of a changed object fail; it lends it no more). */
+void
+disk_cache_invalidate (struct disk_cache_object *obj)
+{
+  if (obj->fd < 0)
+    return;
+  pthread_mutex_lock (&obj->pin_lock);
+  if (obj->whole_pins > 0)
+    obj->drop_at_unpin = true;
+  else
+    drop_every_chunk (obj);
+  pthread_mutex_unlock (&obj->pin_lock);
 }
 
 /* Bytes of this object present in the cache. */

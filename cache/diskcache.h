@@ -76,12 +76,10 @@ bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
  * The fd is owned by the object (valid until it is closed; the caller
  * neither closes nor writes it).  -ENODATA when a chunk is missing or
  * the object is not stored.  Each successful call needs one unpin.
- * Not covered by the pin: disk_cache_invalidate (the remote object
- * changed) and a failed fdatasync of written chunks still drop chunks;
- * an open already lent would then read zeros there, so a caller must
- * not invalidate an object it lends (a complete object makes no fetch
- * that could find the remote changed; revalidation happens at open,
- * before lending). */
+ * disk_cache_invalidate of a pinned object drops its chunks at the
+ * last unpin, so a borrower goes on reading the bytes it was lent.  Not
+ * covered by the pin: a failed fdatasync of written chunks still drops
+ * them (a complete object has none left to sync). */
 int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
 void disk_cache_unpin_whole (struct disk_cache_object *obj);
 

@@ -175,3 +175,31 @@ def test_eviction_never_punches_a_lent_object(mount, catalog, http_server, tmp_p
         assert sha256(m.path / "b.img") == sha256(b)
         assert f.read() == data
         assert counters(m, "a.img")[1] == 0
+
+
+def test_a_lent_object_that_changes_keeps_its_bytes(mount, catalog, http_server, tmp_path):
+    """The server's copy changes while the kernel reads the complete
+    cached copy itself: a new open fails (the object changed), and the
+    open already lent goes on reading the bytes it was lent, never the
+    zeros of a dropped cache."""
+    old = place_image(http_server, "c.img", 8 * MiB, seed=8).read_bytes()
+    cache = tmp_path / "dc"
+    write_entry(catalog, "c.img",
+                f"source = {http_server.url('c.img')}\nrevalidate = 0\n")
+    m = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m.path / "c.img") == sha256(http_server.root / "c.img")
+    assert m.unmount() == 0
+
+    m = mount(catalog, f"--cache-dir={cache}")
+    with open(m.path / "c.img", "rb") as f:
+        assert entry_status(m, "c.img")["passthrough"] == "yes"
+        assert f.read(MiB) == old[:MiB]
+        place_image(http_server, "c.img", 8 * MiB, seed=9)
+        os.utime(http_server.root / "c.img", (1, 1))   # a new Last-Modified
+        with pytest.raises(OSError):
+            open(m.path / "c.img", "rb").close()
+        assert "changed on the server" in m.log(), m.log()
+        assert f.read() == old[MiB:]
+        f.seek(0)
+        assert f.read(4096) == old[:4096]
+        assert counters(m, "c.img")[1] == 0

@@ -24,7 +24,7 @@
 #     at a random 4 KiB-aligned offset (the same for every tool); MiB
 #     downloaded 5 s after that single read (diskshelf: its status;
 #     btfs and nbdkit: du of their data directory).
-#   cat: a full sequential `cat | sha256sum`, timed from the file being
+#   cat: a full sequential `cat | bench_sha256`, timed from the file being
 #     visible and from the mount command (nbdfuse shows the file only
 #     once nbdkit has the swarm going, and by then it has fetched much of
 #     the torrent); MB/s; peak RSS (VmHWM; nbdfuse + nbdkit summed).
@@ -107,7 +107,7 @@ SEED_PORT=$(bench_free_port)
 mkdir -p "$WORK/data" "$WORK/tracker"
 head -c $((SIZE_MB << 20)) /dev/urandom > "$WORK/data/big.bin"
 SRC=$WORK/data/big.bin
-want=$(sha256sum < "$SRC" | cut -d' ' -f1)
+want=$(bench_sha256 < "$SRC")
 TP=$(bench_free_port)
 mktorrent -l "$PIECE_LOG" -a "http://127.0.0.1:$TP/announce" -o "$WORK/big.torrent" \
   "$SRC" >/dev/null
@@ -150,7 +150,7 @@ if [ -z "${ONLY:-}" ]; then
     timeout 300 "$BTGET" --out "$WORK/out.bin" --threads "$threads" --timeout 60 \
       "$WORK/big.torrent" >/dev/null
     s=$(bench_since "$t")
-    got=$(sha256sum < "$WORK/out.bin" | cut -d' ' -f1)
+    got=$(bench_sha256 < "$WORK/out.bin")
     [ "$got" = "$want" ] || { echo "bt-get: WRONG DATA"; exit 1; }
     printf '%-44s %7s s  %6.1f MB/s\n' "bt-get, all pieces, $threads readers" "$s" \
       "$(awk -v s="$s" -v m="$SIZE_MB" 'BEGIN{print m*1.048576/s}')"
@@ -281,7 +281,7 @@ for tool in "${TOOLS[@]}"; do
     "start_$tool" "$d"
     if wait_file 30; then
       t=$(bench_now)
-      got=$(timeout 600 cat "$FILE" | sha256sum | cut -d' ' -f1 || true)
+      got=$(timeout 600 cat "$FILE" | bench_sha256 || true)
       if [ "$got" = "$want" ]; then
         CAT[$tool]=$(bench_since "$t"); CATALL[$tool]=$(bench_since "$t0")
         MBS[$tool]=$(awk -v s="${CAT[$tool]}" -v m="$SIZE_MB" 'BEGIN{printf "%.0f", m*1.048576/s}')

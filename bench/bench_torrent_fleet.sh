@@ -2,7 +2,7 @@
 # Benchmark: a fleet of diskshelf daemons sharing one torrent (issue 11,
 # the fleet row).  FLEET_N daemons on loopback (each its own --cache-dir,
 # --torrent-listen port and mount) read the same image at once, with
-# `cat | sha256sum` (checked), from a single aria2c seeder found through
+# `cat | bench_sha256` (checked), from a single aria2c seeder found through
 # opentracker; the daemons find each other through the tracker too.
 #
 #   bench/bench_torrent_fleet.sh                   # 8 daemons, 1 GiB, 256 KiB pieces
@@ -62,7 +62,7 @@ trap 'exit 130' INT TERM
 SIZE=$((FLEET_MB << 20))
 mkdir -p "$WORK/data"
 head -c "$SIZE" /dev/urandom > "$WORK/data/fleet.img"
-want=$(sha256sum < "$WORK/data/fleet.img" | cut -d' ' -f1)
+want=$(bench_sha256 < "$WORK/data/fleet.img")
 bench_torrent_swarm "$WORK" "$WORK/data/fleet.img" "$PIECE_LOG" "$SEED_IP"
 PIDS+=("$TRACKER_PID" "$SEEDER_PID")
 CAT_TIMEOUT=$((60 + FLEET_MB))   # seconds; generous: a failure, not a figure
@@ -91,10 +91,10 @@ wait_ready () {
   echo "bench: daemon in $d did not come up (see $d/log)" >&2
   return 1
 }
-# read_all DIR: cat | sha256sum; DIR/sum and DIR/end (a timestamp).
+# read_all DIR: cat | bench_sha256; DIR/sum and DIR/end (a timestamp).
 read_all () {
   local d=$1
-  (timeout "$CAT_TIMEOUT" cat "$d/mnt/fleet.img" | sha256sum | cut -d' ' -f1 > "$d/sum"
+  (timeout "$CAT_TIMEOUT" cat "$d/mnt/fleet.img" | bench_sha256 > "$d/sum"
    bench_now > "$d/end") &
   READERS+=($!)
 }

@@ -38,6 +38,7 @@ struct want
   struct want *next;
   uint32_t index;
   unsigned waiters;    /* readers blocked on it */
+  double waited_since; /* when the first of them came (monotonic s) */
   unsigned assigned;   /* connections assembling it */
   double assigned_at;  /* when the first one started (monotonic s) */
   bool done;

@@ -55,6 +55,10 @@
  * entry's timeout although a seed had it. */
 #define ENDGAME_AFTER 1.0
 #define ENDGAME_COPIES 4
+/* A seed is not asked for a piece another unchoking peer has until a
+ * reader has waited this long for it: the origin's upload goes to what
+ * only it has, also when readers are blocked (a fleet reading in step). */
+#define SEED_SPARED_SECONDS 0.5
 /* A peer that has sent no block for STALL_AFTER seconds while requests
  * are in flight is stalled: the pieces it has not started go back to
  * the pool (cancelled), and it is asked for nothing new for
@@ -443,7 +447,9 @@ pick_next_random (struct bt_conn *c)
  * (rarest first among the wanted: the origin's upload goes to what only
  * it can give, the rest comes from the other peers); ties at random, so
  * peers reading the same window do not all ask for the same piece.  A
- * seed is not asked for read-ahead another unchoking peer has.  A
+ * seed is not asked for read-ahead another unchoking peer has, nor, for
+ * the first SEED_SPARED_SECONDS, for a piece a reader waits on that such
+ * a peer has.  A
  * further connection (a seed too: the peer that has it may be slow)
  * takes a piece only for a blocked reader, one more each ENDGAME_AFTER
  * (the end game). */
@@ -467,7 +473,9 @@ pick_piece_locked (struct bt_conn *c)
       for (unsigned k = 0; k < c->nas && !mine; k++)
         mine = c->as[k].index == w->index;
       if (mine || w->assigned >= ENDGAME_COPIES
-          || (seed && s->avail[w->index] > 0 && w->waiters == 0)
+          || (seed && s->avail[w->index] > 0
+              && (w->waiters == 0
+                  || now - w->waited_since < SEED_SPARED_SECONDS))
           || (w->assigned > 0
               && (w->waiters == 0
                   || now - w->assigned_at < ENDGAME_AFTER * w->assigned)))

@@ -580,7 +580,8 @@ bt_read_piece (struct bt_session *s, uint32_t index, uint8_t *buf)
       w->prefetch = false;      /* its reader came: drop it when done */
       s->prefetches--;
     }
-  w->waiters++;
+  if (w->waiters++ == 0)
+    w->waited_since = clock_seconds ();
   session_maybe_connect_locked (s);
   session_wake_conns_locked (s);
   int r = 0;

@@ -112,8 +112,10 @@ struct layer_ops
   /* Optional: when the layer's bytes are, right now, exactly the bytes
    * of a file at the same offsets (no transform, nothing missing), lend
    * that file: fill *out and return 1; the bytes stay until
-   * out->release.  0 when it has no such file (yet).  Only layers
-   * without a lower layer answer: a transform never does.  NULL:
+   * out->release.  0 when it has no such file (yet).  A transport
+   * answers with its own file or a complete disk-cache copy; a
+   * transform only when it keeps its whole output in one such file (a
+   * single-block xz decoded completely into the disk cache).  NULL:
    * always 0. */
   int (*lend_file) (struct layer *l, struct layer_lend *out);
 

@@ -203,3 +203,37 @@ def test_a_lent_object_that_changes_keeps_its_bytes(mount, catalog, http_server,
         f.seek(0)
         assert f.read(4096) == old[:4096]
         assert counters(m, "c.img")[1] == 0
+
+
+def test_single_block_xz_decoded_into_the_cache_passes_through(mount, catalog, image,
+                                                               tmp_path):
+    """A single-block xz image decoded completely into the disk cache is
+    that cache file: opens after the decode (in the same mount, and after
+    a restart) are lent it, and the kernel reads it without us."""
+    packed = tmp_path / "one.img.xz"
+    with open(packed, "wb") as out:
+        subprocess.run(["xz", "-c", "-1", str(image)], stdout=out, check=True)
+    cache = tmp_path / "dc"
+    write_entry(catalog, "one.img", f"source = {packed}\n")
+    small = "--memory-cache-size=8M"    # blocks over 4 MiB: the single-block path
+    m = mount(catalog, f"--cache-dir={cache}", small)
+    assert passthrough_on(m), m.log()
+    assert sha256(m.path / "one.img") == sha256(image)     # decodes, through READs
+    opens, reads = counters(m, "one.img")
+    assert opens == 0 and reads > 0
+    wait_for(lambda: "xz-decode: complete in disk cache" in m.status(), 30,
+             "the decoder to finish")
+    wait_released(m, "one.img")
+    assert sha256(m.path / "one.img") == sha256(image)
+    assert counters(m, "one.img") == (1, reads)
+    assert m.unmount() == 0
+
+    m = mount(catalog, f"--cache-dir={cache}", small)
+    data = image.read_bytes()
+    with open(m.path / "one.img", "rb") as f:
+        assert entry_status(m, "one.img")["passthrough"] == "yes"
+        f.seek(3 * MiB + 5)
+        assert f.read(200000) == data[3 * MiB + 5:3 * MiB + 200005]
+    assert sha256(m.path / "one.img") == sha256(image)
+    opens, reads = counters(m, "one.img")
+    assert opens >= 2 and reads == 0

@@ -422,6 +422,28 @@ ensure_thread (struct xz_single *s)
   return 0;
 }
 
+/* The complete decoded image's cache file, pinned (see xz-internal.h). */
+int
+xz_single_lend (struct xz_single *s, int *fd)
+{
+  bool complete;
+
+  pthread_mutex_lock (&s->lock);
+  complete = s->complete;
+  pthread_mutex_unlock (&s->lock);
+  if (!complete || !have_disk_cache (s))
+    return -ENODATA;
+  return disk_cache_pin_whole (s->obj, fd);
+}
+
+void
+xz_single_unlend (void *arg)
+{
+  struct xz_single *s = arg;
+
+  disk_cache_unpin_whole (s->obj);
+}
+
 /* Read from the disk cache, the window, or wait for the decoder. */
 int
 xz_single_read (struct xz_single *s, void *buf, size_t count,

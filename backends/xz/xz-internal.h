@@ -196,6 +196,11 @@ int xz_single_new (const struct xz_single_config *cfg,
                    struct xz_single **out);
 int xz_single_read (struct xz_single *s, void *buf, size_t count,
                     uint64_t offset);
+/* Lend the disk-cache file that holds the whole decoded image, once it
+ * is complete (decoded to the end, every check verified): 0 and *fd
+ * (the cache's; pinned whole until xz_single_unlend), or -ENODATA. */
+int xz_single_lend (struct xz_single *s, int *fd);
+void xz_single_unlend (void *s);
 void xz_single_status (struct xz_single *s, FILE *out);
 void xz_single_free (struct xz_single *s);
 

@@ -262,6 +262,23 @@ xz_borrow (struct layer *l, size_t count, uint64_t offset,
   return 1;
 }
 
+/* A single-block image decoded completely into the disk cache is that
+ * cache file's bytes at the same offsets: lend it, so the kernel reads
+ * it itself (FUSE passthrough) instead of asking us. */
+static int
+xz_lend_file (struct layer *l, struct layer_lend *out)
+{
+  struct xz_layer *x = (struct xz_layer *) l;
+  int fd;
+
+  if (x->single == NULL || xz_single_lend (x->single, &fd) < 0)
+    return 0;
+  out->fd = fd;
+  out->release = xz_single_unlend;
+  out->arg = x->single;
+  return 1;
+}
+
 /* Extents: a block known to decode to zeroes is a hole; a block not
  * decoded yet is decoded (through the cache, so the reads that follow
  * are hits, and a zero block costs no memory) to find out.  The
@@ -371,6 +388,7 @@ static const struct layer_ops xz_ops = {
   .name = "xz",
   .pread = xz_pread,
   .borrow = xz_borrow,
+  .lend_file = xz_lend_file,
   .extent = xz_extent,
   .status = xz_status,
   .close = xz_close,

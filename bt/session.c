@@ -202,8 +202,15 @@ verify_raw_locked (struct bt_session *s, struct want *w)
   w->verifying = false;
   if (good)
     {
-      w->buf = raw;
-      w->done = true;
+      /* Another connection's copy, verified on its own, may have made
+       * the want done while this one was checked: keep that one. */
+      if (w->done)
+        free (raw);
+      else
+        {
+          w->buf = raw;
+          w->done = true;
+        }
       piece_good_locked (s, index, stored);
       pthread_cond_broadcast (&w->cond);
       return;

@@ -265,7 +265,15 @@ opener_thread (void *arg)
            * size left freed memory in each thread's malloc arena; give
            * it back, so that idle entries really cost nothing. */
           pthread_mutex_unlock (&queue_lock);
+#ifndef __SANITIZE_ADDRESS__
+          /* Not under ASan, whose allocator serves the program: there
+           * this call was the first into glibc's malloc, which then
+           * counted this thread into its main arena once too few times,
+           * and glibc aborted as a thread exited ("Fatal glibc error:
+           * ... __malloc_arena_thread_freeres: a->attached_threads > 0",
+           * CI, test_xz_shared; fs/main.c's mallopt did the same). */
           malloc_trim (0);
+#endif
           pthread_mutex_lock (&queue_lock);
         }
     }

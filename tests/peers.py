@@ -6,6 +6,7 @@ Every process started here is stopped by PID; every wait has a timeout.
 
 import os
 import pathlib
+import random
 import re
 import signal
 import socket
@@ -22,11 +23,45 @@ def scaled(seconds):
     return seconds * SLOW
 
 
+def _ephemeral_low():
+    """The first port the kernel hands to outgoing connections."""
+    try:
+        return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range")
+                   .read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_HANDED_OUT = set()
+_PORT_FLOOR = 10000
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never
+    the same one twice in this test run, and below the ephemeral range.
+
+    Asking the kernel for port 0 used to be enough until two peers of
+    one test (nginx's HTTP and HTTPS ports) were handed the same number,
+    or a client's outgoing connection took the port between this call
+    and the server's bind: nginx then failed to start (CI, once in 400
+    tests).  A port below ip_local_port_range is never an outgoing
+    connection's, and the set keeps each number to one peer."""
+    ceiling = _ephemeral_low()
+    for _ in range(200):
+        if ceiling - _PORT_FLOOR > 1000:
+            port = random.randrange(_PORT_FLOOR, ceiling)
+        else:
+            port = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
 def wait_for(predicate, timeout, what):
@@ -275,8 +310,9 @@ class Nginx:
         wait_for(lambda: port_open(self.port) or self.proc.poll() is not None, 15,
                  "nginx to listen")
         if self.proc.poll() is not None:
-            raise RuntimeError("nginx failed: " + self.error_log.read_text()
-                               if self.error_log.exists() else "nginx failed")
+            logs = [path.read_text(errors="replace")
+                    for path in (self.prefix / "nginx.out", self.error_log) if path.exists()]
+            raise RuntimeError("nginx failed: " + "\n".join(logs))
         return self
 
     def stop(self):

@@ -46,7 +46,8 @@ void block_cache_free (struct block_cache *cache);
  * when it would push the total past max_bytes.
  *
  * Held blocks: a sequential reader holds the block it is in (hold = true
- * in block_cache_read) until it reads the block's last byte or stops
+ * in block_cache_read) until its reads, in whatever order they come,
+ * have covered as many bytes as the block has, or until it stops
  * reading it for BLOCK_CACHE_HOLD_SECONDS.  A held block is not evicted
  * for anybody else's miss or read-ahead.  When the blocks that readers
  * are in (or that are being decoded or copied from) fill the cache, as
@@ -147,6 +148,7 @@ struct block_cache_stats
   uint64_t shared_clients;      /* clients that joined another's blocks */
   uint64_t room_waits;          /* misses that waited for room */
   uint64_t hold_breaks;         /* held blocks evicted after the wait bound */
+  uint64_t ahead_evicted;       /* read-ahead evicted before anybody read it */
   uint64_t used_bytes, max_bytes, entries;
 };
 void block_cache_get_stats (struct block_cache *cache,

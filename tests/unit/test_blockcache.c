@@ -1,7 +1,8 @@
 /* Unit tests of the decoded-block cache (cache/blockcache.c): single
  * flight, the byte bound, failures, read-ahead, freeing a client while
  * its read-ahead is queued, zero blocks kept as holes, clients of
- * one source sharing blocks, and blocks held by sequential readers. */
+ * one source sharing blocks, and blocks held by sequential readers
+ * until they have read them whole. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -511,6 +512,50 @@ test_held_block_survives (void)
   printf ("held block: ok\n");
 }
 
+/* The kernel's reads of one block arrive out of order: the one with
+ * the block's last byte can come before those of its middle.  The
+ * block stays held until its reads covered all of it, then is let go
+ * (before: let go at the last byte, evicted by another reader's miss,
+ * and decoded again for the middle). */
+static void
+test_hold_until_whole_block_read (void)
+{
+  struct block_cache *cache;
+  struct block_cache_client *seq, *other;
+  struct block_cache_stats st;
+  static unsigned char buf[BLOCK];
+  uint64_t i;
+
+  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
+  CHECK (block_cache_client_new (cache, "seq", NULL, fake_decode, NULL,
+                                 &seq) == 0);
+  CHECK (block_cache_client_new (cache, "other", NULL, fake_decode, NULL,
+                                 &other) == 0);
+  atomic_store (&decodes, 0);
+  CHECK (block_cache_read (seq, 0, BLOCK, 0, buf, 64, true) == 0);
+  CHECK (block_cache_read (seq, 0, BLOCK, BLOCK - 64, buf, 64, true) == 0);
+  for (i = 0; i < 6; i++)
+    CHECK (block_cache_read (other, 100 + i, BLOCK, 0, buf, 64, false) == 0);
+  CHECK (atomic_load (&decodes) == 7);
+
+  /* The middle comes last: still there. */
+  CHECK (block_cache_read (seq, 0, BLOCK, 64, buf, BLOCK - 128, true) == 0);
+  CHECK (check_bytes (buf, 0, 64, BLOCK - 128));
+  CHECK (atomic_load (&decodes) == 7);
+
+  /* Read whole, it is let go at once: misses evict it without waiting. */
+  for (i = 0; i < 4; i++)
+    CHECK (block_cache_read (other, 200 + i, BLOCK, 0, buf, 64, false) == 0);
+  CHECK (!block_cache_has (seq, 0));
+  block_cache_get_stats (cache, &st);
+  CHECK (st.room_waits == 0);
+  CHECK (st.hold_breaks == 0);
+  block_cache_client_free (seq);
+  block_cache_client_free (other);
+  block_cache_free (cache);
+  printf ("hold until the whole block is read: ok\n");
+}
+
 int
 main (void)
 {
@@ -534,6 +579,7 @@ main (void)
   block_cache_free (cache);
   test_readers_take_turns ();
   test_held_block_survives ();
+  test_hold_until_whole_block_read ();
   if (check_failures)
     fprintf (stderr, "%d check(s) failed\n", check_failures);
   return check_failures ? 1 : 0;

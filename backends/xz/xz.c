@@ -139,6 +139,38 @@ note_read (struct xz_layer *x, uint64_t offset, size_t count)
   return sequential;
 }
 
+/* Where the bytes of a read in block b come from.  One choice for
+ * xz_pread and xz_borrow, so a copied read and a lent one never
+ * disagree. */
+enum block_source
+{
+  FROM_ZEROES,          /* the block is known to decode to zeroes */
+  FROM_PARTIAL,         /* decode only as far as the read goes */
+  FROM_CACHE,           /* the block cache (decoding it whole on a miss) */
+};
+
+static enum block_source
+block_source (struct xz_layer *x, size_t b, bool sequential)
+{
+  if (atomic_load (&x->kind[b]) == XZ_KIND_ZERO)
+    return FROM_ZEROES;
+  /* A random reader of a block verified before and gone from the
+   * cache: decode only as far as the read goes (partial.c). */
+  if (!sequential && xz_digests_usable (&x->digests, &x->idx.blocks[b], b)
+      && !block_cache_has (x->client, b))
+    return FROM_PARTIAL;
+  return FROM_CACHE;
+}
+
+/* A sequential reader, or one that starts at the image's first byte
+ * (most likely to read on), holds its block while it reads on in it:
+ * other readers' misses do not evict the block under it. */
+static bool
+holds_block (bool sequential, uint64_t offset)
+{
+  return sequential || offset == 0;
+}
+
 /* Read through the block cache, block by block. */
 static int
 xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
@@ -159,30 +191,24 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
       size_t in_block = (size_t) (offset - blk->uoffset);
       size_t n = blk->usize - in_block < count
         ? (size_t) (blk->usize - in_block) : count;
-      int r;
+      int r = 0;
 
-      /* A random reader of a block verified before and gone from the
-       * cache: decode only as far as the read goes (partial.c). */
-      if (atomic_load (&x->kind[b]) == XZ_KIND_ZERO)
+      switch (block_source (x, b, sequential))
         {
+        case FROM_ZEROES:
           memset (p, 0, n);
-          r = 0;
-        }
-      else if (!sequential && xz_digests_usable (&x->digests, blk, b)
-          && !block_cache_has (x->client, b))
-        r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
-                             in_block, n, p);
-      else
-        {
-          /* A sequential reader, or one that starts at the image's
-           * first byte (most likely to read on), holds its block while
-           * it reads on in it: other readers' misses do not evict the
-           * block under it. */
+          break;
+        case FROM_PARTIAL:
+          r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
+                               in_block, n, p);
+          break;
+        case FROM_CACHE:
           r = block_cache_read (x->client, b, (size_t) blk->usize, in_block,
-                                p, n, sequential || offset == 0);
+                                p, n, holds_block (sequential, offset));
           /* Decoded by another entry over the same source: learn. */
           if (r == BLOCK_CACHE_ZERO)
             atomic_store (&x->kind[b], XZ_KIND_ZERO);
+          break;
         }
       if (r < 0)
         return r;
@@ -192,6 +218,38 @@ xz_pread (struct layer *l, void *buf, size_t count, uint64_t offset)
       b++;
     }
   return 0;
+}
+
+/* Lend zeroes for a read of count bytes. */
+static int
+lend_zeroes (struct xz_layer *x, size_t count, struct layer_borrow *out)
+{
+  out->data = zeroes (count);
+  atomic_fetch_add (&x->lent, 1);
+  return 1;
+}
+
+/* Lend a buffer of our own with the read's range decoded into it. */
+static int
+lend_partial (struct xz_layer *x, size_t b, size_t in_block, size_t count,
+              struct layer_borrow *out)
+{
+  void *mem = malloc (count);
+  int r;
+
+  if (mem == NULL)
+    return error_set (ENOMEM, "xz: %s: out of memory", x->src);
+  r = xz_partial_read (x->l.lower, x->src, &x->digests, &x->idx.blocks[b],
+                       b, in_block, count, mem);
+  if (r < 0)
+    {
+      free (mem);
+      return r;
+    }
+  out->data = mem;
+  out->release = free;
+  out->arg = mem;
+  return 1;
 }
 
 /* A read inside one block, lent in place: the decoded block from the
@@ -219,41 +277,24 @@ xz_borrow (struct layer *l, size_t count, uint64_t offset,
   if (blk->usize - in_block < count)
     return 0;
   sequential = note_read (x, offset, count);
-  if (atomic_load (&x->kind[b]) == XZ_KIND_ZERO)
+  switch (block_source (x, b, sequential))
     {
-      out->data = zeroes (count);
-      atomic_fetch_add (&x->lent, 1);
-      return 1;
-    }
-  if (!sequential && xz_digests_usable (&x->digests, blk, b)
-      && !block_cache_has (x->client, b))
-    {
-      void *mem = malloc (count);
-
-      if (mem == NULL)
-        return error_set (ENOMEM, "xz: %s: out of memory", x->src);
-      r = xz_partial_read (x->l.lower, x->src, &x->digests, blk, b,
-                           in_block, count, mem);
-      if (r < 0)
-        {
-          free (mem);
-          return r;
-        }
-      out->data = mem;
-      out->release = free;
-      out->arg = mem;
-      return 1;
+    case FROM_ZEROES:
+      return lend_zeroes (x, count, out);
+    case FROM_PARTIAL:
+      return lend_partial (x, b, in_block, count, out);
+    case FROM_CACHE:
+      break;
     }
   r = block_cache_borrow (x->client, b, (size_t) blk->usize, in_block, count,
-                          sequential || offset == 0, &data, &loan);
+                          holds_block (sequential, offset), &data, &loan);
   if (r < 0)
     return r;
   if (r == BLOCK_CACHE_ZERO)
     {
+      /* Decoded by another entry over the same source: learn. */
       atomic_store (&x->kind[b], XZ_KIND_ZERO);
-      out->data = zeroes (count);
-      atomic_fetch_add (&x->lent, 1);
-      return 1;
+      return lend_zeroes (x, count, out);
     }
   out->data = data;
   out->release = block_cache_loan_return;
@@ -362,8 +403,9 @@ xz_status (struct layer *l, FILE *out)
                st.zero_blocks, st.hits, st.misses, st.evictions);
       fprintf (out, "memory-cache-waits: %" PRIu64 " reads waited for "
                "room (readers took turns), %" PRIu64 " held blocks evicted "
-               "after the wait bound (all entries)\n", st.room_waits,
-               st.hold_breaks);
+               "after the wait bound, %" PRIu64 " read-ahead blocks "
+               "evicted before anybody read them (all entries)\n",
+               st.room_waits, st.hold_breaks, st.ahead_evicted);
     }
 }
 

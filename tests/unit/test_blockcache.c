@@ -463,6 +463,23 @@ test_readers_take_turns (void)
   block_cache_free (cache);
 }
 
+/* A cache of four blocks with two clients: a sequential reader and
+ * another; the decode counter at zero. */
+static struct block_cache *
+four_block_cache (struct block_cache_client **seq,
+                  struct block_cache_client **other)
+{
+  struct block_cache *cache;
+
+  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
+  CHECK (block_cache_client_new (cache, "seq", NULL, fake_decode, NULL,
+                                 seq) == 0);
+  CHECK (block_cache_client_new (cache, "other", NULL, fake_decode, NULL,
+                                 other) == 0);
+  atomic_store (&decodes, 0);
+  return cache;
+}
+
 /* A block a sequential reader is in survives another reader's misses
  * and read-ahead; read-ahead is refused while held blocks fill the
  * cache; a hold lapses when its reader stops reading. */
@@ -475,12 +492,7 @@ test_held_block_survives (void)
   unsigned char buf[64];
   uint64_t i;
 
-  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
-  CHECK (block_cache_client_new (cache, "seq", NULL, fake_decode, NULL,
-                                 &seq) == 0);
-  CHECK (block_cache_client_new (cache, "other", NULL, fake_decode, NULL,
-                                 &other) == 0);
-  atomic_store (&decodes, 0);
+  cache = four_block_cache (&seq, &other);
   CHECK (block_cache_read (seq, 0, BLOCK, 0, buf, sizeof buf, true) == 0);
   for (i = 0; i < 6; i++)
     {
@@ -526,12 +538,7 @@ test_hold_until_whole_block_read (void)
   static unsigned char buf[BLOCK];
   uint64_t i;
 
-  CHECK (block_cache_new (4 * BLOCK, 2, &cache) == 0);
-  CHECK (block_cache_client_new (cache, "seq", NULL, fake_decode, NULL,
-                                 &seq) == 0);
-  CHECK (block_cache_client_new (cache, "other", NULL, fake_decode, NULL,
-                                 &other) == 0);
-  atomic_store (&decodes, 0);
+  cache = four_block_cache (&seq, &other);
   CHECK (block_cache_read (seq, 0, BLOCK, 0, buf, 64, true) == 0);
   CHECK (block_cache_read (seq, 0, BLOCK, BLOCK - 64, buf, 64, true) == 0);
   for (i = 0; i < 6; i++)

@@ -899,15 +899,15 @@ unpin (struct block_cache *c, struct entry *e, size_t offset, size_t count,
        * bytes as the block has, not merely its last byte: the kernel
        * sends several reads at once and they arrive out of order, so
        * the last one in the block can come before those in its middle
-       * (the block was then evicted and decoded again for them, 43-48
+       * (the block was then evicted and decoded again for them, 41-48
        * decodes for 40 in tests/test_xz_readers.py).  A read that comes
        * after the block is finished does not hold it again, unless it
-       * starts a new pass at the block's first byte. */
+       * starts a new pass at the block's first byte; a pass that starts
+       * there after a pause forgets what an earlier pass left unread (a
+       * first read of 4 KiB that went no further would make the next
+       * pass finish early). */
       double now = clock_seconds ();
 
-      /* A pass that starts at the first byte after a pause forgets what
-       * an earlier pass left unread (a first read of 4 KiB that went no
-       * further would make the next pass finish early). */
       if (offset == 0 && !held (e, now))
         e->pass_read = 0;
       e->finished = false;

@@ -492,14 +492,14 @@ layer_captive_open (const struct stack_context *ctx, struct layer **out)
     cp->out_read = ends[0];
     cp->out_write = ends[1];
   }
-  r = thread_create (&cp->output, NULL, output_thread, cp);
+  r = thread_create ("ds-captive-out", &cp->output, NULL, output_thread, cp);
   if (r != 0)
     {
       r = error_set (r, "%s: cannot start the output thread", cp->display);
       goto fail;
     }
   cp->output_started = true;
-  r = thread_create (&cp->monitor, NULL, monitor_thread, cp);
+  r = thread_create ("ds-captive-mon", &cp->monitor, NULL, monitor_thread, cp);
   if (r != 0)
     {
       r = error_set (r, "%s: cannot start the monitor thread", cp->display);

@@ -295,8 +295,8 @@ schedule (struct ra_layer *ra, struct ra_stream *st)
   /* Without a fetcher the reader fetches each slot itself when it gets
    * there: slower, still correct. */
   if (!st->has_fetcher)
-    st->has_fetcher = thread_create (&st->fetcher, NULL, ra_fetcher,
-                                      st) == 0;
+    st->has_fetcher = thread_create ("ds-readahead", &st->fetcher, NULL,
+                                     ra_fetcher, st) == 0;
   pthread_cond_signal (&st->work);
 }
 

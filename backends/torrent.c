@@ -422,7 +422,7 @@ filler_start (struct torrent_layer *t, const char *label, double timeout)
   f->rd = t->rd;
   f->size = t->ts->mi->total_length;
   f->timeout = timeout;
-  r = thread_create (&f->thread, NULL, filler_main, f);
+  r = thread_create ("ds-bt-filler", &f->thread, NULL, filler_main, f);
   if (r != 0)
     {
       free (f->label);

@@ -290,6 +290,7 @@ for tool in "${TOOLS[@]}"; do
       fi
       RSS[$tool]=$(rss_mb)
       if is_ds "$tool"; then
+        log "$tool: CPU by thread after the cat: $(bench_thread_cpu "$PID")"
         BOUND[$tool]=$(bounds_mb "$(memory_of "$tool")")
         BEYOND[$tool]=$((RSS[$tool] - BOUND[$tool]))
       fi

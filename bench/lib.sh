@@ -131,6 +131,18 @@ for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
 print(h.hexdigest())'
 }
 bench_now () { date +%s.%N; }
+# CPU seconds (user + system) used by PID's threads that are alive, summed
+# by thread name (diskshelf names its helpers: ds-fetch, ds-bt-peer, ...),
+# largest first, as "name=seconds(count) ...".
+bench_thread_cpu () {   # PID
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" \
+      "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat" 2>/dev/null)"
+  done | awk -F'\t' -v hz="$(getconf CLK_TCK)" '$2 != "" { s[$1] += $2; n[$1]++ }
+    END { for (k in s) printf "%.2f %s=%.2fs(%d)\n", s[k]/hz, k, s[k]/hz, n[k] }' \
+    | sort -rn | awk '{printf "%s ", $2} END {print ""}'
+}
 bench_since () { awk -v s="$1" -v e="$(bench_now)" 'BEGIN{printf "%.2f", e-s}'; }
 
 bench_netns_enter () {   # SCRIPT ARG...

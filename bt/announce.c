@@ -212,7 +212,8 @@ announce_start (struct bt_session *s)
   int r = copy_tiers (s);
   if (r < 0)
     return r;
-  r = thread_create (&s->tracker_thread, NULL, tracker_main, s);
+  r = thread_create ("ds-bt-tracker", &s->tracker_thread, NULL, tracker_main,
+                     s);
   if (r != 0)
     return error_set (r, "cannot start the tracker thread: %s",
                       strerror (r));

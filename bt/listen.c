@@ -94,7 +94,8 @@ listen_start (struct bt_session *s)
                    ? ((struct sockaddr_in6 *) &ss)->sin6_port
                    : ((struct sockaddr_in *) &ss)->sin_port);
   s->listen_fd = fd;
-  int r = thread_create (&s->listen_thread, NULL, listen_main, s);
+  int r = thread_create ("ds-bt-listen", &s->listen_thread, NULL,
+                         listen_main, s);
   if (r != 0)
     return error_set (r, "cannot start the listener thread: %s",
                       strerror (r));

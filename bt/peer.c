@@ -1157,7 +1157,7 @@ conn_start_locked (struct bt_session *s, int fd, ssize_t peer_index)
   pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
   pthread_t th;
   if (c->peer_has == NULL || c->refused == NULL || c->wake_fd < 0
-      || thread_create (&th, &attr, conn_main, c) != 0)
+      || thread_create ("ds-bt-peer", &th, &attr, conn_main, c) != 0)
     {
       pthread_attr_destroy (&attr);
       if (c->wake_fd >= 0)

@@ -87,7 +87,7 @@ test_reader_verifies (struct bt_metainfo *mi)
 
   CHECK (bt_session_open (mi, &set, NULL, NULL, &s) == 0);
   rd.s = s;
-  CHECK (thread_create (&t, NULL, reader_main, &rd) == 0);
+  CHECK (thread_create ("test-reader", &t, NULL, reader_main, &rd) == 0);
   CHECK (wait_for (s, true, 0));
   uint8_t *bad = malloc (PLEN), *good = malloc (PLEN);
   memcpy (bad, content + PLEN, PLEN);

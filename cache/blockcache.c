@@ -468,7 +468,8 @@ start_workers (struct block_cache *c)
     return error_set (ENOMEM, "block cache: out of memory");
   while (c->started < c->nworkers)
     {
-      int r = thread_create (&c->threads[c->started], NULL, worker_main, c);
+      int r = thread_create ("ds-decode", &c->threads[c->started], NULL,
+                             worker_main, c);
       if (r != 0)
         {
           if (c->started == 0)

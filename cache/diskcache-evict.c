@@ -446,7 +446,8 @@ dc_flusher_kick (struct disk_cache *cache, uint64_t bytes)
   pthread_mutex_lock (&cache->flush_lock);
   if (!cache->flusher_running && !cache->stopping)
     {
-      if (thread_create (&cache->flusher, NULL, flusher_main, cache) == 0)
+      if (thread_create ("ds-cache-flush", &cache->flusher, NULL,
+                         flusher_main, cache) == 0)
         cache->flusher_running = true;
     }
   cache->pending_bytes += bytes;

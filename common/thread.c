@@ -1,6 +1,8 @@
 /* diskshelf: helper threads that never take the daemon's signals. */
 #include "thread.h"
 
+#include <stdio.h>
+
 void
 thread_async_signals (sigset_t *set)
 {
@@ -13,9 +15,11 @@ thread_async_signals (sigset_t *set)
 }
 
 int
-thread_create (pthread_t *thread, const pthread_attr_t *attr,
-               void *(*start) (void *), void *arg)
+thread_create (const char *name, pthread_t *thread,
+               const pthread_attr_t *attr, void *(*start) (void *),
+               void *arg)
 {
+  char comm[16];
   sigset_t block, old;
   int r;
 
@@ -24,5 +28,12 @@ thread_create (pthread_t *thread, const pthread_attr_t *attr,
   pthread_sigmask (SIG_BLOCK, &block, &old);
   r = pthread_create (thread, attr, start, arg);
   pthread_sigmask (SIG_SETMASK, &old, NULL);
+  if (r == 0)
+    {
+      /* The kernel keeps 15 bytes; a name is a diagnostic, so a failure
+       * to set it is not one to report. */
+      snprintf (comm, sizeof comm, "%s", name);
+      (void) pthread_setname_np (*thread, comm);
+    }
   return r;
 }

@@ -22,9 +22,13 @@
  * deliverable so a crash is still reported. */
 void thread_async_signals (sigset_t *set);
 
-/* pthread_create, with the new thread blocking thread_async_signals().
- * Returns 0 or a positive error number, like pthread_create. */
-int thread_create (pthread_t *thread, const pthread_attr_t *attr,
-                   void *(*start) (void *), void *arg);
+/* pthread_create, with the new thread blocking thread_async_signals()
+ * and named `name` (up to 15 bytes, longer is cut) for top -H, ps -L,
+ * perf and gdb: "ds-fetch", "ds-bt-peer", ...  The FUSE workers keep
+ * the process's name.  Returns 0 or a positive error number, like
+ * pthread_create. */
+int thread_create (const char *name, pthread_t *thread,
+                   const pthread_attr_t *attr, void *(*start) (void *),
+                   void *arg);
 
 #endif

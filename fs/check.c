@@ -123,7 +123,7 @@ open_all (struct catalog *c, bool *ok, const struct daemon_options *o,
               continue;
             }
           job->started = clock_seconds ();
-          if (thread_create (&t, NULL, opener, job) != 0)
+          if (thread_create ("ds-check", &t, NULL, opener, job) != 0)
             {
               job->done = true;
               job->result = -EAGAIN;

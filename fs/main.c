@@ -363,7 +363,8 @@ serve (struct daemon *d, int parent_fd, struct log_plan *log_plan)
   announce.d = d;
   announce.parent_fd = parent_fd;
   announce.log_plan = log_plan;
-  if (thread_create (&announcer, NULL, announce_mount, &announce) == 0)
+  if (thread_create ("ds-announce", &announcer, NULL, announce_mount,
+                     &announce) == 0)
     announcer_started = true;
   else
     {

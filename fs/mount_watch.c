@@ -139,7 +139,7 @@ mount_watch_start (const char *mountpoint)
   watched = mountpoint;
   if (pipe2 (stop_pipe, O_CLOEXEC) < 0)
     return error_set (errno, "mount watcher: pipe: %s", strerror (errno));
-  if (thread_create (&watcher, NULL, watch_loop, NULL) != 0)
+  if (thread_create ("ds-mount-watch", &watcher, NULL, watch_loop, NULL) != 0)
     {
       close (stop_pipe[0]);
       close (stop_pipe[1]);

@@ -287,8 +287,8 @@ static void
 start_threads (void)
 {
   while (nthreads < OPENER_THREADS
-         && thread_create (&threads[nthreads], NULL, opener_thread, NULL)
-            == 0)
+         && thread_create ("ds-opener", &threads[nthreads], NULL,
+                           opener_thread, NULL) == 0)
     nthreads++;
 }
 

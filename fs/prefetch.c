@@ -237,7 +237,7 @@ start_job (struct fs_entry *e)
       return 0;
     }
   job->state = JOB_RUNNING;
-  if (thread_create (&job->thread, NULL, run_job, job) != 0)
+  if (thread_create ("ds-prefetch", &job->thread, NULL, run_job, job) != 0)
     {
       job->state = JOB_FAILED;
       job->finished_at = clock_seconds ();

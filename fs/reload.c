@@ -198,7 +198,7 @@ daemon_watch_catalog (struct daemon *d)
 {
   if (pipe2 (stop_pipe, O_CLOEXEC) < 0)
     return error_set (errno, "pipe: %s", strerror (errno));
-  if (thread_create (&watcher, NULL, watch_loop, d) != 0)
+  if (thread_create ("ds-reload", &watcher, NULL, watch_loop, d) != 0)
     return error_set (EAGAIN, "cannot start the catalog watcher");
   watching = true;
   return 0;

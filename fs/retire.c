@@ -123,7 +123,7 @@ retire_run (struct daemon *d)
   nprepared = 0;
   pthread_mutex_init (&b->lock, NULL);
   pthread_cond_init (&b->cond, NULL);
-  if (thread_create (&t, NULL, retire_worker, b) != 0)
+  if (thread_create ("ds-retire", &t, NULL, retire_worker, b) != 0)
     {
       retire_worker (b);
       free_batch (b);

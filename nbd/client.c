@@ -33,7 +33,8 @@ uri_dup (const struct nbd_uri *u)
 static int
 start_reader (struct nbd_conn *conn)
 {
-  int r = thread_create (&conn->reader, NULL, nbd_reader_thread, conn);
+  int r = thread_create ("ds-nbd-reader", &conn->reader, NULL,
+                         nbd_reader_thread, conn);
 
   if (r != 0)
     return nbd_set_error (r, "%s: cannot start reader thread",

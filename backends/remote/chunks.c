@@ -165,7 +165,7 @@ wake_worker (struct remote_object *o)
 
       pthread_attr_init (&attr);
       pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-      if (thread_create (&t, &attr, worker_main, o) == 0)
+      if (thread_create ("ds-fetch", &t, &attr, worker_main, o) == 0)
         o->workers++;
       pthread_attr_destroy (&attr);
     }
@@ -460,7 +460,7 @@ queue_store (struct remote_object *o, struct chunk *c)
 
       pthread_attr_init (&attr);
       pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
-      e = thread_create (&t, &attr, storer_main, o);
+      e = thread_create ("ds-store", &t, &attr, storer_main, o);
       pthread_attr_destroy (&attr);
       if (e != 0)
         return false;

@@ -414,7 +414,7 @@ ensure_thread (struct xz_single *s)
 
   if (s->thread_started)
     return 0;
-  r = thread_create (&s->thread, NULL, decoder_main, s);
+  r = thread_create ("ds-xz-single", &s->thread, NULL, decoder_main, s);
   if (r != 0)
     return error_set (r, "xz: %s: cannot start the decoder thread: %s",
                       s->src, strerror (r));

@@ -131,17 +131,40 @@ for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
 print(h.hexdigest())'
 }
 bench_now () { date +%s.%N; }
-# CPU seconds (user + system) used by PID's threads that are alive, summed
-# by thread name (diskshelf names its helpers: ds-fetch, ds-bt-peer, ...),
-# largest first, as "name=seconds(count) ...".
+# Write every dirty page out before a measurement: the 1 GiB written
+# just before (the test data, or the last tool's cache) otherwise goes to
+# disk 30 s later (vm.dirty_expire_centisecs), in the middle of whichever
+# tool runs then, and takes its CPU (on 2 cores the first tool measured
+# ran up to 1.6x slower than the same binary measured second).
+bench_settle () {   # [WARM-MIB]
+  if [ -n "${1:-}" ]; then
+    local warm; warm=$(mktemp /var/tmp/bench-warm.XXXXXX)
+    head -c $(($1 << 20)) /dev/zero > "$warm"
+    rm -f "$warm"
+  fi
+  sync
+}
+# CPU seconds (user + system) of PID, by thread name (diskshelf names
+# its helpers: ds-fetch, ds-bt-peer, ...), largest first, as
+# "name=seconds(threads) ...", after "all=" for the whole process; threads
+# that already ended count as "(ended)" (the process's total less the
+# live threads').
 bench_thread_cpu () {   # PID
   local t
-  for t in /proc/"$1"/task/*; do
-    printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" \
-      "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat" 2>/dev/null)"
-  done | awk -F'\t' -v hz="$(getconf CLK_TCK)" '$2 != "" { s[$1] += $2; n[$1]++ }
-    END { for (k in s) printf "%.2f %s=%.2fs(%d)\n", s[k]/hz, k, s[k]/hz, n[k] }' \
-    | sort -rn | awk '{printf "%s ", $2} END {print ""}'
+  {
+    printf '(all)\t%s\n' "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat")"
+    for t in /proc/"$1"/task/*; do
+      printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" \
+        "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat" 2>/dev/null)"
+    done
+  } | awk -F'\t' -v hz="$(getconf CLK_TCK)" '
+    $1 == "(all)" { all = $2; next }
+    $2 != "" { s[$1] += $2; n[$1]++; live += $2 }
+    END {
+      printf "%d all=%.2fs\n", 1e12, all / hz
+      s["(ended)"] = all - live
+      for (k in s) printf "%d %s=%.2fs(%s)\n", s[k], k, s[k]/hz, k == "(ended)" ? "-" : n[k]
+    }' | sort -rn | awk '{out = out (NR > 1 ? " " : "") $2} END {print out}'
 }
 bench_since () { awk -v s="$1" -v e="$(bench_now)" 'BEGIN{printf "%.2f", e-s}'; }
 

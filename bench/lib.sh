@@ -131,11 +131,14 @@ for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
 print(h.hexdigest())'
 }
 bench_now () { date +%s.%N; }
-# Write every dirty page out before a measurement: the 1 GiB written
-# just before (the test data, or the last tool's cache) otherwise goes to
-# disk 30 s later (vm.dirty_expire_centisecs), in the middle of whichever
-# tool runs then, and takes its CPU (on 2 cores the first tool measured
-# ran up to 1.6x slower than the same binary measured second).
+# Before a measurement: with WARM-MIB, write and delete that much, so the
+# page cache pages the tool's writes will get have been touched once (in
+# this VM a daemon storing 1 GiB into fresh pages used up to 2.5x the CPU);
+# then write every dirty page out, or the 1 GiB written just before (the
+# data, the last tool's cache) is flushed 30 s later
+# (vm.dirty_expire_centisecs), in the middle of the next measurement.
+# Neither removes all of the first-run penalty (up to 1.4x the time of the
+# same binary run second): benches still alternate the tools' order.
 bench_settle () {   # [WARM-MIB]
   if [ -n "${1:-}" ]; then
     local warm; warm=$(mktemp /var/tmp/bench-warm.XXXXXX)

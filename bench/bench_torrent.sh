@@ -216,13 +216,21 @@ downloaded_mb () {   # TOOL DIR
   fi
 }
 stop_it () {   # DIR
+  # nbdfuse's nbdkit, found before nbdfuse goes: once orphaned it is no
+  # longer its child (a hung nbdkit outlived the kill row this way).
+  if [ -z "${PID2:-}" ]; then PID2=$(pgrep -P "$PID" nbdkit | head -1 || true); fi
   fusermount3 -u "$1/mnt" 2>/dev/null || fusermount3 -u "$1/mnt/x" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
   kill "$PID" 2>/dev/null || true
   sleep 0.2
   kill -9 "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
-  [ -n "${PID2:-}" ] && kill "$PID2" 2>/dev/null || true
+  if [ -n "${PID2:-}" ]; then
+    # It may ignore SIGTERM while it waits for a dead seeder.
+    kill "$PID2" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$PID2" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID2" 2>/dev/null || true
+  fi
   fusermount3 -uz "$1/mnt" 2>/dev/null || fusermount3 -uz "$1/mnt/x" 2>/dev/null || true
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$1"
 }

@@ -107,8 +107,8 @@ uploaded_by_daemon () {   # DIR
     | awk '/^torrent-seeding: port/{for (i = 1; i < NF; i++) if ($(i+1) == "bytes") print $i}'
 }
 cpu_s () {   # PID: user + system CPU seconds so far
-  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / hz}' \
-    "/proc/$1/stat" 2>/dev/null || echo 0
+  awk -v t="$(bench_cpu_ticks "/proc/$1/stat")" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN{printf "%.1f", (t + 0) / hz}'
 }
 stop_daemon () {   # DIR
   local d=$1 pid _

@@ -239,7 +239,7 @@ cpu_s () {   # user + system seconds of PIDS so far
   local total=0 p v tck
   tck=$(getconf CLK_TCK)
   for p in $PIDS; do
-    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    v=$(bench_cpu_ticks "/proc/$p/stat")
     total=$((total + ${v:-0}))
   done
   echo "$total $tck" | awk '{printf "%.2f", $1 / $2}'

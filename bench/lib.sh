@@ -147,6 +147,12 @@ bench_settle () {   # [WARM-MIB]
   fi
   sync
 }
+# User + system CPU clock ticks in a /proc stat file (a process's or a
+# thread's), read after the name, which may hold spaces; nothing (and
+# success, for set -e) when the file is gone.
+bench_cpu_ticks () {   # STAT-FILE
+  awk '{sub(/^.*\) /, ""); print $12 + $13}' "$1" 2>/dev/null || true
+}
 # CPU seconds (user + system) of PID, by thread name (diskshelf names
 # its helpers: ds-fetch, ds-bt-peer, ...), largest first, as
 # "name=seconds(threads) ...", after "all=" for the whole process; threads
@@ -155,10 +161,9 @@ bench_settle () {   # [WARM-MIB]
 bench_thread_cpu () {   # PID
   local t
   {
-    printf '(all)\t%s\n' "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat")"
+    printf '(all)\t%s\n' "$(bench_cpu_ticks "/proc/$1/stat")"
     for t in /proc/"$1"/task/*; do
-      printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" \
-        "$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat" 2>/dev/null)"
+      printf '%s\t%s\n' "$(cat "$t/comm" 2>/dev/null)" "$(bench_cpu_ticks "$t/stat")"
     done
   } | awk -F'\t' -v hz="$(getconf CLK_TCK)" '
     $1 == "(all)" { all = $2; next }

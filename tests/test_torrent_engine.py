@@ -71,6 +71,36 @@ def test_two_files_share_one_object_and_pieces_survive_a_restart(
     assert pieces_fetched(m.status(), "a.img") == 0
 
 
+@pytest.mark.parametrize("piece_log", [15, 16, 18], ids=["32K-pieces", "64K-pieces", "256K-pieces"])
+def test_a_whole_read_under_memory_pressure_lands_whole_in_the_disk_cache(
+        mount, catalog, tmp_path, tracker, piece_log):
+    """Pieces smaller than a disk-cache chunk wait in memory for the rest
+    of their chunk.  A sequential read with a small memory budget makes
+    fetchers drop memory-cached pieces for buffers; before, that dropped
+    pieces still waiting for their chunk, and those chunks never reached
+    the disk cache (a 1 GiB read left 3 MiB out, fetched again after a
+    restart)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    size = 96 * MIB + 4097
+    make_random_file(d / "big.img", size, seed=33)
+    torrent = make_torrent(d / "big.img", tmp_path / "big.torrent", tracker.http,
+                           piece_log=piece_log)
+    write_entry(catalog, "big.img", f"source = {torrent}\n")
+    seeder = seed(tmp_path, tracker, d, torrent)
+    try:
+        m = mount(catalog, "--memory-cache-size=16M", name="first")
+        assert sha256(m.path / "big.img") == sha256(d / "big.img")
+        wait_for(lambda: f"cache-present: {size} of {size}" in m.status(),
+                 scaled(20), "every piece to be in the disk cache")
+        assert m.unmount() == 0
+    finally:
+        seeder.stop()
+    m = mount(catalog, name="second")
+    assert sha256(m.path / "big.img") == sha256(d / "big.img")
+    assert pieces_fetched(m.status(), "big.img") == 0
+
+
 def test_unmount_does_not_wait_for_the_swarm(mount, catalog, tmp_path, tracker, data):
     """With no peer at all a read waits for its timeout (here 600 s);
     a lazy unmount meanwhile fails the read with EIO and ends the daemon

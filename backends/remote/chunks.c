@@ -121,9 +121,35 @@ table_remove (struct remote_object *o, struct chunk *c)
   chunk_unref (o, c);
 }
 
+/* Whether ready unit c waits in memory for the rest of its disk-cache
+ * chunk: units smaller than a chunk are stored together once the last
+ * of them is in (store_group), so while a sibling is still being
+ * fetched, or fetched and not yet offered to the storer, dropping c
+ * would keep that whole chunk out of the disk cache.  At most a chunk's
+ * worth of units per unit in flight waits so (lock held). */
+static bool
+waits_for_group (struct remote_object *o, const struct chunk *c)
+{
+  if (o->dc == NULL || o->chunk >= DISK_CACHE_CHUNK
+      || c->state != CHUNK_READY || atomic_load (&o->changed))
+    return false;
+  uint64_t per = DISK_CACHE_CHUNK / o->chunk;
+  uint64_t g0 = c->index / per * per;
+  uint64_t gn = g0 + per < o->nchunks ? g0 + per : o->nchunks;
+  for (uint64_t j = g0; j < gn; j++)
+    {
+      struct chunk *u = j == c->index ? NULL : lookup (o, j);
+      if (u != NULL && (u->state == CHUNK_FETCHING
+                        || (u->state == CHUNK_READY && !lru_member (o, u))))
+        return true;
+    }
+  return false;
+}
+
 /* Keep at most `keep` unstored chunks of o in memory, dropping the
- * least recently used ones nobody is reading; returns how many went
- * (lock held). */
+ * least recently used ones nobody is reading and no fetch of the rest
+ * of their disk-cache chunk waits for; returns how many went (lock
+ * held). */
 unsigned
 remote_chunks_trim (struct remote_object *o, unsigned keep)
 {
@@ -133,7 +159,7 @@ remote_chunks_trim (struct remote_object *o, unsigned keep)
   while (c && o->nmem > keep)
     {
       struct chunk *prev = c->lprev;
-      if (c->refs == 1)
+      if (c->refs == 1 && !waits_for_group (o, c))
         {
           table_remove (o, c);
           dropped++;

@@ -41,6 +41,10 @@
  * asks them first for the unit's pieces (SHA-1 checked), then the swarm;
  * pieces from a web seed are offered to peers like the swarm's.
  *
+ * Warm reads: the file of a single-file torrent whose every piece is in
+ * the disk cache is that cache file at the same offsets, so it is lent
+ * (lend_file) and the kernel reads it through FUSE passthrough.
+ *
  * Thread model: pread from any number of threads; the metainfo is
  * immutable, the session and the engine lock themselves; the store
  * callbacks run on the session's threads and only read the engine.
@@ -300,6 +304,30 @@ torrent_prefetch (struct layer *l, uint64_t offset, uint64_t length)
   return remote_prefetch (t->rd, t->base + offset, length);
 }
 
+/* A file that is the whole torrent (single-file torrents), complete in
+ * the disk cache, is that cache file at the same offsets: lend it,
+ * pinned whole until the borrower releases it, so the kernel reads it
+ * (FUSE passthrough) and no READ reaches the daemon.  A file of a
+ * multi-file torrent sits at another offset of the object: not lent. */
+static int
+torrent_lend_file (struct layer *l, struct layer_lend *out)
+{
+  struct torrent_layer *t = (struct torrent_layer *) l;
+  int fd;
+
+  if (t->base != 0 || l->size != t->ts->mi->total_length)
+    return 0;
+  if (remote_pin_whole (t->rd, &fd) < 0)
+    {
+      error_clear ();
+      return 0;
+    }
+  out->fd = fd;
+  out->release = remote_unpin_whole;
+  out->arg = remote_object_of (t->rd);
+  return 1;
+}
+
 /* Status lines: the torrent's shape, the swarm, then the engine's. */
 static void
 torrent_status (struct layer *l, FILE *out)
@@ -448,6 +476,7 @@ static const struct layer_ops torrent_ops = {
   .name = "torrent",
   .pread = torrent_pread,
   .prefetch = torrent_prefetch,
+  .lend_file = torrent_lend_file,
   .status = torrent_status,
   .identity = torrent_identity,
   .close = torrent_close,

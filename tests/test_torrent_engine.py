@@ -101,6 +101,57 @@ def test_a_whole_read_under_memory_pressure_lands_whole_in_the_disk_cache(
     assert pieces_fetched(m.status(), "big.img") == 0
 
 
+def entry_counter(status, entry, key):
+    block = status[status.index(f"[{entry}]"):]
+    return int(block.split(f"\n{key}: ")[1].split()[0])
+
+
+def test_a_complete_single_file_torrent_is_passed_through(
+        mount, catalog, tmp_path, tracker, data):
+    """Once every piece of a single-file torrent is in the disk cache, a
+    fresh mount lends that cache file (FUSE passthrough): the kernel reads
+    it, no READ reaches the daemon, no piece comes from a peer.  A file
+    of a multi-file torrent sits at another offset of its object and is
+    still read through the daemon, also the one at offset 0."""
+    single = make_torrent(data / "vm" / "a.img", tmp_path / "a.torrent", tracker.http)
+    multi = make_torrent(data / "vm", tmp_path / "vm.torrent", tracker.http)
+    write_entry(catalog, "single.img", f"source = {single}\n")
+    write_entry(catalog, "multi-a.img", f"source = {multi}\nentry = a.img\n")
+    write_entry(catalog, "multi-b.img", f"source = {multi}\nentry = b.img\n")
+    seeders = [seed(tmp_path / "s1", tracker, data / "vm", single),
+               seed(tmp_path / "s2", tracker, data, multi)]
+    try:
+        m = mount(catalog, name="first")
+        for name, file in (("single", "a"), ("multi-a", "a"), ("multi-b", "b")):
+            assert sha256(m.path / f"{name}.img") == sha256(data / "vm" / f"{file}.img")
+        a, total = 5 * MIB + 777, 8 * MIB + 782
+        wait_for(lambda: f"cache-present: {a} of {a}" in m.status(),
+                 scaled(20), "every piece of a.torrent to be in the disk cache")
+        wait_for(lambda: f"cache-present: {total} of {total}" in m.status(),
+                 scaled(20), "every piece of vm.torrent to be in the disk cache")
+        assert m.unmount() == 0
+    finally:
+        for s in seeders:
+            s.stop()
+    m = mount(catalog, name="second")
+    if "FUSE passthrough on" not in m.log():
+        pytest.skip("this kernel offers no FUSE passthrough")
+    with open(m.path / "single.img", "rb") as f:
+        f.seek(3 * MIB + 5)
+        want = (data / "vm" / "a.img").read_bytes()
+        assert f.read(100000) == want[3 * MIB + 5:3 * MIB + 100005]
+    for name, file in (("single", "a"), ("multi-a", "a"), ("multi-b", "b")):
+        assert sha256(m.path / f"{name}.img") == sha256(data / "vm" / f"{file}.img")
+    status = m.status()
+    assert entry_counter(status, "single.img", "passthrough-opens") >= 2, status
+    assert entry_counter(status, "single.img", "reads") == 0, status
+    for name in ("multi-a.img", "multi-b.img"):
+        assert entry_counter(status, name, "passthrough-opens") == 0, status
+        assert entry_counter(status, name, "reads") > 0, status
+        assert pieces_fetched(status, name) == 0, status
+    assert pieces_fetched(status, "single.img") == 0, status
+
+
 def test_unmount_does_not_wait_for_the_swarm(mount, catalog, tmp_path, tracker, data):
     """With no peer at all a read waits for its timeout (here 600 s);
     a lazy unmount meanwhile fails the read with EIO and ends the daemon

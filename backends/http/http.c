@@ -412,12 +412,6 @@ http_identity (struct layer *l, FILE *out)
     fprintf (out, "last-modified: %s\n", s->rc.last_modified);
 }
 
-static void
-http_unpin (void *arg)
-{
-  remote_unpin_whole (arg);
-}
-
 /* A complete disk-cache copy is the object's bytes at their offsets:
  * lend its data file, pinned whole until the borrower releases it. */
 static int
@@ -432,7 +426,7 @@ http_lend_file (struct layer *l, struct layer_lend *out)
       return 0;
     }
   out->fd = fd;
-  out->release = http_unpin;
+  out->release = remote_unpin_whole;
   out->arg = remote_object_of (h->rd);
   return 1;
 }

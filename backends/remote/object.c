@@ -235,8 +235,10 @@ remote_pin_whole (struct remote_reader *rd, int *fd)
 }
 
 void
-remote_unpin_whole (struct remote_object *o)
+remote_unpin_whole (void *object)
 {
+  struct remote_object *o = object;
+
   if (o->dc)
     disk_cache_unpin_whole (o->dc);
 }

@@ -159,9 +159,10 @@ struct remote_object *remote_object_of (struct remote_reader *r);
  * object at its own offset; the fd is the cache's (valid while the
  * object is open; never closed or written by the caller).  0, or
  * -ENODATA when there is no complete copy (or the object changed).
- * Each success needs one remote_unpin_whole (o = remote_object_of). */
+ * Each success needs one remote_unpin_whole (remote_object_of (r)),
+ * which takes a void * so that it can be a lender's release callback. */
 int remote_pin_whole (struct remote_reader *r, int *fd);
-void remote_unpin_whole (struct remote_object *o);
+void remote_unpin_whole (void *object);
 
 /* Copy [offset, offset+count) from what the object holds already (disk
  * cache, or chunks in memory), never fetching: 0, -ENOENT when any part

@@ -16,7 +16,7 @@
 # SMALL_MEMORY (64M: a second diskshelf column, "ds-small", run with
 # that --memory-cache-size; empty: none), BASE_BIN (an older diskshelf,
 # column "base", measured in the same run), ONLY="diskshelf btfs" (some
-# tools), ROWS="first cat rand kill" (some rows), CAT_ROUNDS (2),
+# tools), ROWS="first cat warm rand kill" (some rows), CAT_ROUNDS (2),
 # KILL_AFTER_MB (32), HANG_S (60), KEEP_WORK=1.
 #
 # Rows per tool, each on a fresh mount and data directory:
@@ -36,6 +36,13 @@
 #   rand: 4 readers of 4 KiB at random offsets for RUNTIME s from the file
 #     being visible (bench/torrent_reads.py; every read checked against
 #     the source): reads/s.
+#   warm (diskshelf columns only): a fresh mount reads the whole file
+#     once (into the disk cache), then a second daemon on the same cache
+#     directory: MB/s of `dd bs=1M` of the file through the mount (best
+#     of two) against `dd` of the cache's data file itself (best of two,
+#     the same page-cache state), the share (issue 14: >= 0.9), and
+#     whether the reads went through FUSE passthrough (status:
+#     passthrough-opens >= 1 and reads: 0).
 #   kill: the seeder (restarted with a 16 MiB/s upload cap, so the read
 #     is still under way) is killed with SIGKILL once a sequential reader
 #     has KILL_AFTER_MB MiB; the row says what the reader saw and how
@@ -68,7 +75,7 @@ DS_MEMORY=${DS_MEMORY:-}
 SMALL_MEMORY=${SMALL_MEMORY-64M}
 KILL_AFTER_MB=${KILL_AFTER_MB:-32}
 HANG_S=${HANG_S:-60}
-ROWS=${ROWS:-first cat rand kill}
+ROWS=${ROWS:-first cat warm rand kill}
 CAT_ROUNDS=${CAT_ROUNDS:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$(realpath "${DISKSHELF_BIN:-$ROOT/build/diskshelf}")
@@ -261,9 +268,11 @@ TOOLS=(diskshelf)
 [ -n "$SMALL_MEMORY" ] && TOOLS+=(ds-small)
 [ -n "$COMPARE" ] && TOOLS+=(btfs nbdkit)
 if [ -n "${ONLY:-}" ]; then read -r -a TOOLS <<<"$ONLY"; fi
-declare -A VISIBLE FIRST FETCHED CAT CATALL MBS RSS BOUND BEYOND RAND RANDMB KILL
+declare -A VISIBLE FIRST FETCHED CAT CATALL MBS RSS BOUND BEYOND RAND RANDMB KILL \
+  WARM WARMDD WARMSHARE WARMPT
 for tool in "${TOOLS[@]}"; do
-  for r in VISIBLE FIRST FETCHED CAT CATALL MBS RSS BOUND BEYOND RAND RANDMB KILL; do
+  for r in VISIBLE FIRST FETCHED CAT CATALL MBS RSS BOUND BEYOND RAND RANDMB KILL \
+           WARM WARMDD WARMSHARE WARMPT; do
     declare -n a=$r; a[$tool]=-; unset -n a
   done
 done
@@ -297,6 +306,46 @@ cat_round () {   # TOOL ROUND
       BEYOND[$tool]=$((RSS[$tool] - BOUND[$tool]))
     fi
   fi
+  stop_it "$d"
+}
+
+ratio () { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "-" }'; }
+# MB/s of `dd bs=1M` of FILE to /dev/null.
+dd_mbs () {   # FILE
+  local t0 s
+  t0=$(bench_now)
+  dd if="$1" of=/dev/null bs=1M status=none || { echo 0; return; }
+  s=$(bench_since "$t0")
+  awk -v s="$s" -v m="$SIZE_MB" 'BEGIN{printf "%.0f", m*1.048576/s}'
+}
+max_of () { printf '%s\n' "$@" | sort -g | tail -1; }
+
+# The warm row: a daemon fills its disk cache with one whole read, then
+# a second daemon on the same cache directory is read with dd and
+# compared with dd of the cache's data file.
+warm_round () {   # TOOL
+  local tool=$1 d=$WORK/$1-warm bytes=$((SIZE_MB << 20)) a b
+  log "$tool: warm read, a second daemon on a filled disk cache"
+  "start_$tool" "$d"
+  if ! wait_file 30 || ! cat "$FILE" > /dev/null; then
+    WARM[$tool]=failed; stop_it "$d"; return
+  fi
+  KEEP_WORK=1 stop_it "$d"
+  bench_settle
+  "start_$tool" "$d"
+  if ! wait_file 30; then WARM[$tool]=failed; stop_it "$d"; return; fi
+  # dd of the data file first: both reads then start with it in the
+  # page cache.
+  a=$(bench_dd_cache_data "$d/cache" "$bytes"); b=$(dd_mbs "$FILE")
+  WARMDD[$tool]=$(max_of "$a" "$(bench_dd_cache_data "$d/cache" "$bytes")")
+  WARM[$tool]=$(max_of "$b" "$(dd_mbs "$FILE")")
+  WARMSHARE[$tool]=$(ratio "${WARM[$tool]}" "${WARMDD[$tool]}")
+  WARMPT[$tool]=no
+  if grep -q '^passthrough-opens: [1-9]' "$d/mnt/.diskshelf-status" \
+     && grep -q '^reads: 0$' "$d/mnt/.diskshelf-status"; then
+    WARMPT[$tool]=yes
+  fi
+  log "$tool: warm: ${WARM[$tool]} MB/s through the mount, ${WARMDD[$tool]} MB/s dd of the data file, passthrough ${WARMPT[$tool]}; $(grep -h '^cache-present\|^torrent-fetched' "$d/mnt/.diskshelf-status" | tr '\n' ' ')"
   stop_it "$d"
 }
 
@@ -351,6 +400,10 @@ if has_row cat; then
   done
 fi
 
+if has_row warm; then
+  for tool in "${TOOLS[@]}"; do is_ds "$tool" && warm_round "$tool"; done
+fi
+
 # The seeder dies mid-read: a sequential reader on a fresh mount, the
 # seeder (capped, so the read is still going) killed once the reader has
 # KILL_AFTER_MB MiB.
@@ -395,7 +448,6 @@ if has_row kill; then
   done
 fi
 
-ratio () { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "-" }'; }
 OTHERS=()
 for t in base btfs nbdkit; do
   for u in "${TOOLS[@]}"; do [ "$u" = "$t" ] && OTHERS+=("$t"); done
@@ -425,6 +477,12 @@ if has_row cat; then
   row "peak RSS during the cat (MiB)" RSS
   row "  diskshelf: configured memory bounds (MiB)" BOUND
   row "  diskshelf: RSS beyond them (MiB, <= 64)" BEYOND
+fi
+if has_row warm; then
+  row "warm dd through the mount (MB/s)" WARM
+  row "  dd of the disk-cache data file (MB/s)" WARMDD
+  row "  share of it (>= 0.9)" WARMSHARE
+  row "  through FUSE passthrough" WARMPT
 fi
 if has_row rand; then
   row "4 KiB random reads, 4 readers (reads/s)" RAND

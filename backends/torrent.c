@@ -313,19 +313,10 @@ static int
 torrent_lend_file (struct layer *l, struct layer_lend *out)
 {
   struct torrent_layer *t = (struct torrent_layer *) l;
-  int fd;
 
   if (t->base != 0 || l->size != t->ts->mi->total_length)
     return 0;
-  if (remote_pin_whole (t->rd, &fd) < 0)
-    {
-      error_clear ();
-      return 0;
-    }
-  out->fd = fd;
-  out->release = remote_unpin_whole;
-  out->arg = remote_object_of (t->rd);
-  return 1;
+  return remote_lend_file (t->rd, out);
 }
 
 /* Status lines: the torrent's shape, the swarm, then the engine's. */

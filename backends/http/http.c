@@ -417,18 +417,7 @@ http_identity (struct layer *l, FILE *out)
 static int
 http_lend_file (struct layer *l, struct layer_lend *out)
 {
-  struct http_layer *h = (struct http_layer *) l;
-  int fd;
-
-  if (remote_pin_whole (h->rd, &fd) < 0)
-    {
-      error_clear ();
-      return 0;
-    }
-  out->fd = fd;
-  out->release = remote_unpin_whole;
-  out->arg = remote_object_of (h->rd);
-  return 1;
+  return remote_lend_file (((struct http_layer *) l)->rd, out);
 }
 
 /* "http-...: ..." lines for `diskshelf status`; no secrets. */

@@ -225,22 +225,29 @@ remote_object_of (struct remote_reader *rd)
   return rd->o;
 }
 
-/* Pin the complete disk-cache copy (see remote.h). */
-int
-remote_pin_whole (struct remote_reader *rd, int *fd)
+/* The release of a lent data file: drop the pin. */
+static void
+unpin_whole (void *arg)
 {
-  if (rd->o->dc == NULL || remote_changed (rd))
-    return -ENODATA;
-  return disk_cache_pin_whole (rd->o->dc, fd);
-}
-
-void
-remote_unpin_whole (void *object)
-{
-  struct remote_object *o = object;
+  struct remote_object *o = arg;
 
   if (o->dc)
     disk_cache_unpin_whole (o->dc);
+}
+
+/* Lend the complete disk-cache copy (see remote.h). */
+int
+remote_lend_file (struct remote_reader *rd, struct layer_lend *out)
+{
+  int fd;
+
+  if (rd->o->dc == NULL || remote_changed (rd)
+      || disk_cache_pin_whole (rd->o->dc, &fd) < 0)
+    return 0;
+  out->fd = fd;
+  out->release = unpin_whole;
+  out->arg = rd->o;
+  return 1;
 }
 
 /* Read what the object holds, never fetching. */

@@ -154,15 +154,14 @@ int remote_prefetch (struct remote_reader *r, uint64_t offset,
  * is freed, which happens after every engine thread stopped. */
 struct remote_object *remote_object_of (struct remote_reader *r);
 
-/* When the object's disk-cache copy is complete, pin it whole (no
- * eviction punches it) and set *fd to its data file: each byte of the
- * object at its own offset; the fd is the cache's (valid while the
- * object is open; never closed or written by the caller).  0, or
- * -ENODATA when there is no complete copy (or the object changed).
- * Each success needs one remote_unpin_whole (remote_object_of (r)),
- * which takes a void * so that it can be a lender's release callback. */
-int remote_pin_whole (struct remote_reader *r, int *fd);
-void remote_unpin_whole (void *object);
+/* When the object's disk-cache copy is complete, lend its data file
+ * (a layer's lend_file, see layer.h): pin it whole (no eviction punches
+ * it) and fill *out with its fd (each byte of the object at its own
+ * offset; the cache's fd, valid while the object is open, never closed
+ * or written by the borrower) and the release that drops the pin.  1,
+ * or 0 when there is no complete copy (or the object changed). */
+struct layer_lend;
+int remote_lend_file (struct remote_reader *r, struct layer_lend *out);
 
 /* Copy [offset, offset+count) from what the object holds already (disk
  * cache, or chunks in memory), never fetching: 0, -ENOENT when any part

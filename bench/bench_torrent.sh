@@ -310,14 +310,6 @@ cat_round () {   # TOOL ROUND
 }
 
 ratio () { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "-" }'; }
-# MB/s of `dd bs=1M` of FILE to /dev/null.
-dd_mbs () {   # FILE
-  local t0 s
-  t0=$(bench_now)
-  dd if="$1" of=/dev/null bs=1M status=none || { echo 0; return; }
-  s=$(bench_since "$t0")
-  awk -v s="$s" -v m="$SIZE_MB" 'BEGIN{printf "%.0f", m*1.048576/s}'
-}
 max_of () { printf '%s\n' "$@" | sort -g | tail -1; }
 
 # The warm row: a daemon fills its disk cache with one whole read, then
@@ -336,9 +328,9 @@ warm_round () {   # TOOL
   if ! wait_file 30; then WARM[$tool]=failed; stop_it "$d"; return; fi
   # dd of the data file first: both reads then start with it in the
   # page cache.
-  a=$(bench_dd_cache_data "$d/cache" "$bytes"); b=$(dd_mbs "$FILE")
+  a=$(bench_dd_cache_data "$d/cache" "$bytes"); b=$(bench_dd_mbs "$FILE" "$bytes")
   WARMDD[$tool]=$(max_of "$a" "$(bench_dd_cache_data "$d/cache" "$bytes")")
-  WARM[$tool]=$(max_of "$b" "$(dd_mbs "$FILE")")
+  WARM[$tool]=$(max_of "$b" "$(bench_dd_mbs "$FILE" "$bytes")")
   WARMSHARE[$tool]=$(ratio "${WARM[$tool]}" "${WARMDD[$tool]}")
   WARMPT[$tool]=no
   if grep -q '^passthrough-opens: [1-9]' "$d/mnt/.diskshelf-status" \

@@ -14,6 +14,10 @@
 #   bench_dd_cache_data DIR SIZE MB/s of dd bs=1M of that object's bytes
 #                                straight from the file (0 when none),
 #                                run under $BENCH_NICE (a command prefix)
+#   bench_dd_mbs FILE BYTES [SKIP]
+#                                MB/s of dd bs=1M of FILE from byte SKIP
+#                                to its end, BYTES long (0 when dd fails),
+#                                run under $BENCH_NICE
 #   bench_now                    monotonic-enough wall clock, seconds
 #   bench_since T0               seconds since T0 (two decimals)
 #   bench_netns_enter SCRIPT ARG...
@@ -107,14 +111,19 @@ PY
 }
 
 bench_dd_cache_data () {   # DIR SIZE
-  local found t0 t1
+  local found
   found=$(bench_cache_data "$1" "$2")
   if [ -z "$found" ]; then echo 0; return; fi
-  set -- "${found% *}" "${found##* }" "$2"
+  bench_dd_mbs "${found% *}" "$2" "${found##* }"
+}
+
+bench_dd_mbs () {   # FILE BYTES [SKIP]
+  local t0 t1
   t0=$(date +%s.%N)
-  ${BENCH_NICE:-} dd if="$1" of=/dev/null bs=1M iflag=skip_bytes skip="$2" status=none
+  ${BENCH_NICE:-} dd if="$1" of=/dev/null bs=1M iflag=skip_bytes skip="${3:-0}" \
+    status=none || { echo 0; return; }
   t1=$(date +%s.%N)
-  echo "$t0 $t1 $3" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
+  echo "$t0 $t1 $2" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
 }
 
 # bench_sha256: the SHA-256 of stdin, in hex.  A timed `cat | sha256sum`

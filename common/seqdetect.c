@@ -14,11 +14,17 @@ seq_init (struct seq_detector *d)
 
 /* True when offset is within [end - behind, end + ahead]. */
 bool
+seq_offset_near (uint64_t end, uint64_t offset, uint64_t behind,
+                 uint64_t ahead)
+{
+  return offset >= end ? offset - end <= ahead : end - offset <= behind;
+}
+
+bool
 seq_within (const struct seq_detector *d, uint64_t offset, uint64_t behind,
             uint64_t ahead)
 {
-  return offset >= d->end ? offset - d->end <= ahead
-    : d->end - offset <= behind;
+  return seq_offset_near (d->end, offset, behind, ahead);
 }
 
 /* True when offset is within slack of where the stream ended. */

@@ -6,7 +6,9 @@
  * so a little behind counts too.  Users: the remote-bytes engine
  * (backends/remote/, per reader of an object: HTTP and torrents) and
  * the NBD read-ahead layer (backends/readahead.c), which keeps several
- * streams of these with its own, measured, slack on each side.
+ * streams of these with its own, measured, slack on each side.  The xz
+ * layer applies the same rule (seq_offset_near) to an end it keeps in
+ * an atomic.
  *
  * Thread model: none; the caller serialises calls on one detector (its
  * own lock).  The struct is plain data, owned by its user.
@@ -30,7 +32,13 @@ struct seq_detector
 void seq_init (struct seq_detector *d);
 
 /* True when offset lies in [end - behind, end + ahead]: the one rule of
- * "this read continues that stream". */
+ * "this read continues a stream that ended at end".  For callers that
+ * keep the end themselves: the xz layer holds it in an atomic, so that
+ * its decode path takes no lock. */
+bool seq_offset_near (uint64_t end, uint64_t offset, uint64_t behind,
+                      uint64_t ahead);
+
+/* seq_offset_near on the detector's stream. */
 bool seq_within (const struct seq_detector *d, uint64_t offset,
                  uint64_t behind, uint64_t ahead);
 

@@ -33,6 +33,7 @@
 #include "entry.h"
 #include "error.h"
 #include "options.h"
+#include "seqdetect.h"
 #include "stack.h"
 #include "text.h"
 #include "zeroes.h"
@@ -120,8 +121,8 @@ note_read (struct xz_layer *x, uint64_t offset, size_t count)
   bool sequential;
 
   prev = atomic_exchange (&x->next_offset, offset + count);
-  sequential = offset + SEQUENTIAL_SLACK >= prev
-    && offset <= prev + SEQUENTIAL_SLACK && offset > 0;
+  sequential = offset > 0
+    && seq_offset_near (prev, offset, SEQUENTIAL_SLACK, SEQUENTIAL_SLACK);
   /* No read-ahead for a read of the first byte: starting it there
    * saved vm-24M's second block waiting for the first (about 0.27 s of
    * 0.8), but when many readers start at once (ten entries through a

@@ -1,6 +1,7 @@
 /* Unit tests of the shared sequential-reader detector
  * (common/seqdetect.c): the first read is never sequential, slack on
- * either side, asymmetric windows, run and random counts. */
+ * either side, asymmetric windows, run and random counts, and the bare
+ * rule on an end the caller keeps. */
 #include <stdint.h>
 
 #include "seqdetect.h"
@@ -38,5 +39,11 @@ main (void)
   CHECK (seq_within (&d, 14 * MIB, 2 * MIB, 4 * MIB));
   CHECK (!seq_within (&d, 14 * MIB + 1, 2 * MIB, 4 * MIB));
   CHECK (seq_continues (&d, 11 * MIB, MIB) && !seq_continues (&d, 8 * MIB, MIB));
+
+  /* The bare rule, on an end kept by the caller (the xz layer's). */
+  CHECK (seq_offset_near (4 * MIB, 0, 4 * MIB, 4 * MIB));
+  CHECK (seq_offset_near (4 * MIB, 8 * MIB, 4 * MIB, 4 * MIB));
+  CHECK (!seq_offset_near (4 * MIB, 8 * MIB + 1, 4 * MIB, 4 * MIB));
+  CHECK (!seq_offset_near (UINT64_MAX / 2, 0, 4 * MIB, 4 * MIB));
   return check_failures ? 1 : 0;
 }

@@ -200,14 +200,13 @@ dd_whole () {  # dd_whole FILE -> MB/s
   dd if="$1" iflag=nocache count=0 status=none 2>/dev/null || true
   bench_dd_mbs "$1" "$(size_bytes)"
 }
-best () { /usr/bin/python3 -c "print(max($1, $2))"; }
 if [ "${ROWS:-all}" != rand ]; then
   DD_DS=0; DD_NF=0; DD_CEIL=0
   for ((i = 0; i < REPEAT; i++)); do
-    DD_DS=$(best "$DD_DS" "$(dd_whole "$WORK/ds/disk.img")")
-    DD_NF=$(best "$DD_NF" "$(dd_whole "$WORK/nf/disk.img")")
-    COPY_MB=$(best "$COPY_MB" "$(nbdcopy_mbs)")
-    [ -n "$CEIL_PID" ] && DD_CEIL=$(best "$DD_CEIL" "$(dd_whole "$WORK/ceil/img")")
+    DD_DS=$(bench_max "$DD_DS" "$(dd_whole "$WORK/ds/disk.img")")
+    DD_NF=$(bench_max "$DD_NF" "$(dd_whole "$WORK/nf/disk.img")")
+    COPY_MB=$(bench_max "$COPY_MB" "$(nbdcopy_mbs)")
+    [ -n "$CEIL_PID" ] && DD_CEIL=$(bench_max "$DD_CEIL" "$(dd_whole "$WORK/ceil/img")")
   done
   /usr/bin/python3 -c "
 ds, nf, cp, ce = $DD_DS, $DD_NF, $COPY_MB, $DD_CEIL

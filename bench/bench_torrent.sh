@@ -310,7 +310,6 @@ cat_round () {   # TOOL ROUND
 }
 
 ratio () { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "-" }'; }
-max_of () { printf '%s\n' "$@" | sort -g | tail -1; }
 
 # The warm row: a daemon fills its disk cache with one whole read, then
 # a second daemon on the same cache directory is read with dd and
@@ -329,8 +328,8 @@ warm_round () {   # TOOL
   # dd of the data file first: both reads then start with it in the
   # page cache.
   a=$(bench_dd_cache_data "$d/cache" "$bytes"); b=$(bench_dd_mbs "$FILE" "$bytes")
-  WARMDD[$tool]=$(max_of "$a" "$(bench_dd_cache_data "$d/cache" "$bytes")")
-  WARM[$tool]=$(max_of "$b" "$(bench_dd_mbs "$FILE" "$bytes")")
+  WARMDD[$tool]=$(bench_max "$a" "$(bench_dd_cache_data "$d/cache" "$bytes")")
+  WARM[$tool]=$(bench_max "$b" "$(bench_dd_mbs "$FILE" "$bytes")")
   WARMSHARE[$tool]=$(ratio "${WARM[$tool]}" "${WARMDD[$tool]}")
   WARMPT[$tool]=no
   if grep -q '^passthrough-opens: [1-9]' "$d/mnt/.diskshelf-status" \

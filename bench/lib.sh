@@ -18,6 +18,8 @@
 #                                MB/s of dd bs=1M of FILE from byte SKIP
 #                                to its end, BYTES long (0 when dd fails),
 #                                run under $BENCH_NICE
+#   bench_max N...               the largest of the numbers (sort -g:
+#                                a word such as "failed" loses to any)
 #   bench_now                    monotonic-enough wall clock, seconds
 #   bench_since T0               seconds since T0 (two decimals)
 #   bench_netns_enter SCRIPT ARG...
@@ -140,6 +142,7 @@ for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
 print(h.hexdigest())'
 }
 bench_now () { date +%s.%N; }
+bench_max () { printf '%s\n' "$@" | sort -g | tail -1; }
 # Before a measurement: with WARM-MIB, write and delete that much, so the
 # page cache pages the tool's writes will get have been touched once (in
 # this VM a daemon storing 1 GiB into fresh pages used up to 2.5x the CPU);

@@ -230,3 +230,34 @@ def test_random_reader_fetches_small_ranges_and_fills_cache(mount, catalog, http
         assert direct_read(m2.path / "r.img", off) == data[off:off + 4096]
     again = data_gets(http_server, "/disk.img")[before:]
     assert again == [], (again, sorted(chunks))
+
+
+def resident_bytes(path):
+    """Bytes of path in the page cache, from util-linux fincore."""
+    out = run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)])
+    return int(out.stdout.split()[0])
+
+
+def test_stored_chunks_leave_the_page_cache(mount, catalog, http_server, tmp_path):
+    """Once stored chunks are durable, the kernel's copy of them in the
+    data file's page cache is dropped: readers hold those bytes in the
+    mount's page cache already.  A later run still reads them right,
+    from the disk, with no fetch."""
+    image = place_image(http_server, "big.img", 48 * MiB + 5, seed=7)
+    cache = tmp_path / "dc"
+    write_entry(catalog, "big.img", f"source = {http_server.url('big.img')}\n")
+    m = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m.path / "big.img") == sha256(image)
+    wait_for(lambda: f"cache-present: {48 * MiB + 5}" in m.status(), 30,
+             "the whole image in the disk cache")
+    data_file = next(cache.rglob("*.dsd"))
+    # The flusher works in one-second rounds; a stray page or two (the
+    # file's tail, or a page some reader pulled in) may stay.
+    wait_for(lambda: resident_bytes(data_file) <= 1 * MiB, 30,
+             "the stored chunks to leave the page cache")
+    assert m.unmount() == 0
+
+    before = len(http_server.requests())
+    m2 = mount(catalog, f"--cache-dir={cache}")
+    assert sha256(m2.path / "big.img") == sha256(image)
+    assert [r for r in http_server.requests()[before:] if r["method"] == "GET"] == []

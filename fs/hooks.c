@@ -29,6 +29,17 @@ fs_after_loop (void)
   passthrough_session_ended ();
 }
 
+/* Whether READs have filled the mount's page cache with as many bytes as
+ * the image holds since the kernel last dropped its pages, and the
+ * kernel keeps them across opens. */
+static bool
+mount_pages_hold_it (struct fs_entry *e)
+{
+  return e->stack->immutable
+         && __atomic_load_n (&e->bytes_to_page_cache, __ATOMIC_RELAXED)
+            >= e->stack->size;
+}
+
 int
 fs_open_backing (fuse_req_t req, struct fs_entry *e,
                  struct fuse_file_info *fi)
@@ -41,9 +52,15 @@ fs_open_backing (fuse_req_t req, struct fs_entry *e,
 
   if (!passthrough_enabled ())
     return 0;
-  /* An O_DIRECT open is served by us (it checks alignment); it joins an
-   * inode already passed through, as the kernel requires. */
-  if (!of->direct && layer_lend_file (e->stack, &lend) > 0)
+  /* An O_DIRECT open is served by us (it checks alignment), and so is an
+   * open of an image the mount's page cache has seen whole: the kernel
+   * keeps those pages across opens (keep_cache) and reads them without
+   * us, where a backing file would be read again from its own pages or,
+   * once the disk cache dropped them (diskcache-evict.c), from the disk.
+   * Either joins an inode already passed through, as the kernel
+   * requires. */
+  if (!of->direct && !mount_pages_hold_it (e)
+      && layer_lend_file (e->stack, &lend) > 0)
     {
       fd = lend.fd;
       pl.release = lend.release;

@@ -282,6 +282,9 @@ ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
     }
   if (size > l->size - (uint64_t) offset)
     size = (size_t) (l->size - (uint64_t) offset);
+  if (!of->direct)
+    __atomic_add_fetch (&of->entry->bytes_to_page_cache, size,
+                        __ATOMIC_RELAXED);
   if (layer_take (l, size, (uint64_t) offset, &mem) <= 0)
     {
       struct layer_borrow lent;

@@ -97,6 +97,7 @@ fs_entry_attributes_changed (struct fs_entry *e)
   if (serving_session)
     fuse_lowlevel_notify_inval_inode (serving_session, e->ino, 0, 0);
   pthread_mutex_unlock (&serving_lock);
+  __atomic_store_n (&e->bytes_to_page_cache, 0, __ATOMIC_RELAXED);
   fs_forget_name (e->config->name);
 }
 

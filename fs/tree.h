@@ -88,6 +88,11 @@ struct fs_entry
   struct passthrough_inode passthrough;
   uint64_t passthrough_opens;
   uint64_t reads;
+  /* Bytes READs asked for through the page cache (not O_DIRECT) since
+   * the kernel last dropped this inode's pages: once it reaches the
+   * size, the mount's page cache likely holds the whole image (atomic;
+   * fs/hooks.c). */
+  uint64_t bytes_to_page_cache;
 };
 
 struct fs_node

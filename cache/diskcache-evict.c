@@ -327,24 +327,27 @@ dc_reserve (struct disk_cache *cache, uint64_t bytes)
   return false;
 }
 
-/* Let the kernel drop its page-cache copy of chunks just made durable.
- * Whoever asked for those bytes has them already (the mount's page
- * cache keeps what FUSE readers were sent), so these pages are a second
- * copy in memory.  Dropped, they go back to the allocator while still
- * warm, and the next chunk's write reuses them: on a VM, writing into
- * never-touched memory costs several times the copy itself (measured:
- * the storer's CPU per GiB of a torrent read fell from 1.8-2.0 s to
- * 0.33-0.45 s).  Later reads of the file (passthrough, seeding) come
- * from the disk.  The pages are clean after the fdatasync, so
- * DONTNEED drops them at once; failure only means they stay. */
+/* Let the kernel drop its page-cache copy of streamed chunks just made
+ * durable (DISK_CACHE_STREAMED, diskcache.h): their sequential reader
+ * has them in the mount's page cache already, so these pages are a
+ * second copy in memory.  Dropped, they go back to the allocator while
+ * still warm, and the next chunk's write reuses them: on a VM, writing
+ * into never-touched memory costs several times the copy itself
+ * (measured: the storer's CPU per GiB of a torrent read fell from
+ * 1.8-2.0 s to 0.33-0.45 s).  Later reads of those chunks from the file
+ * (a new daemon's passthrough, seeding) come from the disk.  The pages
+ * are clean after the fdatasync, so DONTNEED drops them at once;
+ * failure only means they stay. */
 static void
 drop_durable_pages (struct disk_cache_object *obj,
                     const struct dc_pending *list, size_t n)
 {
   for (size_t i = 0; i < n; i++)
-    posix_fadvise (obj->fd,
-                   (off_t) (obj->data_off + list[i].index * DISK_CACHE_CHUNK),
-                   DISK_CACHE_CHUNK, POSIX_FADV_DONTNEED);
+    if (list[i].streamed)
+      posix_fadvise (obj->fd,
+                     (off_t) (obj->data_off
+                              + list[i].index * DISK_CACHE_CHUNK),
+                     DISK_CACHE_CHUNK, POSIX_FADV_DONTNEED);
 }
 
 /* Make this object's written chunks durable, then set their bits. */

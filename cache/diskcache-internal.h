@@ -63,6 +63,8 @@ struct dc_pending
 {
   uint64_t index;
   uint32_t state;
+  bool streamed;           /* DISK_CACHE_STREAMED: drop its pages once
+                              durable (diskcache-evict.c) */
 };
 
 /* A closed object's file, kept for reuse and for LRU eviction. */

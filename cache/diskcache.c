@@ -910,7 +910,8 @@ pwritev_all (int fd, const struct iovec *parts, int nparts, uint64_t len,
  * failure (the chunk stays absent). */
 static bool
 write_chunk (struct disk_cache_object *obj, uint64_t i,
-             const struct iovec *parts, int nparts, uint64_t len)
+             const struct iovec *parts, int nparts, uint64_t len,
+             unsigned flags)
 {
   struct disk_cache *cache = obj->cache;
   struct dc_page *pg = dc_page_make (obj, i);
@@ -963,7 +964,8 @@ write_chunk (struct disk_cache_object *obj, uint64_t i,
       obj->pending_cap = cap;
     }
   obj->pending[obj->npending++] = (struct dc_pending) {
-    .index = i, .state = s | DC_PRESENT };
+    .index = i, .state = s | DC_PRESENT,
+    .streamed = (flags & DISK_CACHE_STREAMED) != 0 };
   atomic_store (&pg->state[slot], s | DC_PRESENT);
   pthread_mutex_unlock (&obj->sync_lock);
   dc_flusher_kick (cache, len);
@@ -973,7 +975,7 @@ write_chunk (struct disk_cache_object *obj, uint64_t i,
 /* Store whole chunks; failures only mean the data is not kept. */
 int
 disk_cache_write (struct disk_cache_object *obj, const void *buf,
-                  size_t count, uint64_t offset)
+                  size_t count, uint64_t offset, unsigned flags)
 {
   const char *p = buf;
 
@@ -990,7 +992,7 @@ disk_cache_write (struct disk_cache_object *obj, const void *buf,
       uint64_t len = dc_chunk_len (obj->size, i);
 
       struct iovec part = { (void *) p, len };
-      if (!write_chunk (obj, i, &part, 1, len))
+      if (!write_chunk (obj, i, &part, 1, len, flags))
         break;
       p += len;
       offset += len;
@@ -1003,7 +1005,7 @@ disk_cache_write (struct disk_cache_object *obj, const void *buf,
 int
 disk_cache_write_parts (struct disk_cache_object *obj,
                         const struct iovec *parts, int nparts,
-                        uint64_t offset)
+                        uint64_t offset, unsigned flags)
 {
   uint64_t i = offset / DISK_CACHE_CHUNK, len = 0;
 
@@ -1017,7 +1019,7 @@ disk_cache_write_parts (struct disk_cache_object *obj,
                       nparts, (unsigned long long) offset);
   if (obj->fd < 0 || dc_now_ms () < atomic_load (&obj->cache->write_pause_until_ms))
     return 0;
-  write_chunk (obj, i, parts, nparts, len);
+  write_chunk (obj, i, parts, nparts, len, flags);
   return 0;
 }
 

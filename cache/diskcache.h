@@ -83,11 +83,20 @@ bool disk_cache_has (struct disk_cache_object *obj, uint64_t offset,
 int disk_cache_pin_whole (struct disk_cache_object *obj, int *fd);
 void disk_cache_unpin_whole (struct disk_cache_object *obj);
 
+/* How written bytes were used.  DISK_CACHE_STREAMED: they went to a
+ * sequential reader, through the mount's page cache, which keeps them;
+ * once they are durable the kernel is told to drop the data file's copy
+ * (a second copy of the same bytes in memory).  Bytes written without it
+ * keep their pages: random and O_DIRECT readers (qemu cache=none) read
+ * them again from there. */
+#define DISK_CACHE_STREAMED 1u
+
 /* Store whole chunks starting at a chunk boundary (the object's last
- * chunk may be short).  Returns 0 even when the data could not be kept
- * (full disk): the cache is an optimisation, never a source of errors. */
+ * chunk may be short); flags as above.  Returns 0 even when the data
+ * could not be kept (full disk): the cache is an optimisation, never a
+ * source of errors. */
 int disk_cache_write (struct disk_cache_object *obj, const void *buf,
-                      size_t count, uint64_t offset);
+                      size_t count, uint64_t offset, unsigned flags);
 
 /* The same for one whole chunk at offset given in nparts pieces (at most
  * DISK_CACHE_MAX_PARTS, together the chunk's length), written with one
@@ -98,7 +107,7 @@ int disk_cache_write (struct disk_cache_object *obj, const void *buf,
 struct iovec;
 int disk_cache_write_parts (struct disk_cache_object *obj,
                             const struct iovec *parts, int nparts,
-                            uint64_t offset);
+                            uint64_t offset, unsigned flags);
 
 /* Drop every chunk of the object: its remote copy changed.  Chunks
  * written afterwards are kept again (the caller stops writing when the

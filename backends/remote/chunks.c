@@ -286,6 +286,7 @@ start_fetch (struct remote_object *o, uint64_t i, enum fetch_kind kind)
   *bucket (o, i) = c;
   c->queued = true;
   c->fill = kind == FETCH_FILL;
+  c->streamed = kind == FETCH_READAHEAD;
   if (kind == FETCH_FOREGROUND)
     queue_push_front (&o->queue, c);
   else if (kind == FETCH_READAHEAD)
@@ -367,7 +368,8 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
 /* Write units [g0, gn) of o, all in memory, as one disk-cache chunk;
  * true when the cache kept it.  Units smaller than a disk-cache chunk
  * (torrent pieces of 16-512 KiB) can only be stored together: one
- * pwritev of their buffers, no copy into one (lock not held). */
+ * pwritev of their buffers, no copy into one; streamed when each unit
+ * was (lock not held). */
 static bool
 store_group (struct remote_object *o, struct chunk *c)
 {
@@ -377,7 +379,7 @@ store_group (struct remote_object *o, struct chunk *c)
   struct chunk *units[DISK_CACHE_CHUNK / REMOTE_MIN_UNIT];
   struct iovec parts[DISK_CACHE_CHUNK / REMOTE_MIN_UNIT];
   size_t total = 0;
-  bool ok = true, kept = false;
+  bool ok = true, kept = false, streamed = true;
 
   pthread_mutex_lock (&o->lock);
   for (uint64_t j = g0; j < gn && ok; j++)
@@ -387,6 +389,7 @@ store_group (struct remote_object *o, struct chunk *c)
       if (ok)
         {
           u->refs++;
+          streamed = streamed && u->streamed;
           parts[n] = (struct iovec) { u->buf, u->len };
           units[n++] = u;
           total += u->len;
@@ -395,7 +398,8 @@ store_group (struct remote_object *o, struct chunk *c)
   pthread_mutex_unlock (&o->lock);
   if (ok)
     {
-      disk_cache_write_parts (o->dc, parts, (int) n, g0 * o->chunk);
+      disk_cache_write_parts (o->dc, parts, (int) n, g0 * o->chunk,
+                              streamed ? DISK_CACHE_STREAMED : 0);
       kept = disk_cache_has (o->dc, g0 * o->chunk, total);
     }
   pthread_mutex_lock (&o->lock);
@@ -421,7 +425,8 @@ store_unit (struct remote_object *o, struct chunk *c)
     return false;
   if (o->chunk < DISK_CACHE_CHUNK)
     return store_group (o, c);
-  disk_cache_write (o->dc, c->buf, c->len, off);
+  disk_cache_write (o->dc, c->buf, c->len, off,
+                    c->streamed ? DISK_CACHE_STREAMED : 0);
   return disk_cache_has (o->dc, off, c->len);
 }
 

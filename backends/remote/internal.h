@@ -47,6 +47,8 @@ struct chunk
   bool queued;                 /* in the job queue; protected by lock */
   bool stored;                 /* kept by the disk cache */
   bool fill;                   /* background fill, not read-ahead */
+  bool streamed;               /* fetched ahead of a sequential reader:
+                                  stored DISK_CACHE_STREAMED */
   char *buf;                   /* REMOTE_CHUNK bytes (len used); taken
                                   by the worker that fetches it */
   size_t len;

@@ -247,7 +247,8 @@ decode_run (struct xz_single *s, unsigned char *in)
       pthread_mutex_unlock (&s->lock);
 
       if (have_disk_cache (s) && !disk_cache_has (s->obj, c * CHUNK, len))
-        disk_cache_write (s->obj, s->slots[c % s->nslots], len, c * CHUNK);
+        disk_cache_write (s->obj, s->slots[c % s->nslots], len, c * CHUNK,
+                          0);
       if (produced * 10 >= next_tenth * s->size && s->size >= 64 * CHUNK)
         {
           double t;

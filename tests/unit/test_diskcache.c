@@ -79,7 +79,7 @@ store (struct disk_cache_object *obj, uint64_t size, uint64_t first,
       uint64_t off = i * CHUNK;
       size_t n = size - off < CHUNK ? size - off : CHUNK;
       fill (buf, n, off, seed);
-      CHECK (disk_cache_write (obj, buf, n, off) == 0);
+      CHECK (disk_cache_write (obj, buf, n, off, 0) == 0);
     }
   free (buf);
 }
@@ -133,7 +133,7 @@ test_basic_and_reopen (const char *dir)
     disk_cache_close_object (o2);
   }
   /* Not whole chunks: refused. */
-  CHECK (disk_cache_write (o, "x", 1, 0) == -EINVAL);
+  CHECK (disk_cache_write (o, "x", 1, 0, 0) == -EINVAL);
   disk_cache_close_object (o);
   disk_cache_free (c);
 
@@ -679,12 +679,12 @@ test_write_parts (const char *dir)
       memcpy (parts[3 - k].iov_base, buf + (3 - k) * (CHUNK / 4), CHUNK / 4);
       parts[3 - k].iov_len = CHUNK / 4;
     }
-  CHECK (disk_cache_write_parts (o, parts, 4, CHUNK) == 0);
+  CHECK (disk_cache_write_parts (o, parts, 4, CHUNK, 0) == 0);
   CHECK (read_check (o, CHUNK, CHUNK, 3) == 0);
   CHECK (!disk_cache_has (o, 0, 1));
   /* Three parts short: not one chunk. */
-  CHECK (disk_cache_write_parts (o, parts, 3, 0) == -EINVAL);
-  CHECK (disk_cache_write_parts (o, parts, 4, 100) == -EINVAL);
+  CHECK (disk_cache_write_parts (o, parts, 3, 0, 0) == -EINVAL);
+  CHECK (disk_cache_write_parts (o, parts, 4, 100, 0) == -EINVAL);
   CHECK (!disk_cache_has (o, 0, 1));
   for (int k = 0; k < 4; k++)
     free (parts[k].iov_base);
@@ -692,13 +692,13 @@ test_write_parts (const char *dir)
   fill (buf, 3 * 16384 + 100, 2 * CHUNK, 3);
   for (int k = 0; k < 4; k++)
     parts[k] = (struct iovec) { buf + k * 16384, k < 3 ? 16384 : 100 };
-  CHECK (disk_cache_write_parts (o, parts, 4, 2 * CHUNK) == 0);
+  CHECK (disk_cache_write_parts (o, parts, 4, 2 * CHUNK, 0) == 0);
   CHECK (read_check (o, 2 * CHUNK, 3 * 16384 + 100, 3) == 0);
   /* More parts than allowed. */
   for (int k = 0; k <= DISK_CACHE_MAX_PARTS; k++)
     parts[k] = (struct iovec) { buf, k == 0 ? CHUNK - DISK_CACHE_MAX_PARTS
                                             : 1 };
-  CHECK (disk_cache_write_parts (o, parts, DISK_CACHE_MAX_PARTS + 1, 0)
+  CHECK (disk_cache_write_parts (o, parts, DISK_CACHE_MAX_PARTS + 1, 0, 0)
          == -EINVAL);
   disk_cache_close_object (o);
   disk_cache_free (c);

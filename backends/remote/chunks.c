@@ -286,7 +286,7 @@ start_fetch (struct remote_object *o, uint64_t i, enum fetch_kind kind)
   *bucket (o, i) = c;
   c->queued = true;
   c->fill = kind == FETCH_FILL;
-  c->streamed = kind == FETCH_READAHEAD;
+  __atomic_store_n (&c->streamed, kind == FETCH_READAHEAD, __ATOMIC_RELAXED);
   if (kind == FETCH_FOREGROUND)
     queue_push_front (&o->queue, c);
   else if (kind == FETCH_READAHEAD)
@@ -335,8 +335,9 @@ stored (struct remote_object *o, uint64_t i)
 /* Note a read of [offset, offset+count) in the reader's sequential
  * detector and queue read-ahead beyond it for a sequential reader.  A
  * read is sequential when it starts within REMOTE_SEQ_SLACK of where
- * the last one ended (common/seqdetect.h) (lock held). */
-static void
+ * the last one ended (common/seqdetect.h); returns whether it was (lock
+ * held). */
+static bool
 read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
 {
   struct remote_object *o = r->o;
@@ -346,7 +347,7 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
     {
       r->ra_window = 0;
       r->ra_next = 0;
-      return;
+      return false;
     }
   last = (r->seq.end - 1) / o->chunk;
   r->ra_window = r->ra_window == 0 ? o->ra_min
@@ -363,6 +364,7 @@ read_ahead (struct remote_reader *r, uint64_t offset, size_t count)
         break;
     }
   r->ra_next = j;
+  return true;
 }
 
 /* Write units [g0, gn) of o, all in memory, as one disk-cache chunk;
@@ -389,7 +391,8 @@ store_group (struct remote_object *o, struct chunk *c)
       if (ok)
         {
           u->refs++;
-          streamed = streamed && u->streamed;
+          streamed = streamed
+                     && __atomic_load_n (&u->streamed, __ATOMIC_RELAXED);
           parts[n] = (struct iovec) { u->buf, u->len };
           units[n++] = u;
           total += u->len;
@@ -426,7 +429,8 @@ store_unit (struct remote_object *o, struct chunk *c)
   if (o->chunk < DISK_CACHE_CHUNK)
     return store_group (o, c);
   disk_cache_write (o->dc, c->buf, c->len, off,
-                    c->streamed ? DISK_CACHE_STREAMED : 0);
+                    __atomic_load_n (&c->streamed, __ATOMIC_RELAXED)
+                    ? DISK_CACHE_STREAMED : 0);
   return disk_cache_has (o->dc, off, c->len);
 }
 
@@ -828,6 +832,7 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
   uint64_t last = (offset + count - 1) / o->chunk;
   size_t n = (size_t) (last - first + 1);
   struct chunk *local[8], **cs;
+  bool seq;
   int r = 0;
 
   if (atomic_load (&o->changed))
@@ -849,7 +854,7 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
   if (cs == NULL)
     return error_set (ENOMEM, "%s: out of memory", o->label);
   pthread_mutex_lock (&o->lock);
-  read_ahead (rd, offset, count);
+  seq = read_ahead (rd, offset, count);
   if (n == 1 && count <= REMOTE_DIRECT_MAX && o->ops->partial
       && rd->seq.random >= REMOTE_RANDOM_AFTER)
     {
@@ -869,6 +874,10 @@ remote_chunks_pread (struct remote_reader *rd, void *buf, size_t count,
       cs[k] = NULL;
       if (r == 0)
         r = want_chunk (o, first + k, true, &cs[k]);
+      /* A sequential reader's bytes go once through the mount's page
+       * cache, whether read-ahead fetched them or the reader caught up. */
+      if (r == 0 && cs[k] && seq)
+        __atomic_store_n (&cs[k]->streamed, true, __ATOMIC_RELAXED);
     }
   pthread_mutex_unlock (&o->lock);
 

@@ -47,8 +47,9 @@ struct chunk
   bool queued;                 /* in the job queue; protected by lock */
   bool stored;                 /* kept by the disk cache */
   bool fill;                   /* background fill, not read-ahead */
-  bool streamed;               /* fetched ahead of a sequential reader:
-                                  stored DISK_CACHE_STREAMED */
+  bool streamed;               /* fetched as read-ahead, or read by a
+                                  sequential reader: stored
+                                  DISK_CACHE_STREAMED; atomic */
   char *buf;                   /* REMOTE_CHUNK bytes (len used); taken
                                   by the worker that fetches it */
   size_t len;

@@ -23,7 +23,10 @@ SIZE=${SIZE:-1G}
 ROUNDS=${ROUNDS:-3}
 PRIO=${PRIO:--10}
 N="nice -n $PRIO"
+BENCH_NICE=$N
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PT_SERVE=${PT_SERVE:-$ROOT/build/tests/pt_serve}
 WORK=$(mktemp -d /var/tmp/bench-passthrough.XXXXXX)
 PID=
@@ -43,15 +46,6 @@ head -c "$bytes" /dev/urandom > "$WORK/backing"
 cat "$WORK/backing" > /dev/null
 mkdir "$WORK/mnt"
 
-# MB/s of dd bs=1M of FILE.
-dd_mbs () {
-  local t0 t1
-  t0=$(date +%s.%N)
-  $N dd if="$1" of=/dev/null bs=1M status=none
-  t1=$(date +%s.%N)
-  echo "$t0 $t1 $bytes" | awk '{printf "%.1f", $3 / ($2 - $1) / 1e6}'
-}
-
 echo "bench_passthrough: $SIZE, $ROUNDS rounds, kernel $(uname -r)"
 printf '%-6s %10s %10s %10s %8s %8s %6s\n' round file_MB/s pt_MB/s \
   normal_MB/s pt/file normal/file reads
@@ -68,12 +62,12 @@ for round in $(seq "$ROUNDS"); do
     || { echo "passthrough is off here:" >&2; cat "$WORK/pt.log" >&2; exit 1; }
   dev=$(mountpoint -d "$WORK/mnt")
   echo 1024 > "/sys/class/bdi/$dev/read_ahead_kb" 2>/dev/null || true
-  file=$(dd_mbs "$WORK/backing")
-  pt=$(dd_mbs "$WORK/mnt/pt")
-  normal=$(dd_mbs "$WORK/mnt/normal")
+  file=$(bench_dd_mbs "$WORK/backing" "$bytes")
+  pt=$(bench_dd_mbs "$WORK/mnt/pt" "$bytes")
+  normal=$(bench_dd_mbs "$WORK/mnt/normal" "$bytes")
   # The file again: the faster of the two reads, so that a disturbance
   # on a shared machine does not flatter the FUSE rows.
-  file=$(awk -v a="$file" -v b="$(dd_mbs "$WORK/backing")" 'BEGIN{print (a > b ? a : b)}')
+  file=$(bench_max "$file" "$(bench_dd_mbs "$WORK/backing" "$bytes")")
   reads=$(awk '$1 == "reads" && $2 == "pt" {print $3}' "$WORK/mnt/stats")
   fusermount3 -u "$WORK/mnt"
   wait "$PID" || true

@@ -35,9 +35,13 @@ def seed(tmp_path, tracker, data, torrent):
     return s
 
 
-def pieces_fetched(status, entry):
+def entry_counter(status, entry, key):
     block = status[status.index(f"[{entry}]"):]
-    return int(block.split("torrent-fetched: ")[1].split()[0])
+    return int(block.split(f"\n{key}: ")[1].split()[0])
+
+
+def pieces_fetched(status, entry):
+    return entry_counter(status, entry, "torrent-fetched")
 
 
 @pytest.mark.parametrize("piece_log", [16, 21], ids=["64K-pieces", "2M-pieces"])
@@ -99,11 +103,6 @@ def test_a_whole_read_under_memory_pressure_lands_whole_in_the_disk_cache(
     m = mount(catalog, name="second")
     assert sha256(m.path / "big.img") == sha256(d / "big.img")
     assert pieces_fetched(m.status(), "big.img") == 0
-
-
-def entry_counter(status, entry, key):
-    block = status[status.index(f"[{entry}]"):]
-    return int(block.split(f"\n{key}: ")[1].split()[0])
 
 
 def test_a_complete_single_file_torrent_is_passed_through(

@@ -43,6 +43,21 @@ def wait_released(m, name):
              f"{name}'s passthrough opens to be released")
 
 
+def read_http_entry_cold(mount, catalog, http_server, cache, name, seed):
+    """Serve a 12 MiB + 333 byte image as HTTP entry `name`, mount over
+    the disk cache `cache` (empty) and read it whole: the cache is not
+    complete at open, so READs serve it.  Returns the mount, the served
+    file and the entry's READ count."""
+    remote = place_image(http_server, name, 12 * MiB + 333, seed=seed)
+    write_entry(catalog, name, f"source = {http_server.url(name)}\n")
+    m = mount(catalog, f"--cache-dir={cache}")
+    assert passthrough_on(m), m.log()
+    assert sha256(m.path / name) == sha256(remote)
+    opens, reads = counters(m, name)
+    assert opens == 0 and reads > 0
+    return m, remote, reads
+
+
 @pytest.fixture
 def image(tmp_path):
     return make_random_file(tmp_path / "local.img", 8 * MiB + 4096 * 3 + 512, seed=7)
@@ -94,16 +109,9 @@ def test_xz_entry_is_not_passed_through(mount, catalog, image, tmp_path):
 
 
 def test_http_cold_then_warm(mount, catalog, http_server, tmp_path):
-    remote = place_image(http_server, "disk.img", 12 * MiB + 333, seed=3)
     cache = tmp_path / "dc"
-    write_entry(catalog, "h.img", f"source = {http_server.url('disk.img')}\n")
-
-    # Cold: the cache is not complete at open, so READs serve it.
-    m = mount(catalog, f"--cache-dir={cache}")
-    assert passthrough_on(m), m.log()
-    assert sha256(m.path / "h.img") == sha256(remote)
-    opens, reads = counters(m, "h.img")
-    assert opens == 0 and reads > 0
+    m, remote, _ = read_http_entry_cold(mount, catalog, http_server, cache,
+                                        "h.img", seed=3)
     assert m.unmount() == 0
 
     # Warm, a fresh mount: the complete copy is lent; no READ, no GET.
@@ -248,15 +256,11 @@ def test_an_image_read_whole_stays_in_the_mounts_page_cache(mount, catalog, http
     dropped from memory), and reading it again reaches the daemon with
     no READ at all.  A fresh mount, whose page cache is empty, is lent
     the copy."""
-    remote = place_image(http_server, "w.img", 12 * MiB + 333, seed=6)
     cache = tmp_path / "dc"
-    write_entry(catalog, "w.img", f"source = {http_server.url('w.img')}\n")
-    m = mount(catalog, f"--cache-dir={cache}")
-    assert passthrough_on(m), m.log()
-    assert sha256(m.path / "w.img") == sha256(remote)
-    opens, reads = counters(m, "w.img")
-    assert opens == 0 and reads > 0
-    wait_for(lambda: f"cache-present: {12 * MiB + 333}" in m.status(), 30,
+    m, remote, reads = read_http_entry_cold(mount, catalog, http_server, cache,
+                                            "w.img", seed=6)
+    size = remote.stat().st_size
+    wait_for(lambda: f"cache-present: {size}" in m.status(), 30,
              "the whole image in the disk cache")
     wait_released(m, "w.img")
     assert sha256(m.path / "w.img") == sha256(remote)

@@ -270,3 +270,36 @@ def test_an_image_read_whole_stays_in_the_mounts_page_cache(mount, catalog, http
     m = mount(catalog, f"--cache-dir={cache}")
     assert sha256(m.path / "w.img") == sha256(remote)
     assert counters(m, "w.img") == (1, 0)
+
+
+def test_pages_the_kernel_dropped_bring_the_backing_file_back(mount, catalog, http_server,
+                                                              tmp_path):
+    """The daemon's idea that the mount's page cache holds an image read
+    whole is an estimate.  When the kernel drops those pages (here
+    fadvise DONTNEED on the mount's file; memory pressure does the same)
+    and a later open reads part of it, the READs that reach the daemon
+    show the pages are gone: the open after that is lent the disk-cache
+    copy again, instead of staying on READs."""
+    cache = tmp_path / "dc"
+    m, remote, reads = read_http_entry_cold(mount, catalog, http_server, cache,
+                                            "d.img", seed=8)
+    size = remote.stat().st_size
+    wait_for(lambda: f"cache-present: {size}" in m.status(), 30,
+             "the whole image in the disk cache")
+    wait_released(m, "d.img")
+    assert sha256(m.path / "d.img") == sha256(remote)
+    assert counters(m, "d.img") == (0, reads)
+
+    fd = os.open(m.path / "d.img", os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    with open(m.path / "d.img", "rb") as f:
+        assert f.read(MiB) == remote.read_bytes()[:MiB]
+    opens, reads_after = counters(m, "d.img")
+    assert opens == 0 and reads_after > reads
+    wait_released(m, "d.img")
+
+    assert sha256(m.path / "d.img") == sha256(remote)
+    assert counters(m, "d.img") == (1, reads_after)

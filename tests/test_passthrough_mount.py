@@ -248,6 +248,22 @@ def test_single_block_xz_decoded_into_the_cache_passes_through(mount, catalog, i
     assert opens >= 2 and reads == 0
 
 
+def read_http_entry_twice(mount, catalog, http_server, cache, name, seed):
+    """read_http_entry_cold, then, once the disk cache holds the image
+    whole, read it again in the same mount: it comes from the mount's
+    page cache, with no passthrough open and no new READ.  Returns the
+    mount, the served file and the entry's READ count."""
+    m, remote, reads = read_http_entry_cold(mount, catalog, http_server, cache,
+                                            name, seed)
+    size = remote.stat().st_size
+    wait_for(lambda: f"cache-present: {size}" in m.status(), 30,
+             "the whole image in the disk cache")
+    wait_released(m, name)
+    assert sha256(m.path / name) == sha256(remote)
+    assert counters(m, name) == (0, reads)
+    return m, remote, reads
+
+
 def test_an_image_read_whole_stays_in_the_mounts_page_cache(mount, catalog, http_server,
                                                             tmp_path):
     """Read whole through READs, an immutable image is in the mount's
@@ -257,14 +273,8 @@ def test_an_image_read_whole_stays_in_the_mounts_page_cache(mount, catalog, http
     no READ at all.  A fresh mount, whose page cache is empty, is lent
     the copy."""
     cache = tmp_path / "dc"
-    m, remote, reads = read_http_entry_cold(mount, catalog, http_server, cache,
-                                            "w.img", seed=6)
-    size = remote.stat().st_size
-    wait_for(lambda: f"cache-present: {size}" in m.status(), 30,
-             "the whole image in the disk cache")
-    wait_released(m, "w.img")
-    assert sha256(m.path / "w.img") == sha256(remote)
-    assert counters(m, "w.img") == (0, reads)
+    m, remote, _ = read_http_entry_twice(mount, catalog, http_server, cache,
+                                         "w.img", seed=6)
     assert m.unmount() == 0
 
     m = mount(catalog, f"--cache-dir={cache}")
@@ -280,15 +290,8 @@ def test_pages_the_kernel_dropped_bring_the_backing_file_back(mount, catalog, ht
     and a later open reads part of it, the READs that reach the daemon
     show the pages are gone: the open after that is lent the disk-cache
     copy again, instead of staying on READs."""
-    cache = tmp_path / "dc"
-    m, remote, reads = read_http_entry_cold(mount, catalog, http_server, cache,
-                                            "d.img", seed=8)
-    size = remote.stat().st_size
-    wait_for(lambda: f"cache-present: {size}" in m.status(), 30,
-             "the whole image in the disk cache")
-    wait_released(m, "d.img")
-    assert sha256(m.path / "d.img") == sha256(remote)
-    assert counters(m, "d.img") == (0, reads)
+    m, remote, reads = read_http_entry_twice(mount, catalog, http_server,
+                                             tmp_path / "dc", "d.img", seed=8)
 
     fd = os.open(m.path / "d.img", os.O_RDONLY)
     try:

@@ -186,16 +186,23 @@ for r in $(seq "$ROUNDS"); do
   # diskshelf warm: a new daemon reading the disk cache; no GETs expected.
   before=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
   ds_mount "$WORK/m2" "$WORK/cache"
-  # The three warm reads (passthrough, dd of the data file, passthrough
-  # off) start from the same page-cache state: the data file read once.
+  # The warm reads (passthrough, dd of the data file, passthrough off)
+  # start from the same page-cache state: the data file read once (from
+  # the disk: the cache dropped the pages of streamed chunks).  The first
+  # pass over freshly read pages runs slower than later ones, so the
+  # passthrough read and the data file's dd each take the best of two,
+  # alternated.
   bench_dd_cache_data "$WORK/cache" "$BYTES" > /dev/null
-  t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); D_WARM+=("$(mbps "$t")")
+  t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); w1=$(mbps "$t")
+  f1=$(bench_dd_cache_data "$WORK/cache" "$BYTES")
+  t=$(timed dd if="$WORK/m2/x.img" of=/dev/null bs=1M); w2=$(mbps "$t")
+  D_WARM+=("$(bench_max "$w1" "$w2")")
   # Did that read go through FUSE passthrough (the kernel reading the
   # cache's data file, no READ reaching the daemon)?
   if grep -q '^passthrough-opens: [1-9]' "$WORK/m2/.diskshelf-status" \
      && grep -q '^reads: 0$' "$WORK/m2/.diskshelf-status"; then pt_used=yes; fi
   # The image's bytes in the disk-cache data file, read by dd directly.
-  C_FILE+=("$(bench_dd_cache_data "$WORK/cache" "$BYTES")")
+  C_FILE+=("$(bench_max "$f1" "$(bench_dd_cache_data "$WORK/cache" "$BYTES")")")
   D_WIOPS+=("$(fio_iops "$WORK/m2/x.img")")
   after=$(grep -c '^GET' "$WORK/ngx/access.log" || true)
   extra_gets=$((extra_gets + after - before))

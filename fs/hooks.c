@@ -29,15 +29,30 @@ fs_after_loop (void)
   passthrough_session_ended ();
 }
 
-/* Whether READs have filled the mount's page cache with as many bytes as
- * the image holds since the kernel last dropped its pages, and the
- * kernel keeps them across opens. */
+/* Whether `counted` bytes brought into the mount's page cache cover the
+ * image, which the kernel then keeps across opens (immutable stacks
+ * only).  One rule for opening (below) and for counting afresh. */
+static bool
+counted_whole (const struct fs_entry *e, uint64_t counted)
+{
+  return e->stack->immutable && counted >= e->stack->size;
+}
+
 static bool
 mount_pages_hold_it (struct fs_entry *e)
 {
-  return e->stack->immutable
-         && __atomic_load_n (&e->bytes_to_page_cache, __ATOMIC_RELAXED)
-            >= e->stack->size;
+  return counted_whole (e, __atomic_load_n (&e->bytes_to_page_cache,
+                                            __ATOMIC_RELAXED));
+}
+
+void
+fs_count_page_cache_bytes (struct fs_entry *e, size_t size)
+{
+  uint64_t before = __atomic_fetch_add (&e->bytes_to_page_cache, size,
+                                        __ATOMIC_RELAXED);
+
+  if (counted_whole (e, before))
+    __atomic_store_n (&e->bytes_to_page_cache, size, __ATOMIC_RELAXED);
 }
 
 int

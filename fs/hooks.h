@@ -12,7 +12,8 @@
  *
  * Thread model: fs_before_loop and fs_after_loop on the main thread,
  * once each; fs_open_backing on any FUSE thread, inside an open
- * request; fs_release_backing wherever an open file is freed.
+ * request; fs_count_page_cache_bytes on any FUSE thread, inside a READ;
+ * fs_release_backing wherever an open file is freed.
  */
 #ifndef DISKSHELF_FS_HOOKS_H
 #define DISKSHELF_FS_HOOKS_H
@@ -20,6 +21,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct fs_entry;
 struct open_file;
@@ -37,6 +39,15 @@ void fs_after_loop (void);
  * replies with fuse_reply_open as usual. */
 int fs_open_backing (fuse_req_t req, struct fs_entry *e,
                      struct fuse_file_info *fi);
+
+/* A READ (not O_DIRECT) of size bytes of e brings them into the mount's
+ * page cache.  Once the count covers the image, fs_open_backing lends no
+ * backing file: the kernel keeps the mount's pages across opens.  A READ
+ * for an image already counted whole means the kernel no longer holds
+ * all its pages (memory pressure, drop_caches, fadvise), so the count
+ * starts afresh and the next open is lent the backing file again.  Any
+ * FUSE thread (atomic). */
+void fs_count_page_cache_bytes (struct fs_entry *e, size_t size);
 
 /* An open file goes (release, or exit): give back its part of the
  * inode's io mode and, with the last passthrough open, the backing file

@@ -233,21 +233,6 @@ misaligned (const struct open_file *of, size_t size, off_t offset,
                                            < file_size;
 }
 
-/* Count bytes a READ brings into the mount's page cache (fs/hooks.c
- * lends no backing file to an image counted whole).  A READ for an image
- * already counted whole means the kernel no longer holds all its pages
- * (memory pressure, drop_caches, fadvise): count afresh, so the next
- * open is lent the backing file again instead of staying on READs. */
-static void
-count_page_cache_bytes (struct fs_entry *e, size_t size)
-{
-  uint64_t before = __atomic_fetch_add (&e->bytes_to_page_cache, size,
-                                        __ATOMIC_RELAXED);
-
-  if (before >= e->stack->size)
-    __atomic_store_n (&e->bytes_to_page_cache, size, __ATOMIC_RELAXED);
-}
-
 /* read: clamp to the size and read through the stack.  When the stack
  * already holds the bytes in a buffer it can give away (a read-ahead
  * slot, layer_take), the reply is sent from that buffer instead of
@@ -298,7 +283,7 @@ ops_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
   if (size > l->size - (uint64_t) offset)
     size = (size_t) (l->size - (uint64_t) offset);
   if (!of->direct)
-    count_page_cache_bytes (of->entry, size);
+    fs_count_page_cache_bytes (of->entry, size);
   if (layer_take (l, size, (uint64_t) offset, &mem) <= 0)
     {
       struct layer_borrow lent;

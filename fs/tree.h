@@ -90,8 +90,8 @@ struct fs_entry
   uint64_t reads;
   /* Bytes READs asked for through the page cache (not O_DIRECT) since
    * the kernel last dropped this inode's pages, or a READ showed it had
-   * (fs/ops-file.c): once it reaches the size, the mount's page cache
-   * likely holds the whole image (atomic; fs/hooks.c). */
+   * (fs_count_page_cache_bytes): once it reaches the size, the mount's
+   * page cache likely holds the whole image (atomic; fs/hooks.c). */
   uint64_t bytes_to_page_cache;
 };
 

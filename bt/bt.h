@@ -96,7 +96,10 @@ struct bt_store_ops
 {
   /* True if the store holds piece index (it is verified before use). */
   bool (*has_piece) (void *ctx, uint32_t index);
-  /* Fill buf with the len bytes of piece index; 0 or a negative errno. */
+  /* Fill buf with the len bytes of piece index; 0 or a negative errno:
+   * -EAGAIN when the store does not hold it yet but is taking it in
+   * (the piece stays ours; the peer asking is refused for now), any
+   * other error when the store lost it (evicted: no longer offered). */
   int (*read_piece) (void *ctx, uint32_t index, uint8_t *buf, size_t len);
   /* Keep a verified piece; 0 or a negative errno (then it is not
    * advertised to peers). */

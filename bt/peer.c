@@ -68,6 +68,12 @@
  * for the end game. */
 #define STALL_AFTER 5.0
 #define STALL_PAUSE 30.0
+/* A peer's rejects (BEP 6) are remembered this long (seconds) after the
+ * first of them, then forgotten: a reject says "not now" (the peer
+ * choked, or its store was still taking the piece in), and a piece
+ * refused for good by the one peer that unchokes us held its reader
+ * until the entry's timeout. */
+#define REFUSED_FORGET 5.0
 
 enum block_state { BLOCK_NONE, BLOCK_REQUESTED, BLOCK_GOT };
 
@@ -117,6 +123,7 @@ struct bt_conn
   struct req cancels[64];       /* requests of dropped pieces, to cancel */
   unsigned ncancels;
   uint8_t *refused;             /* pieces this peer rejected */
+  double refused_since;         /* first reject still in refused, or 0 */
   uint8_t *rbuf;
   size_t rlen, rcap;
   uint8_t *serve_buf;
@@ -521,6 +528,12 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
              bool *interested)
 {
   struct bt_session *s = c->s;
+  double now = clock_seconds ();
+  if (c->refused_since != 0 && now - c->refused_since > REFUSED_FORGET)
+    {
+      memset (c->refused, 0, (s->mi->piece_count + 7) / 8);
+      c->refused_since = 0;
+    }
   for (unsigned k = 0; k < c->nas;)
     if (s->piece_state[c->as[k].index] == PIECE_VERIFIED)
       drop_assembly_locked (c, k);
@@ -548,7 +561,6 @@ plan_locked (struct bt_conn *c, struct req *reqs, unsigned max,
   unsigned n = 0;
   if (c->peer_choking)
     return 0;
-  double now = clock_seconds ();
   if (c->outstanding > 0 && now - c->last_block > STALL_AFTER
       && c->stalled_at == 0)
     {
@@ -732,6 +744,8 @@ unrequest (struct bt_conn *c, uint32_t index, uint32_t begin)
       a->block[b] = BLOCK_NONE;
       c->outstanding--;
       bit_set (c->refused, index);
+      if (c->refused_since == 0)
+        c->refused_since = clock_seconds ();
       pthread_mutex_lock (&c->s->lock);
       drop_assembly_locked (c, k);
       pthread_mutex_unlock (&c->s->lock);

@@ -73,12 +73,18 @@ session_piece_from_store (struct bt_session *s, uint32_t index, uint8_t *buf)
   if (st == PIECE_ABSENT || s->store.read_piece == NULL)
     return -ENOENT;
   uint32_t size = bt_metainfo_piece_size (s->mi, index);
-  if (s->store.read_piece (s->store_ctx, index, buf, size) < 0)
+  int r = s->store.read_piece (s->store_ctx, index, buf, size);
+  if (r < 0)
     {
-      /* A want may have finished meanwhile; else the store lost it. */
+      /* A want may have finished meanwhile; else the store lost it,
+       * unless it is still taking it in (-EAGAIN: a piece verified a
+       * moment ago, between its reader and the store).  Declaring such
+       * a piece lost made a complete daemon interested in every peer
+       * for good, holding their upload slots, and refused peers a piece
+       * it held (a fleet's last daemon waited 30 s for a rotation). */
       pthread_mutex_lock (&s->lock);
       in_memory = piece_from_wants_locked (s, index, buf);
-      if (!in_memory)
+      if (!in_memory && r != -EAGAIN)
         piece_lost_locked (s, index);
       pthread_mutex_unlock (&s->lock);
       if (in_memory)

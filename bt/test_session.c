@@ -3,7 +3,8 @@
  * never handed out (EIO after the timeout), and bad indexes are refused;
  * a piece a connection hands over unverified is checked by the reader
  * waiting for it: a bad copy is counted and waited past, a good one is
- * returned. */
+ * returned; a piece the store is still taking in (-EAGAIN) stays ours
+ * when a peer asks for it, one the store lost is absent. */
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -21,6 +22,7 @@
 
 static int corrupt_piece = -1;
 static int reads;
+static int store_error[4];   /* per piece: what read_piece fails with */
 
 /* has_piece: the store claims everything. */
 static bool
@@ -34,6 +36,8 @@ static int
 read_piece (void *ctx, uint32_t index, uint8_t *buf, size_t len)
 {
   reads++;
+  if (store_error[index] != 0)
+    return store_error[index];
   memcpy (buf, content + (size_t) index * PLEN, len);
   if ((int) index == corrupt_piece)
     buf[len / 2] ^= 1;
@@ -146,6 +150,19 @@ main (void)
 
   /* out of range */
   CHECK (bt_read_piece (s, 4, buf) == -EINVAL);
+
+  /* A peer asks for verified pieces the store cannot give now: piece 0
+   * is still being taken in (-EAGAIN: refused, but still ours), piece 3
+   * was evicted (absent from then on, so never offered again). */
+  store_error[0] = -EAGAIN;
+  store_error[3] = -ENOENT;
+  CHECK (session_piece_from_store (s, 0, buf) < 0);
+  CHECK (session_piece_from_store (s, 3, buf) < 0);
+  CHECK (s->piece_state[0] == PIECE_VERIFIED);
+  CHECK (s->piece_state[3] == PIECE_ABSENT);
+  store_error[0] = store_error[3] = 0;
+  CHECK (session_piece_from_store (s, 0, buf) == 0);
+  CHECK (memcmp (buf, content, PLEN) == 0);
 
   bt_session_close (s);
   free (buf);

@@ -11,6 +11,10 @@ way:
     oversize    sends a message whose length prefix is 64 MiB
     badindex    sends "have" for a piece past the end
     reject      rejects every request (BEP 6 reject-request)
+    rejectfirst rejects the first request for each piece, then serves the
+                true bytes (give data= and piece_length=): a reject is
+                "not now", as from a peer whose store is still taking the
+                piece in
 
 It runs in a thread of the test process; stop() closes everything.
 """
@@ -22,8 +26,12 @@ import threading
 
 
 class HostilePeer:
-    def __init__(self, info_hash_hex, piece_count, mode="garbage"):
+    def __init__(self, info_hash_hex, piece_count, mode="garbage", data=None,
+                 piece_length=None):
         self.info_hash = bytes.fromhex(info_hash_hex)
+        self.data = data
+        self.piece_length = piece_length
+        self.rejected = set()
         self.piece_count = piece_count
         self.mode = mode
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -119,6 +127,13 @@ class HostilePeer:
                                      + os.urandom(size))
                     elif self.mode == "reject" and fast:
                         conn.sendall(struct.pack(">IBIII", 13, 0x10, index, begin, size))
+                    elif self.mode == "rejectfirst" and index not in self.rejected:
+                        self.rejected.add(index)
+                        conn.sendall(struct.pack(">IBIII", 13, 0x10, index, begin, size))
+                    elif self.mode == "rejectfirst":
+                        start = index * self.piece_length + begin
+                        conn.sendall(struct.pack(">IBII", 9 + size, 7, index, begin)
+                                     + self.data[start:start + size])
         except (ConnectionError, OSError):
             pass
         finally:

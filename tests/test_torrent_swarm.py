@@ -219,10 +219,37 @@ def test_hostile_peer_is_dropped(tmp_path, swarm_data, mode):
         if mode in ("oversize", "badindex"):
             assert "too long" in stderr or "out of range" in stderr, stderr
         if mode == "reject":
-            # a rejected piece is not asked of that peer again (no loop)
+            # a rejected piece is not asked of that peer again for a while
+            # (REFUSED_FORGET, 5 s: longer than this read's timeout): no loop
             assert 1 <= bad.requests <= 2, bad.requests
     finally:
         bad.stop()
+
+
+def test_a_rejected_piece_is_asked_again_later(tmp_path, swarm_data):
+    """A reject (BEP 6) is "not now": the peer choked, or its store was
+    still taking the piece in.  The one peer that has the piece rejects
+    the first request and then serves it; the read must get it (asked
+    again once the reject is forgotten, 5 s), not fail at its timeout.
+    Before, a rejected piece was never asked of that peer again, and in a
+    fleet a daemon whose peers had all rejected a piece waited 30 s."""
+    from bt_hostile import HostilePeer
+    torrent = make_torrent(swarm_data / "big.bin", tmp_path / "single.torrent")
+    data = (swarm_data / "big.bin").read_bytes()
+    pieces = (len(data) + 32767) // 32768
+    peer = HostilePeer(info_hash(torrent), pieces, "rejectfirst", data=data,
+                       piece_length=32768).start()
+    try:
+        out = tmp_path / "out.bin"
+        rc, stdout, stderr = bt_get("--out", out, "--timeout", "30", "--peer", peer.addr,
+                                    "--pieces", "0-1", "--verbose", torrent, timeout=90)
+        assert rc == 0, stderr
+        assert peer.rejected == {0, 1}, peer.rejected
+        assert out.read_bytes()[:2 * 32768] == data[:2 * 32768]
+        # asked again, once per rejected piece's blocks: no loop
+        assert peer.requests <= 2 * 2 * 2, peer.requests
+    finally:
+        peer.stop()
 
 
 def test_announce_events_and_interval(tmp_path, swarm_data):

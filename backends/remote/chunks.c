@@ -981,7 +981,8 @@ remote_chunks_shutdown (struct remote_object *o)
 
 /* Copy [offset, offset+count) out of what the object holds (see
  * remote_peek): unit by unit from the disk cache, else from a ready
- * chunk in memory; never fetches. */
+ * chunk in memory; never fetches.  A missing unit still being fetched
+ * gives -EAGAIN, not -ENOENT: its bytes are on their way. */
 int
 remote_chunks_peek (struct remote_object *o, void *buf, size_t count,
                     uint64_t offset)
@@ -999,7 +1000,7 @@ remote_chunks_peek (struct remote_object *o, void *buf, size_t count,
       size_t n = (size_t) ((end < offset + count ? end : offset + count)
                            - pos);
       char *dst = (char *) buf + (pos - offset);
-      bool got = false;
+      bool got = false, arriving = false;
 
       pthread_mutex_lock (&o->lock);
       struct chunk *c = o->closing ? NULL : lookup (o, i);
@@ -1009,9 +1010,10 @@ remote_chunks_peek (struct remote_object *o, void *buf, size_t count,
           memcpy (dst, c->buf + (pos - i * o->chunk), n);
           got = true;
         }
+      arriving = c != NULL && c->state == CHUNK_FETCHING;
       pthread_mutex_unlock (&o->lock);
       if (!got && !(o->dc && disk_cache_read (o->dc, dst, n, pos) == 0))
-        return -ENOENT;
+        return arriving ? -EAGAIN : -ENOENT;
       pos += n;
     }
   return 0;

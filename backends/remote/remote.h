@@ -165,7 +165,9 @@ int remote_lend_file (struct remote_reader *r, struct layer_lend *out);
 
 /* Copy [offset, offset+count) from what the object holds already (disk
  * cache, or chunks in memory), never fetching: 0, -ENOENT when any part
- * is missing, -EINVAL out of range.  Any thread, also while the object
+ * is missing, -EAGAIN when a missing part is being fetched now (a
+ * torrent piece verified a moment ago, on its way from the fetcher into
+ * the chunk), -EINVAL out of range.  Any thread, also while the object
  * closes (then only the disk cache answers). */
 int remote_peek (struct remote_object *o, void *buf, size_t count,
                  uint64_t offset);
